@@ -1,0 +1,22 @@
+# The two commands of the README. Both create .venv/ on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/vglab: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,ray]"
+	touch $(BIN)/vglab
+
+install: $(BIN)/vglab
+
+# The main job on the embedded dataset: reproduce the reference study on scikit-learn's digits.
+run: install
+	$(BIN)/vglab reproduce --dataset digits
+
+# The whole test suite (slow tests on ../shared/data run when it exists, skip when not).
+test: install
+	$(BIN)/python -m pytest -q
+
+.PHONY: install run test

@@ -1,0 +1,18 @@
+"""vglab.data: the datasets (digits, MNIST, CIFAR-10), where they come from, and the
+preprocessing that makes them training-ready.
+
+    >>> from vglab.data import prepare
+    >>> arrays = prepare("digits", "mlp")   # scaled to [-1, 1], PCA keeping 95 % variance
+
+- `sources.py`: `load(name)` -> uint8 `Dataset`; lookup (data_dir, $VGLAB_DATA, cache),
+  readers for IDX and CIFAR-10 binary files, `fetch` and `info` for the CLI.
+- `download.py`: checksum-verified downloads and safe archive extraction.
+- `preprocess.py`: `prepare(name, kind)` -> float32 `Arrays`, with a disk-cached PCA.
+"""
+
+from .errors import DataError
+from .preprocess import Arrays, prepare
+from .sources import DATASETS, Dataset, default_cache_dir, fetch, info, load
+
+__all__ = ["load", "prepare", "fetch", "info", "DATASETS", "Dataset", "Arrays", "DataError",
+           "default_cache_dir"]

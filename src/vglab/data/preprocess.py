@@ -1,0 +1,192 @@
+"""Turn a loaded dataset into the float arrays a network trains on.
+
+Pixels are scaled to [-1, 1]. For MLPs (`kind="mlp"`) images are flattened and projected
+on the principal components that keep `variance` of the training variance: the PCA is
+fitted on the training split only (the test split must not leak into it) and cached on
+disk under `<cache>/pca/`, so only the first run pays for it. For CNNs (`kind="cnn"`)
+images keep their shape as float32 (N, H, W, C), gray images getting C = 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .sources import Dataset, default_cache_dir, load
+
+KINDS = ("mlp", "cnn")
+PCA_FORMAT = 1  # bump when the fitting changes, so old cache files are not reused
+ROWS = 4096  # rows per chunk: bounds the float64 temporaries (CIFAR rows are 3072 wide)
+
+
+@dataclass(frozen=True, eq=False)
+class Arrays:
+    """Training-ready arrays: float32 inputs, int32 labels."""
+
+    name: str
+    x_train: np.ndarray  # (N, n_components) for mlp, (N, H, W, C) for cnn
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    n_components: int | None  # None for cnn
+    kind: str
+
+
+@dataclass(frozen=True, eq=False)
+class PCA:
+    """A fitted PCA: `components` rows are orthonormal, by decreasing variance."""
+
+    mean: np.ndarray  # (D,) float64
+    components: np.ndarray  # (k, D) float64
+    explained_variance_ratio: np.ndarray  # (k,)
+
+    @property
+    def n_components(self) -> int:
+        return len(self.components)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Project rows of `x` (N, D) on the components: float32 (N, k)."""
+        comps_t = self.components.T.astype(np.float32)
+        # (x - mean) @ W as x @ W - mean @ W: no centered copy of x, twice as fast.
+        return x.astype(np.float32, copy=False) @ comps_t - (self.mean @ self.components.T).astype(np.float32)
+
+
+def scale(images: np.ndarray, pixel_max: int) -> np.ndarray:
+    """uint8 pixels 0..pixel_max to float32 in [-1, 1] (x / pixel_max * 2 - 1).
+
+    A lookup table keeps the end points exact (0 -> -1, pixel_max -> 1) and is faster
+    than float arithmetic over the whole array.
+    """
+    table = (np.arange(256, dtype=np.float64) / pixel_max * 2 - 1).astype(np.float32)
+    return table[images]
+
+
+def fit_pca(x: np.ndarray, variance: float) -> PCA:
+    """Fit a PCA on the rows of `x` keeping the fewest components that explain more
+    than `variance` of the variance (scikit-learn's rule for a float n_components).
+
+    Eigendecomposition of the covariance matrix, as scikit-learn's
+    `svd_solver="covariance_eigh"`: exact, deterministic and fast when N >> D, with the
+    covariance accumulated in float64 chunks so no float64 copy of `x` is needed.
+    """
+    if not 0 < variance <= 1:
+        raise ValueError(f"variance must be in (0, 1], got {variance}")
+    n, d = x.shape
+    mean = np.zeros(d)
+    for i in range(0, n, ROWS):
+        mean += x[i:i + ROWS].sum(0, dtype=np.float64)
+    mean /= n
+    cov = np.zeros((d, d))
+    for i in range(0, n, ROWS):
+        centered = x[i:i + ROWS].astype(np.float64) - mean
+        cov += centered.T @ centered
+    eigval, eigvec = np.linalg.eigh(cov / (n - 1))
+    eigval, eigvec = np.clip(eigval[::-1], 0, None), eigvec[:, ::-1]  # decreasing order
+    ratio = eigval / eigval.sum()
+    k = min(int(np.searchsorted(np.cumsum(ratio), variance, side="right")) + 1, d)
+    components = np.ascontiguousarray(eigvec[:, :k].T)
+    # Eigenvectors are defined up to sign; make each one's largest entry positive (as
+    # scikit-learn does) so the projection is the same on every machine and BLAS.
+    rows = np.arange(k)
+    components *= np.sign(components[rows, np.abs(components).argmax(1)])[:, None]
+    return PCA(mean, components, ratio[:k])
+
+
+def _fingerprint(ds: Dataset) -> str:
+    """What the PCA depends on: the training images (all of them; SHA-256 runs at
+    ~1 GB/s, cheap next to loading) and the pixel scale."""
+    h = hashlib.sha256(f"{PCA_FORMAT}|{ds.x_train.shape}|{ds.pixel_max}|".encode())
+    h.update(np.ascontiguousarray(ds.x_train).data)
+    return h.hexdigest()[:16]
+
+
+def train_pca(ds: Dataset, variance: float = 0.95, cache_dir: str | os.PathLike | None = None) -> PCA:
+    """The PCA of `ds`'s scaled, flattened training split: read from
+    `<cache_dir>/pca/` when present, else fitted and written there (atomically)."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    path = root / "pca" / f"{ds.name}-var{variance:g}-{_fingerprint(ds)}.npz"
+    d = int(np.prod(ds.x_train.shape[1:]))
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            pca = PCA(f["mean"], f["components"], f["explained_variance_ratio"])
+        if pca.mean.shape == (d,) and pca.components.shape[1:] == (d,):
+            return pca
+    except FileNotFoundError:
+        pass
+    except Exception as e:  # a damaged cache file is only a cache miss
+        warnings.warn(f"ignoring unreadable PCA cache {path} ({e}); refitting", stacklevel=2)
+    pca = fit_pca(scale(ds.x_train, ds.pixel_max).reshape(len(ds.x_train), d), variance)
+    _save(path, pca)
+    return pca
+
+
+def _save(path: Path, pca: PCA) -> None:
+    """Write `pca` as .npz via a temporary file + os.replace, so a crash or a concurrent
+    run never leaves a half-written cache file under the real name."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as e:  # a read-only cache costs time, not correctness
+        warnings.warn(f"cannot write the PCA cache in {path.parent} ({e})", stacklevel=3)
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, mean=pca.mean, components=pca.components,
+                     explained_variance_ratio=pca.explained_variance_ratio)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; a cache need not be
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def stratified_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a fixed, seeded subset of `size` rows with the class
+    proportions of `labels` (sorted, so the subset keeps the canonical order)."""
+    from sklearn.model_selection import train_test_split
+
+    n, n_classes = len(labels), len(np.unique(labels))
+    if size == n:
+        return np.arange(n)
+    if not n_classes <= size < n:
+        raise ValueError(f"train_size must be between {n_classes} (one per class) and {n}, got {size}")
+    keep, _ = train_test_split(np.arange(n), train_size=size, stratify=labels, random_state=seed)
+    return np.sort(keep)
+
+
+def prepare(
+    name: str,
+    kind: str = "mlp",
+    data_dir: str | os.PathLike | None = None,
+    variance: float = 0.95,
+    train_size: int | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    download: bool = True,
+) -> Arrays:
+    """Load dataset `name` and make it training-ready for `kind` ("mlp" or "cnn").
+
+    `train_size` keeps a fixed, `seed`ed, stratified subset of the training split; the
+    PCA is still fitted on the whole training split, so its cache is shared.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; choose one of: {', '.join(KINDS)}")
+    ds = load(name, data_dir, download=download)
+    keep = slice(None) if train_size is None else stratified_subset(ds.y_train, train_size, seed)
+    x_train, x_test = scale(ds.x_train[keep], ds.pixel_max), scale(ds.x_test, ds.pixel_max)
+    n_components = None
+    if kind == "mlp":
+        pca = train_pca(ds, variance, cache_dir)
+        x_train = pca.transform(x_train.reshape(len(x_train), -1))
+        x_test = pca.transform(x_test.reshape(len(x_test), -1))
+        n_components = pca.n_components
+    elif x_train.ndim == 3:  # gray: add the channel axis, NHWC
+        x_train, x_test = x_train[..., None], x_test[..., None]
+    return Arrays(name, x_train, ds.y_train[keep].astype(np.int32), x_test,
+                  ds.y_test.astype(np.int32), ds.n_classes, n_components, kind)

@@ -1,0 +1,85 @@
+"""Activation functions and their derivatives, including the rescaled activation.
+
+Each activation carries its analytic derivative because the probes need phi'(z) per
+unit (saturation, the derivative factor of the backprop product); autodiff is checked
+against these in the tests.
+
+The rescaled activation g(z) = alpha * phi(z / alpha) of Ven & Lederer has
+g'(z) = phi'(z / alpha): for alpha > 1 it stretches the linear region of phi so that
+fewer units saturate and the product of derivatives shrinks more slowly with depth.
+alpha may be a traced JAX value, so a sweep over alpha is one vmapped program.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+@dataclass(frozen=True)
+class Activation:
+    """phi and phi' as pure functions of the pre-activation z."""
+
+    name: str
+    fn: Callable[[Array], Array]
+    deriv: Callable[[Array], Array]
+    sigmoid_type: bool  # bounded and saturating: the family the paper is about
+
+    def __call__(self, z: Array) -> Array:
+        return self.fn(z)
+
+
+def _sigmoid_deriv(z):
+    s = jax.nn.sigmoid(z)
+    return s * (1.0 - s)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("tanh", jnp.tanh, lambda z: 1.0 - jnp.tanh(z) ** 2, True),
+        Activation("sigmoid", jax.nn.sigmoid, _sigmoid_deriv, True),
+        Activation("arctan", jnp.arctan, lambda z: 1.0 / (1.0 + z**2), True),
+        Activation("softsign", lambda z: z / (1.0 + jnp.abs(z)), lambda z: 1.0 / (1.0 + jnp.abs(z)) ** 2, True),
+        # relu'(0) is taken as 0, as jax.nn.relu's gradient does.
+        Activation("relu", jax.nn.relu, lambda z: (z > 0).astype(z.dtype), False),
+    )
+}
+
+
+def get(name: str) -> Activation:
+    """The activation called `name`; the error lists the valid names."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)} "
+            "(rescaling is set separately with alpha)"
+        ) from None
+
+
+def check_alpha(alpha) -> None:
+    """Reject a concrete alpha <= 0 (Python, NumPy or concrete JAX, scalar or array); a traced
+    alpha is validated where it was built."""
+    if isinstance(alpha, jax.core.Tracer):
+        return
+    a = np.asarray(alpha, dtype=float)
+    if not np.all(a > 0):  # also rejects NaN
+        raise ValueError(f"alpha must be > 0 for the rescaled activation alpha*phi(z/alpha), got {alpha}")
+
+
+def rescaled(phi: Activation, alpha) -> Activation:
+    """g(z) = alpha * phi(z / alpha), g'(z) = phi'(z / alpha); alpha may be traced."""
+    check_alpha(alpha)
+    return Activation(
+        name=f"rescaled({phi.name})",
+        fn=lambda z: alpha * phi.fn(z / alpha),
+        deriv=lambda z: phi.deriv(z / alpha),
+        sigmoid_type=phi.sigmoid_type,
+    )

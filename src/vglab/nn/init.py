@@ -1,0 +1,160 @@
+"""Initializations: a *family* (the base draw) times a per-layer *scale*.
+
+Conventions are explicit because the reference study's text and code disagreed:
+`normal(std=10)` draws N(0, 10^2) (what Keras `RandomNormal(0, 10)` does and what the
+study's code ran); `normal(variance=10)` draws N(0, 10), std 3.16. Labels always say
+which: `N(0, std=10)`.
+
+Splitting a law into base draw x scale is what lets a sweep over init scales be one
+vmapped program in which members with the same seed share the same base draw.
+
+| law              | family  | base      | scale                       |
+|------------------|---------|-----------|-----------------------------|
+| normal(std=s)    | normal  | N(0, 1)   | s                           |
+| uniform(a=a)     | uniform | U[-1, 1]  | a                           |
+| glorot_uniform() | uniform | U[-1, 1]  | sqrt(6 / (fan_in + fan_out))|
+| he_normal()      | normal  | N(0, 1)   | sqrt(2 / fan_in)            |
+| zeros()          | zeros   | 0         | 0                           |
+
+He normal here is the plain (untruncated) normal of He et al. 2015.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+FAMILIES = ("normal", "uniform", "zeros")
+
+
+@dataclass(frozen=True)
+class Init:
+    """An initialization law. `value` is the std (normal) or half-width (uniform)."""
+
+    kind: str  # normal | uniform | glorot_uniform | he_normal | zeros
+    value: float | None = None
+
+    @property
+    def family(self) -> str:
+        return {"glorot_uniform": "uniform", "he_normal": "normal"}.get(self.kind, self.kind)
+
+    @property
+    def fan_scaled(self) -> bool:
+        return self.kind in ("glorot_uniform", "he_normal")
+
+    def scale(self, fan_in: int, fan_out: int) -> float:
+        """The factor that multiplies the base draw for a layer with these fans."""
+        if self.kind == "glorot_uniform":
+            return math.sqrt(6.0 / (fan_in + fan_out))
+        if self.kind == "he_normal":
+            return math.sqrt(2.0 / fan_in)
+        if self.kind == "zeros":
+            return 0.0
+        return float(self.value)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "normal":
+            return f"N(0, std={_fmt(self.value)})"
+        if self.kind == "uniform":
+            return f"U[-{_fmt(self.value)}, {_fmt(self.value)}]"
+        return {"glorot_uniform": "Glorot uniform", "he_normal": "He normal", "zeros": "zeros"}[self.kind]
+
+    @property
+    def spec(self) -> str:
+        """The canonical string that `parse` reads back."""
+        if self.kind == "normal":
+            return f"normal(std={_exact(self.value)})"
+        if self.kind == "uniform":
+            return f"uniform(a={_exact(self.value)})"
+        return self.kind
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _exact(x: float) -> str:
+    """Short when that reads back exactly, else all digits: `parse(law.spec) == law`."""
+    s = _fmt(x)
+    return s if float(s) == x else repr(float(x))
+
+
+def normal(std: float | None = None, variance: float | None = None) -> Init:
+    """N(0, std^2); give exactly one of `std` or `variance`."""
+    if (std is None) == (variance is None):
+        raise ValueError("normal init needs exactly one of std= or variance= (e.g. normal(std=10) or normal(variance=10))")
+    if std is None:
+        if not variance > 0:
+            raise ValueError(f"normal init variance must be > 0, got {variance}")
+        std = math.sqrt(variance)
+    if not (std > 0 and math.isfinite(std)):
+        raise ValueError(f"normal init std must be finite and > 0, got {std}")
+    return Init("normal", float(std))
+
+
+def uniform(a: float) -> Init:
+    """U[-a, a]."""
+    if not (a > 0 and math.isfinite(a)):
+        raise ValueError(f"uniform init half-width a must be finite and > 0, got {a}")
+    return Init("uniform", float(a))
+
+
+def glorot_uniform() -> Init:
+    return Init("glorot_uniform")
+
+
+def he_normal() -> Init:
+    return Init("he_normal")
+
+
+def zeros() -> Init:
+    return Init("zeros", 0.0)
+
+
+_PATTERN = re.compile(r"^\s*(\w+)\s*(?:\((.*)\))?\s*$")
+SPEC_HELP = "normal(std=S), normal(variance=V), uniform(a=A), glorot_uniform, he_normal, zeros"
+
+
+def parse(spec: str | Init) -> Init:
+    """Read `normal(std=10)`, `normal(variance=10)`, `uniform(a=10)`, `glorot_uniform`, ..."""
+    if isinstance(spec, Init):
+        return spec
+    m = _PATTERN.match(str(spec))
+    if not m:
+        raise ValueError(f"cannot read init {spec!r}; write one of: {SPEC_HELP}")
+    name, args = m.group(1), (m.group(2) or "").strip()
+    kwargs: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in args.split(","))):
+        key, sep, val = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            kwargs[key.strip()] = float(val)
+        except ValueError:
+            raise ValueError(f"cannot read init {spec!r}: arguments are key=number; write one of: {SPEC_HELP}") from None
+    aliases = {"var": "variance", "sigma": "std", "glorot": "glorot_uniform", "he": "he_normal"}
+    kwargs = {aliases.get(k, k): v for k, v in kwargs.items()}
+    name = aliases.get(name, name)
+    makers = {"normal": normal, "uniform": uniform, "glorot_uniform": glorot_uniform, "he_normal": he_normal, "zeros": zeros}
+    if name not in makers:
+        raise ValueError(f"unknown init {name!r}; write one of: {SPEC_HELP}")
+    try:
+        return makers[name](**kwargs)
+    except TypeError:
+        raise ValueError(f"wrong arguments in init {spec!r}; write one of: {SPEC_HELP}") from None
+
+
+def base_draw(key: jax.Array, family: str, shape: tuple[int, ...]) -> jax.Array:
+    """The scale-free draw of a family: N(0,1), U[-1,1] or zeros."""
+    if family == "normal":
+        return jax.random.normal(key, shape)
+    if family == "uniform":
+        return jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
+    if family == "zeros":
+        return jnp.zeros(shape)
+    raise ValueError(f"unknown init family {family!r}; one of {FAMILIES}")

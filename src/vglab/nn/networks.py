@@ -1,0 +1,207 @@
+"""The networks the study varies: MLPs, a CNN, and the paper's two CNNs.
+
+A `Network` is a static description (hashable, so it can be a jit static argument)
+with two pure functions: `init` draws a parameter pytree, `apply` maps inputs to
+logits. Every hidden layer (dense or conv) uses the same activation, rescaled by
+alpha (alpha = 1 is the plain activation); the output layer is linear and the
+softmax lives in the loss.
+
+Layer names are stable and readable (`conv1`, `dense3`, `out`) and every report uses
+them; `network.layers` gives their order (parameter dicts are unordered).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from vglab.nn import activations
+from vglab.nn.init import Init, base_draw
+
+KERNEL = 3  # every conv is 3x3 'same'
+CNN_VARIANTS = ("parameters", "layers")
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    kind: str  # "dense" | "conv"
+    w_shape: tuple[int, ...]
+    fan_in: int
+    fan_out: int
+    hidden: bool  # False for the linear output layer
+    pool_after: bool = False  # conv only: 2x2 max-pool after the activation
+
+    @property
+    def b_shape(self) -> tuple[int, ...]:
+        return (self.w_shape[-1],)
+
+    @property
+    def n_params(self) -> int:
+        return math.prod(self.w_shape) + self.w_shape[-1]
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str  # e.g. "mlp 20x8", "cnn", "paper_cnn(layers)"
+    kind: str  # "mlp" | "cnn": which input preprocessing it takes
+    in_shape: tuple[int, ...]  # one example: (D,) or (H, W, C)
+    layers: tuple[Layer, ...]
+    activation: str = "tanh"
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def n_params(self) -> int:
+        return sum(layer.n_params for layer in self.layers)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    @property
+    def hidden_layers(self) -> tuple[Layer, ...]:
+        return tuple(layer for layer in self.layers if layer.hidden)
+
+    def init(self, key: jax.Array, weight_init: Init, bias_init: Init, weight_value=None, bias_value=None) -> dict:
+        """Draw parameters. `weight_value`/`bias_value` replace the law's numeric value (std or
+        half-width) and may be traced: the base draw depends on `key` and the family only."""
+        params = {}
+        for i, layer in enumerate(self.layers):
+            k_w, k_b = jax.random.split(jax.random.fold_in(key, i))
+            params[layer.name] = {
+                "w": base_draw(k_w, weight_init.family, layer.w_shape) * _scale(weight_init, layer, weight_value),
+                "b": base_draw(k_b, bias_init.family, layer.b_shape) * _scale(bias_init, layer, bias_value),
+            }
+        return params
+
+    def apply(self, params: dict, x: jax.Array, alpha=1.0, capture: bool = False):
+        """Logits for a batch `x`; with `capture`, also the pre-activations z of each hidden layer."""
+        phi = activations.get(self.activation)
+        activations.check_alpha(alpha)  # a concrete alpha <= 0 would run silently (tanh: alpha=-1 == alpha=1)
+        preacts = {}
+        h = x
+        for layer in self.layers:
+            p = params[layer.name]
+            if layer.kind == "conv":
+                z = lax.conv_general_dilated(h, p["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["b"]
+            else:
+                if h.ndim > 2:  # first dense layer after the convolutions: Flatten
+                    h = h.reshape(h.shape[0], -1)
+                z = h @ p["w"] + p["b"]
+            if not layer.hidden:
+                return (z, preacts) if capture else z
+            if capture:
+                preacts[layer.name] = z
+            h = alpha * phi.fn(z / alpha)
+            if layer.pool_after:
+                h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        raise AssertionError("a network ends with its output layer")
+
+
+def _scale(law: Init, layer: Layer, value):
+    if law.fan_scaled or value is None:
+        return law.scale(layer.fan_in, layer.fan_out)
+    return value
+
+
+def _check_positive(**values: int) -> None:
+    for name, v in values.items():
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+
+def _check_activation(activation: str) -> None:
+    activations.get(activation)  # raises with the list of valid names
+
+
+def _dense_stack(n_in: int, depth: int, width: int, n_out: int, first_index: int = 1) -> list[Layer]:
+    layers, fan_in = [], n_in
+    for i in range(depth):
+        layers.append(Layer(f"dense{first_index + i}", "dense", (fan_in, width), fan_in, width, True))
+        fan_in = width
+    layers.append(Layer("out", "dense", (fan_in, n_out), fan_in, n_out, False))
+    return layers
+
+
+def mlp(depth: int, width: int, n_in: int, n_out: int = 10, activation: str = "tanh") -> Network:
+    """`n_in` (PCA) features -> `depth` hidden layers of `width` units -> `n_out` logits."""
+    _check_positive(depth=depth, width=width, n_in=n_in, n_out=n_out)
+    _check_activation(activation)
+    return Network(
+        f"mlp {depth}x{width}", "mlp", (n_in,), tuple(_dense_stack(n_in, depth, width, n_out)), activation,
+        {"depth": depth, "width": width},
+    )
+
+
+def _conv_stack(in_shape: tuple[int, int, int], filters: list[int], pool_after: set[int]) -> tuple[list[Layer], int]:
+    """Conv layers (1-based indices in `pool_after` get a 2x2 max-pool); returns them and the flat size."""
+    h, w, c = in_shape
+    layers = []
+    for i, f in enumerate(filters, start=1):
+        pool = i in pool_after
+        layers.append(Layer(f"conv{i}", "conv", (KERNEL, KERNEL, c, f), KERNEL * KERNEL * c, KERNEL * KERNEL * f, True, pool))
+        c = f
+        if pool:
+            if h < 2 or w < 2:
+                raise ValueError(f"input {in_shape} is too small for {len(pool_after)} max-pools; use larger images")
+            h, w = h // 2, w // 2
+    return layers, h * w * c
+
+
+def _image_shape(in_shape) -> tuple[int, int, int]:
+    if len(in_shape) != 3:
+        raise ValueError(f"CNNs take images shaped (H, W, C), got {tuple(in_shape)}; prepare the data with kind='cnn'")
+    return tuple(int(s) for s in in_shape)
+
+
+def cnn(depth: int, width: int, in_shape, n_out: int = 10, activation: str = "tanh", filters: int = 36) -> Network:
+    """4 conv layers of `filters` 3x3 'same', max-pool after every second, Flatten,
+    `depth` dense layers of `width`, `n_out` logits."""
+    _check_positive(depth=depth, width=width, n_out=n_out, filters=filters)
+    _check_activation(activation)
+    in_shape = _image_shape(in_shape)
+    convs, flat = _conv_stack(in_shape, [filters] * 4, {2, 4})
+    return Network(
+        f"cnn 4conv+{depth}x{width}", "cnn", in_shape, tuple(convs + _dense_stack(flat, depth, width, n_out)), activation,
+        {"depth": depth, "width": width},
+    )
+
+
+def paper_cnn(variant: str, in_shape, n_out: int = 10, activation: str = "tanh") -> Network:
+    """The reference study's CNNs, with the Flatten its code lacked.
+
+    'parameters': 6 conv layers of 36 filters, max-pool after every 2nd, dense 8, dense 10.
+    'layers':     6 conv layers of 3 filters, max-pool after the 3rd and 6th, 4 dense of 8, dense 10.
+    """
+    if variant not in CNN_VARIANTS:
+        raise ValueError(f"unknown paper_cnn variant {variant!r}; choose one of {list(CNN_VARIANTS)}")
+    _check_activation(activation)
+    in_shape = _image_shape(in_shape)
+    if variant == "parameters":
+        convs, flat = _conv_stack(in_shape, [36] * 6, {2, 4, 6})
+        dense = _dense_stack(flat, 1, 8, n_out)
+    else:
+        convs, flat = _conv_stack(in_shape, [3] * 6, {3, 6})
+        dense = _dense_stack(flat, 4, 8, n_out)
+    return Network(f"paper_cnn({variant})", "cnn", in_shape, tuple(convs + dense), activation, {"variant": variant})
+
+
+NETWORKS = ("mlp", "cnn", "paper_cnn")
+
+
+def build(network: str, in_shape, *, depth: int = 1, width: int = 8, variant: str | None = None,
+          activation: str = "tanh", n_out: int = 10) -> Network:
+    """One entry point for specs: `network` is 'mlp', 'cnn' or 'paper_cnn'."""
+    if network == "mlp":
+        if len(in_shape) != 1:
+            raise ValueError(f"an MLP takes flat features, got input shape {tuple(in_shape)}; prepare the data with kind='mlp'")
+        return mlp(depth, width, int(in_shape[0]), n_out, activation)
+    if network == "cnn":
+        return cnn(depth, width, in_shape, n_out, activation)
+    if network == "paper_cnn":
+        return paper_cnn(variant or "parameters", in_shape, n_out, activation)
+    raise ValueError(f"unknown network {network!r}; choose one of {list(NETWORKS)}")

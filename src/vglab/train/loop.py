@@ -1,0 +1,377 @@
+"""Training: the study's recipe, K configurations at once, measured at every step.
+
+Read top to bottom:
+1. `Member` is one configuration (seed, init, alpha, L1/L2); a *group* of members shares
+   the network and the init families and is trained as ONE vmapped program.
+2. `_member_step` is one Adam step of one member with its gradient probes and divergence
+   freezing; `_grid_epoch` scans it over an epoch's minibatches for a [seed, config]
+   grid of members (vmapped twice: members with one seed share each batch).
+3. `_member_observe` measures a member after an epoch: validation over the whole test
+   set, the layer factors on a fixed probe batch, first/last-layer gradients.
+4. `train_group` jits both and loops over epochs on the host.
+
+Recipe (the reference study's defaults): Adam lr 1e-3 (eps 1e-7, Keras' value),
+softmax cross-entropy on integer labels, batch 32. Each epoch draws a fresh
+permutation from the member's seed and drops the last `n_train % batch_size` examples
+of it (a static scan length); the dropped ones differ from epoch to epoch.
+Members with the same seed share the initial base draw and every batch order, so a
+sweep over r, alpha or init scale is a controlled comparison.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from vglab.nn import activations
+from vglab.nn.init import Init, normal
+from vglab.nn.networks import Network
+from vglab.nn.penalties import penalty
+from vglab.train import probes as probes_mod
+
+PARAMS = ("w", "b")
+ADAM_EPS = 1e-7  # Keras' default; the reference study trained with Keras
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 15
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    probes: tuple[str, ...] = probes_mod.ALL
+    probe_batch_size: int = 512  # fixed training examples for the layer factors
+    eval_chunk: int = 1024  # test examples per forward pass (memory, not results)
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "probe_batch_size", "eval_chunk"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        object.__setattr__(self, "probes", tuple(probes_mod.ALL if self.probes in ("all", ("all",)) else self.probes))
+        probes_mod.select(self.probes)  # validates names
+
+
+def default_bias_init(weight_init: Init) -> Init:
+    """Biases follow the weights' law (as the reference study did), except for the
+    fan-scaled laws, whose standard (Keras) companion is zero biases."""
+    return Init("zeros", 0.0) if weight_init.fan_scaled else weight_init
+
+
+@dataclass(frozen=True)
+class Member:
+    """One configuration of a group."""
+
+    seed: int = 0
+    weight_init: Init = field(default_factory=lambda: normal(std=1.0))
+    bias_init: Init | None = None  # None: `default_bias_init(weight_init)`
+    alpha: float = 1.0
+    l1: float = 0.0
+    l2: float = 0.0
+
+    def __post_init__(self):
+        activations.check_alpha(self.alpha)
+        if not (self.l1 >= 0 and self.l2 >= 0):
+            raise ValueError(f"penalty strengths must be >= 0, got l1={self.l1}, l2={self.l2}")
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+    @property
+    def bias_law(self) -> Init:
+        return self.bias_init or default_bias_init(self.weight_init)
+
+
+@dataclass
+class RunResult:
+    """What one member's training produced (tables follow DESIGN.md)."""
+
+    epochs: pd.DataFrame
+    grads: pd.DataFrame
+    activations: pd.DataFrame
+    histograms: np.ndarray | None  # [epoch, layer, param, bin] counts, or None without grad_hist
+    final_grads: dict[str, np.ndarray]  # first and last layer's weight gradient at the end
+    diverged_epoch: int | None
+
+
+# ------------------------------------------------------------------ one member, pure
+def _objective(network, params, x, y, hyper):
+    logits = network.apply(params, x, hyper["alpha"])
+    data_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    pen = penalty(params, hyper["l1"], hyper["l2"])
+    correct = jnp.mean(jnp.argmax(logits, -1) == y)
+    return data_loss + pen, (data_loss, pen, correct)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def _where(cond, new, old):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(cond, a, b), new, old)
+
+
+def _member_init(network, w_law, b_law, optimizer, hyper):
+    key = jax.random.fold_in(jax.random.PRNGKey(hyper["seed"]), 0)
+    params = network.init(key, w_law, b_law, hyper["w_value"], hyper["b_value"])
+    return {"params": params, "opt": optimizer.init(params), "alive": jnp.array(True)}
+
+
+def _member_step(network, optimizer, grad_qs, carry, hyper, xb, yb):
+    """One Adam step of one member, its gradient probes, and divergence freezing."""
+    params, opt_state, alive, acc = carry
+    (total, (data_loss, pen, correct)), grads = jax.value_and_grad(
+        functools.partial(_objective, network), has_aux=True
+    )(params, xb, yb, hyper)
+    updates, new_opt = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    # A member whose loss or parameters stop being finite keeps its last finite state.
+    ok = alive & jnp.isfinite(total) & _all_finite(new_params)
+    new_acc = {
+        "metrics": acc["metrics"] + jnp.stack([data_loss, pen, total, correct]),
+        "steps": acc["steps"] + 1,
+        "grads": {
+            name: {p: {q.name: q.update(acc["grads"][name][p][q.name], grads[name][p]) for q in grad_qs} for p in PARAMS}
+            for name in acc["grads"]
+        },
+    }
+    return _where(ok, new_params, params), _where(ok, new_opt, opt_state), ok, _where(ok, new_acc, acc)
+
+
+def _grid_epoch(network, config, optimizer, state, hyper, seeds, epoch, x, y):
+    """One epoch of a [seed, config] grid of members.
+
+    Members that share a seed share every minibatch, so the inner vmap multiplies one
+    batch by all their weights in one matrix product instead of one per member."""
+    grad_qs, _ = probes_mod.select(config.probes)
+    n_steps = x.shape[0] // config.batch_size
+
+    def seed_order(seed):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 1), epoch)
+        return jax.random.permutation(key, x.shape[0])[: n_steps * config.batch_size].reshape(n_steps, config.batch_size)
+
+    order = jnp.swapaxes(jax.vmap(seed_order)(seeds), 0, 1)  # [step, seed, batch]
+    acc_member = {
+        "metrics": jnp.zeros(4),  # data loss, penalty, total loss, accuracy
+        "steps": jnp.zeros((), jnp.int32),
+        "grads": {
+            layer.name: {p: {q.name: q.zeros(None) for q in grad_qs} for p in PARAMS} for layer in network.layers
+        },
+    }
+    grid = state["alive"].shape
+    acc0 = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, grid + a.shape), acc_member)
+    step_member = functools.partial(_member_step, network, optimizer, grad_qs)
+    step_grid = jax.vmap(jax.vmap(step_member, in_axes=(0, 0, None, None)))
+
+    def step(carry, idx):
+        return step_grid(carry, hyper, x[idx], y[idx]), None
+
+    carry = (state["params"], state["opt"], state["alive"], acc0)
+    (params, opt_state, alive, acc), _ = jax.lax.scan(step, carry, order)
+    out = jax.vmap(jax.vmap(functools.partial(_finalize_epoch, network, grad_qs)))(acc)
+    return {"params": params, "opt": opt_state, "alive": alive}, out
+
+
+def _finalize_epoch(network, grad_qs, acc):
+    n = acc["steps"].astype(jnp.float32)  # 0 once diverged: every mean below is then NaN
+    metrics = acc["metrics"] / n
+    out = {"train_loss": metrics[0], "train_penalty": metrics[1], "train_total_loss": metrics[2], "train_acc": metrics[3]}
+    for q in grad_qs:
+        per_layer = [[q.finalize(acc["grads"][layer.name][p][q.name], n) for p in PARAMS] for layer in network.layers]
+        for key in q.columns + ((q.array,) if q.array else ()):
+            out[key] = jnp.stack([jnp.stack([d[key] for d in row]) for row in per_layer])  # [layer, param, ...]
+    return out
+
+
+def _member_observe(network, config, params, hyper, x_probe, y_probe, x_test, y_test):
+    _, layer_qs = probes_mod.select(config.probes)
+    alpha = hyper["alpha"]
+    out = {}
+
+    # Validation over the whole test set, in chunks (padding masked out).
+    chunk = min(config.eval_chunk, x_test.shape[0])
+    n_chunks = -(-x_test.shape[0] // chunk)
+    pad = n_chunks * chunk - x_test.shape[0]
+    xs = jnp.concatenate([x_test, jnp.zeros((pad,) + x_test.shape[1:], x_test.dtype)]).reshape((n_chunks, chunk) + x_test.shape[1:])
+    ys = jnp.concatenate([y_test, jnp.zeros((pad,), y_test.dtype)]).reshape(n_chunks, chunk)
+    mask = (jnp.arange(n_chunks * chunk) < x_test.shape[0]).reshape(n_chunks, chunk)
+
+    def eval_chunk(args):
+        xc, yc, mc = args
+        logits = network.apply(params, xc, alpha)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, yc)
+        return jnp.sum(loss * mc), jnp.sum((jnp.argmax(logits, -1) == yc) * mc)
+
+    losses, corrects = jax.lax.map(eval_chunk, (xs, ys, mask))
+    out["val_loss"] = jnp.sum(losses) / x_test.shape[0]
+    out["val_acc"] = jnp.sum(corrects) / x_test.shape[0]
+
+    # The factors of the backprop product on the probe batch.
+    if layer_qs:
+        _, preacts = network.apply(params, x_probe, alpha, capture=True)
+        phi = activations.get(network.activation)
+        rows = []
+        for layer in network.layers:
+            w = params[layer.name]["w"]
+            if layer.hidden:
+                z = preacts[layer.name]
+                dphi = phi.deriv(z / alpha)  # g'(z) of the rescaled activation
+            row = {}
+            for q in layer_qs:
+                if layer.hidden or not q.needs_activation:
+                    row.update(q.compute(z if layer.hidden else None, dphi if layer.hidden else None, w))
+                else:
+                    row.update({c: jnp.array(jnp.nan) for c in q.columns})
+            rows.append(row)
+        for col in rows[0]:
+            out[col] = jnp.stack([r[col] for r in rows])  # [layer]
+
+    # Full gradients of the first and last layer (for distribution plots).
+    grads = jax.grad(lambda p: _objective(network, p, x_probe, y_probe, hyper)[0])(params)
+    first, last = network.layers[0].name, network.layers[-1].name
+    out["final_grad_first"] = grads[first]["w"]
+    out["final_grad_last"] = grads[last]["w"]
+    return out
+
+
+# --------------------------------------------------------------- the vmapped group
+@functools.lru_cache(maxsize=32)
+def _compiled(network: Network, config: TrainConfig, w_law: Init, b_law: Init):
+    """jit of init, epoch and observe over a [seed, config] grid for one group shape
+    (cached: recompiles only when the network, config or init families change)."""
+    optimizer = optax.adam(config.learning_rate, eps=ADAM_EPS)
+    grid = lambda f, **kw: jax.vmap(jax.vmap(f, **kw), **kw)  # noqa: E731
+    init = jax.jit(grid(functools.partial(_member_init, network, w_law, b_law, optimizer)))
+    epoch = jax.jit(functools.partial(_grid_epoch, network, config, optimizer), donate_argnums=(0,))
+    observe = jax.jit(grid(functools.partial(_member_observe, network, config), in_axes=(0, 0, None, None, None, None)))
+    return init, epoch, observe
+
+
+def group_key(member: Member) -> tuple[str, str]:
+    """Members with equal keys can share a vmapped group (with the same network and config)."""
+    return member.weight_init.kind, member.bias_law.kind
+
+
+def _hypers(members: list[Member]) -> dict:
+    keys = {group_key(m) for m in members}
+    if len(keys) != 1:
+        raise ValueError(f"a group's members must share their init families; got {sorted(keys)}. Split them into groups.")
+
+    def value(law: Init) -> float:
+        return 1.0 if law.value is None or law.fan_scaled else law.value
+
+    return {
+        "seed": np.array([m.seed for m in members], np.uint32),
+        "w_value": np.array([value(m.weight_init) for m in members], np.float32),
+        "b_value": np.array([value(m.bias_law) for m in members], np.float32),
+        "alpha": np.array([m.alpha for m in members], np.float32),
+        "l1": np.array([m.l1 for m in members], np.float32),
+        "l2": np.array([m.l2 for m in members], np.float32),
+    }
+
+
+def _seed_grid(members: list[Member]) -> np.ndarray:
+    """Member indices arranged [seed, slot]; a seed with fewer members repeats its last
+    one (the copy is trained and discarded) so the grid is rectangular."""
+    by_seed: dict[int, list[int]] = {}
+    for k, m in enumerate(members):
+        by_seed.setdefault(int(m.seed), []).append(k)
+    width = max(len(v) for v in by_seed.values())
+    return np.array([v + [v[-1]] * (width - len(v)) for v in by_seed.values()])
+
+
+def _probe_subset(x, y, size):
+    idx = np.sort(np.random.default_rng(0).permutation(x.shape[0])[: min(size, x.shape[0])])
+    return x[idx], y[idx]
+
+
+def train_group(network: Network, arrays, members: list[Member], config: TrainConfig = TrainConfig(), on_epoch=None):
+    """Train `members` on `arrays` (a `vglab.data.Arrays`) as one vectorized program.
+
+    `on_epoch(epoch, metrics)` is called after every epoch (epoch 0 = at initialization)
+    with per-member numpy arrays, e.g. for a progress bar. Returns one `RunResult` per member.
+    """
+    if not members:
+        raise ValueError("a group needs at least one member")
+    if tuple(arrays.x_train.shape[1:]) != tuple(network.in_shape):
+        raise ValueError(
+            f"the data's example shape {tuple(arrays.x_train.shape[1:])} does not fit {network.name} "
+            f"(expects {tuple(network.in_shape)}); build the network from the prepared data's shape"
+        )
+    if arrays.x_train.shape[0] < config.batch_size:
+        raise ValueError(f"{arrays.x_train.shape[0]} training examples are fewer than one batch of {config.batch_size}")
+    slots = _seed_grid(members)
+    hypers = {k: jnp.asarray(v[slots]) for k, v in _hypers(members).items()}  # [seed, slot]
+    seeds = hypers["seed"][:, 0]
+    w_law, b_law = (Init(kind) for kind in group_key(members[0]))
+    init, epoch_fn, observe = _compiled(network, config, w_law, b_law)
+
+    x, y = jnp.asarray(arrays.x_train), jnp.asarray(arrays.y_train, jnp.int32)
+    x_test, y_test = jnp.asarray(arrays.x_test), jnp.asarray(arrays.y_test, jnp.int32)
+    x_probe, y_probe = _probe_subset(x, y, config.probe_batch_size)
+    where = [tuple(np.argwhere(slots == k)[0]) for k in range(len(members))]  # member -> (seed, slot)
+
+    def per_member(record: dict) -> dict:
+        return {key: np.stack([v[i, j] for i, j in where]) if np.ndim(v) >= 2 else v for key, v in record.items()}
+
+    state = init(hypers)
+    history = []  # per epoch: dict of numpy arrays with leading member axis
+    t0 = time.perf_counter()
+    record = jax.device_get({**observe(state["params"], hypers, x_probe, y_probe, x_test, y_test), "alive": state["alive"]})
+    record["seconds"] = time.perf_counter() - t0
+    history.append(per_member(record))
+    if on_epoch:
+        on_epoch(0, history[-1])
+    for e in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        state, trained = epoch_fn(state, hypers, seeds, jnp.uint32(e), x, y)
+        obs = observe(state["params"], hypers, x_probe, y_probe, x_test, y_test)
+        record = jax.device_get({**trained, **obs, "alive": state["alive"]})
+        record["seconds"] = time.perf_counter() - t0
+        history.append(per_member(record))
+        if on_epoch:
+            on_epoch(e, history[-1])
+    return [_member_result(network, history, k) for k in range(len(members))]
+
+
+# ------------------------------------------------------------ host-side tables
+def _member_result(network: Network, history: list[dict], k: int) -> RunResult:
+    names = network.layer_names
+    alive = np.array([h["alive"][k] for h in history])
+    dead = np.flatnonzero(~alive)
+    diverged_epoch = int(dead[0]) if dead.size else None
+
+    epoch_rows, grad_rows, act_rows, hists = [], [], [], []
+    layer_cols = [c for q in probes_mod.LAYER_QUANTITIES.values() for c in q.columns if c in history[0]]
+    for e, h in enumerate(history):
+        row = {"epoch": e, "seconds": float(h["seconds"]), "diverged": bool(not alive[e])}
+        for col in ("train_loss", "train_penalty", "train_total_loss", "train_acc", "val_loss", "val_acc"):
+            row[col] = float(h[col][k]) if col in h else np.nan
+        epoch_rows.append(row)
+        for i, name in enumerate(names):
+            act_rows.append({"epoch": e, "layer": name, "layer_index": i, **{c: float(h[c][k][i]) for c in layer_cols}})
+        if e == 0:
+            continue
+        grad_cols = [c for q in probes_mod.GRAD_QUANTITIES.values() for c in q.columns if c in h]
+        for i, name in enumerate(names):
+            for j, p in enumerate(PARAMS):
+                grad_rows.append({"epoch": e, "layer": name, "layer_index": i, "param": p,
+                                  **{c: float(h[c][k][i][j]) for c in grad_cols}})
+        if "grad_hist" in h:
+            hists.append(h["grad_hist"][k])
+    last = history[-1]
+    return RunResult(
+        epochs=pd.DataFrame(epoch_rows),
+        grads=pd.DataFrame(grad_rows),
+        activations=pd.DataFrame(act_rows),
+        histograms=np.stack(hists) if hists else None,
+        final_grads={names[0]: np.asarray(last["final_grad_first"][k]), names[-1]: np.asarray(last["final_grad_last"][k])},
+        diverged_epoch=diverged_epoch,
+    )
