@@ -23,6 +23,9 @@ def _params(seed=0):
             for layer in net.layers}
 
 
+_PENALTY = jax.jit(penalties.penalty)
+
+
 def _numpy_penalty(params, l1, l2):
     leaves = [a for layer in params.values() for a in layer.values()]
     return l1 * sum(np.abs(a).sum() for a in leaves) + l2 * sum((a**2).sum() for a in leaves)
@@ -32,7 +35,7 @@ def _numpy_penalty(params, l1, l2):
 def test_penalty_equals_numpy(l1, l2, x64):
     p_np = _params()
     p = jax.tree_util.tree_map(jnp.asarray, p_np)
-    got = penalties.penalty(p, l1=l1, l2=l2)
+    got = _PENALTY(p, l1, l2)  # jitted: one compile for all strengths
     assert got.shape == () and got.dtype == jnp.float64
     np.testing.assert_allclose(got, _numpy_penalty(p_np, l1, l2), rtol=1e-12, atol=1e-15)
 
@@ -40,7 +43,7 @@ def test_penalty_equals_numpy(l1, l2, x64):
 def test_penalty_gradient_is_l1_sign_plus_2_l2_theta(x64):
     p_np = _params(1)
     p = jax.tree_util.tree_map(jnp.asarray, p_np)
-    g = jax.grad(lambda q: penalties.penalty(q, l1=0.2, l2=0.05))(p)
+    g = jax.jit(jax.grad(lambda q: penalties.penalty(q, l1=0.2, l2=0.05)))(p)
     for name, layer in p_np.items():
         for k, a in layer.items():
             np.testing.assert_allclose(g[name][k], 0.2 * np.sign(a) + 2 * 0.05 * a, rtol=1e-12)
