@@ -110,18 +110,38 @@ def _objective(network, params, x, y, hyper):
     return data_loss + pen, (data_loss, pen, correct)
 
 
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
-
-
 def _where(cond, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(cond, a, b), new, old)
 
 
+def init_key(seed):
+    """The key of a member's initial draw (shared by members with this seed)."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), 0)
+
+
+def batch_order(seed, epoch, n_train: int, batch_size: int):
+    """[steps, batch] example indices of one epoch: a fresh permutation from the seed,
+    its last `n_train % batch_size` entries dropped."""
+    n_steps = n_train // batch_size
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 1), epoch)
+    return jax.random.permutation(key, n_train)[: n_steps * batch_size].reshape(n_steps, batch_size)
+
+
 def _member_init(network, w_law, b_law, optimizer, hyper):
-    key = jax.random.fold_in(jax.random.PRNGKey(hyper["seed"]), 0)
+    key = init_key(hyper["seed"])
     params = network.init(key, w_law, b_law, hyper["w_value"], hyper["b_value"])
     return {"params": params, "opt": optimizer.init(params), "alive": jnp.array(True)}
+
+
+def _flatten_grads(network, grads):
+    """All gradient entries back to back, tensor t = 2 * layer + {w: 0, b: 1}."""
+    return jnp.concatenate([grads[layer.name][p].ravel() for layer in network.layers for p in PARAMS])
+
+
+def _tensor_segments(network):
+    """For the flat gradient: each entry's tensor index, and each tensor's size."""
+    sizes = [int(np.prod(s)) for layer in network.layers for s in (layer.w_shape, layer.b_shape)]
+    return np.repeat(np.arange(len(sizes), dtype=np.int32), sizes), np.array(sizes, np.float32)
 
 
 def _member_step(network, optimizer, grad_qs, carry, hyper, xb, yb):
@@ -132,15 +152,15 @@ def _member_step(network, optimizer, grad_qs, carry, hyper, xb, yb):
     )(params, xb, yb, hyper)
     updates, new_opt = optimizer.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
-    # A member whose loss or parameters stop being finite keeps its last finite state.
-    ok = alive & jnp.isfinite(total) & _all_finite(new_params)
+    flat = _flatten_grads(network, grads)
+    # A member whose loss or gradient stops being finite keeps its last finite state
+    # (finite gradients give finite Adam steps, so the parameters stay finite too).
+    ok = alive & jnp.isfinite(total) & jnp.all(jnp.isfinite(flat))
+    seg, sizes = _tensor_segments(network)
     new_acc = {
         "metrics": acc["metrics"] + jnp.stack([data_loss, pen, total, correct]),
         "steps": acc["steps"] + 1,
-        "grads": {
-            name: {p: {q.name: q.update(acc["grads"][name][p][q.name], grads[name][p]) for q in grad_qs} for p in PARAMS}
-            for name in acc["grads"]
-        },
+        "grads": {q.name: q.update(acc["grads"][q.name], flat, seg, sizes) for q in grad_qs},
     }
     return _where(ok, new_params, params), _where(ok, new_opt, opt_state), ok, _where(ok, new_acc, acc)
 
@@ -151,19 +171,12 @@ def _grid_epoch(network, config, optimizer, state, hyper, seeds, epoch, x, y):
     Members that share a seed share every minibatch, so the inner vmap multiplies one
     batch by all their weights in one matrix product instead of one per member."""
     grad_qs, _ = probes_mod.select(config.probes)
-    n_steps = x.shape[0] // config.batch_size
-
-    def seed_order(seed):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 1), epoch)
-        return jax.random.permutation(key, x.shape[0])[: n_steps * config.batch_size].reshape(n_steps, config.batch_size)
-
-    order = jnp.swapaxes(jax.vmap(seed_order)(seeds), 0, 1)  # [step, seed, batch]
+    orders = jax.vmap(lambda seed: batch_order(seed, epoch, x.shape[0], config.batch_size))(seeds)
+    order = jnp.swapaxes(orders, 0, 1)  # [step, seed, batch]
     acc_member = {
         "metrics": jnp.zeros(4),  # data loss, penalty, total loss, accuracy
         "steps": jnp.zeros((), jnp.int32),
-        "grads": {
-            layer.name: {p: {q.name: q.zeros(None) for q in grad_qs} for p in PARAMS} for layer in network.layers
-        },
+        "grads": {q.name: q.zeros(2 * len(network.layers)) for q in grad_qs},
     }
     grid = state["alive"].shape
     acc0 = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, grid + a.shape), acc_member)
@@ -183,10 +196,10 @@ def _finalize_epoch(network, grad_qs, acc):
     n = acc["steps"].astype(jnp.float32)  # 0 once diverged: every mean below is then NaN
     metrics = acc["metrics"] / n
     out = {"train_loss": metrics[0], "train_penalty": metrics[1], "train_total_loss": metrics[2], "train_acc": metrics[3]}
+    n_layers = len(network.layers)
     for q in grad_qs:
-        per_layer = [[q.finalize(acc["grads"][layer.name][p][q.name], n) for p in PARAMS] for layer in network.layers]
-        for key in q.columns + ((q.array,) if q.array else ()):
-            out[key] = jnp.stack([jnp.stack([d[key] for d in row]) for row in per_layer])  # [layer, param, ...]
+        for key, per_tensor in q.finalize(acc["grads"][q.name], n).items():
+            out[key] = per_tensor.reshape((n_layers, len(PARAMS)) + per_tensor.shape[1:])  # [layer, param, ...]
     return out
 
 
@@ -220,13 +233,14 @@ def _member_observe(network, config, params, hyper, x_probe, y_probe, x_test, y_
         rows = []
         for layer in network.layers:
             w = params[layer.name]["w"]
+            z = dphi = log_dphi = None
             if layer.hidden:
                 z = preacts[layer.name]
-                dphi = phi.deriv(z / alpha)  # g'(z) of the rescaled activation
+                dphi, log_dphi = phi.deriv(z / alpha), phi.log_deriv(z / alpha)  # g'(z) = phi'(z / alpha)
             row = {}
             for q in layer_qs:
                 if layer.hidden or not q.needs_activation:
-                    row.update(q.compute(z if layer.hidden else None, dphi if layer.hidden else None, w))
+                    row.update(q.compute(z, dphi, log_dphi, w))
                 else:
                     row.update({c: jnp.array(jnp.nan) for c in q.columns})
             rows.append(row)

@@ -6,18 +6,19 @@ Two kinds of quantity:
   **every** optimizer step and accumulated on-device over the epoch, then finalized
   into per-epoch numbers. (The reference study looked at one batch per epoch.)
 * `LayerQuantity`: computed once per epoch on a fixed probe batch from a layer's
-  pre-activations z, the activation derivative g'(z) and its weight matrix W. These
+  pre-activations z, the activation derivative g'(z) (and its log) and its weight matrix W. These
   are the factors of the backprop product
       dJ/dw^[l] = dJ/dy * g'(z^[L]) * prod_{k>l} W^[k] * prod_{k>=l} phi'(z^[k]) * a^[l-1],
   so a report can say whether the weight product or the derivative product vanished.
 
 To add a quantity, write a class with `name`, `columns` and its functions, and list it
 in `GRAD_QUANTITIES` or `LAYER_QUANTITIES`; it is then selectable by name.
-All functions are pure JAX on one tensor of one member; the engine vmaps them.
+All functions are pure JAX for one member; the engine vmaps them.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -34,18 +35,30 @@ def hist_edges() -> np.ndarray:
 
 # --------------------------------------------------------------------------- gradients
 class GradQuantity:
+    """Accumulates over the steps of an epoch, for every tensor at once.
+
+    A step's gradient arrives flattened: `g` holds every tensor's entries back to back
+    and `seg[i]` is the tensor entry i belongs to (tensor t = 2 * layer + {w: 0, b: 1}),
+    `sizes[t]` its entry count. Working on the flat vector keeps the compiled step
+    small however deep the network (one reduction instead of one per tensor)."""
+
     name: str
     columns: tuple[str, ...] = ()  # per-epoch scalars it yields (a table column each)
     array: str | None = None  # or the name of the per-epoch array it yields
 
-    def zeros(self, shape):
+    def zeros(self, n_tensors: int):
         raise NotImplementedError
 
-    def update(self, acc, g):
+    def update(self, acc, g, seg, sizes):
         raise NotImplementedError
 
     def finalize(self, acc, n_steps) -> dict:
+        """Per-tensor results: {column: [n_tensors]} (or {array: [n_tensors, ...]})."""
         raise NotImplementedError
+
+
+def _per_tensor_sum(values, seg, n_tensors):
+    return jax.ops.segment_sum(values, seg, num_segments=n_tensors, indices_are_sorted=True)
 
 
 class GradMoments(GradQuantity):
@@ -54,32 +67,33 @@ class GradMoments(GradQuantity):
     name = "grad_moments"
     columns = ("grad_mean", "grad_std", "grad_abs_mean")
 
-    def zeros(self, shape):
-        return jnp.zeros(3)
+    def zeros(self, n_tensors):
+        return jnp.zeros((n_tensors, 3))
 
-    def update(self, acc, g):
-        return acc + jnp.stack([jnp.mean(g), jnp.mean(g * g), jnp.mean(jnp.abs(g))])
+    def update(self, acc, g, seg, sizes):
+        sums = _per_tensor_sum(jnp.stack([g, g * g, jnp.abs(g)], -1), seg, len(sizes))
+        return acc + sums / sizes[:, None]
 
     def finalize(self, acc, n_steps):
-        m, m2, mabs = acc / n_steps
+        m, m2, mabs = (acc / n_steps).T
         return {"grad_mean": m, "grad_std": jnp.sqrt(jnp.maximum(m2 - m * m, 0.0)), "grad_abs_mean": mabs}
 
 
 class GradNorm(GradQuantity):
-    """L2 norm of the tensor's gradient: mean and max over the steps of the epoch."""
+    """L2 norm of each tensor's gradient: mean and max over the steps of the epoch."""
 
     name = "grad_norm"
     columns = ("grad_norm_mean", "grad_norm_max")
 
-    def zeros(self, shape):
-        return jnp.zeros(2)
+    def zeros(self, n_tensors):
+        return jnp.zeros((n_tensors, 2))
 
-    def update(self, acc, g):
-        norm = jnp.sqrt(jnp.sum(g * g))
-        return jnp.stack([acc[0] + norm, jnp.maximum(acc[1], norm)])
+    def update(self, acc, g, seg, sizes):
+        norm = jnp.sqrt(_per_tensor_sum(g * g, seg, len(sizes)))
+        return jnp.stack([acc[:, 0] + norm, jnp.maximum(acc[:, 1], norm)], -1)
 
     def finalize(self, acc, n_steps):
-        return {"grad_norm_mean": acc[0] / n_steps, "grad_norm_max": acc[1]}
+        return {"grad_norm_mean": acc[:, 0] / n_steps, "grad_norm_max": acc[:, 1]}
 
 
 class GradSigns(GradQuantity):
@@ -88,14 +102,15 @@ class GradSigns(GradQuantity):
     name = "grad_signs"
     columns = ("zero_frac", "pos_frac")
 
-    def zeros(self, shape):
-        return jnp.zeros(2)
+    def zeros(self, n_tensors):
+        return jnp.zeros((n_tensors, 2))
 
-    def update(self, acc, g):
-        return acc + jnp.stack([jnp.mean(g == 0), jnp.mean(g > 0)])
+    def update(self, acc, g, seg, sizes):
+        counts = _per_tensor_sum(jnp.stack([g == 0, g > 0], -1).astype(g.dtype), seg, len(sizes))
+        return acc + counts / sizes[:, None]
 
     def finalize(self, acc, n_steps):
-        return {"zero_frac": acc[0] / n_steps, "pos_frac": acc[1] / n_steps}
+        return {"zero_frac": acc[:, 0] / n_steps, "pos_frac": acc[:, 1] / n_steps}
 
 
 class GradHistogram(GradQuantity):
@@ -104,15 +119,16 @@ class GradHistogram(GradQuantity):
     name = "grad_hist"
     array = "grad_hist"
 
-    def zeros(self, shape):
-        return jnp.zeros(HIST_BINS + 1, jnp.int32)
+    def zeros(self, n_tensors):
+        return jnp.zeros((n_tensors, HIST_BINS + 1), jnp.int32)
 
-    def update(self, acc, g):
+    def update(self, acc, g, seg, sizes):
         lo, hi = HIST_LOG10_RANGE
-        a = jnp.abs(g).ravel()
+        a = jnp.abs(g)
         pos = jnp.floor((jnp.log10(jnp.where(a > 0, a, 1.0)) - lo) * (HIST_BINS / (hi - lo)))
-        idx = jnp.where(a > 0, jnp.clip(pos, 0, HIST_BINS - 1).astype(jnp.int32) + 1, 0)
-        return acc.at[idx].add(1)
+        bin_ = jnp.where(a > 0, jnp.clip(pos, 0, HIST_BINS - 1).astype(jnp.int32) + 1, 0)
+        flat = acc.reshape(-1).at[seg * (HIST_BINS + 1) + bin_].add(1)
+        return flat.reshape(acc.shape)
 
     def finalize(self, acc, n_steps):
         return {"grad_hist": acc}
@@ -124,7 +140,7 @@ class LayerQuantity:
     columns: tuple[str, ...]
     needs_activation = True  # False: defined for the linear output layer too
 
-    def compute(self, z, dphi, w) -> dict:
+    def compute(self, z, dphi, log_dphi, w) -> dict:
         raise NotImplementedError
 
 
@@ -134,7 +150,7 @@ class PreactivationSize(LayerQuantity):
     name = "preact"
     columns = ("preact_abs_mean",)
 
-    def compute(self, z, dphi, w):
+    def compute(self, z, dphi, log_dphi, w):
         return {"preact_abs_mean": jnp.mean(jnp.abs(z))}
 
 
@@ -144,7 +160,7 @@ class DerivativeMean(LayerQuantity):
     name = "deriv"
     columns = ("deriv_mean",)
 
-    def compute(self, z, dphi, w):
+    def compute(self, z, dphi, log_dphi, w):
         return {"deriv_mean": jnp.mean(dphi)}
 
 
@@ -154,19 +170,20 @@ class Saturation(LayerQuantity):
     name = "saturation"
     columns = ("saturated_frac",)
 
-    def compute(self, z, dphi, w):
+    def compute(self, z, dphi, log_dphi, w):
         return {"saturated_frac": jnp.mean(dphi < SATURATION_THRESHOLD)}
 
 
 class LogDerivative(LayerQuantity):
-    """Mean log g'(z): this layer's contribution to the derivative product (natural log).
-    Exact zeros (ReLU) are floored at 1e-30 so the mean stays finite."""
+    """Mean log g'(z): this layer's contribution to the derivative product (natural log),
+    computed in log space so deep saturation is measured, not rounded to zero. ReLU's
+    exact zeros are floored at log 1e-30 so the mean stays finite."""
 
     name = "log_deriv"
     columns = ("log_deriv_mean",)
 
-    def compute(self, z, dphi, w):
-        return {"log_deriv_mean": jnp.mean(jnp.log(jnp.maximum(dphi, 1e-30)))}
+    def compute(self, z, dphi, log_dphi, w):
+        return {"log_deriv_mean": jnp.mean(jnp.maximum(log_dphi, jnp.log(1e-30)))}
 
 
 class WeightNorm(LayerQuantity):
@@ -177,7 +194,7 @@ class WeightNorm(LayerQuantity):
     columns = ("log_weight_norm",)
     needs_activation = False
 
-    def compute(self, z, dphi, w):
+    def compute(self, z, dphi, log_dphi, w):
         m = w.reshape(-1, w.shape[-1])
         return {"log_weight_norm": jnp.log(jnp.linalg.norm(m, 2))}
 
