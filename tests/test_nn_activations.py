@@ -35,6 +35,13 @@ TEXTBOOK = {
     "softsign": (lambda z: z / (1.0 + np.abs(z)), lambda z: 1.0 / (1.0 + np.abs(z)) ** 2),
     "relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float)),
 }
+# log phi'(z) in forms that stay exact in float64 far into the tails (s(1-s) does not: 1 - s rounds).
+LOG_TEXTBOOK = {
+    "tanh": lambda z: np.log(4.0) - 2.0 * np.logaddexp(z, -z),  # sech^2 z = 4 / (e^z + e^-z)^2
+    "sigmoid": lambda z: -np.logaddexp(0.0, -z) - np.logaddexp(0.0, z),  # log s(z) + log s(-z)
+    "arctan": lambda z: -np.log1p(z**2),
+    "softsign": lambda z: -2.0 * np.log1p(np.abs(z)),
+}
 ALPHAS = (0.5, 1.0, 2.0, 5.0)
 H = 1e-6  # finite-difference step (float64)
 
@@ -71,6 +78,20 @@ def test_derivative_equals_autodiff_finite_difference_and_textbook(name, x64):
     np.testing.assert_allclose(deriv, dphi_np(z), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(deriv, _autodiff(act.fn, z), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(deriv, _central_difference(act.fn, z), rtol=1e-7, atol=1e-8)
+    with np.errstate(divide="ignore"):  # relu: log 0 = -inf
+        np.testing.assert_allclose(act.log_deriv(zj), np.log(dphi_np(z)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "arctan", "softsign"])
+def test_log_derivative_stays_exact_in_float32_tails(name):
+    """Where phi' itself underflows in float32, log phi' is still right (float64 reference)."""
+    z = _grid() * 10.0  # out to |z| = 60 (the grid's shape: the eager kernels are already compiled)
+    with jax.enable_x64(True):
+        ref = np.asarray(activations.get(name).log_deriv(jnp.asarray(z)))
+        np.testing.assert_allclose(ref, LOG_TEXTBOOK[name](z), rtol=1e-12)
+    got = np.asarray(activations.get(name).log_deriv(jnp.asarray(z, jnp.float32)))
+    assert got.dtype == np.float32 and np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(TEXTBOOK))
@@ -85,11 +106,13 @@ def test_rescaled_value_and_derivative(name, x64):
         np.testing.assert_allclose(deriv, dphi_np(z / alpha), rtol=1e-12, atol=1e-14)  # g'(z) = phi'(z/alpha)
         np.testing.assert_allclose(deriv, _autodiff(g.fn, z), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(deriv, _central_difference(g.fn, z), rtol=1e-7, atol=1e-8)
+        with np.errstate(divide="ignore"):
+            np.testing.assert_allclose(g.log_deriv(zj), np.log(dphi_np(z / alpha)), rtol=1e-12, atol=1e-12)
         assert g.sigmoid_type == activations.get(name).sigmoid_type
 
 
 def test_rescaled_alpha_one_is_the_plain_activation(x64):
-    z = jnp.linspace(-5.0, 5.0, 11)
+    z = jnp.asarray(_grid())
     for name in TEXTBOOK:
         phi = activations.get(name)
         np.testing.assert_array_equal(rescaled(phi, 1.0).fn(z), phi.fn(z))
@@ -165,11 +188,10 @@ def test_rescaled_mlp_forward_matches_numpy(act, x64):
         np.testing.assert_allclose(apply(params, jnp.asarray(x), alpha), want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("act", ["tanh", "softsign"])
-def test_rescaled_mlp_gradient_with_traced_alpha_matches_finite_differences(act, x64):
+def test_rescaled_mlp_gradient_with_traced_alpha_matches_finite_differences(x64):
     """d loss / d params by autodiff, alpha traced under vmap, equals central differences
     in every coordinate, for every alpha."""
-    net = networks.mlp(3, 4, 5, n_out=3, activation=act)
+    net = networks.mlp(3, 4, 5, n_out=3, activation="tanh")
     params = _numpy_params(net, 2, 1.0, 0.3)
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((6, 5)))
@@ -180,13 +202,17 @@ def test_rescaled_mlp_gradient_with_traced_alpha_matches_finite_differences(act,
     def loss(flat, alpha):
         return _xent(net.apply(unravel(flat), x, alpha=alpha), y)
 
-    alphas = jnp.asarray(ALPHAS)
-    auto = jax.jit(jax.vmap(lambda a: ravel_pytree(jax.grad(lambda p: _xent(net.apply(p, x, alpha=a), y))(params))[0]))(alphas)
-
     h = 1e-6
     eye = jnp.eye(theta.size) * h
-    per_alpha = jax.vmap(lambda d, a: loss(theta + d, a), in_axes=(0, None))
-    fd = jax.jit(jax.vmap(lambda a: (per_alpha(eye, a) - per_alpha(-eye, a)) / (2 * h)))(alphas)
+
+    @jax.jit
+    def both(alphas):
+        auto = jax.vmap(lambda a: ravel_pytree(jax.grad(lambda p: _xent(net.apply(p, x, alpha=a), y))(params))[0])(alphas)
+        per_alpha = jax.vmap(lambda d, a: loss(theta + d, a), in_axes=(0, None))
+        fd = jax.vmap(lambda a: (per_alpha(eye, a) - per_alpha(-eye, a)) / (2 * h))(alphas)
+        return auto, fd
+
+    auto, fd = both(jnp.asarray(ALPHAS))
 
     assert auto.shape == fd.shape == (len(ALPHAS), theta.size)
     np.testing.assert_allclose(auto, fd, rtol=1e-6, atol=1e-8)
