@@ -133,17 +133,6 @@ def _member_init(network, w_law, b_law, optimizer, hyper):
     return {"params": params, "opt": optimizer.init(params), "alive": jnp.array(True)}
 
 
-def _flatten_grads(network, grads):
-    """All gradient entries back to back, tensor t = 2 * layer + {w: 0, b: 1}."""
-    return jnp.concatenate([grads[layer.name][p].ravel() for layer in network.layers for p in PARAMS])
-
-
-def _tensor_segments(network):
-    """For the flat gradient: each entry's tensor index, and each tensor's size."""
-    sizes = [int(np.prod(s)) for layer in network.layers for s in (layer.w_shape, layer.b_shape)]
-    return np.repeat(np.arange(len(sizes), dtype=np.int32), sizes), np.array(sizes, np.float32)
-
-
 def _member_step(network, optimizer, grad_qs, carry, hyper, xb, yb):
     """One Adam step of one member, its gradient probes, and divergence freezing."""
     params, opt_state, alive, acc = carry
@@ -152,15 +141,15 @@ def _member_step(network, optimizer, grad_qs, carry, hyper, xb, yb):
     )(params, xb, yb, hyper)
     updates, new_opt = optimizer.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
-    flat = _flatten_grads(network, grads)
+    tensors = tuple(grads[layer.name][p] for layer in network.layers for p in PARAMS)
     # A member whose loss or gradient stops being finite keeps its last finite state
     # (finite gradients give finite Adam steps, so the parameters stay finite too).
-    ok = alive & jnp.isfinite(total) & jnp.all(jnp.isfinite(flat))
-    seg, sizes = _tensor_segments(network)
+    grad_sq = sum(jnp.sum(t * t) for t in tensors)  # inf or NaN if any entry is (or beyond ~1e19)
+    ok = alive & jnp.isfinite(total) & jnp.isfinite(grad_sq)
     new_acc = {
         "metrics": acc["metrics"] + jnp.stack([data_loss, pen, total, correct]),
         "steps": acc["steps"] + 1,
-        "grads": {q.name: q.update(acc["grads"][q.name], flat, seg, sizes) for q in grad_qs},
+        "grads": {q.name: q.update(acc["grads"][q.name], tensors) for q in grad_qs},
     }
     return _where(ok, new_params, params), _where(ok, new_opt, opt_state), ok, _where(ok, new_acc, acc)
 

@@ -35,12 +35,10 @@ def hist_edges() -> np.ndarray:
 
 # --------------------------------------------------------------------------- gradients
 class GradQuantity:
-    """Accumulates over the steps of an epoch, for every tensor at once.
+    """Accumulates over the steps of an epoch, for all tensors of a member at once.
 
-    A step's gradient arrives flattened: `g` holds every tensor's entries back to back
-    and `seg[i]` is the tensor entry i belongs to (tensor t = 2 * layer + {w: 0, b: 1}),
-    `sizes[t]` its entry count. Working on the flat vector keeps the compiled step
-    small however deep the network (one reduction instead of one per tensor)."""
+    `tensors` is the step's gradient as a tuple of arrays, tensor t = 2 * layer +
+    {w: 0, b: 1}; the accumulator holds one row per tensor."""
 
     name: str
     columns: tuple[str, ...] = ()  # per-epoch scalars it yields (a table column each)
@@ -49,7 +47,7 @@ class GradQuantity:
     def zeros(self, n_tensors: int):
         raise NotImplementedError
 
-    def update(self, acc, g, seg, sizes):
+    def update(self, acc, tensors):
         raise NotImplementedError
 
     def finalize(self, acc, n_steps) -> dict:
@@ -57,8 +55,10 @@ class GradQuantity:
         raise NotImplementedError
 
 
-def _per_tensor_sum(values, seg, n_tensors):
-    return jax.ops.segment_sum(values, seg, num_segments=n_tensors, indices_are_sorted=True)
+def _each(fn, tensors):
+    """[n_tensors, k]: `fn(t)` (k numbers) for every tensor. Per-tensor reductions are
+    much cheaper on CPU than one scatter-based segment sum over the flat gradient."""
+    return jnp.stack([jnp.stack(fn(t)) for t in tensors])
 
 
 class GradMoments(GradQuantity):
@@ -70,9 +70,8 @@ class GradMoments(GradQuantity):
     def zeros(self, n_tensors):
         return jnp.zeros((n_tensors, 3))
 
-    def update(self, acc, g, seg, sizes):
-        sums = _per_tensor_sum(jnp.stack([g, g * g, jnp.abs(g)], -1), seg, len(sizes))
-        return acc + sums / sizes[:, None]
+    def update(self, acc, tensors):
+        return acc + _each(lambda g: (jnp.mean(g), jnp.mean(g * g), jnp.mean(jnp.abs(g))), tensors)
 
     def finalize(self, acc, n_steps):
         m, m2, mabs = (acc / n_steps).T
@@ -88,8 +87,8 @@ class GradNorm(GradQuantity):
     def zeros(self, n_tensors):
         return jnp.zeros((n_tensors, 2))
 
-    def update(self, acc, g, seg, sizes):
-        norm = jnp.sqrt(_per_tensor_sum(g * g, seg, len(sizes)))
+    def update(self, acc, tensors):
+        norm = _each(lambda g: (jnp.sqrt(jnp.sum(g * g)),), tensors)[:, 0]
         return jnp.stack([acc[:, 0] + norm, jnp.maximum(acc[:, 1], norm)], -1)
 
     def finalize(self, acc, n_steps):
@@ -105,16 +104,16 @@ class GradSigns(GradQuantity):
     def zeros(self, n_tensors):
         return jnp.zeros((n_tensors, 2))
 
-    def update(self, acc, g, seg, sizes):
-        counts = _per_tensor_sum(jnp.stack([g == 0, g > 0], -1).astype(g.dtype), seg, len(sizes))
-        return acc + counts / sizes[:, None]
+    def update(self, acc, tensors):
+        return acc + _each(lambda g: (jnp.mean(g == 0), jnp.mean(g > 0)), tensors)
 
     def finalize(self, acc, n_steps):
         return {"zero_frac": acc[:, 0] / n_steps, "pos_frac": acc[:, 1] / n_steps}
 
 
 class GradHistogram(GradQuantity):
-    """Counts of log10|g| in fixed bins over every step (bin 0: exact zeros)."""
+    """Counts of log10|g| in fixed bins over every step (bin 0: exact zeros).
+    All tensors go through one scatter-add (the costliest probe on CPU)."""
 
     name = "grad_hist"
     array = "grad_hist"
@@ -122,12 +121,13 @@ class GradHistogram(GradQuantity):
     def zeros(self, n_tensors):
         return jnp.zeros((n_tensors, HIST_BINS + 1), jnp.int32)
 
-    def update(self, acc, g, seg, sizes):
+    def update(self, acc, tensors):
         lo, hi = HIST_LOG10_RANGE
-        a = jnp.abs(g)
+        a = jnp.abs(jnp.concatenate([t.ravel() for t in tensors]))
         pos = jnp.floor((jnp.log10(jnp.where(a > 0, a, 1.0)) - lo) * (HIST_BINS / (hi - lo)))
         bin_ = jnp.where(a > 0, jnp.clip(pos, 0, HIST_BINS - 1).astype(jnp.int32) + 1, 0)
-        flat = acc.reshape(-1).at[seg * (HIST_BINS + 1) + bin_].add(1)
+        offset = np.repeat(np.arange(len(tensors), dtype=np.int32) * (HIST_BINS + 1), [t.size for t in tensors])
+        flat = acc.reshape(-1).at[offset + bin_].add(1, mode="promise_in_bounds")
         return flat.reshape(acc.shape)
 
     def finalize(self, acc, n_steps):

@@ -1,0 +1,272 @@
+"""Local parallelism: one worker process per core, each pinned to its core and running
+XLA single-threaded.
+
+Why: a group's program is small (a few thousand parameters per member), so XLA's
+intra-op threads gain little, while two programs on two cores run twice as fast. Pinning
+keeps each worker on its own core, and it also fixes the numbers: XLA CPU splits some
+loops and reductions by the number of cores the process may use, which changes float32
+summation order, so every training process (worker or, with `workers=1`, this one while
+it trains) runs on exactly one core and a run's numbers do not depend on the machine's
+core count or the worker count.
+
+Protocol. A task is `(key, fn, args)`, where `fn` is a module-level function (it is sent
+to the worker by reference). The worker calls `fn(*args, emit=emit)`; `fn` may call
+`emit(kind, payload)` any number of times (progress, partial results), and its return
+value arrives as a "done" event. The parent sees every event as
+`on_event(kind, key, payload)`, in order per task; the pool adds "start" (payload: the
+worker's pid and core). A task that raises, or a worker that dies, raises `WorkerError`
+in the parent after the events already sent have been delivered.
+
+`workers=1` runs the tasks in this process (no spawn, simplest to debug); otherwise
+workers are started with the 'spawn' method (JAX is not fork-safe), their environment
+set before JAX is imported, and they exit when the parent dies (PR_SET_PDEATHSIG on
+Linux, and a parent-pid check at every event).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import traceback
+
+# XLA CPU without intra-op threads: one core per worker (read when JAX's backend starts).
+WORKER_XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
+PERSISTENT_CACHE_MIN_COMPILE_SECS = 0.1  # cache nearly every compiled program: most take 1-20 s
+
+
+class WorkerError(RuntimeError):
+    """A task failed in a worker, or a worker died."""
+
+
+def available_cores() -> list[int]:
+    """The cores this process may run on (affinity-aware: a container may allow fewer)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def default_workers() -> int:
+    return len(available_cores())
+
+
+def worker_env(device: str | None = None, workers: int = 1) -> dict[str, str]:
+    """Environment for a process that will run training (set before JAX starts):
+    single-threaded XLA CPU, the JAX platform for `device` ("cpu" | "gpu" | None/"auto"),
+    and no whole-GPU preallocation when several workers share one GPU."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    flags += [f for f in WORKER_XLA_FLAGS if f.split("=")[0] not in {x.split("=")[0] for x in flags}]
+    env = {"XLA_FLAGS": " ".join(flags), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if device in ("cpu", "gpu"):
+        env["JAX_PLATFORMS"] = device
+    if device == "gpu" and workers > 1:
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    return env
+
+
+def jax_started() -> bool:
+    """Whether this process's JAX backend is running (then XLA_FLAGS and the platform are fixed)."""
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
+
+
+def configure_this_process(env: dict[str, str]) -> bool:
+    """Apply `env` to this process if JAX has not started yet; returns whether it could."""
+    if jax_started():
+        return False
+    os.environ.update(env)
+    if "jax" in sys.modules and "JAX_PLATFORMS" in env:  # jax read the variable when imported
+        import jax
+
+        jax.config.update("jax_platforms", env["JAX_PLATFORMS"])
+    return True
+
+
+def configure_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache in `<vglab cache>/jax` (or
+    $VGLAB_JAX_CACHE; "off" disables it), unless the user configured one. Compiling a
+    group's program takes seconds and its training often less, so re-runs and the
+    second worker that meets the same program load it instead."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    path = os.environ.get("VGLAB_JAX_CACHE")
+    if path is None:
+        from vglab.data import default_cache_dir
+
+        path = str(default_cache_dir() / "jax")
+    if path.lower() in ("", "0", "off", "none"):
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", PERSISTENT_CACHE_MIN_COMPILE_SECS)
+    return path
+
+
+# ------------------------------------------------------------------ running tasks
+def run_tasks(tasks, on_event, workers: int | None = None, env: dict[str, str] | None = None, pin: bool = True) -> None:
+    """Run `tasks` [(key, fn, args)] on `workers` processes (default: one per core; 1:
+    in this process) and deliver their events to `on_event(kind, key, payload)`."""
+    tasks = list(tasks)
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if not tasks:
+        return
+    if workers == 1:
+        _run_inline(tasks, on_event)
+    else:
+        _run_pool(tasks, on_event, min(workers, len(tasks)), env or {}, pin)
+
+
+def _run_inline(tasks, on_event) -> None:
+    configure_compilation_cache()
+    with pinned_to_one_core() as core:
+        for key, fn, args in tasks:
+            on_event("start", key, {"pid": os.getpid(), "core": core})
+            out = fn(*args, emit=lambda kind, payload=None, key=key: on_event(kind, key, payload))
+            on_event("done", key, out)
+
+
+@contextlib.contextmanager
+def pinned_to_one_core():
+    """Run this process on one core for a while (restored after). XLA CPU splits some
+    loops and reductions by the number of cores it may use, which changes float32
+    summation order: pinned, a run here gives the same numbers as in a pinned worker."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    old = os.sched_getaffinity(0)
+    core = min(old)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield core
+    finally:
+        os.sched_setaffinity(0, old)
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]):
+    """Set `env` while workers start: a spawned child copies the parent's environment."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_pool(tasks, on_event, workers: int, env: dict[str, str], pin: bool) -> None:
+    ctx = mp.get_context("spawn")
+    task_q, event_q = ctx.Queue(), ctx.Queue()
+    for task in tasks:
+        task_q.put(task)
+    for _ in range(workers):
+        task_q.put(None)  # one stop sign per worker, after every task
+    cores = available_cores()
+    procs = []
+    with _environ(env):
+        for i in range(workers):
+            core = cores[i % len(cores)] if pin else None
+            p = ctx.Process(target=_worker, args=(i, core, task_q, event_q, os.getpid()), name=f"vglab-worker-{i}",
+                            daemon=True)
+            p.start()
+            procs.append(p)
+    held: dict[int, str] = {}  # worker -> the task it is running
+    remaining = len(tasks)
+    try:
+        while remaining:
+            try:
+                kind, worker, key, payload = event_q.get(timeout=0.5)
+            except queue.Empty:
+                _check_alive(procs, held, event_q, on_event)
+                continue
+            if kind == "error":
+                raise WorkerError(f"task {key} failed in worker {worker}:\n{payload}")
+            if kind == "start":
+                held[worker] = key
+            elif kind == "done":
+                held.pop(worker, None)
+                remaining -= 1
+            on_event(kind, key, payload)
+            if remaining:
+                _check_alive(procs, held, event_q, on_event)
+    finally:
+        _stop(procs, graceful=remaining == 0)
+
+
+def _check_alive(procs, held, event_q, on_event) -> None:
+    dead = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+    if not dead:
+        return
+    # Deliver what the dead worker (and the others) already sent, then fail.
+    with contextlib.suppress(queue.Empty):
+        while True:
+            kind, worker, key, payload = event_q.get(timeout=0.2)
+            if kind not in ("error",):
+                on_event(kind, key, payload)
+    i, code = dead[0]
+    what = f" while running task {held[i]}" if i in held else ""
+    why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    hint = " (out of memory?)" if code == -signal.SIGKILL else ""
+    raise WorkerError(f"worker {i} died ({why}){what}{hint}")
+
+
+def _stop(procs, graceful: bool) -> None:
+    for p in procs:
+        if graceful:
+            p.join(timeout=10)
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this worker when its parent dies (a killed sweep leaves no orphans)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker(index: int, core: int | None, task_q, event_q, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+    configure_compilation_cache()
+
+    def emitter(key):
+        def emit(kind, payload=None):
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            event_q.put((kind, index, key, payload))
+        return emit
+
+    while True:
+        item = task_q.get()
+        if item is None:
+            break
+        key, fn, args = item
+        event_q.put(("start", index, key, {"pid": os.getpid(), "core": core}))
+        try:
+            out = fn(*args, emit=emitter(key))
+        except BaseException:  # noqa: BLE001 - reported to the parent, which stops the sweep
+            event_q.put(("error", index, key, traceback.format_exc()))
+            continue
+        event_q.put(("done", index, key, out))
