@@ -1,0 +1,750 @@
+"""Instruments: one function per figure type. Each takes a `Results` (plus options) and
+returns a matplotlib `Figure`; `save(fig, stem)` writes `stem.png` and `stem.svg`.
+
+Runs are grouped by `label`; the line is the mean over seeds and the shaded band spans
+the min–max over seeds (the band's meaning is written on every figure). Figures are
+built with the object-oriented API (no pyplot state), rendered by Agg.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg", force=False)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib import cm, colors  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from vglab.report import tables, theory  # noqa: E402
+
+BAND_NOTE = "line: mean over seeds · band: min–max over seeds"
+RC = {"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 8,
+      "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False,
+      "axes.grid": True, "grid.alpha": 0.25, "svg.fonttype": "none"}
+LOG10E = 1.0 / math.log(10.0)
+
+
+class NoData(ValueError):
+    """The results hold nothing this figure can show (e.g. an r-sweep plot without L1/L2 runs)."""
+
+
+# ------------------------------------------------------------------------ helpers
+def save(fig: Figure, path_stem, dpi: int = 110) -> list[Path]:
+    """Write `path_stem`.png and `path_stem`.svg; returns both paths."""
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in ("png", "svg"):
+        p = stem.with_name(stem.name + "." + ext)
+        with matplotlib.rc_context(RC):
+            fig.savefig(p, dpi=dpi, format=ext, metadata=None if ext == "png" else {"Date": None})
+        out.append(p)
+    return out
+
+
+def _figure(w: float, h: float) -> Figure:
+    with matplotlib.rc_context(RC):
+        return Figure(figsize=(w, h), layout="constrained")
+
+
+def _subplots(fig: Figure, nrows: int, ncols: int, **kw):
+    with matplotlib.rc_context(RC):
+        axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return axes
+
+
+def short_labels(labels: list[str]) -> tuple[dict[str, str], str]:
+    """Drop the ' · '-separated parts every label shares; returns ({label: short}, shared text)."""
+    parts = [lab.split(" · ") for lab in labels]
+    if len(labels) < 2:
+        return {lab: lab for lab in labels}, ""
+    common = [p for p in parts[0] if all(p in q for q in parts[1:])]
+    short = {}
+    for lab, p in zip(labels, parts):
+        rest = [x for x in p if x not in common]
+        short[lab] = " · ".join(rest) if rest else lab
+    return short, " · ".join(common)
+
+
+def _colors(labels: list[str]) -> dict[str, tuple]:
+    n = len(labels)
+    if n <= 10:
+        cmap = matplotlib.colormaps["tab10"]
+        return {lab: cmap(i) for i, lab in enumerate(labels)}
+    cmap = matplotlib.colormaps["viridis"]
+    return {lab: cmap(i / max(n - 1, 1) * 0.9) for i, lab in enumerate(labels)}
+
+
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+
+def _styles(labels: list[str]) -> dict[str, dict]:
+    """Colour, line style and marker per label, so lines that coincide stay distinguishable."""
+    col = _colors(labels)
+    return {lab: {"color": col[lab], "ls": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % len(MARKERS)]}
+            for i, lab in enumerate(labels)}
+
+
+def _labels(res, labels) -> list[str]:
+    order = tables.label_order(res)
+    if labels is None:
+        return order
+    missing = [lab for lab in labels if lab not in order]
+    if missing:
+        raise NoData(f"no runs labelled {missing}; labels are {order}")
+    return [lab for lab in order if lab in labels]
+
+
+def _band(ax, wide: pd.DataFrame, color, label, *, marker=None, ls="-", lw=1.6, alpha=0.18, markevery=None):
+    """Mean line and min–max band of a [x] x [run] frame."""
+    wide = wide.dropna(how="all")
+    if wide.empty:
+        return
+    x = wide.index.to_numpy(float)
+    mean, lo, hi = wide.mean(axis=1), wide.min(axis=1), wide.max(axis=1)
+    if markevery is None and marker is not None and len(x) > 12:
+        markevery = max(1, len(x) // 8)
+    ax.plot(x, mean, color=color, label=label, marker=marker, ls=ls, lw=lw, ms=3.8, markevery=markevery)
+    if wide.shape[1] > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0)
+
+
+def _runs_of(res, label) -> list[str]:
+    r = res.runs
+    return list(r.loc[r["label"] == label, "run_id"])
+
+
+def _seeds_note(res, labels) -> str:
+    n = [len(_runs_of(res, lab)) for lab in labels]
+    if not n:
+        return ""
+    lo, hi = min(n), max(n)
+    seeds = f"{lo}" if lo == hi else f"{lo}–{hi}"
+    return f"{BAND_NOTE} ({seeds} seeds per configuration)"
+
+
+def _legend_below(fig, axes, labels_short, colors_, title=None, extra=(), styles=None):
+    from matplotlib.lines import Line2D
+
+    if styles:
+        handles = [Line2D([], [], lw=2, ms=4.5, **styles[lab]) for lab in labels_short]
+    else:
+        handles = [Line2D([], [], color=colors_[lab], lw=2) for lab in labels_short]
+    handles += [h for h, _ in extra]
+    texts = list(labels_short.values()) + [t for _, t in extra]
+    ncol = 1 if max((len(t) for t in texts), default=0) > 60 else (2 if len(texts) > 3 else len(texts) or 1)
+    ncol = min(ncol if len(texts) <= 8 else 3, 4)
+    fig.legend(handles, texts, loc="outside lower center", ncol=ncol, frameon=False, title=title,
+               fontsize=8, title_fontsize=8.5)
+
+
+def _note(fig, text):
+    """A small note under the panels (inside the figure: the layout makes room for it)."""
+    import textwrap
+
+    width = int(fig.get_figwidth() * 15)
+    fig.supxlabel("\n".join(textwrap.wrap(text, width)), fontsize=7.5, color="0.25")
+
+
+def _title(fig, res, text, shared=""):
+    preset = res.spec.get("preset", "") if isinstance(res.spec, dict) else ""
+    ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
+    head = f"{text}" + (f" — {preset}" if preset else "") + (f" ({ds})" if ds else "")
+    fig.suptitle(head + (f"\n{shared}" if shared else ""), fontsize=10)
+
+
+# ------------------------------------------------------------ 1. learning curves
+def learning_curves(res, labels=None, *, log_loss: bool = True) -> Figure:
+    """Training and validation accuracy and loss per epoch (reference Figures 1, 2, 4, 5)."""
+    labels = _labels(res, labels)
+    if not labels or res.epochs.empty:
+        raise NoData("no epochs recorded")
+    short, shared = short_labels(labels)
+    col = _colors(labels)
+    sty = _styles(labels)
+    fig = _figure(9.0, 6.2 + 0.18 * max(0, len(labels) - 4))
+    axes = _subplots(fig, 2, 2)
+    chance = 1.0 / tables.n_classes(res)
+    spots = [("train_acc", axes[0, 0], "training accuracy"), ("val_acc", axes[0, 1], "validation accuracy"),
+             ("train_loss", axes[1, 0], "training loss (cross-entropy, nats)"),
+             ("val_loss", axes[1, 1], "validation loss (cross-entropy, nats)")]
+    e = res.epochs
+    for lab in labels:
+        ids = _runs_of(res, lab)
+        sub = e[e["run_id"].isin(ids)]
+        for colname, ax, _ in spots:
+            if colname in sub:
+                st = sty[lab]
+                _band(ax, tables.per_seed(sub, colname), st["color"], short[lab], ls=st["ls"], marker=st["marker"])
+    for colname, ax, title in spots:
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if colname.endswith("acc"):
+            ax.set_ylabel("accuracy (fraction correct)")
+            ax.axhline(chance, color="0.4", ls=":", lw=1)
+            ax.text(ax.get_xlim()[0], chance, f" chance {chance:.2f}", va="bottom", ha="left", fontsize=7.5, color="0.35")
+            ax.set_ylim(0, 1.02)
+        else:
+            ax.set_ylabel("loss (nats)")
+            y = np.concatenate([line.get_ydata() for line in ax.get_lines()]) if ax.get_lines() else np.array([])
+            y = y[np.isfinite(y) & (y > 0)]
+            if log_loss and y.size and y.max() / y.min() > 3:  # log only when the loss spans a factor > 3
+                ax.set_yscale("log")
+                _plain_log(ax)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    _title(fig, res, "Accuracy and loss per epoch", shared)
+    _legend_below(fig, axes, short, col, title=_seeds_note(res, labels) + " · epoch 0 = at initialization", styles=sty)
+    return fig
+
+
+# ------------------------------------------------------- 2. gradient statistics
+def _grad_table(res, param):
+    g = res.grads
+    return g[g["param"] == param] if "param" in g else g
+
+
+def gradient_stats(res, labels=None, *, layers: str = "first_last", param: str = "w") -> Figure:
+    """Per-layer gradient mean and standard deviation over epochs (pooled over every step of
+    the epoch); std on a log scale. `layers='first_last'`: the first and last layer of every
+    configuration in one pair of panels; `layers='all'`: every layer, one row per configuration."""
+    labels = _labels(res, labels)
+    g = _grad_table(res, param)
+    if g.empty or not labels:
+        raise NoData("no gradient statistics recorded")
+    short, shared = short_labels(labels)
+    col = _colors(labels)
+    what = "weights" if param == "w" else "biases"
+    if layers == "first_last":
+        fig = _figure(9.0, 3.9 + 0.18 * max(0, len(labels) - 3))
+        axes = _subplots(fig, 1, 2)
+        for lab in labels:
+            sub = g[g["run_id"].isin(_runs_of(res, lab))]
+            first, last = sub["layer_index"].min(), sub["layer_index"].max()
+            for idx, ls in ((first, "-"), (last, "--")):
+                s = sub[sub["layer_index"] == idx]
+                _band(axes[0, 0], tables.per_seed(s, "grad_mean"), col[lab], None, ls=ls)
+                _band(axes[0, 1], tables.per_seed(s, "grad_std"), col[lab], None, ls=ls)
+        from matplotlib.lines import Line2D
+
+        extra = [(Line2D([], [], color="0.2", ls="-"), "first layer"), (Line2D([], [], color="0.2", ls="--"), "last (output) layer")]
+        axes[0, 0].set_title(f"mean of ∂J/∂w ({what}), first vs last layer")
+        axes[0, 1].set_title(f"standard deviation of ∂J/∂w ({what})")
+        _finish_grad_axes(axes[0, 0], axes[0, 1], g)
+        _title(fig, res, "Gradient statistics per epoch", shared)
+        _legend_below(fig, axes, short, col, title=_seeds_note(res, labels), extra=extra)
+        return fig
+    if layers != "all":
+        raise ValueError(f"layers must be 'first_last' or 'all', got {layers!r}")
+    n = len(labels)
+    fig = _figure(9.0, 1.0 + 2.3 * n)
+    axes = _subplots(fig, n, 2, sharex=True)
+    cmap = matplotlib.colormaps["viridis"]
+    layer_lists = set()
+    for i, lab in enumerate(labels):
+        sub = g[g["run_id"].isin(_runs_of(res, lab))]
+        order = sub[["layer_index", "layer"]].drop_duplicates().sort_values("layer_index")
+        layer_lists.add(tuple(order["layer"]))
+        top = max(len(order) - 1, 1)
+        for idx in order["layer_index"]:
+            s = sub[sub["layer_index"] == idx]
+            c = cmap(idx / top * 0.92)  # colour: position from the first layer (dark) to the output (light)
+            _band(axes[i, 0], tables.per_seed(s, "grad_mean"), c, None, lw=1.2, alpha=0.1)
+            _band(axes[i, 1], tables.per_seed(s, "grad_std"), c, None, lw=1.2, alpha=0.1)
+        axes[i, 0].set_title(f"{short[lab]}: mean of ∂J/∂w", loc="left")
+        axes[i, 1].set_title("standard deviation of ∂J/∂w", loc="left")
+        _finish_grad_axes(axes[i, 0], axes[i, 1], g, xlabel=(i == n - 1))
+    sm = cm.ScalarMappable(norm=colors.Normalize(0, 1 / 0.92), cmap=cmap)
+    cb = fig.colorbar(sm, ax=axes[:, 1], shrink=min(1.0, 2.5 / n + 0.2), aspect=30)
+    if len(layer_lists) == 1:
+        names = list(next(iter(layer_lists)))
+        ticks = _thin(list(range(len(names))), 8)
+        top = max(len(names) - 1, 1)
+        cb.set_ticks([t / top for t in ticks], labels=[names[t] for t in ticks])
+    else:
+        cb.set_ticks([0, 1], labels=["first layer", "output layer"])
+    cb.set_label("layer (first → output)")
+    _title(fig, res, f"Gradient statistics of every layer ({what})", shared)
+    _note(fig, _seeds_note(res, labels))
+    return fig
+
+
+def _finish_grad_axes(ax_mean, ax_std, g, xlabel=True):
+    ax_mean.axhline(0, color="0.5", lw=0.8)
+    ax_mean.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    ax_mean.set_ylabel("gradient mean (linear)")
+    ax_std.set_yscale("log")
+    _plain_log(ax_std)
+    ax_std.set_ylabel("gradient std (log scale)")
+    for ax in (ax_mean, ax_std):
+        if xlabel:
+            ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+class _PlainLog(matplotlib.ticker.Formatter):
+    """Log-axis tick labels written 0.01, 2, 40 (not 10^-2, 2x10^0); minor ticks labelled
+    at leading digits 2, 3, 5 — or all of them when the axis spans under 1.5 decades."""
+
+    def __init__(self, minor: bool):
+        self.minor = minor
+
+    def __call__(self, v, pos=None):
+        if v <= 0:
+            return ""
+        if not self.minor:
+            return f"{v:g}"
+        lo, hi = sorted(self.axis.get_view_interval())
+        if lo > 0 and math.log10(hi / lo) < 1.5:
+            digits = max(2, math.ceil(math.log10(hi / max(hi - lo, 1e-300))) + 1)  # enough to tell ticks apart
+            return f"{v:.{digits}g}"
+        lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9))
+        return f"{v:g}" if lead in (2, 3, 5) else ""
+
+
+def _plain_log(ax, axis="y"):
+    a = ax.yaxis if axis == "y" else ax.xaxis
+    a.set_major_formatter(_PlainLog(False))
+    a.set_minor_formatter(_PlainLog(True))
+
+
+def _thin(xs, k):
+    if len(xs) <= k:
+        return xs
+    step = math.ceil(len(xs) / k)
+    out = xs[::step]
+    return out if out[-1] == xs[-1] else out + [xs[-1]]
+
+
+# -------------------------------------------------- 3. gradient distributions
+def gradient_distributions(res, labels=None, *, source: str = "histogram", param: str = "w") -> Figure:
+    """First- vs last-layer distribution of log10|∂J/∂w| at the end of training (reference
+    Figure 3), one panel per configuration, with mean and std annotated.
+
+    `source='histogram'`: the stored histograms of the last epoch (every step of it, seeds
+    pooled), mean and std from the grads table of that epoch; `source='final'`: the
+    full gradients on the probe batch after the last epoch (`final_grads`)."""
+    labels = _labels(res, labels)
+    if not labels:
+        raise NoData("no runs")
+    short, shared = short_labels(labels)
+    n = len(labels)
+    ncol = 1 if n == 1 else (2 if n <= 4 else 3)
+    nrow = math.ceil(n / ncol)
+    fig = _figure(4.4 * ncol, 0.9 + 2.6 * nrow)
+    axes = _subplots(fig, nrow, ncol)
+    c_first, c_last = "#1f77b4", "#d62728"
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    for ax, lab in zip(axes.ravel(), labels):
+        ids = _runs_of(res, lab)
+        data = _distribution(res, ids, source, param)
+        if data is None:
+            ax.text(0.5, 0.5, "no gradient data", ha="center", va="center", transform=ax.transAxes)
+            continue
+        (centers, width, hist_first, hist_last, zeros), stats = data
+        ax.bar(centers, hist_first, width=width, color=c_first, alpha=0.55, label="first layer")
+        ax.bar(centers, hist_last, width=width, color=c_last, alpha=0.55, label="last (output) layer")
+        ax.set_title(short[lab], loc="left")
+        ax.set_xlabel("log10 |∂J/∂w|")
+        ax.set_ylabel("fraction of entries per bin")
+        txt = []
+        for name, (mean, std, zf) in zip(("first", "last"), stats):
+            z = f", zeros {zf:.0%}" if zf and zf > 0.005 else ""
+            txt.append(f"{name}: mean {mean:.2e}, std {std:.2e}{z}")
+        ax.text(0.02, 0.97, "\n".join(txt), transform=ax.transAxes, va="top", ha="left", fontsize=7.3,
+                bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.8", alpha=0.9))
+        ax.set_ylim(0, max(np.max(hist_first), np.max(hist_last)) * 1.45 + 1e-12)
+        floor = [(nm, h[0]) for nm, h in (("first", hist_first), ("last", hist_last)) if h[0] >= 0.05]
+        if source == "histogram" and floor:
+            ax.annotate("\n".join(f"{nm}: {v:.0%} at or below 1e-12\n(the histogram's floor)" for nm, v in floor),
+                        xy=(centers[0], min(floor[0][1], ax.get_ylim()[1] * 0.6)), xytext=(centers[0] + 1.2, ax.get_ylim()[1] * 0.45),
+                        fontsize=7, arrowprops=dict(arrowstyle="->", color="0.4", lw=0.8), color="0.25")
+    where = ("every step of the last epoch, seeds pooled" if source == "histogram"
+             else "full gradient on the 512-example probe batch after training, seeds pooled")
+    _title(fig, res, f"Gradient distributions at the end of training ({where})", shared)
+    from matplotlib.patches import Patch
+
+    fig.legend([Patch(color=c_first, alpha=0.55), Patch(color=c_last, alpha=0.55)], ["first layer", "last (output) layer"],
+               loc="outside lower center", ncol=2, frameon=False)
+    return fig
+
+
+def _distribution(res, ids, source, param):
+    """((bin centers, width, first, last, zero fracs), [(mean, std, zero frac) first, last])."""
+    if source == "histogram":
+        firsts, lasts = [], []
+        edges = None
+        for rid in ids:
+            try:
+                counts, edges = res.histogram(rid)
+            except Exception:
+                continue
+            p = 0 if param == "w" else 1
+            firsts.append(counts[-1, 0, p].astype(float))
+            lasts.append(counts[-1, -1, p].astype(float))
+        if not firsts:
+            return None
+        f, l_ = np.sum(firsts, 0), np.sum(lasts, 0)
+        f, l_ = f / max(f.sum(), 1), l_ / max(l_.sum(), 1)
+        centers = 0.5 * (edges[1:] + edges[:-1])
+        width = edges[1] - edges[0]
+        g = _grad_table(res, param)
+        g = g[g["run_id"].isin(ids)]
+        last_epoch = g["epoch"].max()
+        g = g[g["epoch"] == last_epoch]
+        lo, hi = g["layer_index"].min(), g["layer_index"].max()
+        stats = []
+        for idx, h in ((lo, f), (hi, l_)):
+            s = g[g["layer_index"] == idx]
+            stats.append((float(s["grad_mean"].mean()), float(s["grad_std"].mean()), float(h[0])))
+        return (centers, width, f[1:], l_[1:], (f[0], l_[0])), stats
+    if source != "final":
+        raise ValueError(f"source must be 'histogram' or 'final', got {source!r}")
+    firsts, lasts = [], []
+    for rid in ids:
+        try:
+            fg = res.final_grads(rid)
+        except Exception:
+            continue
+        keys = list(fg)
+        if not keys:
+            continue
+        firsts.append(np.ravel(fg[keys[0]]))
+        lasts.append(np.ravel(fg[keys[-1]]))
+    if not firsts:
+        return None
+    allnz = np.abs(np.concatenate(firsts + lasts))
+    allnz = allnz[allnz > 0]
+    lo = math.floor(np.log10(allnz.min())) if allnz.size else -12
+    hi = math.ceil(np.log10(allnz.max())) if allnz.size else 2
+    lo = min(lo, hi - 4)
+    edges = np.linspace(lo, hi, max(30, min(90, 4 * (hi - lo))) + 1)
+    out, stats = [], []
+    for arr in (np.concatenate(firsts), np.concatenate(lasts)):
+        a = np.abs(arr)
+        nz = a[a > 0]
+        h, _ = np.histogram(np.clip(np.log10(nz), edges[0], edges[-1] - 1e-9), bins=edges)
+        out.append(h / max(len(a), 1))
+        stats.append((float(arr.mean()), float(arr.std()), float(np.mean(a == 0))))
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    return (centers, edges[1] - edges[0], out[0], out[1], (stats[0][2], stats[1][2])), stats
+
+
+# ------------------------------------------------------ 4. gradient-flow heatmap
+def gradient_flow(res, labels=None, *, param: str = "w", quantity: str = "grad_abs_mean") -> Figure:
+    """Layer (y) x epoch (x) heatmap of log10 mean |∂J/∂w| (mean over steps and seeds), one
+    panel per configuration, one shared colour scale: vanishing shows as a dark band."""
+    labels = _labels(res, labels)
+    g = _grad_table(res, param)
+    if g.empty or not labels:
+        raise NoData("no gradient statistics recorded")
+    short, shared = short_labels(labels)
+    mats = {}
+    for lab in labels:
+        sub = g[g["run_id"].isin(_runs_of(res, lab))]
+        if sub.empty:
+            continue
+        with np.errstate(divide="ignore"):
+            sub = sub.assign(v=np.log10(sub[quantity].astype(float).where(sub[quantity] > 0)))
+        m = sub.groupby(["layer_index", "epoch"])["v"].mean().unstack("epoch")
+        names = sub[["layer_index", "layer"]].drop_duplicates().set_index("layer_index")["layer"]
+        mats[lab] = (m, names)
+    if not mats:
+        raise NoData("no gradient statistics for these labels")
+    allv = np.concatenate([m.to_numpy().ravel() for m, _ in mats.values()])
+    allv = allv[np.isfinite(allv)]
+    vmin, vmax = (np.percentile(allv, 1), np.percentile(allv, 99.5)) if allv.size else (-8, 0)
+    n = len(mats)
+    ncol = 1 if n == 1 else (2 if n <= 6 else 3)
+    nrow = math.ceil(n / ncol)
+    n_layers = max(len(m) for m, _ in mats.values())
+    fig = _figure(4.6 * ncol + 0.8, 0.9 + nrow * max(2.0, 0.16 * n_layers + 0.9))
+    axes = _subplots(fig, nrow, ncol)
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.85")
+    im = None
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    for ax, (lab, (m, names)) in zip(axes.ravel(), mats.items()):
+        ep = m.columns.to_numpy()
+        im = ax.imshow(np.ma.masked_invalid(m.to_numpy()), origin="lower", aspect="auto", cmap=cmap,
+                       vmin=vmin, vmax=vmax, interpolation="nearest",
+                       extent=(ep.min() - 0.5, ep.max() + 0.5, -0.5, len(m) - 0.5))
+        ticks = _thin(list(range(len(m))), 11)
+        ax.set_yticks(ticks, [names.get(m.index[t], str(m.index[t])) for t in ticks])
+        ax.set_xlabel("epoch")
+        ax.set_title(short[lab], loc="left")
+        ax.grid(False)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    cb = fig.colorbar(im, ax=axes.ravel().tolist(), aspect=35, shrink=0.9)
+    cb.set_label(f"log10 mean |∂J/∂{param}| (over steps, seeds)")
+    _title(fig, res, "Gradient flow: layer × epoch", shared)
+    return fig
+
+
+# ------------------------------------------------------------------ 5. sweeps
+def sweep(res, param: str = "r", *, epoch: int | None = None) -> Figure:
+    """Final validation accuracy vs the L1/L2 strength r (log x; one line per penalty,
+    and per init when several), or vs alpha (one line per init/depth), with the
+    unregularized / unscaled reference as a horizontal line. For alpha, a second panel
+    shows the first layer's gradient norm in epoch 1 against alpha."""
+    f = tables.final(res)
+    if epoch is not None:
+        e = res.epochs[res.epochs["epoch"] == epoch][["run_id", "val_acc"]]
+        f = f.drop(columns="val_acc").merge(e, on="run_id", how="left")
+    chance = 1.0 / tables.n_classes(res)
+    if param == "r":
+        return _sweep_r(res, f, chance)
+    if param == "alpha":
+        return _sweep_alpha(res, f, chance)
+    raise ValueError(f"param must be 'r' or 'alpha', got {param!r}")
+
+
+def _context_cols(f, exclude):
+    cols = [c for c in ("network", "variant", "depth", "width", "activation", "weight_init", "penalty", "r", "alpha")
+            if c in f.columns and c not in exclude and f[c].astype(str).nunique() > 1]
+    return cols
+
+
+def _ctx_name(row, cols):
+    parts = []
+    for c in cols:
+        v = row[c]
+        if c == "depth":
+            parts.append(f"{int(v)}x{int(row['width'])}" if "width" in row and pd.notna(row["width"]) else f"depth {v}")
+        elif c == "width":
+            continue
+        elif c in ("r", "alpha"):
+            parts.append(f"{c}={v:g}")
+        else:
+            parts.append(str(v))
+    return " · ".join(parts)
+
+
+def _stat_band(ax, g, xcol, color, label, marker="o"):
+    s = g.groupby(xcol)["val_acc"].agg(["mean", "min", "max", "count"]).sort_index()
+    ax.plot(s.index, s["mean"], color=color, marker=marker, label=label, lw=1.6, ms=4)
+    if (s["count"] > 1).any():
+        ax.fill_between(s.index, s["min"], s["max"], color=color, alpha=0.18, lw=0)
+
+
+def _ref_line(ax, g, color, label):
+    if g.empty:
+        return
+    m, lo, hi = g["val_acc"].mean(), g["val_acc"].min(), g["val_acc"].max()
+    ax.axhline(m, color=color, ls="--", lw=1.3, label=label)
+    if len(g) > 1:
+        ax.axhspan(lo, hi, color=color, alpha=0.1, lw=0)
+
+
+def _sweep_r(res, f, chance):
+    pen = f[f["penalty"].isin(["l1", "l2"])]
+    if pen.empty or pen["r"].nunique() < 2:
+        raise NoData("no L1/L2 sweep over r in these results")
+    ctx = _context_cols(pen, exclude=("penalty", "r"))
+    contexts = [()] if not ctx else list(pen[ctx].astype(str).drop_duplicates().itertuples(index=False, name=None))
+    fig = _figure(7.2, 4.6 + 0.15 * len(contexts))
+    ax = _subplots(fig, 1, 1)[0, 0]
+    styles = {"l1": ("#ff7f0e", "s"), "l2": ("#1f77b4", "o")}
+    greys = ["0.25", "0.5", "0.65"]
+    for ci, c in enumerate(contexts):
+        sel = np.all([f[k].astype(str) == v for k, v in zip(ctx, c)], axis=0) if ctx else np.ones(len(f), bool)
+        fc = f[sel]
+        name = _ctx_name(fc.iloc[0], ctx) if ctx else ""
+        for p in ("l1", "l2"):
+            g = fc[fc["penalty"] == p]
+            if not g.empty:
+                color, marker = styles[p]
+                if ci:
+                    color = matplotlib.colormaps["tab10"](2 * ci + (p == "l2"))
+                _stat_band(ax, g, "r", color, f"{p.upper()}" + (f" · {name}" if name else ""), marker)
+        _ref_line(ax, fc[fc["penalty"] == "none"], greys[ci % 3], "no penalty (reference)" + (f" · {name}" if name else ""))
+    ax.axhline(chance, color="0.4", ls=":", lw=1)
+    ax.text(pen["r"].min(), chance, f"chance {chance:.2f}", va="bottom", fontsize=7.5, color="0.35")
+    ax.set_xscale("log")
+    ax.set_xlabel("penalty strength r (log scale)")
+    ax.set_ylabel("final validation accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="best", fontsize=8)
+    shared = _shared_text(f, ("penalty", "r"))
+    _title(fig, res, "Final validation accuracy vs penalty strength", shared)
+    _note(fig, "markers: mean over seeds · band: min–max · dashed: unregularized runs (band: their min–max)")
+    return fig
+
+
+def _sweep_alpha(res, f, chance):
+    if f["alpha"].nunique() < 2:
+        raise NoData("no sweep over alpha in these results")
+    ctx = _context_cols(f, exclude=("alpha",))
+    contexts = [()] if not ctx else list(f[ctx].astype(str).drop_duplicates().itertuples(index=False, name=None))
+    fig = _figure(10.0, 4.4 + 0.15 * len(contexts))
+    axes = _subplots(fig, 1, 2)
+    ax, ax2 = axes[0, 0], axes[0, 1]
+    cmap = matplotlib.colormaps["tab10"]
+    first_grad = _first_layer_grad(res, epoch=1)
+    for ci, c in enumerate(contexts):
+        sel = np.all([f[k].astype(str) == v for k, v in zip(ctx, c)], axis=0) if ctx else np.ones(len(f), bool)
+        fc = f[sel]
+        name = _ctx_name(fc.iloc[0], ctx) if ctx else "runs"
+        color = cmap(ci % 10)
+        _stat_band(ax, fc, "alpha", color, name)
+        _ref_line(ax, fc[np.isclose(fc["alpha"], 1.0)], color, None)
+        fg = fc.merge(first_grad, on="run_id")
+        if not fg.empty:
+            s = fg.groupby("alpha")["log10_grad"].agg(["mean", "min", "max", "count"]).sort_index()
+            ax2.plot(s.index, s["mean"], color=color, marker="o", lw=1.6, ms=4, label=name)
+            if (s["count"] > 1).any():
+                ax2.fill_between(s.index, s["min"], s["max"], color=color, alpha=0.18, lw=0)
+    ax.axhline(chance, color="0.4", ls=":", lw=1)
+    ax.text(f["alpha"].min(), chance, f"chance {chance:.2f}", va="bottom", fontsize=7.5, color="0.35")
+    ax.set_xscale("log")
+    xt = sorted(f["alpha"].unique())
+    for a in (ax, ax2):
+        a.set_xscale("log")
+        a.set_xticks(xt, [f"{v:g}" for v in xt])
+        a.minorticks_off()
+        a.set_xlabel("rescaling α in g(z) = α·φ(z/α)  (log scale)")
+    ax.set_ylabel("final validation accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("final validation accuracy (dashed: α = 1 of the same line)")
+    ax2.set_ylabel("log10 ‖∂J/∂W‖ of the first layer")
+    ax2.set_title("first-layer gradient norm, epoch 1 (mean over steps)")
+    h, lab = ax.get_legend_handles_labels()
+    fig.legend(h, lab, loc="outside lower center", ncol=min(3, len(lab)), frameon=False, fontsize=8)
+    _title(fig, res, "Effect of rescaling the activation", _shared_text(f, ("alpha",)))
+    return fig
+
+
+def _shared_text(f, exclude):
+    parts = []
+    for c in ("network", "depth", "activation", "weight_init", "penalty"):
+        if c in f.columns and c not in exclude and f[c].astype(str).nunique() == 1:
+            v = f[c].iloc[0]
+            if c == "depth" and "width" in f:
+                parts.append(f"{f['network'].iloc[0]} {int(v)}x{int(f['width'].iloc[0])}" if pd.notna(v) else "")
+            elif c != "network":
+                parts.append(str(v))
+    return " · ".join(p for p in parts if p)
+
+
+def _first_layer_grad(res, epoch=1, param="w"):
+    g = _grad_table(res, param)
+    g = g[g["epoch"] == epoch]
+    if g.empty:
+        return pd.DataFrame(columns=["run_id", "log10_grad"])
+    first = g.loc[g.groupby("run_id")["layer_index"].idxmin()]
+    with np.errstate(divide="ignore"):
+        return pd.DataFrame({"run_id": first["run_id"], "log10_grad": np.log10(first["grad_norm_mean"].astype(float))})
+
+
+# ------------------------------------------------------------ 6. theory overlay
+def theory_overlay(res, labels=None) -> Figure:
+    """Mean-field prediction of log10 ‖∂J/∂W^[l]‖² relative to the last hidden layer, at
+    initialization, against the measured per-layer gradient norms (epoch 1, normalized
+    the same way), one panel per MLP configuration."""
+    comp = theory.compare(res, labels)
+    if not comp:
+        raise NoData("no MLP runs with at least two hidden layers and a mean-field model")
+    short, shared = short_labels([c.label for c in comp])
+    n = len(comp)
+    ncol = 1 if n == 1 else (2 if n <= 4 else 3)
+    nrow = math.ceil(n / ncol)
+    fig = _figure(4.8 * ncol, 1.2 + 3.1 * nrow)
+    axes = _subplots(fig, nrow, ncol)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    for ax, c in zip(axes.ravel(), comp):
+        x = np.arange(1, c.depth + 1)
+        ax.plot(x, c.pred_backward, color="#1f77b4", lw=1.8, label=f"theory, backward χ product (slope {c.slope_backward:+.2f})")
+        ax.plot(x, c.pred_full, color="#2ca02c", lw=1.5, ls="--", label=f"theory, with layer inputs (slope {c.slope_full:+.2f})")
+        m = c.measured
+        mean = np.nanmean(m, 0)
+        ax.plot(x, mean, "o", color="#d62728", ms=4, label=f"measured, epoch 1 (slope {c.slope_measured:+.2f})")
+        if m.shape[0] > 1:
+            ax.fill_between(x, np.nanmin(m, 0), np.nanmax(m, 0), color="#d62728", alpha=0.15, lw=0)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_title(short[c.label], loc="left")
+        ax.set_xlabel("hidden layer l")
+        ax.set_ylabel("log10 ‖∂J/∂W^[l]‖² − log10 ‖∂J/∂W^[L]‖²")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    note = ("slopes: least-squares change of log10‖∂J/∂W‖² per layer · theory at initialization "
+            "(Schoenholz et al. 2017), measured: mean over the steps of epoch 1, band min–max over seeds")
+    if any(c.input_assumed for c in comp):
+        note += " · input ‖x‖² not available: assumed E x_i² = 1/3"
+    _title(fig, res, "Mean-field theory vs measured per-layer gradient norms", shared)
+    _note(fig, note)
+    return fig
+
+
+# ------------------------------------------------------ 7. regime diagnosis
+def regime_diagnosis(res, labels=None) -> Figure:
+    """The factors of the backprop product per layer, at initialization (epoch 0, dashed)
+    and after training (last epoch, solid): log10 of the weight matrix's spectral norm,
+    the mean log10 of the activation derivative g'(z), and the fraction of saturated units."""
+    labels = _labels(res, labels)
+    a = res.activations
+    if a.empty or not labels:
+        raise NoData("no layer factors recorded")
+    short, shared = short_labels(labels)
+    col = _colors(labels)
+    sty = _styles(labels)
+    fig = _figure(11.5, 4.3 + 0.18 * max(0, len(labels) - 3))
+    axes = _subplots(fig, 1, 3)
+    last_epoch = a["epoch"].max()
+    quantities = ((axes[0, 0], "log_weight_norm", LOG10E), (axes[0, 1], "log_deriv_mean", LOG10E),
+                  (axes[0, 2], "saturated_frac", 1.0))
+    depths = set()
+    for lab in labels:
+        sub = a[a["run_id"].isin(_runs_of(res, lab))]
+        n_layers = int(sub["layer_index"].max()) + 1
+        depths.add(n_layers)
+        for ep, ls, mk in ((0, "--", sty[lab]["marker"]), (last_epoch, "-", None)):
+            s = sub[sub["epoch"] == ep]
+            for ax, colname, scale in quantities:
+                w = tables.per_seed(s, colname, index="layer_index") * scale
+                w.index = w.index + 1  # layers counted from 1
+                _band(ax, w, col[lab], None, ls=ls, marker=mk, lw=1.4, alpha=0.12, markevery=1)
+                out = w.loc[[n_layers]] if n_layers in w.index else None
+                if out is not None and out.notna().any(axis=None):  # mark the linear output layer
+                    ax.plot([n_layers], [out.mean(axis=1).iloc[0]], "s", color=col[lab], ms=6, mfc="white")
+    titles = ("weight factor: log10 ‖W^[l]‖₂ (spectral norm)", "derivative factor: mean log10 g'(z^[l])",
+              "saturated units: fraction with g'(z) < 0.01")
+    for ax, t in zip(axes[0], titles):
+        ax.set_title(t)
+        ax.set_xlabel("layer l (1 = first hidden; □ = linear output layer)" if len(depths) > 1 or ax is axes[0, 0]
+                      else "layer l (1 = first hidden)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0, 0].axhline(0, color="0.5", lw=0.8)
+    axes[0, 1].axhline(0, color="0.5", lw=0.8)
+    axes[0, 2].set_ylim(-0.02, 1.02)
+    from matplotlib.lines import Line2D
+
+    extra = [(Line2D([], [], color="0.2", ls="--"), "epoch 0 (initialization)"),
+             (Line2D([], [], color="0.2", ls="-"), f"epoch {last_epoch} (end of training)")]
+    if (res.runs["label"].isin(labels) & (res.runs.get("activation", pd.Series(dtype=str)) == "relu")).any():
+        _note(fig, "ReLU: g' is 0 or 1, so its mean log10 g' is set by the 1e-30 floor given to inactive units, "
+                   "and its 'saturated' fraction is the fraction of inactive units.")
+    _title(fig, res, "Regime diagnosis: which factor of the backprop product is small", shared)
+    _legend_below(fig, axes, short, col, title=_seeds_note(res, labels), extra=extra,
+                  styles={lab: {"color": sty[lab]["color"], "marker": sty[lab]["marker"]} for lab in labels})
+    return fig
+
+
+# every figure type, for the report pages: name -> (function, kwargs)
+FIGURES = {
+    "learning_curves": (learning_curves, {}),
+    "gradient_stats_first_last": (gradient_stats, {"layers": "first_last"}),
+    "gradient_stats_all": (gradient_stats, {"layers": "all"}),
+    "gradient_distributions": (gradient_distributions, {}),
+    "gradient_flow": (gradient_flow, {}),
+    "sweep_r": (sweep, {"param": "r"}),
+    "sweep_alpha": (sweep, {"param": "alpha"}),
+    "theory_overlay": (theory_overlay, {}),
+    "regime_diagnosis": (regime_diagnosis, {}),
+}

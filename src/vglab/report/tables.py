@@ -1,0 +1,129 @@
+"""Small views of a `Results` shared by the figures, the claims and the pages.
+
+Runs are grouped by `label` (the configuration without the seed); arms are picked
+by the `runs` columns (DESIGN.md), never by parsing labels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+N_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10}
+ORDER_COLUMNS = ("network", "variant", "depth", "width", "activation", "weight_init_kind", "init_scale",
+                 "penalty", "r", "alpha")
+
+
+def _norm_spec(spec) -> str | None:
+    if spec is None or (isinstance(spec, float) and math.isnan(spec)):
+        return None
+    try:
+        from vglab.nn.init import parse
+
+        return parse(str(spec)).spec
+    except Exception:
+        return str(spec)
+
+
+def runs(res) -> pd.DataFrame:
+    """The runs table with the columns the report relies on filled in (defaults when absent)."""
+    r = res.runs.copy()
+    defaults = {"label": None, "seed": 0, "network": "mlp", "depth": np.nan, "width": np.nan, "variant": None,
+                "activation": "tanh", "alpha": 1.0, "weight_init": None, "weight_init_spec": None,
+                "weight_init_kind": None, "init_scale": np.nan, "penalty": "none", "r": 0.0, "dataset": None,
+                "diverged_epoch": None}
+    for col, val in defaults.items():
+        if col not in r.columns:
+            r[col] = val
+    if len(r):
+        r["label"] = r["label"].fillna(r["run_id"])
+        r["alpha"] = pd.to_numeric(r["alpha"], errors="coerce").fillna(1.0)
+        r["r"] = pd.to_numeric(r["r"], errors="coerce").fillna(0.0)
+        r["penalty"] = r["penalty"].fillna("none").astype(str).str.lower()
+        r.loc[r["penalty"] == "none", "r"] = 0.0
+        r.loc[r["r"] == 0, "penalty"] = "none"
+        r["spec"] = r["weight_init_spec"].map(_norm_spec)
+    else:
+        r["spec"] = []
+    return r
+
+
+def label_order(res_or_runs) -> list[str]:
+    """Labels in a stable, meaningful order (architecture, activation, init, penalty, r, alpha)."""
+    r = res_or_runs if isinstance(res_or_runs, pd.DataFrame) else runs(res_or_runs)
+    if not len(r):
+        return []
+    cols = [c for c in ORDER_COLUMNS if c in r.columns]
+    key = r[cols + ["label"]].copy()
+    for c in cols:
+        if key[c].dtype == object:
+            key[c] = key[c].astype(str)
+    key = key.sort_values(cols + ["label"], na_position="first", kind="stable")
+    return list(dict.fromkeys(key["label"]))
+
+
+def n_classes(res) -> int:
+    n = res.spec.get("n_classes") if isinstance(res.spec, dict) else None
+    if n:
+        return int(n)
+    ds = res.spec.get("dataset") if isinstance(res.spec, dict) else None
+    if ds is None and len(res.runs) and "dataset" in res.runs:
+        ds = res.runs["dataset"].iloc[0]
+    return N_CLASSES.get(str(ds), 10)
+
+
+def final(res) -> pd.DataFrame:
+    """One row per run: its configuration and the metrics of its last epoch."""
+    r = runs(res)
+    e = res.epochs
+    if not len(e) or not len(r):
+        return r.assign(epoch=[], val_acc=[], val_loss=[], train_acc=[], train_loss=[])
+    last = e.sort_values("epoch").groupby("run_id").tail(1)
+    cols = [c for c in ("run_id", "epoch", "val_acc", "val_loss", "train_acc", "train_loss") if c in last.columns]
+    return r.merge(last[cols], on="run_id", how="left")
+
+
+def summary(res) -> pd.DataFrame:
+    """One row per label: seeds, final validation accuracy mean/std/min/max, diverged count."""
+    f = final(res)
+    rows = []
+    for label in label_order(f):
+        g = f[f["label"] == label]
+        acc = g["val_acc"].astype(float)
+        div = g["diverged_epoch"].notna().sum() if "diverged_epoch" in g else 0
+        rows.append({"label": label, "seeds": int(g["seed"].nunique()), "runs": len(g),
+                     "val_acc_mean": acc.mean(), "val_acc_std": acc.std(ddof=0) if len(acc) > 1 else 0.0,
+                     "val_acc_min": acc.min(), "val_acc_max": acc.max(), "diverged": int(div),
+                     "epochs": int(g["epoch"].max()) if g["epoch"].notna().any() else 0})
+    return pd.DataFrame(rows)
+
+
+def arms(r: pd.DataFrame, **where) -> pd.DataFrame:
+    """Rows of the (normalized) runs table `r` matching every condition. Values compare
+    as numbers with tolerance when numeric; `spec` is normalized ('normal(std=10.0)' ==
+    'normal(std=10)'); a callable is applied to the column."""
+    m = pd.Series(True, index=r.index)
+    for col, want in where.items():
+        if col not in r.columns:
+            return r.iloc[0:0]
+        v = r[col]
+        if callable(want):
+            m &= v.map(want).astype(bool)
+        elif col == "spec":
+            m &= v == _norm_spec(want)
+        elif isinstance(want, (int, float)) and not isinstance(want, bool):
+            m &= np.isclose(pd.to_numeric(v, errors="coerce").astype(float), float(want), rtol=1e-6, atol=1e-12)
+        else:
+            m &= v.astype(str) == str(want)
+    return r[m]
+
+
+def per_seed(table: pd.DataFrame, value: str, index: str = "epoch") -> pd.DataFrame:
+    """Pivot a per-epoch table to [index] x [run_id]."""
+    return table.groupby([index, "run_id"])[value].mean().unstack("run_id")
+
+
+def fmt_acc(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
