@@ -90,7 +90,7 @@ def test_probe_statistics_match_numpy_over_every_step():
     member = Member(seed=7, weight_init=init.normal(std=2.0), l2=0.01, alpha=1.5)
     res = train_group(NET, data, [member], cfg)[0]
 
-    params = NET.init(loop.init_key(member.seed), member.weight_init, member.bias_law)
+    params = loop.initial_params(NET, member)
     opt = optax.adam(cfg.learning_rate, eps=loop.ADAM_EPS)
     state = opt.init(params)
 
@@ -100,7 +100,7 @@ def test_probe_statistics_match_numpy_over_every_step():
 
     lo, hi = probes.HIST_LOG10_RANGE
     for epoch in (1, 2):
-        order = np.asarray(loop.batch_order(member.seed, epoch, 100, 32))
+        order = loop.batch_order(member.seed, epoch, 100, 32)
         assert order.shape == (3, 32)
         steps = []
         for idx in order:

@@ -114,22 +114,42 @@ def _where(cond, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(cond, a, b), new, old)
 
 
-def init_key(seed):
-    """The key of a member's initial draw (shared by members with this seed)."""
-    return jax.random.fold_in(jax.random.PRNGKey(seed), 0)
+# Random draws happen on the host with NumPy (PCG64, the same on every machine): the
+# draws are cheap, and JAX's threefry generator made every group's program take tens of
+# seconds longer to compile on CPU.
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), *stream])
 
 
-def batch_order(seed, epoch, n_train: int, batch_size: int):
+def base_draws(network: Network, seed: int, w_family: str, b_family: str) -> tuple[np.ndarray, np.ndarray]:
+    """A seed's scale-free initial draw: all weights, then all biases, flat (float32)."""
+    rng = _rng(seed, 0)
+
+    def draw(family, n):
+        if family == "normal":
+            return rng.standard_normal(n, dtype=np.float32)
+        if family == "uniform":
+            return rng.uniform(-1.0, 1.0, n).astype(np.float32)
+        return np.zeros(n, np.float32)
+
+    return draw(w_family, network.n_weights), draw(b_family, network.n_biases)
+
+
+def initial_params(network: Network, member: "Member") -> dict:
+    """The parameters `member` starts from (what the engine trains from)."""
+    w_all, b_all = base_draws(network, member.seed, member.weight_init.family, member.bias_law.family)
+    return network.assemble(jnp.asarray(w_all), jnp.asarray(b_all), member.weight_init, member.bias_law)
+
+
+def batch_order(seed: int, epoch: int, n_train: int, batch_size: int) -> np.ndarray:
     """[steps, batch] example indices of one epoch: a fresh permutation from the seed,
     its last `n_train % batch_size` entries dropped."""
     n_steps = n_train // batch_size
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 1), epoch)
-    return jax.random.permutation(key, n_train)[: n_steps * batch_size].reshape(n_steps, batch_size)
+    return _rng(seed, 1, epoch).permutation(n_train)[: n_steps * batch_size].reshape(n_steps, batch_size).astype(np.int32)
 
 
-def _member_init(network, w_law, b_law, optimizer, hyper):
-    key = init_key(hyper["seed"])
-    params = network.init(key, w_law, b_law, hyper["w_value"], hyper["b_value"])
+def _member_init(network, w_law, b_law, optimizer, hyper, w_all, b_all):
+    params = network.assemble(w_all, b_all, w_law, b_law, hyper["w_value"], hyper["b_value"])
     return {"params": params, "opt": optimizer.init(params), "alive": jnp.array(True)}
 
 
@@ -154,14 +174,12 @@ def _member_step(network, optimizer, grad_qs, carry, hyper, xb, yb):
     return _where(ok, new_params, params), _where(ok, new_opt, opt_state), ok, _where(ok, new_acc, acc)
 
 
-def _grid_epoch(network, config, optimizer, state, hyper, seeds, epoch, x, y):
+def _grid_epoch(network, config, optimizer, state, hyper, order, x, y):
     """One epoch of a [seed, config] grid of members.
 
     Members that share a seed share every minibatch, so the inner vmap multiplies one
     batch by all their weights in one matrix product instead of one per member."""
-    grad_qs, _ = probes_mod.select(config.probes)
-    orders = jax.vmap(lambda seed: batch_order(seed, epoch, x.shape[0], config.batch_size))(seeds)
-    order = jnp.swapaxes(orders, 0, 1)  # [step, seed, batch]
+    grad_qs, _ = probes_mod.select(config.probes)  # order: [step, seed, batch]
     acc_member = {
         "metrics": jnp.zeros(4),  # data loss, penalty, total loss, accuracy
         "steps": jnp.zeros((), jnp.int32),
@@ -271,7 +289,6 @@ def _hypers(members: list[Member]) -> dict:
         return 1.0 if law.value is None or law.fan_scaled else law.value
 
     return {
-        "seed": np.array([m.seed for m in members], np.uint32),
         "w_value": np.array([value(m.weight_init) for m in members], np.float32),
         "b_value": np.array([value(m.bias_law) for m in members], np.float32),
         "alpha": np.array([m.alpha for m in members], np.float32),
@@ -312,8 +329,11 @@ def train_group(network: Network, arrays, members: list[Member], config: TrainCo
         raise ValueError(f"{arrays.x_train.shape[0]} training examples are fewer than one batch of {config.batch_size}")
     slots = _seed_grid(members)
     hypers = {k: jnp.asarray(v[slots]) for k, v in _hypers(members).items()}  # [seed, slot]
-    seeds = hypers["seed"][:, 0]
+    seeds = [int(members[row[0]].seed) for row in slots]
     w_law, b_law = (Init(kind) for kind in group_key(members[0]))
+    draws = [base_draws(network, seed, w_law.family, b_law.family) for seed in seeds]
+    w_all = jnp.asarray(np.stack([np.broadcast_to(w, (slots.shape[1],) + w.shape) for w, _ in draws]))
+    b_all = jnp.asarray(np.stack([np.broadcast_to(b, (slots.shape[1],) + b.shape) for _, b in draws]))
     init, epoch_fn, observe = _compiled(network, config, w_law, b_law)
 
     x, y = jnp.asarray(arrays.x_train), jnp.asarray(arrays.y_train, jnp.int32)
@@ -324,7 +344,7 @@ def train_group(network: Network, arrays, members: list[Member], config: TrainCo
     def per_member(record: dict) -> dict:
         return {key: np.stack([v[i, j] for i, j in where]) if np.ndim(v) >= 2 else v for key, v in record.items()}
 
-    state = init(hypers)
+    state = init(hypers, w_all, b_all)
     history = []  # per epoch: dict of numpy arrays with leading member axis
     t0 = time.perf_counter()
     record = jax.device_get({**observe(state["params"], hypers, x_probe, y_probe, x_test, y_test), "alive": state["alive"]})
@@ -334,7 +354,8 @@ def train_group(network: Network, arrays, members: list[Member], config: TrainCo
         on_epoch(0, history[-1])
     for e in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        state, trained = epoch_fn(state, hypers, seeds, jnp.uint32(e), x, y)
+        order = np.stack([batch_order(seed, e, x.shape[0], config.batch_size) for seed in seeds], 1)
+        state, trained = epoch_fn(state, hypers, jnp.asarray(order), x, y)
         obs = observe(state["params"], hypers, x_probe, y_probe, x_test, y_test)
         record = jax.device_get({**trained, **obs, "alive": state["alive"]})
         record["seconds"] = time.perf_counter() - t0
