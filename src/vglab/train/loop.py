@@ -164,7 +164,7 @@ def _member_step(network, optimizer, grad_qs, carry, hyper, xb, yb):
     tensors = tuple(grads[layer.name][p] for layer in network.layers for p in PARAMS)
     # A member whose loss or gradient stops being finite keeps its last finite state
     # (finite gradients give finite Adam steps, so the parameters stay finite too).
-    grad_sq = sum(jnp.sum(t * t) for t in tensors)  # inf or NaN if any entry is (or beyond ~1e19)
+    grad_sq = jnp.sum(probes_mod.per_tensor(lambda g: (jnp.sum(g * g),), tensors))  # inf/NaN if any entry is
     ok = alive & jnp.isfinite(total) & jnp.isfinite(grad_sq)
     new_acc = {
         "metrics": acc["metrics"] + jnp.stack([data_loss, pen, total, correct]),
