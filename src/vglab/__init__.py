@@ -1,2 +1,181 @@
-"""vglab: the vanishing-gradient lab."""
+"""vglab: the vanishing-gradient lab.
+
+The Python API mirrors the `vglab` command (imports are lazy, so `import vglab` is fast)::
+
+    import vglab
+    vglab.list_presets()                               # [{name, description, reference}, ...]
+    res = vglab.run("large-params", dataset="mnist")   # train (or resume), returns the Results
+    res.table("epochs").groupby("label").val_acc.last()
+    vglab.report(res.path)                             # the HTML report's path
+    vglab.load_results("vglab-results/digits/large-params")
+    vglab.reproduce(dataset="digits")                  # every preset, then the index page
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
 __version__ = "0.1.0"
+
+__all__ = ["run", "reproduce", "load_results", "list_presets", "report", "__version__"]
+
+
+def list_presets() -> list[dict]:
+    """The built-in experiments: one dict (name, description, reference) per preset."""
+    from vglab.experiments.spec import list_presets as presets
+
+    return presets()
+
+
+def load_results(path):
+    """Read a results directory into a `vglab.results.Results` (pandas tables)."""
+    from vglab.results import load
+
+    return load(path)
+
+
+def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: int | list[int] | None = None,
+        train_size: int | None = None, out=None, data_dir=None, workers: int | None = None, executor: str = "local",
+        address: str | None = None, tensorboard: bool = False, device: str | None = None, progress: bool = True,
+        overwrite: bool = False, _progress=None):
+    """Train an experiment (a preset name, a spec .toml path or an `ExperimentSpec`) and
+    return its `Results`. Re-running resumes: complete runs are kept.
+
+    `out` defaults to `vglab-results/<dataset>/<name>`; `workers` to one process per core
+    (1 trains in this process); `executor` is "local" or "ray" (`address`: a cluster, else
+    a local Ray instance); `device` "cpu" | "gpu" | "auto" must be chosen before JAX starts.
+    """
+    from vglab.experiments import runner
+    from vglab.experiments.spec import ExperimentSpec, load_spec
+
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(seeds)) if seeds >= 1 else seeds
+    overrides = dict(dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size)
+    if isinstance(spec, ExperimentSpec):
+        if any(v is not None for v in overrides.values()):
+            raise ValueError("overrides apply to a preset name or spec file; change the ExperimentSpec instead")
+    else:
+        spec = load_spec(spec, **overrides)
+    path = runner.run_experiments([spec], None if out is None else [out], workers=workers, executor=executor,
+                                  address=address, data_dir=data_dir, tensorboard=tensorboard, device=device,
+                                  progress=_progress or _default_progress(progress), overwrite=overwrite)[0]
+    return load_results(path)
+
+
+def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = None, epochs: int | None = None,
+              seeds: int | list[int] | None = None, train_size: int | None = None, data_dir=None,
+              workers: int | None = None, executor: str = "local", address: str | None = None,
+              tensorboard: bool = False, device: str | None = None, progress: bool = True, overwrite: bool = False,
+              report: bool = True, _progress=None, _warn=None):
+    """Run every preset (or `presets`) on `dataset` into `out/<preset>` (default
+    `vglab-results/<dataset>`), sharing one pool of workers, then write each experiment's
+    report and `out/index.html`. Returns the index page's path (the root folder when
+    `report` is False or the report package is missing)."""
+    from pathlib import Path
+
+    from vglab.experiments import runner
+    from vglab.experiments.spec import REPRODUCE, load_spec, preset_names
+
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(seeds)) if seeds >= 1 else seeds
+    names = list(presets) if presets else [p for p in REPRODUCE if p in preset_names()]
+    specs = [load_spec(n, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size) for n in names]
+    root = Path(out) if out is not None else runner.DEFAULT_ROOT / dataset
+    outs = runner.run_experiments(specs, [root / s.name for s in specs], workers=workers, executor=executor,
+                                  address=address, data_dir=data_dir, tensorboard=tensorboard, device=device,
+                                  progress=_progress or _default_progress(progress), overwrite=overwrite)
+    if not report:
+        return root
+    try:
+        html = _report_module()
+    except ImportError as e:
+        (_warn or print)(f"{e}; the results are in {root}")
+        return root
+    _write_reports(outs, workers)
+    return html.write_index(outs, root / "index.html")
+
+
+def _report(path, open: bool = False):  # noqa: A002 - mirrors the CLI's --open
+    from pathlib import Path
+
+    from vglab.results.store import StoreError
+
+    path = Path(path)
+    if not (path / "runs").is_dir() and not (path / "experiment.toml").exists():
+        raise StoreError(f"no results directory at {path}; run an experiment first (vglab run PRESET --out {path})")
+    page = _report_module().write_report(path)
+    if open:
+        import webbrowser
+
+        webbrowser.open(Path(page).resolve().as_uri())
+    return page
+
+
+class _ReportEntry:
+    """`vglab.report(path, open=False)`: write the HTML report of the results directory
+    `path` and return the page's path.
+
+    `vglab.report` is also the name of the subpackage `vglab/report/`, and importing it
+    would replace this function on the package. So this one object stands for both:
+    calling it writes a report; its attributes are the subpackage's (`vglab.report.html`)."""
+
+    def __call__(self, path, open: bool = False):  # noqa: A002
+        return _report(path, open)
+
+    def __getattr__(self, name):
+        import importlib
+
+        return getattr(importlib.import_module("vglab.report"), name)
+
+    def __repr__(self):
+        return "<function vglab.report(path, open=False)>"
+
+
+report = _ReportEntry()
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name, value):
+        if name == "report" and isinstance(value, types.ModuleType):
+            return  # importing vglab.report keeps the callable above (the module stays in sys.modules)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def _write_reports(outs, workers: int | None) -> None:
+    """One report per experiment, on as many processes as training used (figures take seconds each)."""
+    from vglab.train.parallel import default_workers
+
+    n = min(len(outs), workers or default_workers())
+    if n <= 1:
+        for d in outs:
+            _report_module().write_report(d)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
+        list(pool.map(_write_one_report, outs))
+
+
+def _write_one_report(path):
+    return _report_module().write_report(path)
+
+
+def _report_module():
+    try:
+        from vglab.report import html
+    except ImportError as e:
+        raise ImportError(f"the HTML report is not available (vglab.report.html: {e})") from None
+    if not hasattr(html, "write_report") or not hasattr(html, "write_index"):
+        raise ImportError("the HTML report is not available (vglab.report.html lacks write_report/write_index)")
+    return html
+
+
+def _default_progress(show: bool):
+    from vglab.experiments.progress import NoProgress, RichProgress
+
+    return RichProgress() if show else NoProgress()

@@ -126,7 +126,7 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 @jax.custom_vjp
 def conv(x, w):
-    """3x3 'same' convolution, NHWC x HWIO. Its gradients are written out as convolutions
+    """Stride-1 'same' convolution, NHWC x HWIO. Its gradients are written out as convolutions
     in the same canonical layout because XLA CPU (jax 0.10) leaves autodiff's transposed
     convolutions in other layouts when they sit inside `lax.scan` (the training epoch) and
     runs them on a slow generic path: a CNN epoch was ~6x slower than with these."""
@@ -139,14 +139,14 @@ def _conv_fwd(x, w):
 
 def _conv_bwd(res, g):
     x, w = res
-    kh, kw = w.shape[:2]
-    # dx: 'same' convolution of g with the spatially flipped kernel, in/out channels swapped.
-    dx = lax.conv_general_dilated(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), (1, 1), "SAME", dimension_numbers=_DN)
+    (kh, kw), (lh, lw) = w.shape[:2], ((w.shape[0] - 1) // 2, (w.shape[1] - 1) // 2)  # 'SAME' pads lo, k-1-lo
+    # dx: convolution of g with the spatially flipped kernel, in/out channels swapped.
+    dx = lax.conv_general_dilated(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), (1, 1),
+                                  ((kh - 1 - lh, lh), (kw - 1 - lw, lw)), dimension_numbers=_DN)
     # dw[i, j, ci, co] = sum_{n, h, v} xpad[n, h+i, v+j, ci] g[n, h, v, co]: a convolution with
     # the input channels as the batch and the examples as the features.
-    ph, pw = (kh - 1) // 2, (kw - 1) // 2
     dw = lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1),
-                                  ((ph, kh - 1 - ph), (pw, kw - 1 - pw)), dimension_numbers=_DN)
+                                  ((lh, kh - 1 - lh), (lw, kw - 1 - lw)), dimension_numbers=_DN)
     return dx, dw.transpose(1, 2, 0, 3)
 
 

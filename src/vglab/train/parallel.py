@@ -61,10 +61,24 @@ def worker_env(device: str | None = None, workers: int = 1) -> dict[str, str]:
     flags += [f for f in WORKER_XLA_FLAGS if f.split("=")[0] not in {x.split("=")[0] for x in flags}]
     env = {"XLA_FLAGS": " ".join(flags), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if device in ("cpu", "gpu"):
-        env["JAX_PLATFORMS"] = device
+        env["JAX_PLATFORMS"] = gpu_platform() if device == "gpu" else "cpu"
     if device == "gpu" and workers > 1:
         env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     return env
+
+
+def gpu_platforms_installed() -> list[str]:
+    """JAX's GPU platforms whose plugins are installed ("cuda", "rocm"), without starting JAX."""
+    from importlib import metadata
+
+    names = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in metadata.distributions()}
+    return [p for p in ("cuda", "rocm") if any(n.startswith(f"jax-{p}") for n in names)]
+
+
+def gpu_platform() -> str:
+    """The JAX platform for --device gpu. Not JAX's alias "gpu": an explicit JAX_PLATFORMS
+    list fails unless *every* platform it names starts, and "gpu" names both cuda and rocm."""
+    return (gpu_platforms_installed() or ["cuda"])[0]
 
 
 def jax_started() -> bool:
@@ -169,8 +183,11 @@ def _environ(env: dict[str, str]):
 def _run_pool(tasks, on_event, workers: int, env: dict[str, str], pin: bool) -> None:
     ctx = mp.get_context("spawn")
     task_q, event_q = ctx.Queue(), ctx.Queue()
-    for task in tasks:
-        task_q.put(task)
+    # Which task each worker runs, written before it starts one: shared memory, so it is
+    # known even if the worker dies before its queued "start" event is flushed.
+    current = ctx.Array("i", [-1] * workers)
+    for i, task in enumerate(tasks):
+        task_q.put((i, *task))
     for _ in range(workers):
         task_q.put(None)  # one stop sign per worker, after every task
     cores = available_cores()
@@ -178,34 +195,31 @@ def _run_pool(tasks, on_event, workers: int, env: dict[str, str], pin: bool) -> 
     with _environ(env):
         for i in range(workers):
             core = cores[i % len(cores)] if pin else None
-            p = ctx.Process(target=_worker, args=(i, core, task_q, event_q, os.getpid()), name=f"vglab-worker-{i}",
-                            daemon=True)
+            p = ctx.Process(target=_worker, args=(i, core, task_q, event_q, current, os.getpid()),
+                            name=f"vglab-worker-{i}", daemon=True)
             p.start()
             procs.append(p)
-    held: dict[int, str] = {}  # worker -> the task it is running
     remaining = len(tasks)
+    keys = [key for key, _, _ in tasks]
     try:
         while remaining:
             try:
                 kind, worker, key, payload = event_q.get(timeout=0.5)
             except queue.Empty:
-                _check_alive(procs, held, event_q, on_event)
+                _check_alive(procs, current, keys, event_q, on_event)
                 continue
             if kind == "error":
                 raise WorkerError(f"task {key} failed in worker {worker}:\n{payload}")
-            if kind == "start":
-                held[worker] = key
-            elif kind == "done":
-                held.pop(worker, None)
+            if kind == "done":
                 remaining -= 1
             on_event(kind, key, payload)
             if remaining:
-                _check_alive(procs, held, event_q, on_event)
+                _check_alive(procs, current, keys, event_q, on_event)
     finally:
         _stop(procs, graceful=remaining == 0)
 
 
-def _check_alive(procs, held, event_q, on_event) -> None:
+def _check_alive(procs, current, keys, event_q, on_event) -> None:
     dead = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
     if not dead:
         return
@@ -216,7 +230,7 @@ def _check_alive(procs, held, event_q, on_event) -> None:
             if kind not in ("error",):
                 on_event(kind, key, payload)
     i, code = dead[0]
-    what = f" while running task {held[i]}" if i in held else ""
+    what = f" while running task {keys[current[i]]}" if current[i] >= 0 else ""
     why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
     hint = " (out of memory?)" if code == -signal.SIGKILL else ""
     raise WorkerError(f"worker {i} died ({why}){what}{hint}")
@@ -245,7 +259,7 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker(index: int, core: int | None, task_q, event_q, parent_pid: int) -> None:
+def _worker(index: int, core: int | None, task_q, event_q, current, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     if core is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {core})
@@ -262,7 +276,8 @@ def _worker(index: int, core: int | None, task_q, event_q, parent_pid: int) -> N
         item = task_q.get()
         if item is None:
             break
-        key, fn, args = item
+        number, key, fn, args = item
+        current[index] = number
         event_q.put(("start", index, key, {"pid": os.getpid(), "core": core}))
         try:
             out = fn(*args, emit=emitter(key))
@@ -270,3 +285,4 @@ def _worker(index: int, core: int | None, task_q, event_q, parent_pid: int) -> N
             event_q.put(("error", index, key, traceback.format_exc()))
             continue
         event_q.put(("done", index, key, out))
+        current[index] = -1

@@ -1,0 +1,276 @@
+"""The `vglab` command: a thin shell over the Python API (`vglab.run`, ...).
+
+    vglab list                                  the built-in experiments
+    vglab show large-params                     what an experiment will run
+    vglab run large-params --dataset mnist      train it (resumes where it stopped)
+    vglab reproduce                             every preset on digits, then the report
+    vglab report vglab-results/digits/large-params --open
+    vglab data fetch mnist / vglab data info
+
+Exit codes: 0 done, 1 failure (a bug, a crashed worker), 2 a usage problem: an invalid
+spec or option, missing data, an output directory in use by another process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="vglab — the vanishing-gradient lab: why gradients vanish in sigmoid-type networks, and which "
+                       "remedies work (Ven & Lederer 2021), measured.")
+data_app = typer.Typer(no_args_is_help=True, help="The datasets: fetch them, see where they are.")
+app.add_typer(data_app, name="data")
+out = Console()
+err = Console(stderr=True)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Problems the user can fix become one line and exit code 2; bugs keep their traceback."""
+    from vglab.data import DataError
+    from vglab.experiments.spec import SpecError
+    from vglab.results.store import StoreError
+
+    try:
+        yield
+    except (SpecError, StoreError, DataError, ValueError, ImportError, FileNotFoundError) as e:
+        if os.environ.get("VGLAB_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        err.print(f"[red]error:[/red] {msg}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _set_device(device: Device) -> None:
+    """Choose JAX's platform before JAX starts (here and in every worker)."""
+    if device is not Device.auto:
+        from vglab.train.parallel import configure_this_process, gpu_platform
+
+        configure_this_process({"JAX_PLATFORMS": gpu_platform() if device is Device.gpu else "cpu"})
+
+
+# ------------------------------------------------------------------ options shared by run and reproduce
+DATASET = typer.Option(None, "--dataset", "-d", help="digits (embedded), mnist or cifar10 (default: the spec's, else digits).")
+EPOCHS = typer.Option(None, "--epochs", "-e", min=1, help="Override the number of epochs.")
+SEEDS = typer.Option(None, "--seeds", "-s", min=1, help="Override the number of seeds (0..N-1).")
+TRAIN_SIZE = typer.Option(None, "--train-size", min=1, help="Train on a fixed stratified subset of this many examples.")
+DATA_DIR = typer.Option(None, "--data-dir", help="Folder with the dataset files (else $VGLAB_DATA, the cache, a download).")
+DEVICE = typer.Option(Device.auto, "--device", case_sensitive=False, help="JAX platform: cpu, gpu or auto.")
+WORKERS = typer.Option(None, "--workers", "-w", min=1,
+                       help="Worker processes (default: one per core; 1 trains in this process).")
+EXECUTOR = typer.Option(Executor.local, "--executor", case_sensitive=False,
+                        help="local worker processes, or a Ray cluster.")
+ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray instance).")
+TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard events to OUT/tensorboard/.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Delete results of a different spec found in OUT.")
+
+
+def _progress(quiet: bool):
+    from vglab.experiments.progress import NoProgress, RichProgress
+
+    return NoProgress() if quiet else RichProgress(err)
+
+
+# ------------------------------------------------------------------ commands
+@app.command("list")
+def list_cmd():
+    """List the built-in experiments (presets).
+
+    Example: [bold]vglab list[/bold]
+    """
+    from rich.table import Table
+
+    import vglab
+
+    table = Table("preset", "reproduces", "description", box=None, show_lines=False)
+    for p in vglab.list_presets():
+        table.add_row(f"[bold]{p['name']}[/bold]", p["reference"].split(" of the ")[0], p["description"])
+    out.print(table)
+
+
+@app.command()
+def show(preset: str = typer.Argument(..., help="A preset name or a spec .toml file."),
+         dataset: Optional[str] = DATASET, epochs: Optional[int] = EPOCHS, seeds: Optional[int] = SEEDS,
+         train_size: Optional[int] = TRAIN_SIZE):
+    """Show what an experiment runs: its settings, arms, runs and groups.
+
+    Examples: [bold]vglab show r-sweep[/bold] · [bold]vglab show my-spec.toml --dataset mnist[/bold]
+    """
+    from rich.table import Table
+
+    from vglab.experiments.spec import ARM_KEYS, load_spec
+
+    with _user_errors():
+        spec = load_spec(preset, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size)
+    out.print(f"[bold]{spec.name}[/bold]: {spec.description}")
+    if spec.reference:
+        out.print(f"reproduces: {spec.reference}")
+    out.print(f"dataset {spec.dataset} · {spec.epochs} epochs · seeds {list(spec.seeds)} · batch {spec.batch_size} · "
+              f"Adam lr {spec.learning_rate:g} · train size {spec.train_size or 'all'} · probes {', '.join(spec.probes)}")
+    arms = Table(title="arms (each a cross product)", title_justify="left", box=None)
+    keys = [k for k in ARM_KEYS if any(arm[k] != [None] for arm in spec.arms)]
+    arms.add_column("#")
+    for k in keys:
+        arms.add_column(k)
+    for i, arm in enumerate(spec.arms):
+        cells = [", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in arm[k]) for k in keys]
+        if arm["penalty"] == ["none"] and "r" in keys:
+            cells[keys.index("r")] = "-"  # r means nothing without a penalty
+        arms.add_row(str(i), *cells)
+    out.print(arms)
+    groups = spec.groups()
+    runs = Table(title=f"{len(spec.expand())} runs: {len(spec.configurations())} configurations x {len(spec.seeds)} "
+                       f"seeds, in {len(groups)} vectorized groups", title_justify="left", box=None)
+    for col in ("configuration (label)", "group", "seeds", "run id (seed 0)"):
+        runs.add_column(col)
+    for group, members in groups.items():
+        by_label: dict[str, list] = {}
+        for r in members:
+            by_label.setdefault(r.label, []).append(r)
+        for label, rs in by_label.items():
+            runs.add_row(label, group, ",".join(str(r.seed) for r in rs), rs[0].run_id)
+    out.print(runs)
+
+
+@app.command()
+def run(preset: str = typer.Argument(..., help="A preset name (vglab list) or a spec .toml file."),
+        dataset: Optional[str] = DATASET, epochs: Optional[int] = EPOCHS, seeds: Optional[int] = SEEDS,
+        out_dir: Optional[Path] = typer.Option(None, "--out", "-o",
+                                               help="Results directory (default: vglab-results/DATASET/PRESET)."),
+        data_dir: Optional[Path] = DATA_DIR, device: Device = DEVICE, train_size: Optional[int] = TRAIN_SIZE,
+        workers: Optional[int] = WORKERS, executor: Executor = EXECUTOR, address: Optional[str] = ADDRESS,
+        tensorboard: bool = TENSORBOARD, quiet: bool = QUIET, overwrite: bool = OVERWRITE):
+    """Train an experiment into a results directory; re-running the same command resumes.
+
+    Complete runs are kept and the rest are trained; Ctrl-C or a kill loses at most the runs in flight.
+
+    Examples:
+      [bold]vglab run large-params[/bold]
+      [bold]vglab run r-sweep --dataset mnist --data-dir /data --tensorboard[/bold]
+      [bold]vglab run my-spec.toml --epochs 3 --seeds 1 --workers 1[/bold]
+      [bold]vglab run alpha-sweep --executor ray --address auto[/bold]
+    """
+    import vglab
+
+    with _user_errors():
+        _set_device(device)
+        res = vglab.run(preset, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size, out=out_dir,
+                        data_dir=data_dir, workers=workers, executor=executor.value, address=address,
+                        tensorboard=tensorboard, device=device.value, progress=not quiet, overwrite=overwrite,
+                        _progress=_progress(quiet))
+    if not quiet:
+        err.print(f"{len(res.runs)} runs complete; report: [bold]vglab report {res.path}[/bold]", soft_wrap=True)
+    typer.echo(str(res.path))
+
+
+@app.command()
+def reproduce(dataset: str = typer.Option("digits", "--dataset", "-d", help="digits (embedded), mnist or cifar10."),
+              out_dir: Optional[Path] = typer.Option(None, "--out", "-o",
+                                                     help="Root folder (default: vglab-results/DATASET); each "
+                                                          "experiment goes to OUT/PRESET, the index to OUT/index.html."),
+              presets: Optional[str] = typer.Option(None, "--presets", help="Comma-separated subset of presets."),
+              epochs: Optional[int] = EPOCHS, seeds: Optional[int] = SEEDS, train_size: Optional[int] = TRAIN_SIZE,
+              data_dir: Optional[Path] = DATA_DIR, device: Device = DEVICE, workers: Optional[int] = WORKERS,
+              executor: Executor = EXECUTOR, address: Optional[str] = ADDRESS, tensorboard: bool = TENSORBOARD,
+              quiet: bool = QUIET, overwrite: bool = OVERWRITE,
+              report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report and index.")):
+    """Run every preset on one dataset, then write each experiment's report and the index page.
+
+    The presets are the reference study's figures, then its open questions; all share one pool of workers.
+
+    Examples:
+      [bold]vglab reproduce[/bold]                      (digits, a few minutes on a laptop)
+      [bold]vglab reproduce --dataset mnist --data-dir /data[/bold]
+    """
+    import vglab
+
+    with _user_errors():
+        _set_device(device)
+        names = [p.strip() for p in presets.split(",")] if presets else None
+        index = vglab.reproduce(dataset=dataset, out=out_dir, presets=names, epochs=epochs, seeds=seeds,
+                                train_size=train_size, data_dir=data_dir, workers=workers, executor=executor.value,
+                                address=address, tensorboard=tensorboard, device=device.value,
+                                progress=not quiet, overwrite=overwrite, report=report, _progress=_progress(quiet),
+                                _warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
+    typer.echo(str(index))
+
+
+@app.command()
+def report(results_dir: Path = typer.Argument(..., help="A results directory (vglab run ... --out DIR)."),
+           open_: bool = typer.Option(False, "--open", help="Open the page in a browser.")):
+    """Write the HTML report of a results directory and print its path.
+
+    Example: [bold]vglab report vglab-results/digits/large-params --open[/bold]
+    """
+    import vglab
+
+    with _user_errors():
+        page = vglab.report(results_dir, open=open_)
+    typer.echo(str(page))
+
+
+@data_app.command("fetch")
+def data_fetch(name: str = typer.Argument(..., help="digits, mnist or cifar10."),
+               cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where to keep it (default: "
+                                                                                   "$VGLAB_CACHE or ~/.cache/vglab)."),
+               quiet: bool = QUIET):
+    """Download a dataset into the cache (checksum-verified; skipped when already there).
+
+    Example: [bold]vglab data fetch mnist[/bold]
+    """
+    from vglab.data import fetch
+
+    with _user_errors():
+        path = fetch(name, cache_dir=cache_dir, quiet=quiet)
+    typer.echo(str(path))
+
+
+@data_app.command("info")
+def data_info(data_dir: Optional[Path] = DATA_DIR,
+              verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the files' checksums.")):
+    """Show where each dataset is (or that it is missing), its size and checksum status.
+
+    Example: [bold]vglab data info --data-dir /data[/bold]
+    """
+    from rich.table import Table
+
+    from vglab.data import info
+
+    with _user_errors():
+        rows = info(data_dir, verify_checksums=verify)
+    table = Table("dataset", "status", "train", "test", "image", "MB", "found in", "path / problem", box=None)
+    colors = {"ok": "green", "embedded": "green", "unverified": "yellow", "missing": "red", "corrupt": "red"}
+    for r in rows:
+        c = colors.get(r["status"], "white")
+        table.add_row(r["name"], f"[{c}]{r['status']}[/{c}]", f"{r['n_train']:,}", f"{r['n_test']:,}",
+                      "x".join(map(str, r["image_shape"])), f"{r['bytes'] / 1e6:.1f}", r["found_in"] or "-",
+                      "; ".join(r["problems"]) or (r["path"] or ""))
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point (`vglab`, `python -m vglab.cli`)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,405 @@
+"""Run experiments into results directories: plan, train (local workers or Ray), store.
+
+`run_experiments(specs, outs)` in order:
+1. Lock every output directory (`store.locked`): a second writer fails at once.
+2. Check `experiment.toml`: a directory holds one experiment; a different spec there is
+   refused (unless `overwrite`, which deletes the old runs). Write the resolved spec.
+3. Find the pending runs (those without DONE). A unit (a group's runs with one seed, see
+   spec.py) with any pending run is trained again whole, so that every run's numbers are
+   what an uninterrupted sweep computes; only its missing runs are written.
+4. Prepare each dataset once here: fails early if it is missing, fits the PCA once
+   (cached on disk) instead of once per worker, and gives the input shape.
+5. Form tasks: a group's pending units run in one task (one compile). A unit that takes
+   longer to train than its group takes to compile gets a task of its own, and tasks
+   are split further while there are fewer of them than workers. Largest first.
+6. Train them (`vglab.train.parallel.run_tasks`, or Ray) and write each unit's runs the
+   moment it arrives (`store.write_run`: atomic files, DONE last) plus, on request,
+   TensorBoard events. A SIGKILL loses at most the units in flight.
+7. meta.json: versions, machine, and one record per invocation (timings, tasks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vglab.experiments.progress import NoProgress
+from vglab.experiments.spec import ExperimentSpec, Unit, load_spec
+from vglab.results import store
+from vglab.train import parallel
+
+EXECUTORS = ("local", "ray")
+CONV_NETWORKS = ("cnn", "paper_cnn")  # trained one run per unit on CPU (see ExperimentSpec.units)
+DEFAULT_ROOT = Path("vglab-results")
+# Rough costs, only to order tasks and decide splits (measured on a 2-core CPU machine).
+COMPILE_S, COMPILE_S_PER_LAYER = 4.0, 0.4
+STEP_OVERHEAD_S = 1e-4
+MACS_PER_S = {"dense": 2e9, "conv": 1e9}
+
+
+def default_out(spec: ExperimentSpec, root: Path | str = DEFAULT_ROOT) -> Path:
+    """`vglab-results/<dataset>/<experiment>`."""
+    return Path(root) / spec.dataset / spec.name
+
+
+# ------------------------------------------------------------------ worker side
+@functools.lru_cache(maxsize=2)
+def _arrays(dataset: str, kind: str, data_dir: str | None, train_size: int | None):
+    """The prepared dataset, memoized per process. One BLAS thread: the PCA projection's
+    float32 rounding depends on how many threads split the matrix product, and a worker
+    has one, so this process must too for the same numbers."""
+    from threadpoolctl import threadpool_limits
+
+    from vglab.data import prepare
+
+    with threadpool_limits(limits=1):
+        return prepare(dataset, kind, data_dir, train_size=train_size)
+
+
+def _network(arrays, net: dict):
+    from vglab.nn import build
+
+    return build(net["network"], arrays.x_train.shape[1:], depth=net["depth"] or 1, width=net["width"] or 8,
+                 variant=net["variant"], activation=net["activation"], n_out=arrays.n_classes)
+
+
+def train_task(task: dict, emit) -> dict:
+    """Train a task's units one after another (in a worker, a Ray task or this process).
+
+    Emits ("epoch", (unit id, epoch)) after every epoch and ("unit", {...}) with a unit's
+    `RunResult`s as soon as it is trained; returns what the backend was."""
+    import jax
+
+    from vglab.train import TrainConfig, train_group
+
+    arrays = _arrays(task["dataset"], task["kind"], task["data_dir"], task["train_size"])
+    network = _network(arrays, task["network"])
+    config = TrainConfig(**task["config"])
+    for unit_id, members in task["units"]:
+        t0 = time.perf_counter()
+        results = train_group(network, arrays, members, config,
+                              on_epoch=lambda epoch, _metrics, u=unit_id: emit("epoch", (u, epoch)))
+        emit("unit", {"unit": unit_id, "results": results, "seconds": time.perf_counter() - t0,
+                      "n_params": network.n_params, "n_train": int(arrays.x_train.shape[0])})
+    return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid()}
+
+
+# ------------------------------------------------------------------ planning
+@dataclass
+class _Job:
+    """One experiment being run: its spec, directory and pending work."""
+
+    spec: ExperimentSpec
+    out: Path
+    done: set[str]
+    units: list[Unit] = field(default_factory=list)  # units with a pending run
+    unit_seconds: float = 0.0
+    written: int = 0
+    skipped: int = 0  # complete before this invocation
+
+    @property
+    def pending_runs(self) -> int:
+        return sum(r.run_id not in self.done for u in self.units for r in u.runs)
+
+
+def _open_out(spec: ExperimentSpec, out: Path, overwrite: bool) -> set[str]:
+    """Check that `out` holds this experiment (or nothing), write experiment.toml, and
+    return the ids of the complete runs. Call with the lock held."""
+    import tomli_w
+
+    new = spec.to_dict()
+    f = out / "experiment.toml"
+    done = store.completed_run_ids(out)
+    old = tomllib.loads(f.read_text()) if f.exists() else None
+    foreign = (old is not None and old.get("fingerprint") != new["fingerprint"]) or (old is None and done)
+    if foreign:
+        if not overwrite:
+            if old is None:
+                why = "runs without an experiment.toml"
+            else:
+                keys = ("name", "dataset", "epochs", "seeds", "batch_size", "learning_rate", "train_size", "probes",
+                        "arms")
+                diff = [k for k in keys if old.get(k) != new.get(k)] or ["runs"]
+                why = f"results of a different experiment (differs in: {', '.join(diff)})"
+            raise store.StoreError(f"{out} holds {why}; choose another --out, or pass --overwrite to delete them")
+        for sub in (store.RUNS, "tensorboard"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        done = set()
+    store.atomic_write_text(f, tomli_w.dumps(new))
+    return done
+
+
+def _macs(network) -> dict[str, int]:
+    """Multiply-accumulates of one forward pass of one example, by layer kind."""
+    macs = {"dense": 0, "conv": 0}
+    h, w = (network.in_shape[:2] if len(network.in_shape) == 3 else (1, 1))
+    for layer in network.layers:
+        if layer.kind == "conv":
+            macs["conv"] += h * w * layer.fan_in * layer.w_shape[-1]
+            if layer.pool_after:
+                h, w = h // 2, w // 2
+        else:
+            macs["dense"] += layer.fan_in * layer.fan_out
+    return macs
+
+
+def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int) -> tuple[float, float]:
+    """(seconds to compile the group, seconds to train one unit of `members`): rough."""
+    macs = _macs(network)
+    per_example = sum(3 * m / MACS_PER_S[k] for k, m in macs.items())  # forward + backward
+    steps = n_train // spec.batch_size
+    epoch = steps * (STEP_OVERHEAD_S + members * spec.batch_size * per_example) + members * (n_test + 1024) * per_example / 3
+    return COMPILE_S + COMPILE_S_PER_LAYER * len(network.layers), spec.epochs * epoch
+
+
+def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple[float, str, dict, list[Unit]]]:
+    """(estimated seconds, key, payload, units) per task, largest first."""
+    tasks = []
+    for j, job in enumerate(jobs):
+        spec = job.spec
+        by_group: dict[str, list[Unit]] = {}
+        for unit in job.units:
+            by_group.setdefault(unit.group, []).append(unit)
+        for group, units in by_group.items():
+            r = units[0].runs[0]
+            kind = "mlp" if r.network == "mlp" else "cnn"
+            arrays = shapes[(spec.dataset, kind, spec.train_size)]
+            net = {"network": r.network, "depth": r.depth, "width": r.width, "variant": r.variant,
+                   "activation": r.activation}
+            network = _network(arrays, net)
+            compile_s, unit_s = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
+                                       max(len(u.runs) for u in units))
+            chunks = [[u] for u in units] if unit_s > compile_s else [units]
+            for chunk in chunks:
+                tasks.append([compile_s, unit_s, j, kind, net, chunk])
+    # Fewer tasks than workers: split the biggest (a second compile beats an idle core).
+    while len(tasks) < workers and any(len(t[5]) > 1 for t in tasks):
+        big = max((t for t in tasks if len(t[5]) > 1), key=lambda t: t[1] * len(t[5]))
+        half = len(big[5]) // 2
+        tasks.append(big[:5] + [big[5][half:]])
+        big[5] = big[5][:half]
+    out = []
+    for compile_s, unit_s, j, kind, net, chunk in tasks:
+        spec = jobs[j].spec
+        payload = {"dataset": spec.dataset, "kind": kind, "data_dir": None if data_dir is None else str(data_dir),
+                   "train_size": spec.train_size, "network": net,
+                   "config": {"epochs": spec.epochs, "batch_size": spec.batch_size,
+                              "learning_rate": spec.learning_rate, "probes": spec.probes},
+                   "units": [(u.id, [r.member() for r in u.runs]) for u in chunk]}
+        key = f"{chunk[0].id}+{len(chunk) - 1}" if len(chunk) > 1 else chunk[0].id
+        out.append((compile_s + unit_s * len(chunk), key, payload, chunk))
+    return sorted(out, key=lambda t: -t[0])
+
+
+def _prepare_data(jobs: list[_Job], data_dir) -> dict:
+    """Each (dataset, kind, train_size) prepared once here (see step 4)."""
+    shapes = {}
+    for job in jobs:
+        kinds = {"mlp" if u.runs[0].network == "mlp" else "cnn" for u in job.units}
+        for kind in sorted(kinds):
+            key = (job.spec.dataset, kind, job.spec.train_size)
+            if key not in shapes:
+                shapes[key] = _arrays(job.spec.dataset, kind, None if data_dir is None else str(data_dir),
+                                      job.spec.train_size)
+    return shapes
+
+
+# ------------------------------------------------------------------ meta data
+def _versions(executor: str) -> dict:
+    from importlib import metadata
+
+    names = ["vglab", "jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow", "scikit-learn", "pydantic"]
+    if executor == "ray":
+        names.append("ray")
+    out = {"python": platform.python_version()}
+    for n in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[n] = metadata.version(n)
+    return out
+
+
+def _machine() -> dict:
+    return {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
+            "hostname": platform.node(), "cpu_count": os.cpu_count(), "cores_available": len(parallel.available_cores())}
+
+
+def _write_meta(out: Path, invocation: dict, executor: str) -> None:
+    f = out / "meta.json"
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, ValueError):
+        meta = {}
+    calls = [c for c in meta.get("invocations", []) if c.get("started") != invocation["started"]]
+    meta.update(vglab=_versions(executor).get("vglab"), versions=_versions(executor), machine=_machine(),
+                invocations=calls + [invocation])
+    meta["seconds"] = round(sum(c.get("seconds") or 0 for c in meta["invocations"]), 2)
+    store.write_json(f, meta)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------ running
+def _resolve_workers(workers: int | None, executor: str, device: str | None) -> int:
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        return workers
+    if device == "gpu" or (device in (None, "auto") and _gpu_likely()):
+        return 1  # one process owns the GPU; a group's vmap is its parallelism
+    return parallel.default_workers()
+
+
+def _gpu_likely() -> bool:
+    """A GPU JAX would pick under --device auto (decided without starting JAX)."""
+    return bool(parallel.gpu_platforms_installed()) and (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/kfd"))
+
+
+def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None = None, *, workers: int | None = None,
+                    executor: str = "local", address: str | None = None, data_dir=None, tensorboard: bool = False,
+                    device: str | None = None, progress=None, overwrite: bool = False) -> list[Path]:
+    """Train every pending run of `specs` into `outs` (default `vglab-results/<dataset>/<name>`),
+    sharing one pool of workers. Returns the output directories."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}")
+    if device not in (None, "auto", "cpu", "gpu"):
+        raise ValueError(f"unknown device {device!r}; choose one of ['auto', 'cpu', 'gpu']")
+    outs = [Path(o) for o in outs] if outs is not None else [default_out(s) for s in specs]
+    if len(outs) != len(specs) or len(set(o.resolve() for o in outs)) != len(outs):
+        raise ValueError("give one distinct output directory per experiment")
+    progress = progress or NoProgress()
+    on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
+    n_workers = _resolve_workers(workers, executor, device)
+    env = parallel.worker_env(None if device == "auto" else device, n_workers)
+    started, t0 = _now(), time.perf_counter()
+
+    with contextlib.ExitStack() as stack:
+        for out in outs:
+            stack.enter_context(store.locked(out))
+        jobs = []
+        for spec, out in zip(specs, outs):
+            done = _open_out(spec, out, overwrite)
+            units = spec.units(one_run_networks=() if on_gpu else CONV_NETWORKS)
+            job = _Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
+                       skipped=len(done))
+            jobs.append(job)
+        invocation = {"started": started, "finished": None, "command": " ".join(sys.argv), "executor": executor,
+                      "workers": n_workers, "device": device or "auto"}
+        for job in jobs:
+            _write_meta(job.out, {**invocation, "runs": len(job.spec.expand()), "skipped": job.skipped}, executor)
+
+        if any(job.units for job in jobs):
+            if n_workers == 1 and executor == "local":
+                parallel.configure_this_process(env)
+            shapes = _prepare_data(jobs, data_dir)
+            tasks = _tasks(jobs, data_dir, n_workers, shapes)
+            shapes.clear()
+            info = _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress)
+        else:
+            info = {}
+        if tensorboard:
+            from vglab.results import tensorboard as tb
+
+            for job in jobs:
+                tb.export(job.out)
+        seconds = round(time.perf_counter() - t0, 2)
+        for job in jobs:
+            mine = [t for t in info.get("tasks", []) if t["task"].startswith(job.spec.name + "/")]
+            _write_meta(job.out, {**invocation, **info, "finished": _now(), "seconds": seconds,
+                                  "runs": len(job.spec.expand()), "skipped": job.skipped, "trained": job.written,
+                                  "worker_seconds": round(job.unit_seconds, 2), "tasks": mine}, executor)
+    return outs
+
+
+def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress) -> dict:
+    """Run the tasks and store every unit's runs as it arrives."""
+    units = {u.id: (j, u) for j, job in enumerate(jobs) for u in job.units}
+    group_of = {uid: f"{jobs[j].spec.name}/{u.group}" for uid, (j, u) in units.items()}
+    steps = {uid: jobs[j].spec.epochs + 1 for uid, (j, u) in units.items()}  # epoch 0 .. E
+    group_total: dict[str, int] = {}
+    group_left: dict[str, int] = {}
+    for uid, g in group_of.items():
+        group_total[g] = group_total.get(g, 0) + steps[uid]
+        group_left[g] = group_left.get(g, 0) + 1
+    seen = dict.fromkeys(units, 0)
+    info = {"backend": None, "device": None, "tasks": []}
+    task_started: dict[str, float] = {}
+    by_key = {key: chunk for _, key, _, chunk in tasks}
+
+    def describe(g: str) -> str:
+        n = sum(len(units[uid][1].runs) for uid, gg in group_of.items() if gg == g)
+        return f"{g} ({n} run{'s' if n != 1 else ''})"
+
+    def on_event(kind: str, key: str, payload) -> None:
+        if kind == "start":
+            task_started[key] = time.perf_counter()
+            for u in by_key[key]:
+                g = group_of[u.id]
+                progress.add_group(g, describe(g), group_total[g])
+        elif kind == "epoch":
+            uid, _epoch = payload
+            seen[uid] += 1
+            progress.advance(group_of[uid], 1)
+        elif kind == "unit":
+            uid = payload["unit"]
+            j, unit = units[uid]
+            _store_unit(jobs[j], unit, payload, tensorboard)
+            g = group_of[uid]
+            progress.add_group(g, describe(g), group_total[g])
+            progress.advance(g, max(0, steps[uid] - seen[uid]))
+            seen[uid] = steps[uid]
+            group_left[g] -= 1
+            if group_left[g] == 0:
+                progress.group_done(g)
+        elif kind == "done":
+            info.update(backend=payload.get("backend"), device=payload.get("device"))
+            info["tasks"].append({"task": key, "units": len(by_key[key]),
+                                  "seconds": round(time.perf_counter() - task_started.get(key, time.perf_counter()), 2)})
+
+    n_runs = sum(job.pending_runs for job in jobs)
+    title = (f"{jobs[0].spec.name}" if len(jobs) == 1 else f"{len(jobs)} experiments") + \
+        f": {n_runs} runs in {len(group_total)} groups on {n_workers} {'Ray ' if executor == 'ray' else ''}worker" \
+        f"{'s' if n_workers > 1 else ''}"
+    work = [(key, train_task, (payload,)) for _, key, payload, _ in tasks]
+    with progress:
+        progress.start(title, sum(steps.values()))
+        if executor == "ray":
+            from vglab.experiments import ray_executor
+
+            ray_executor.run_tasks(work, on_event, address=address, num_cpus=n_workers, env=env)
+        else:
+            parallel.run_tasks(work, on_event, workers=n_workers, env=env)
+    return info
+
+
+def _store_unit(job: _Job, unit: Unit, payload: dict, tensorboard: bool) -> None:
+    job.unit_seconds += payload["seconds"]
+    for run, result in zip(unit.runs, payload["results"], strict=True):
+        if run.run_id in job.done:
+            continue  # complete from an earlier invocation; retrained only to keep the unit whole
+        store.write_run(job.out, run.run_id, run.row(payload["n_params"], payload["n_train"]), result)
+        job.done.add(run.run_id)
+        job.written += 1
+        if tensorboard:
+            from vglab.results import tensorboard as tb
+
+            tb.write_run(job.out, run.run_id, result.epochs, result.histograms, tb.layer_names(result.grads))
+
+
+def run_experiment(spec: ExperimentSpec | str, out: Path | str | None = None, workers: int | None = None,
+                   executor: str = "local", **kwargs) -> Path:
+    """Train every pending run of one experiment (a spec, or a preset name / spec file)."""
+    if not isinstance(spec, ExperimentSpec):
+        spec = load_spec(spec)
+    return run_experiments([spec], None if out is None else [out], workers=workers, executor=executor, **kwargs)[0]

@@ -1,0 +1,79 @@
+"""The per-core worker pool: pinning, environment, events, failures, task planning."""
+
+import os
+
+import pytest
+
+from vglab.train import parallel
+
+
+def report_worker(tag, emit):
+    """A task: where and how it runs."""
+    emit("progress", tag)
+    return {"tag": tag, "pid": os.getpid(), "cores": sorted(os.sched_getaffinity(0)),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "platforms": os.environ.get("JAX_PLATFORMS")}
+
+
+def failing_task(emit):
+    emit("progress", "before")
+    raise RuntimeError("boom in the worker")
+
+
+def dying_task(emit):
+    os._exit(3)
+
+
+def _collect(tasks, **kw):
+    events = []
+    parallel.run_tasks(tasks, lambda kind, key, payload: events.append((kind, key, payload)), **kw)
+    return events
+
+
+def test_workers_are_pinned_single_threaded_and_report_events():
+    tasks = [(f"t{i}", report_worker, (i,)) for i in range(4)]
+    flags_before = os.environ.get("XLA_FLAGS")
+    events = _collect(tasks, workers=2, env=parallel.worker_env("cpu", 2))
+    done = {key: payload for kind, key, payload in events if kind == "done"}
+    assert sorted(done) == ["t0", "t1", "t2", "t3"]
+    for key, out in done.items():
+        assert out["pid"] != os.getpid() and len(out["cores"]) == 1
+        assert "--xla_cpu_multi_thread_eigen=false" in out["xla_flags"] and out["platforms"] == "cpu"
+        kinds = [k for k, kk, _ in events if kk == key]
+        assert kinds == ["start", "progress", "done"]
+    core_of = {o["pid"]: tuple(o["cores"]) for o in done.values()}
+    assert len(set(core_of.values())) == len(core_of)  # each worker on its own core
+    assert os.environ.get("XLA_FLAGS") == flags_before  # the parent's environment is restored
+
+
+def test_one_worker_runs_in_this_process_pinned_for_the_duration():
+    before = os.sched_getaffinity(0)
+    events = _collect([("t", report_worker, ("x",))], workers=1)
+    out = events[-1][2]
+    assert out["pid"] == os.getpid() and len(out["cores"]) == 1
+    assert os.sched_getaffinity(0) == before
+
+
+def test_a_failing_task_raises_with_its_traceback():
+    with pytest.raises(parallel.WorkerError, match="(?s)task bad failed.*boom in the worker"):
+        _collect([("bad", failing_task, ())], workers=2)
+
+
+def test_a_dying_worker_is_reported():
+    with pytest.raises(parallel.WorkerError, match="died \\(exit code 3\\) while running task dead"):
+        _collect([("dead", dying_task, ()), ("ok", report_worker, (1,))], workers=2)
+
+
+def test_tasks_split_to_fill_the_workers(tmp_path):
+    from experiments_helpers import write_spec
+
+    from vglab.experiments import runner
+    from vglab.experiments.spec import load_spec
+
+    spec = load_spec(write_spec(tmp_path, extra=""), seeds=[0, 1, 2, 3])
+    job = runner._Job(spec, tmp_path, set(), [u for u in spec.units() if u.group == "mlp-1x4-tanh-normal"])
+    shapes = runner._prepare_data([job], None)
+    one = runner._tasks([job], None, 1, shapes)
+    assert len(one) == 1 and len(one[0][3]) == 4  # one group, one task: one compile
+    four = runner._tasks([job], None, 4, shapes)
+    assert len(four) == 4 and sorted(len(t[3]) for t in four) == [1, 1, 1, 1]  # every core busy
+    assert sorted(u.id for t in four for u in t[3]) == sorted(u.id for u in job.units)

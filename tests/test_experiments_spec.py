@@ -1,0 +1,125 @@
+"""Experiment specs: presets, expansion into runs / groups / units, ids, labels, validation."""
+
+import math
+
+import pytest
+from experiments_helpers import write_spec
+
+from vglab.experiments.spec import REPRODUCE, SpecError, list_presets, load_spec, preset_names
+from vglab.train.loop import group_key
+
+RUN_COLUMNS = {"experiment", "label", "group", "dataset", "network", "depth", "width", "variant", "activation",
+               "alpha", "weight_init", "weight_init_spec", "weight_init_kind", "init_scale", "bias_init", "penalty",
+               "r", "seed", "epochs", "batch_size", "learning_rate", "train_size", "n_params"}
+
+
+def test_every_preset_loads_on_every_dataset_and_describes_itself():
+    assert set(REPRODUCE) <= set(preset_names())
+    for p in list_presets():
+        assert p["description"] and "\n" not in p["description"] and p["reference"], p["name"]
+        for dataset in ("digits", "mnist", "cifar10"):
+            spec = load_spec(p["name"], dataset=dataset)
+            assert spec.dataset == dataset and spec.preset == p["name"] and spec.expand()
+
+
+def test_groups_share_what_the_engine_can_vectorize():
+    # Every group's runs really can share one train_group call: one network, one init-kind pair.
+    for name in preset_names():
+        for group, runs in load_spec(name).groups().items():
+            assert len({r.group_key for r in runs}) == 1
+            assert len({group_key(r.member()) for r in runs}) == 1
+    counts = {name: len(load_spec(name).groups()) for name in REPRODUCE}
+    assert counts["r-sweep"] == 1 and counts["regularization"] == 1 and counts["alpha-sweep"] == 1
+    assert counts["vs-relu"] == 3 and counts["many-layers"] == 2 and counts["rescaling-by-init"] == 2
+    assert sum(counts.values()) == 18
+
+
+def test_preset_contents_follow_the_reference_conventions():
+    large = load_spec("large-params")
+    assert large.epochs == 20 and large.seeds == (0, 1, 2) and large.batch_size == 32 and large.learning_rate == 1e-3
+    labels = {r.label for r in large.expand()}
+    assert labels == {"tanh · N(0, std=10)", "tanh · N(0, std=1)", "tanh · N(0, var=10)"}
+    var = next(r for r in large.expand() if "var" in r.label)
+    assert math.isclose(var.member().weight_init.value, math.sqrt(10))
+
+    sweep = load_spec("r-sweep")
+    rs = sorted({r.r for r in sweep.expand() if r.penalty == "l2"})
+    assert len(rs) == 10 and rs[0] == 1e-3 and rs[-1] == 100.0
+    assert {r.penalty for r in sweep.expand()} == {"l1", "l2", "none"} and sweep.epochs == 15
+
+    alphas = sorted({r.alpha for r in load_spec("alpha-sweep").expand()})
+    assert alphas[0] == 1.0 and alphas[1] == 1.2 and alphas[-1] == 5.0 and len(alphas) == 9
+    assert "rescaled tanh α=2" in {r.label.split(" · ")[1] for r in load_spec("many-layers").expand()}
+    # digits overrides the CNN presets' epochs (budget); other datasets keep the full run
+    assert load_spec("cnn-large-params").epochs < load_spec("cnn-large-params", dataset="mnist").epochs
+
+
+def test_run_ids_are_deterministic_readable_and_unique():
+    a, b = load_spec("regularization").expand(), load_spec("regularization").expand()
+    assert [r.run_id for r in a] == [r.run_id for r in b]
+    ids = [r.run_id for r in a]
+    assert len(set(ids)) == len(ids)
+    assert "mlp-1x8-tanh-std10-l2-r0.01-s2-" in next(i for i in ids if "l2" in i and "-s2-" in i)
+    # another number of epochs is another run
+    c = load_spec("regularization", epochs=3).expand()
+    assert not set(ids) & {r.run_id for r in c}
+
+
+def test_rows_have_exactly_the_design_columns():
+    for name in ("vs-relu", "paper-cnn-many-layers"):
+        row = load_spec(name).expand()[-1].row(n_params=123, n_train=1437)
+        assert set(row) == RUN_COLUMNS
+    relu = load_spec("vs-relu").expand()[-1].row(1, 1)
+    assert relu["weight_init_kind"] == "glorot_uniform" and math.isnan(relu["init_scale"]) and relu["bias_init"] == "zeros"
+    paper = load_spec("paper-cnn-many-layers").expand()[0].row(1, 1)
+    assert paper["variant"] == "layers" and paper["depth"] is None
+
+
+def test_units_split_groups_by_seed(tmp_path):
+    spec = load_spec(write_spec(tmp_path))
+    units = spec.units()
+    assert len(spec.groups()) == 3 and len(units) == 6
+    assert all(len({r.seed for r in u.runs}) == 1 for u in units)
+    assert sum(len(u.runs) for u in units) == len(spec.expand()) == 8
+
+
+def test_overrides_and_dataset_tables(tmp_path):
+    f = write_spec(tmp_path, extra="\n[datasets.mnist]\nepochs = 7\nseeds = [4]\n")
+    assert load_spec(f).epochs == 2
+    m = load_spec(f, dataset="mnist")
+    assert m.epochs == 7 and m.seeds == (4,)
+    assert load_spec(f, dataset="mnist", epochs=1, seeds=[0, 1]).epochs == 1
+
+
+@pytest.mark.parametrize("body, words", [
+    ('activation = "tanhh"', ["activation", "tanhh", "tanh", "relu"]),
+    ('penalty = "l2"\nr = -1', ["r", ">= 0"]),
+    ("alpha = 0", ["alpha", "> 0"]),
+    ("depth = 0", ["depth", ">= 1"]),
+    ('dataset = "imagenet"', ["dataset", "imagenet", "digits", "mnist", "cifar10"]),
+    ("colour = 1", ["unknown key 'colour'", "allowed keys", "activation"]),
+    ('[[arms]]\ninit = "normal(std=1)"\nstd = 2', ["unknown key 'std' in arms[0]", "init"]),
+    ('init = "gauss(3)"', ["init", "gauss", "normal(std=S)"]),
+    ('network = "rnn"', ["network", "rnn", "mlp", "paper_cnn"]),
+    ('network = "mlp"\nvariant = "layers"', ["variant", "paper_cnn"]),
+    ('probes = ["nope"]', ["probe", "nope"]),
+    ("seeds = 0", ["seeds", ">= 1"]),
+    ('r = "logspace(0, 1, 3)"', ["logspace"]),
+    ("epochs = = 2", ["invalid TOML"]),
+])
+def test_invalid_specs_name_the_key_and_the_allowed_values(tmp_path, body, words):
+    f = tmp_path / "bad.toml"
+    f.write_text(body + "\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(f)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_missing_preset_or_file_lists_the_presets():
+    with pytest.raises(SpecError, match="no preset or spec file named 'nope'.*large-params"):
+        load_spec("nope")
+    with pytest.raises(SpecError, match="--dataset: unknown dataset"):
+        load_spec("large-params", dataset="svhn")
