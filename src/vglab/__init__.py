@@ -146,9 +146,16 @@ sys.modules[__name__].__class__ = _Package
 
 
 def _write_reports(outs, workers: int | None) -> None:
-    """One report per experiment, on as many processes as training used (figures take seconds each)."""
+    """One report per experiment whose page is missing or older than its results, on as many
+    processes as training used (a page's figures take seconds to draw)."""
     from vglab.train.parallel import default_workers
 
+    def fresh(d):
+        page = d / "report.html"
+        return page.exists() and all(p.stat().st_mtime <= page.stat().st_mtime
+                                     for p in [d / "experiment.toml", *d.glob("runs/*/DONE")] if p.exists())
+
+    outs = [d for d in outs if not fresh(d)]
     n = min(len(outs), workers or default_workers())
     if n <= 1:
         for d in outs:

@@ -41,8 +41,9 @@ from vglab.train import parallel
 EXECUTORS = ("local", "ray")
 CONV_NETWORKS = ("cnn", "paper_cnn")  # trained one run per unit on CPU (see ExperimentSpec.units)
 DEFAULT_ROOT = Path("vglab-results")
-# Rough costs, only to order tasks and decide splits (measured on a 2-core CPU machine).
-COMPILE_S, COMPILE_S_PER_LAYER = 4.0, 0.4
+# Rough costs, only to order tasks and decide splits. Compiling (cold cache, 2-core CPU,
+# jax 0.10) took 12-20 s for a 1x8 MLP's group and 30-45 s for a 20x8 one.
+COMPILE_S, COMPILE_S_PER_LAYER = 10.0, 1.0
 STEP_OVERHEAD_S = 1e-4
 MACS_PER_S = {"dense": 2e9, "conv": 1e9}
 
@@ -273,6 +274,8 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
     sharing one pool of workers. Returns the output directories."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}")
+    if address and executor != "ray":
+        raise ValueError("--address names a Ray cluster; use it with --executor ray")
     if device not in (None, "auto", "cpu", "gpu"):
         raise ValueError(f"unknown device {device!r}; choose one of ['auto', 'cpu', 'gpu']")
     outs = [Path(o) for o in outs] if outs is not None else [default_out(s) for s in specs]
