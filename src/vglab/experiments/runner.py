@@ -136,7 +136,9 @@ def _open_out(spec: ExperimentSpec, out: Path, overwrite: bool) -> set[str]:
         for sub in (store.RUNS, "tensorboard"):
             shutil.rmtree(out / sub, ignore_errors=True)
         done = set()
-    store.atomic_write_text(f, tomli_w.dumps(new))
+    text = tomli_w.dumps(new)
+    if not f.exists() or f.read_text() != text:  # unchanged: keep its time (reports compare against it)
+        store.atomic_write_text(f, text)
     return done
 
 
