@@ -6,7 +6,8 @@ process per core.
     python benchmarks/train_speed.py --quick         # fewer epochs
 
 Cases: MLP 153->8->10 and deep 20x8, (a) one model, (b) K = 10 r-values x 5 seeds = 50
-members with L2. "compile" is the first epoch's extra time over a steady epoch.
+members with L2. "s/epoch" is the median over the epochs after the first (this machine's speed
+varies by up to 2x from epoch to epoch); "compile" is the first epoch's extra time.
 Run it on an otherwise idle machine: it measures wall time.
 """
 
@@ -101,15 +102,15 @@ def per_core(depth: int, members: int, epochs: int, cores: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--quick", action="store_true", help="3 epochs, shallow only")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--quick", action="store_true", help="shallow only")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         depth, seeds, epochs = json.loads(args.worker)
         print(json.dumps(one_case(depth, 10 * len(seeds), True, epochs, seeds)))
         return
-    epochs = 3 if args.quick else args.epochs
+    epochs = args.epochs
     import jax
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores, {epochs} epochs per case")

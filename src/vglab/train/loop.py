@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jax
 import jax.numpy as jnp
@@ -110,10 +110,6 @@ def _objective(network, params, x, y, hyper):
     return data_loss + pen, (data_loss, pen, correct)
 
 
-def _where(cond, new, old):
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(cond, a, b), new, old)
-
-
 # Random draws happen on the host with NumPy (PCG64, the same on every machine): the
 # draws are cheap, and JAX's threefry generator made every group's program take tens of
 # seconds longer to compile on CPU.
@@ -153,60 +149,69 @@ def _member_init(network, w_law, b_law, optimizer, hyper, w_all, b_all):
     return {"params": params, "opt": optimizer.init(params), "alive": jnp.array(True)}
 
 
-def _member_step(network, optimizer, grad_qs, carry, hyper, xb, yb):
-    """One Adam step of one member, its gradient probes, and divergence freezing."""
-    params, opt_state, alive, acc = carry
+def _member_update(network, optimizer, params, opt_state, hyper, xb, yb):
+    """One Adam step of one member: its new state, [data loss, penalty, total, accuracy]
+    on the batch, and its gradient."""
     (total, (data_loss, pen, correct)), grads = jax.value_and_grad(
         functools.partial(_objective, network), has_aux=True
     )(params, xb, yb, hyper)
     updates, new_opt = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    tensors = tuple(grads[layer.name][p] for layer in network.layers for p in PARAMS)
-    # A member whose loss or gradient stops being finite keeps its last finite state
-    # (finite gradients give finite Adam steps, so the parameters stay finite too).
-    grad_sq = jnp.sum(probes_mod.per_tensor(lambda g: (jnp.sum(g * g),), tensors))  # inf/NaN if any entry is
-    ok = alive & jnp.isfinite(total) & jnp.isfinite(grad_sq)
-    new_acc = {
-        "metrics": acc["metrics"] + jnp.stack([data_loss, pen, total, correct]),
-        "steps": acc["steps"] + 1,
-        "grads": {q.name: q.update(acc["grads"][q.name], tensors) for q in grad_qs},
-    }
-    return _where(ok, new_params, params), _where(ok, new_opt, opt_state), ok, _where(ok, new_acc, acc)
+    return optax.apply_updates(params, updates), new_opt, jnp.stack([data_loss, pen, total, correct]), grads
 
 
 def _grid_epoch(network, config, optimizer, state, hyper, order, x, y):
     """One epoch of a [seed, config] grid of members.
 
     Members that share a seed share every minibatch, so the inner vmap multiplies one
-    batch by all their weights in one matrix product instead of one per member."""
+    batch by all their weights in one matrix product instead of one per member. The
+    gradient probes then see the whole grid's gradients at once (`probes.StepGrads`)."""
     grad_qs, _ = probes_mod.select(config.probes)  # order: [step, seed, batch]
-    acc_member = {
-        "metrics": jnp.zeros(4),  # data loss, penalty, total loss, accuracy
-        "steps": jnp.zeros((), jnp.int32),
-        "grads": {q.name: q.zeros(2 * len(network.layers)) for q in grad_qs},
-    }
     grid = state["alive"].shape
-    acc0 = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, grid + a.shape), acc_member)
-    step_member = functools.partial(_member_step, network, optimizer, grad_qs)
-    step_grid = jax.vmap(jax.vmap(step_member, in_axes=(0, 0, None, None)))
+    n_tensors = len(PARAMS) * len(network.layers)
+    acc0 = {
+        "metrics": jnp.zeros(grid + (4,)),  # data loss, penalty, total loss, accuracy
+        "steps": jnp.zeros(grid, jnp.int32),
+        "grads": {q.name: q.zeros(grid, n_tensors) for q in grad_qs},
+    }
+    update_grid = jax.vmap(jax.vmap(functools.partial(_member_update, network, optimizer), in_axes=(0, 0, 0, None, None)))
 
     def step(carry, idx):
-        return step_grid(carry, hyper, x[idx], y[idx]), None
+        params, opt_state, alive, acc = carry
+        new_params, new_opt, metrics, grads = update_grid(params, opt_state, hyper, x[idx], y[idx])
+        probe = probes_mod.StepGrads((grads[layer.name][p] for layer in network.layers for p in PARAMS), n_lead=2)
+        # A member whose loss or gradient stops being finite keeps its last finite state
+        # (finite gradients give finite Adam steps, so the parameters stay finite too).
+        ok = alive & jnp.isfinite(metrics[..., 2]) & jnp.isfinite(jnp.sum(probe.column("sum_sq"), -1))
+        new_acc = {
+            "metrics": acc["metrics"] + metrics,
+            "steps": acc["steps"] + 1,
+            "grads": {q.name: q.update(acc["grads"][q.name], probe) for q in grad_qs},
+        }
+        keep = functools.partial(_where_members, ok)
+        return (keep(new_params, params), keep(new_opt, opt_state), ok, keep(new_acc, acc)), None
 
     carry = (state["params"], state["opt"], state["alive"], acc0)
     (params, opt_state, alive, acc), _ = jax.lax.scan(step, carry, order)
-    out = jax.vmap(jax.vmap(functools.partial(_finalize_epoch, network, grad_qs)))(acc)
-    return {"params": params, "opt": opt_state, "alive": alive}, out
+    return {"params": params, "opt": opt_state, "alive": alive}, _finalize_epoch(network, grad_qs, acc)
+
+
+def _where_members(ok, new, old):
+    """`new` for the members where `ok` ([seed, config]), else `old`, leaf by leaf."""
+    def pick(a, b):
+        return jnp.where(ok.reshape(ok.shape + (1,) * (a.ndim - ok.ndim)), a, b)
+
+    return jax.tree_util.tree_map(pick, new, old)
 
 
 def _finalize_epoch(network, grad_qs, acc):
-    n = acc["steps"].astype(jnp.float32)  # 0 once diverged: every mean below is then NaN
+    n = acc["steps"].astype(jnp.float32)[..., None]  # 0 once diverged: every mean below is then NaN
     metrics = acc["metrics"] / n
-    out = {"train_loss": metrics[0], "train_penalty": metrics[1], "train_total_loss": metrics[2], "train_acc": metrics[3]}
-    n_layers = len(network.layers)
+    out = {"train_loss": metrics[..., 0], "train_penalty": metrics[..., 1],
+           "train_total_loss": metrics[..., 2], "train_acc": metrics[..., 3]}
+    grid, n_layers = acc["steps"].shape, len(network.layers)
     for q in grad_qs:
         for key, per_tensor in q.finalize(acc["grads"][q.name], n).items():
-            out[key] = per_tensor.reshape((n_layers, len(PARAMS)) + per_tensor.shape[1:])  # [layer, param, ...]
+            out[key] = per_tensor.reshape(grid + (n_layers, len(PARAMS)) + per_tensor.shape[len(grid) + 1:])  # [.., layer, param, ...]
     return out
 
 
@@ -334,7 +339,8 @@ def train_group(network: Network, arrays, members: list[Member], config: TrainCo
     draws = [base_draws(network, seed, w_law.family, b_law.family) for seed in seeds]
     w_all = jnp.asarray(np.stack([np.broadcast_to(w, (slots.shape[1],) + w.shape) for w, _ in draws]))
     b_all = jnp.asarray(np.stack([np.broadcast_to(b, (slots.shape[1],) + b.shape) for _, b in draws]))
-    init, epoch_fn, observe = _compiled(network, config, w_law, b_law)
+    # The number of epochs is a host loop: groups that differ only in it share programs.
+    init, epoch_fn, observe = _compiled(network, replace(config, epochs=1), w_law, b_law)
 
     x, y = jnp.asarray(arrays.x_train), jnp.asarray(arrays.y_train, jnp.int32)
     x_test, y_test = jnp.asarray(arrays.x_test), jnp.asarray(arrays.y_test, jnp.int32)

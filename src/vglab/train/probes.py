@@ -29,48 +29,107 @@ HIST_BINS = 60
 
 def hist_edges() -> np.ndarray:
     """Edges (in log10|g|) of the HIST_BINS gradient-magnitude bins; bin 0 of a stored
-    histogram counts exact zeros, bins 1..HIST_BINS these ranges (values outside clipped)."""
+    histogram counts exact zeros, bins 1..HIST_BINS these ranges (values outside clipped).
+    The bins are exact for the float32 edges `10.0 ** hist_edges()` (see `hist_bins`)."""
     return np.linspace(*HIST_LOG10_RANGE, HIST_BINS + 1)
 
 
+def _binade_tables() -> np.ndarray:
+    """[3, 256] int32 tables over the float32 exponent e: the bin of the binade's
+    smallest value and the bit patterns of the (at most two) interior edges inside it.
+
+    A bin is 14/60 = 0.23 decades wide and a binade 0.30, so at most two edges fall
+    in one binade; positive float32 bit patterns order like the values they encode."""
+    edge_bits = (10.0 ** hist_edges()).astype(np.float32).view(np.int32)[1:-1]  # interior edges
+    never = np.iinfo(np.int32).max
+    table = np.array([[0, never, never]] * 256, np.int64)
+    for e in range(256):
+        table[e, 0] = 1 + np.sum(edge_bits < (e << 23))
+        inside = edge_bits[(edge_bits >> 23) == e]
+        table[e, 1 : 1 + len(inside)] = inside
+    return table.T.astype(np.int32)
+
+
+_BINADES = _binade_tables()
+
+
+def hist_bins(a):
+    """Histogram bin of each |g| in `a` (>= 0): 0 for exact zeros (and subnormals, which
+    XLA on CPU flushes to zero), else 1..HIST_BINS, exact against the float32 edges. Three lookups by exponent instead of a log10
+    (measured 1.5x cheaper on CPU at the same exactness)."""
+    bits = jax.lax.bitcast_convert_type(a, jnp.int32)
+    first, edge1, edge2 = (jnp.asarray(t)[bits >> 23] for t in _BINADES)
+    bin_ = first + (bits >= edge1).astype(jnp.int32) + (bits >= edge2).astype(jnp.int32)
+    return jnp.where(a > 0, bin_, 0)
+
+
 # --------------------------------------------------------------------------- gradients
-class GradQuantity:
-    """Accumulates over the steps of an epoch, for all tensors of a member at once.
-
-    `tensors` is the step's gradient as a tuple of arrays, tensor t = 2 * layer +
-    {w: 0, b: 1}; the accumulator holds one row per tensor."""
-
-    name: str
-    columns: tuple[str, ...] = ()  # per-epoch scalars it yields (a table column each)
-    array: str | None = None  # or the name of the per-epoch array it yields
-
-    def zeros(self, n_tensors: int):
-        raise NotImplementedError
-
-    def update(self, acc, tensors):
-        raise NotImplementedError
-
-    def finalize(self, acc, n_steps) -> dict:
-        """Per-tensor results: {column: [n_tensors]} (or {array: [n_tensors, ...]})."""
-        raise NotImplementedError
+SUM_COLUMNS = ("sum", "sum_sq", "sum_abs", "n_zero", "n_pos")
 
 
-def per_tensor(fn, tensors):
-    """[n_tensors, k]: `fn(t)` (a tuple of k numbers) for every tensor.
+class StepGrads:
+    """One optimizer step's gradients of a whole group of members, as every
+    `GradQuantity` sees them.
+
+    `tensors`: the gradient arrays with the members' axes leading ([seed, config, *shape]),
+    tensor t = 2 * layer + {w: 0, b: 1}.
+    `sums`: [seed, config, n_tensors, 5] per-tensor sums (SUM_COLUMNS), computed once per
+    step and shared by the quantities (and the divergence check) that need them.
+    `sizes`: [n_tensors] entries per tensor (NumPy, static)."""
+
+    def __init__(self, tensors, n_lead: int = 2):
+        self.tensors = tuple(tensors)
+        self.n_lead = n_lead
+        self.lead = self.tensors[0].shape[:n_lead]
+        self.sizes = np.array([np.prod(t.shape[n_lead:], dtype=np.int64) for t in self.tensors], np.float32)
+        self.sums = _tensor_sums(self.tensors, n_lead)
+
+    def column(self, name):
+        return self.sums[..., SUM_COLUMNS.index(name)]
+
+
+def _tensor_sums(tensors, n_lead):
+    """[*lead, n_tensors, 5]: SUM_COLUMNS of every tensor.
 
     Tensors of equal shape are stacked and reduced together (a deep MLP's 19 hidden
-    8x8 weights are one reduction, not 19), which keeps the compiled step small; plain
-    reductions are also much cheaper on CPU than scatter-based segment sums."""
+    8x8 weights are one reduction, not 19), which keeps the compiled step small. The
+    five sums are five plain reductions: stacking the five features first and reducing
+    once was 5x slower on CPU (the stack is materialized)."""
     by_shape: dict[tuple, list[int]] = {}
     for i, t in enumerate(tensors):
         by_shape.setdefault(tuple(t.shape), []).append(i)
     blocks, order = [], []
     for idx in by_shape.values():
-        stacked = jnp.stack([tensors[i] for i in idx])
-        blocks.append(jax.vmap(lambda t: jnp.stack(fn(t)))(stacked))
+        g = jnp.stack([tensors[i] for i in idx], n_lead)
+        g = g.reshape(g.shape[: n_lead + 1] + (-1,))  # [*lead, n_same, entries]
+        sums = (jnp.sum(g, -1), jnp.sum(g * g, -1), jnp.sum(jnp.abs(g), -1),
+                jnp.sum(g == 0, -1, dtype=g.dtype), jnp.sum(g > 0, -1, dtype=g.dtype))
+        blocks.append(jnp.stack(sums, -1))
         order += idx
-    rows = jnp.concatenate(blocks)
-    return rows[np.argsort(order)] if order != sorted(order) else rows
+    rows = jnp.concatenate(blocks, -2)
+    return rows[..., np.argsort(order), :] if order != sorted(order) else rows
+
+
+class GradQuantity:
+    """Accumulates over the steps of an epoch, for all members and tensors at once.
+
+    The accumulator's leading axes are the members' ([seed, config]), then one row per
+    tensor; `...` in the methods stands for the members' axes."""
+
+    name: str
+    columns: tuple[str, ...] = ()  # per-epoch scalars it yields (a table column each)
+    array: str | None = None  # or the name of the per-epoch array it yields
+
+    def zeros(self, lead: tuple, n_tensors: int):
+        raise NotImplementedError
+
+    def update(self, acc, step: StepGrads):
+        raise NotImplementedError
+
+    def finalize(self, acc, n_steps) -> dict:
+        """Per-tensor results {column: [..., n_tensors]} (or {array: [..., n_tensors, ...]});
+        `n_steps` is [..., 1], the member's finite steps."""
+        raise NotImplementedError
 
 
 class GradMoments(GradQuantity):
@@ -79,14 +138,14 @@ class GradMoments(GradQuantity):
     name = "grad_moments"
     columns = ("grad_mean", "grad_std", "grad_abs_mean")
 
-    def zeros(self, n_tensors):
-        return jnp.zeros((n_tensors, 3))
+    def zeros(self, lead, n_tensors):
+        return jnp.zeros(lead + (n_tensors, 3))
 
-    def update(self, acc, tensors):
-        return acc + per_tensor(lambda g: (jnp.mean(g), jnp.mean(g * g), jnp.mean(jnp.abs(g))), tensors)
+    def update(self, acc, step):
+        return acc + step.sums[..., :3] / step.sizes[:, None]
 
     def finalize(self, acc, n_steps):
-        m, m2, mabs = (acc / n_steps).T
+        m, m2, mabs = (acc[..., i] / n_steps for i in range(3))
         return {"grad_mean": m, "grad_std": jnp.sqrt(jnp.maximum(m2 - m * m, 0.0)), "grad_abs_mean": mabs}
 
 
@@ -96,15 +155,15 @@ class GradNorm(GradQuantity):
     name = "grad_norm"
     columns = ("grad_norm_mean", "grad_norm_max")
 
-    def zeros(self, n_tensors):
-        return jnp.zeros((n_tensors, 2))
+    def zeros(self, lead, n_tensors):
+        return jnp.zeros(lead + (n_tensors, 2))
 
-    def update(self, acc, tensors):
-        norm = per_tensor(lambda g: (jnp.sqrt(jnp.sum(g * g)),), tensors)[:, 0]
-        return jnp.stack([acc[:, 0] + norm, jnp.maximum(acc[:, 1], norm)], -1)
+    def update(self, acc, step):
+        norm = jnp.sqrt(step.column("sum_sq"))
+        return jnp.stack([acc[..., 0] + norm, jnp.maximum(acc[..., 1], norm)], -1)
 
     def finalize(self, acc, n_steps):
-        return {"grad_norm_mean": acc[:, 0] / n_steps, "grad_norm_max": acc[:, 1]}
+        return {"grad_norm_mean": acc[..., 0] / n_steps, "grad_norm_max": acc[..., 1]}
 
 
 class GradSigns(GradQuantity):
@@ -113,33 +172,36 @@ class GradSigns(GradQuantity):
     name = "grad_signs"
     columns = ("zero_frac", "pos_frac")
 
-    def zeros(self, n_tensors):
-        return jnp.zeros((n_tensors, 2))
+    def zeros(self, lead, n_tensors):
+        return jnp.zeros(lead + (n_tensors, 2))
 
-    def update(self, acc, tensors):
-        return acc + per_tensor(lambda g: (jnp.mean(g == 0), jnp.mean(g > 0)), tensors)
+    def update(self, acc, step):
+        return acc + step.sums[..., 3:] / step.sizes[:, None]
 
     def finalize(self, acc, n_steps):
-        return {"zero_frac": acc[:, 0] / n_steps, "pos_frac": acc[:, 1] / n_steps}
+        return {"zero_frac": acc[..., 0] / n_steps, "pos_frac": acc[..., 1] / n_steps}
 
 
 class GradHistogram(GradQuantity):
     """Counts of log10|g| in fixed bins over every step (bin 0: exact zeros).
-    All tensors go through one scatter-add (the costliest probe on CPU)."""
+
+    The costliest probe on CPU: every entry of every member goes through ONE flat
+    scatter-add (per-member scatters under vmap carry 3-component indices and ran
+    about twice as slow)."""
 
     name = "grad_hist"
     array = "grad_hist"
 
-    def zeros(self, n_tensors):
-        return jnp.zeros((n_tensors, HIST_BINS + 1), jnp.int32)
+    def zeros(self, lead, n_tensors):
+        return jnp.zeros(lead + (n_tensors, HIST_BINS + 1), jnp.int32)
 
-    def update(self, acc, tensors):
-        lo, hi = HIST_LOG10_RANGE
-        a = jnp.abs(jnp.concatenate([t.ravel() for t in tensors]))
-        pos = jnp.floor((jnp.log10(jnp.where(a > 0, a, 1.0)) - lo) * (HIST_BINS / (hi - lo)))
-        bin_ = jnp.where(a > 0, jnp.clip(pos, 0, HIST_BINS - 1).astype(jnp.int32) + 1, 0)
-        offset = np.repeat(np.arange(len(tensors), dtype=np.int32) * (HIST_BINS + 1), [t.size for t in tensors])
-        flat = acc.reshape(-1).at[offset + bin_].add(1, mode="promise_in_bounds")
+    def update(self, acc, step):
+        n_members = int(np.prod(step.lead, dtype=np.int64))
+        bin_ = hist_bins(jnp.abs(jnp.concatenate([t.reshape(n_members, -1) for t in step.tensors], -1)))  # [member, entry]
+        n_tensors = len(step.tensors)
+        offset = (np.arange(n_members, dtype=np.int32)[:, None] * (n_tensors * (HIST_BINS + 1))
+                  + np.repeat(np.arange(n_tensors, dtype=np.int32) * (HIST_BINS + 1), step.sizes.astype(np.int64))[None, :])
+        flat = acc.reshape(-1).at[(offset + bin_).reshape(-1)].add(1, mode="promise_in_bounds")
         return flat.reshape(acc.shape)
 
     def finalize(self, acc, n_steps):

@@ -1,0 +1,48 @@
+"""The gradient-probe building blocks against direct NumPy computations."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from vglab.train import probes
+
+
+def test_hist_bins_are_exact_at_the_float32_edges():
+    edges = (10.0 ** probes.hist_edges()).astype(np.float32)
+    rng = np.random.default_rng(0)
+    spread = np.abs(rng.standard_normal(50_000) * 10.0 ** rng.uniform(-15, 4, 50_000)).astype(np.float32)
+    at_edges = np.concatenate([edges, np.nextafter(edges, np.float32(0)), np.nextafter(edges, np.float32(np.inf))])
+    a = np.concatenate([spread, at_edges, np.float32([0.0, np.inf, 1e-30, 1e30])]).astype(np.float32)
+    expected = np.where(a > 0, 1 + np.searchsorted(edges[1:-1], a, side="right"), 0)
+    got = np.asarray(probes.hist_bins(jnp.asarray(a)))
+    np.testing.assert_array_equal(got, expected)
+    assert got[-4] == 0 and got[-3] == probes.HIST_BINS  # zero, and inf clipped into the last bin
+    assert got[-2] == 1 and got[-1] == probes.HIST_BINS  # below 1e-12 / above 1e2: clipped
+
+
+def test_step_sums_per_tensor_for_a_grid_of_members():
+    """Equal-shaped tensors are reduced together; the rows must come back in tensor order."""
+    rng = np.random.default_rng(1)
+    shapes = [(3, 4), (4,), (3, 4), (4,), (4, 2)]
+    tensors = [rng.standard_normal((2, 3) + s).astype(np.float32) for s in shapes]  # [seed=2, config=3, ...]
+    tensors[2][0, 1, 0, 0] = 0.0
+    step = probes.StepGrads([jnp.asarray(t) for t in tensors], n_lead=2)
+    assert step.sums.shape == (2, 3, len(shapes), len(probes.SUM_COLUMNS))
+    for t, g in enumerate(tensors):
+        flat = g.reshape(2, 3, -1)
+        expected = np.stack([flat.sum(-1), (flat**2).sum(-1), np.abs(flat).sum(-1), (flat == 0).sum(-1), (flat > 0).sum(-1)], -1)
+        np.testing.assert_allclose(np.asarray(step.sums[:, :, t]), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(step.sizes, [12, 4, 12, 4, 8])
+
+
+def test_histogram_counts_every_entry_of_every_member_once():
+    rng = np.random.default_rng(2)
+    tensors = [jnp.asarray(rng.standard_normal((2, 3) + s).astype(np.float32) * 1e-3) for s in [(5, 4), (4,)]]
+    step = probes.StepGrads(tensors, n_lead=2)
+    q = probes.GradHistogram()
+    acc = q.update(q.update(q.zeros((2, 3), 2), step), step)  # two steps
+    hist = np.asarray(q.finalize(acc, None)["grad_hist"])
+    np.testing.assert_array_equal(hist.sum(-1), np.broadcast_to([40, 8], (2, 3, 2)))
+    for s in range(2):
+        for c in range(3):
+            bins = np.asarray(probes.hist_bins(jnp.abs(tensors[0][s, c])))
+            np.testing.assert_array_equal(hist[s, c, 0], 2 * np.bincount(bins.ravel(), minlength=probes.HIST_BINS + 1))
