@@ -166,7 +166,8 @@ def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: in
 
 
 def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple[float, str, dict, list[Unit]]]:
-    """(estimated seconds, key, payload, units) per task, largest first."""
+    """(estimated seconds, key, payload, units) per task: the first task of every
+    program largest first, then the others largest first."""
     tasks = []
     for j, job in enumerate(jobs):
         spec = job.spec
@@ -200,8 +201,16 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
                               "learning_rate": spec.learning_rate, "probes": spec.probes},
                    "units": [(u.id, [r.member() for r in u.runs]) for u in chunk]}
         key = f"{chunk[0].id}+{len(chunk) - 1}" if len(chunk) > 1 else chunk[0].id
-        out.append((compile_s + unit_s * len(chunk), key, payload, chunk))
-    return sorted(out, key=lambda t: -t[0])
+        program = (spec.dataset, spec.train_size, chunk[0].group, max(len(u.runs) for u in chunk))
+        out.append((compile_s + unit_s * len(chunk), key, payload, chunk, program))
+    # Each program's first task before any program's second: workers that start tasks of
+    # one program together both compile it (tens of seconds on one core each); after its
+    # first task, a program loads from the compilation cache.
+    firsts, rest, seen = [], [], set()
+    for t in sorted(out, key=lambda t: -t[0]):
+        (rest if t[4] in seen else firsts).append(t[:4])
+        seen.add(t[4])
+    return firsts + rest
 
 
 def _prepare_data(jobs: list[_Job], data_dir) -> dict:

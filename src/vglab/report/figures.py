@@ -35,7 +35,8 @@ class NoData(ValueError):
 
 # ------------------------------------------------------------------------ helpers
 def save(fig: Figure, path_stem, dpi: int = 110) -> list[Path]:
-    """Write `path_stem`.png and `path_stem`.svg; returns both paths."""
+    """Write `path_stem`.png and `path_stem`.svg; returns both paths. The figure keeps
+    the layout of the first save (its layout engine is switched off)."""
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
@@ -44,6 +45,9 @@ def save(fig: Figure, path_stem, dpi: int = 110) -> list[Path]:
         with matplotlib.rc_context(RC):
             fig.savefig(p, dpi=dpi, format=ext, metadata=None if ext == "png" else {"Date": None})
         out.append(p)
+        # The layout is in figure fractions, so the PNG's holds for the SVG: laying out
+        # again (half of a draw's time) would only repeat it.
+        fig.set_layout_engine("none")
     return out
 
 
