@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from experiments_helpers import vglab_cache  # noqa: F401
 
 from vglab.train import parallel
 
@@ -77,3 +78,44 @@ def test_tasks_split_to_fill_the_workers(tmp_path):
     four = runner._tasks([job], None, 4, shapes)
     assert len(four) == 4 and sorted(len(t[3]) for t in four) == [1, 1, 1, 1]  # every core busy
     assert sorted(u.id for t in four for u in t[3]) == sorted(u.id for u in job.units)
+
+
+def test_each_programs_first_task_comes_before_any_second(tmp_path):
+    """Two workers starting two tasks of one program would both compile it."""
+    from experiments_helpers import write_spec
+
+    from vglab.experiments import runner
+    from vglab.experiments.spec import load_spec
+
+    spec = load_spec(write_spec(tmp_path), seeds=[0, 1, 2, 3])
+    job = runner._Job(spec, tmp_path, set(), list(spec.units()))
+    shapes = runner._prepare_data([job], None)
+    tasks = runner._tasks([job], None, 8, shapes)  # 8 workers: every unit its own task
+    groups = [t[3][0].group for t in tasks]
+    n_programs = len(set(groups))
+    assert n_programs >= 3 and len(groups) > n_programs
+    assert len(set(groups[:n_programs])) == n_programs  # all the firsts, then the rest
+
+
+def test_on_complete_sees_each_experiment_finished_before_the_run_ends(tmp_path, vglab_cache):
+    from experiments_helpers import write_spec
+
+    from vglab.experiments import runner
+    from vglab.experiments.spec import load_spec
+    from vglab.results import store
+
+    specs = [load_spec(write_spec(tmp_path, name=n), seeds=[0]) for n in ("first", "second")]
+    outs = [tmp_path / "out" / s.name for s in specs]
+    seen = []
+
+    def on_complete(out):
+        meta = store.load(out).meta
+        assert meta["invocations"][-1]["finished"] is not None
+        assert len(store.completed_run_ids(out)) == len(specs[0].expand())
+        seen.append(out)
+
+    runner.run_experiments(specs, outs, workers=1, on_complete=on_complete)
+    assert sorted(seen) == sorted(outs)
+    seen.clear()
+    runner.run_experiments(specs, outs, workers=1, on_complete=on_complete)  # nothing to train: still called
+    assert sorted(seen) == sorted(outs)

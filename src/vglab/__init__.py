@@ -13,6 +13,7 @@ The Python API mirrors the `vglab` command (imports are lazy, so `import vglab` 
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 
@@ -82,17 +83,20 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
     names = list(presets) if presets else [p for p in REPRODUCE if p in preset_names()]
     specs = [load_spec(n, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size) for n in names]
     root = Path(out) if out is not None else runner.DEFAULT_ROOT / dataset
-    outs = runner.run_experiments(specs, [root / s.name for s in specs], workers=workers, executor=executor,
-                                  address=address, data_dir=data_dir, tensorboard=tensorboard, device=device,
-                                  progress=_progress or _default_progress(progress), overwrite=overwrite)
+    run = functools.partial(runner.run_experiments, specs, [root / s.name for s in specs], workers=workers,
+                            executor=executor, address=address, data_dir=data_dir, tensorboard=tensorboard,
+                            device=device, progress=_progress or _default_progress(progress), overwrite=overwrite)
     if not report:
+        run()
         return root
     try:
         html = _report_module()
     except ImportError as e:
         (_warn or print)(f"{e}; the results are in {root}")
+        run()
         return root
-    _write_reports(outs, workers)
+    with _ReportWriter(workers) as reports:
+        outs = run(on_complete=reports.submit)  # each report is drawn while the other experiments train
     return html.write_index(outs, root / "index.html")
 
 
@@ -145,27 +149,46 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 
-def _write_reports(outs, workers: int | None) -> None:
-    """One report per experiment whose page is missing or older than its results, on as many
-    processes as training used (a page's figures take seconds to draw)."""
-    from vglab.train.parallel import default_workers
+class _ReportWriter:
+    """Writes the report of each experiment whose page is missing or older than its
+    results, on as many processes as training uses (a page's figures take seconds to
+    draw), as the experiments are submitted; leaving the `with` block waits for all."""
 
-    def fresh(d):
-        page = d / "report.html"
-        return page.exists() and all(p.stat().st_mtime <= page.stat().st_mtime
-                                     for p in [d / "experiment.toml", *d.glob("runs/*/DONE")] if p.exists())
+    def __init__(self, workers: int | None):
+        from vglab.train.parallel import default_workers
 
-    outs = [d for d in outs if not fresh(d)]
-    n = min(len(outs), workers or default_workers())
-    if n <= 1:
-        for d in outs:
-            _report_module().write_report(d)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+        self.n = workers or default_workers()
+        self.pool, self.futures = None, []
 
-    with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
-        list(pool.map(_write_one_report, outs))
+    def __enter__(self):
+        return self
+
+    def submit(self, d) -> None:
+        if _report_is_fresh(d):
+            return
+        if self.n <= 1:
+            _write_one_report(d)
+            return
+        if self.pool is None:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(self.n, mp_context=mp.get_context("spawn"))
+        self.futures.append(self.pool.submit(_write_one_report, d))
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+            if exc[0] is None:
+                for f in self.futures:
+                    f.result()  # a report that failed raises here
+        return False
+
+
+def _report_is_fresh(d) -> bool:
+    page = d / "report.html"
+    return page.exists() and all(p.stat().st_mtime <= page.stat().st_mtime
+                                 for p in [d / "experiment.toml", *d.glob("runs/*/DONE")] if p.exists())
 
 
 def _write_one_report(path):

@@ -280,9 +280,13 @@ def _gpu_likely() -> bool:
 
 def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None = None, *, workers: int | None = None,
                     executor: str = "local", address: str | None = None, data_dir=None, tensorboard: bool = False,
-                    device: str | None = None, progress=None, overwrite: bool = False) -> list[Path]:
+                    device: str | None = None, progress=None, overwrite: bool = False,
+                    on_complete=None) -> list[Path]:
     """Train every pending run of `specs` into `outs` (default `vglab-results/<dataset>/<name>`),
-    sharing one pool of workers. Returns the output directories."""
+    sharing one pool of workers. Returns the output directories.
+
+    `on_complete(out)` is called for each experiment as soon as its last run and its
+    meta.json are written (while others still train), e.g. to start its report."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}")
     if address and executor != "ray":
@@ -313,31 +317,41 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
         for job in jobs:
             _write_meta(job.out, {**invocation, "runs": len(job.spec.expand()), "skipped": job.skipped}, executor)
 
+        info = {"backend": None, "device": None, "tasks": []}
+        finished = set()
+
+        def finish(j: int) -> None:
+            """Experiment j has all its runs: export, final meta, then `on_complete`."""
+            if j in finished:
+                return
+            finished.add(j)
+            job = jobs[j]
+            if tensorboard:
+                from vglab.results import tensorboard as tb
+
+                tb.export(job.out)
+            mine = [t for t in info["tasks"] if t["task"].startswith(job.spec.name + "/")]
+            _write_meta(job.out, {**invocation, **info, "finished": _now(), "seconds": round(time.perf_counter() - t0, 2),
+                                  "runs": len(job.spec.expand()), "skipped": job.skipped, "trained": job.written,
+                                  "worker_seconds": round(job.unit_seconds, 2), "tasks": mine}, executor)
+            if on_complete:
+                on_complete(job.out)
+
         if any(job.units for job in jobs):
             if n_workers == 1 and executor == "local":
                 parallel.configure_this_process(env)
             shapes = _prepare_data(jobs, data_dir)
             tasks = _tasks(jobs, data_dir, n_workers, shapes)
             shapes.clear()
-            info = _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress)
-        else:
-            info = {}
-        if tensorboard:
-            from vglab.results import tensorboard as tb
-
-            for job in jobs:
-                tb.export(job.out)
-        seconds = round(time.perf_counter() - t0, 2)
-        for job in jobs:
-            mine = [t for t in info.get("tasks", []) if t["task"].startswith(job.spec.name + "/")]
-            _write_meta(job.out, {**invocation, **info, "finished": _now(), "seconds": seconds,
-                                  "runs": len(job.spec.expand()), "skipped": job.skipped, "trained": job.written,
-                                  "worker_seconds": round(job.unit_seconds, 2), "tasks": mine}, executor)
+            _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress, info, finish)
+        for j in range(len(jobs)):
+            finish(j)
     return outs
 
 
-def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress) -> dict:
-    """Run the tasks and store every unit's runs as it arrives."""
+def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress, info: dict, finish) -> None:
+    """Run the tasks, store every unit's runs as it arrives (task records into `info`),
+    and call `finish(j)` once experiment j's last task is done."""
     units = {u.id: (j, u) for j, job in enumerate(jobs) for u in job.units}
     group_of = {uid: f"{jobs[j].spec.name}/{u.group}" for uid, (j, u) in units.items()}
     steps = {uid: jobs[j].spec.epochs + 1 for uid, (j, u) in units.items()}  # epoch 0 .. E
@@ -347,7 +361,7 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
         group_total[g] = group_total.get(g, 0) + steps[uid]
         group_left[g] = group_left.get(g, 0) + 1
     seen = dict.fromkeys(units, 0)
-    info = {"backend": None, "device": None, "tasks": []}
+    units_left = [len(job.units) for job in jobs]
     task_started: dict[str, float] = {}
     by_key = {key: chunk for _, key, _, chunk in tasks}
 
@@ -373,6 +387,7 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
             progress.add_group(g, describe(g), group_total[g])
             progress.advance(g, max(0, steps[uid] - seen[uid]))
             seen[uid] = steps[uid]
+            units_left[j] -= 1
             group_left[g] -= 1
             if group_left[g] == 0:
                 progress.group_done(g)
@@ -380,6 +395,9 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
             info.update(backend=payload.get("backend"), device=payload.get("device"))
             info["tasks"].append({"task": key, "units": len(by_key[key]),
                                   "seconds": round(time.perf_counter() - task_started.get(key, time.perf_counter()), 2)})
+            for j in {units[u.id][0] for u in by_key[key]}:
+                if units_left[j] == 0:
+                    finish(j)
 
     n_runs = sum(job.pending_runs for job in jobs)
     title = (f"{jobs[0].spec.name}" if len(jobs) == 1 else f"{len(jobs)} experiments") + \
@@ -394,7 +412,6 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
             ray_executor.run_tasks(work, on_event, address=address, num_cpus=n_workers, env=env)
         else:
             parallel.run_tasks(work, on_event, workers=n_workers, env=env)
-    return info
 
 
 def _store_unit(job: _Job, unit: Unit, payload: dict, tensorboard: bool) -> None:

@@ -154,7 +154,8 @@ def _figure_plan(res) -> list[tuple[str, callable, dict, str]]:
         plan.append(("sweep_r", F.sweep, {"param": "r"}, ""))
     if r["alpha"].nunique() >= 2:
         plan.append(("sweep_alpha", F.sweep, {"param": "alpha"}, ""))
-    plan.append(("gradient_flow", F.gradient_flow, {}, ""))
+    if not res.grads.empty and res.grads["layer_index"].max() >= 2:  # 2 layers: the first/last figure says it all
+        plan.append(("gradient_flow", F.gradient_flow, {}, ""))
     sub = _representative(res, MAX_PANELS)
     note = (f" Shown for {len(sub)} of {len(tables.label_order(res))} configurations (α at 1 and its largest value, "
             "r at 0 and nearest 0.01)." if sub else "")
