@@ -201,7 +201,10 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
                               "learning_rate": spec.learning_rate, "probes": spec.probes},
                    "units": [(u.id, [r.member() for r in u.runs]) for u in chunk]}
         key = f"{chunk[0].id}+{len(chunk) - 1}" if len(chunk) > 1 else chunk[0].id
-        program = (spec.dataset, spec.train_size, chunk[0].group, max(len(u.runs) for u in chunk))
+        # What the compiled programs depend on (not the init family: only the small init
+        # program does, see train.loop._compiled).
+        program = (spec.dataset, spec.train_size, json.dumps(net, sort_keys=True), max(len(u.runs) for u in chunk),
+                   tuple(spec.probes), spec.learning_rate, spec.batch_size)
         out.append((compile_s + unit_s * len(chunk), key, payload, chunk, program))
     # Each program's first task before any program's second: workers that start tasks of
     # one program together both compile it (tens of seconds on one core each); after its

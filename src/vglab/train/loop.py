@@ -268,16 +268,27 @@ def _member_observe(network, config, params, hyper, x_probe, y_probe, x_test, y_
 
 
 # --------------------------------------------------------------- the vmapped group
+def _optimizer(config: TrainConfig):
+    return optax.adam(config.learning_rate, eps=ADAM_EPS)
+
+
+def _grid(f, **kw):
+    return jax.vmap(jax.vmap(f, **kw), **kw)
+
+
 @functools.lru_cache(maxsize=32)
-def _compiled(network: Network, config: TrainConfig, w_law: Init, b_law: Init):
-    """jit of init, epoch and observe over a [seed, config] grid for one group shape
-    (cached: recompiles only when the network, config or init families change)."""
-    optimizer = optax.adam(config.learning_rate, eps=ADAM_EPS)
-    grid = lambda f, **kw: jax.vmap(jax.vmap(f, **kw), **kw)  # noqa: E731
-    init = jax.jit(grid(functools.partial(_member_init, network, w_law, b_law, optimizer)))
-    epoch = jax.jit(functools.partial(_grid_epoch, network, config, optimizer), donate_argnums=(0,))
-    observe = jax.jit(grid(functools.partial(_member_observe, network, config), in_axes=(0, 0, None, None, None, None)))
-    return init, epoch, observe
+def _compiled_init(network: Network, config: TrainConfig, w_law: Init, b_law: Init):
+    """jit of a [seed, config] grid's initialization (cached per init families)."""
+    return jax.jit(_grid(functools.partial(_member_init, network, w_law, b_law, _optimizer(config))))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(network: Network, config: TrainConfig):
+    """jit of epoch and observe over a [seed, config] grid (cached: the init families do
+    not enter them, so groups that differ only in those share the programs)."""
+    epoch = jax.jit(functools.partial(_grid_epoch, network, config, _optimizer(config)), donate_argnums=(0,))
+    observe = jax.jit(_grid(functools.partial(_member_observe, network, config), in_axes=(0, 0, None, None, None, None)))
+    return epoch, observe
 
 
 def group_key(member: Member) -> tuple[str, str]:
@@ -340,7 +351,9 @@ def train_group(network: Network, arrays, members: list[Member], config: TrainCo
     w_all = jnp.asarray(np.stack([np.broadcast_to(w, (slots.shape[1],) + w.shape) for w, _ in draws]))
     b_all = jnp.asarray(np.stack([np.broadcast_to(b, (slots.shape[1],) + b.shape) for _, b in draws]))
     # The number of epochs is a host loop: groups that differ only in it share programs.
-    init, epoch_fn, observe = _compiled(network, replace(config, epochs=1), w_law, b_law)
+    program = replace(config, epochs=1)
+    init = _compiled_init(network, program, w_law, b_law)
+    epoch_fn, observe = _compiled(network, program)
 
     x, y = jnp.asarray(arrays.x_train), jnp.asarray(arrays.y_train, jnp.int32)
     x_test, y_test = jnp.asarray(arrays.x_test), jnp.asarray(arrays.y_test, jnp.int32)
