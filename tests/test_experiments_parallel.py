@@ -87,15 +87,24 @@ def test_each_programs_first_task_comes_before_any_second(tmp_path):
     from vglab.experiments import runner
     from vglab.experiments.spec import load_spec
 
-    spec = load_spec(write_spec(tmp_path), seeds=[0, 1, 2, 3])
-    job = runner._Job(spec, tmp_path, set(), list(spec.units()))
-    shapes = runner._prepare_data([job], None)
-    tasks = runner._tasks([job], None, 8, shapes)  # 8 workers: every unit its own task
-    # One network here, so a program is set by the members per unit (the init family
-    # does not enter the compiled epoch): normal x2 is one, uniform and glorot share one.
-    programs = [len(t[3][0].runs) for t in tasks]
-    assert sorted(set(programs)) == [1, 2] and len(programs) == 8
-    assert len(set(programs[:2])) == 2  # both programs' first tasks, then the rest
+    shallow = write_spec(tmp_path, name="shallow")
+    deep = tmp_path / "deep.toml"
+    deep.write_text(shallow.read_text().replace("depth = 1", "depth = 3"))
+    jobs = [runner._Job(s, tmp_path / s.name, set(), list(s.units()))
+            for s in (load_spec(p, seeds=[0, 1, 2, 3]) for p in (shallow, deep))]
+    shapes = runner._prepare_data(jobs, None)
+    tasks = runner._tasks(jobs, None, 12, shapes)
+    # A program is set by the network and the grid size, not the init family, and MLP
+    # units of 1 or 2 runs both train 4 members: one program per depth here.
+    assert {t[2]["network"]["depth"] for t in tasks} == {1, 3} and len(tasks) >= 4
+    assert {t[2]["network"]["depth"] for t in tasks[:2]} == {1, 3}  # both firsts, then the rest
+
+
+def test_small_mlp_units_train_padded_grids():
+    from vglab.experiments import runner
+
+    assert [runner.grid_slots("mlp", k) for k in (1, 2, 4, 5, 8, 9, 20)] == [4, 4, 4, 8, 8, 9, 20]
+    assert runner.grid_slots("cnn", 1) == 1
 
 
 def test_on_complete_sees_each_experiment_finished_before_the_run_ends(tmp_path, vglab_cache):

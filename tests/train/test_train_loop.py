@@ -41,6 +41,16 @@ def test_group_members_match_training_alone():
     assert not np.allclose(together[0].epochs.val_loss, together[1].epochs.val_loss)
 
 
+def test_padding_the_grid_with_copies_leaves_the_members_results():
+    members = [Member(seed=0, weight_init=init.normal(std=1.0)), Member(seed=0, weight_init=init.normal(std=2.0), l2=0.01)]
+    plain = train_group(NET, DATA, members, CONFIG)
+    padded = train_group(NET, DATA, members, CONFIG, min_slots=8)
+    assert len(padded) == 2
+    for a, b in zip(plain, padded):
+        _same(a.epochs.drop(columns="seconds"), b.epochs.drop(columns="seconds"))
+        _same(a.grads, b.grads)
+
+
 def test_same_seed_shares_initial_draw_and_batch_order():
     a, b = train_group(NET, DATA, [Member(seed=3, weight_init=init.normal(std=1.0)),
                                    Member(seed=3, weight_init=init.normal(std=2.0))], TrainConfig(epochs=1))

@@ -45,6 +45,17 @@ DEFAULT_ROOT = Path("vglab-results")
 # jax 0.10) took 12-20 s for a 1x8 MLP's group and 30-45 s for a 20x8 one.
 COMPILE_S, COMPILE_S_PER_LAYER = 10.0, 1.0
 STEP_OVERHEAD_S = 1e-4
+# An MLP unit of up to 8 runs is trained as a grid of 4 or 8 members (the copies are
+# trained and discarded): so small, extra members cost little, while every distinct
+# size is another program to compile (10-30 s on one core). CNNs are compute-bound.
+MLP_SLOTS = (4, 8)
+
+
+def grid_slots(kind: str, runs: int) -> int:
+    """Members a unit of `runs` runs is trained with."""
+    if kind != "mlp":
+        return runs
+    return next((s for s in MLP_SLOTS if runs <= s), runs)
 MACS_PER_S = {"dense": 2e9, "conv": 1e9}
 
 
@@ -88,7 +99,7 @@ def train_task(task: dict, emit) -> dict:
     config = TrainConfig(**task["config"])
     for unit_id, members in task["units"]:
         t0 = time.perf_counter()
-        results = train_group(network, arrays, members, config,
+        results = train_group(network, arrays, members, config, min_slots=grid_slots(task["kind"], len(members)),
                               on_epoch=lambda epoch, _metrics, u=unit_id: emit("epoch", (u, epoch)))
         emit("unit", {"unit": unit_id, "results": results, "seconds": time.perf_counter() - t0,
                       "n_params": network.n_params, "n_train": int(arrays.x_train.shape[0])})
@@ -182,7 +193,7 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
                    "activation": r.activation}
             network = _network(arrays, net)
             compile_s, unit_s = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                                       max(len(u.runs) for u in units))
+                                       grid_slots(kind, max(len(u.runs) for u in units)))
             chunks = [[u] for u in units] if unit_s > compile_s else [units]
             for chunk in chunks:
                 tasks.append([compile_s, unit_s, j, kind, net, chunk])
@@ -203,8 +214,9 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
         key = f"{chunk[0].id}+{len(chunk) - 1}" if len(chunk) > 1 else chunk[0].id
         # What the compiled programs depend on (not the init family: only the small init
         # program does, see train.loop._compiled).
-        program = (spec.dataset, spec.train_size, json.dumps(net, sort_keys=True), max(len(u.runs) for u in chunk),
-                   tuple(spec.probes), spec.learning_rate, spec.batch_size)
+        program = (spec.dataset, spec.train_size, json.dumps(net, sort_keys=True),
+                   grid_slots(kind, max(len(u.runs) for u in chunk)), tuple(spec.probes), spec.learning_rate,
+                   spec.batch_size)
         out.append((compile_s + unit_s * len(chunk), key, payload, chunk, program))
     # Each program's first task before any program's second: workers that start tasks of
     # one program together both compile it (tens of seconds on one core each); after its

@@ -313,13 +313,14 @@ def _hypers(members: list[Member]) -> dict:
     }
 
 
-def _seed_grid(members: list[Member]) -> np.ndarray:
-    """Member indices arranged [seed, slot]; a seed with fewer members repeats its last
-    one (the copy is trained and discarded) so the grid is rectangular."""
+def _seed_grid(members: list[Member], min_slots: int = 1) -> np.ndarray:
+    """Member indices arranged [seed, slot]; a seed with fewer members (or fewer than
+    `min_slots`) repeats its last one (the copy is trained and discarded) so the grid is
+    rectangular."""
     by_seed: dict[int, list[int]] = {}
     for k, m in enumerate(members):
         by_seed.setdefault(int(m.seed), []).append(k)
-    width = max(len(v) for v in by_seed.values())
+    width = max(min_slots, *(len(v) for v in by_seed.values()))
     return np.array([v + [v[-1]] * (width - len(v)) for v in by_seed.values()])
 
 
@@ -328,11 +329,14 @@ def _probe_subset(x, y, size):
     return x[idx], y[idx]
 
 
-def train_group(network: Network, arrays, members: list[Member], config: TrainConfig = TrainConfig(), on_epoch=None):
+def train_group(network: Network, arrays, members: list[Member], config: TrainConfig = TrainConfig(), on_epoch=None,
+                min_slots: int = 1):
     """Train `members` on `arrays` (a `vglab.data.Arrays`) as one vectorized program.
 
     `on_epoch(epoch, metrics)` is called after every epoch (epoch 0 = at initialization)
-    with per-member numpy arrays, e.g. for a progress bar. Returns one `RunResult` per member.
+    with per-member numpy arrays, e.g. for a progress bar. `min_slots` pads every seed's
+    row of the grid to at least that many members (so groups of different sizes can
+    share one compiled program). Returns one `RunResult` per member.
     """
     if not members:
         raise ValueError("a group needs at least one member")
@@ -343,7 +347,7 @@ def train_group(network: Network, arrays, members: list[Member], config: TrainCo
         )
     if arrays.x_train.shape[0] < config.batch_size:
         raise ValueError(f"{arrays.x_train.shape[0]} training examples are fewer than one batch of {config.batch_size}")
-    slots = _seed_grid(members)
+    slots = _seed_grid(members, min_slots)
     hypers = {k: jnp.asarray(v[slots]) for k, v in _hypers(members).items()}  # [seed, slot]
     seeds = [int(members[row[0]].seed) for row in slots]
     w_law, b_law = (Init(kind) for kind in group_key(members[0]))
