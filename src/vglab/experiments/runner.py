@@ -45,6 +45,7 @@ DEFAULT_ROOT = Path("vglab-results")
 # jax 0.10) took 12-20 s for a 1x8 MLP's group and 30-45 s for a 20x8 one.
 COMPILE_S, COMPILE_S_PER_LAYER = 10.0, 1.0
 STEP_OVERHEAD_S = 1e-4
+MACS_PER_S = {"dense": 2e9, "conv": 1e9}
 # An MLP unit of up to 8 runs is trained as a grid of 4 or 8 members (the copies are
 # trained and discarded): so small, extra members cost little, while every distinct
 # size is another program to compile (10-30 s on one core). CNNs are compute-bound.
@@ -56,7 +57,6 @@ def grid_slots(kind: str, runs: int) -> int:
     if kind != "mlp":
         return runs
     return next((s for s in MLP_SLOTS if runs <= s), runs)
-MACS_PER_S = {"dense": 2e9, "conv": 1e9}
 
 
 def default_out(spec: ExperimentSpec, root: Path | str = DEFAULT_ROOT) -> Path:
