@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vglab.nn import activations, networks
+from vglab.nn import activations, init, networks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -284,3 +285,29 @@ def test_networks_are_hashable_static_descriptions():
     a, b = networks.mlp(2, 8, 10), networks.mlp(2, 8, 10)
     assert a == b and hash(a) == hash(b)
     assert len({a, b, networks.mlp(3, 8, 10)}) == 2
+
+
+def _products(jaxpr):
+    """Every matmul and convolution in a jaxpr, nested calls (custom VJPs, pjit) included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from _products(sub)
+
+
+@pytest.mark.parametrize("make", [lambda: networks.mlp(2, 4, 6), lambda: networks.cnn(1, 4, (8, 8, 1), filters=2)])
+def test_every_product_runs_in_full_float32(make):
+    # GPUs multiply float32 in TF32 under JAX's default precision, which moved gradient
+    # statistics by ~5e-3: forward and backward products must all ask for HIGHEST.
+    net = make()
+    params = net.init(jax.random.PRNGKey(0), init.normal(std=1.0), init.normal(std=1.0))
+    x = jnp.ones((2, *net.in_shape))
+
+    def loss(p):
+        return net.apply(p, x).sum()
+
+    eqns = list(_products(jax.make_jaxpr(jax.grad(loss))(params).jaxpr))
+    assert len(eqns) >= 3 * len(net.layers) - 1  # forward, and the backward products of each layer
+    for eqn in eqns:
+        assert set(eqn.params["precision"]) == {jax.lax.Precision.HIGHEST}, eqn

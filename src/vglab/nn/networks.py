@@ -24,6 +24,10 @@ from vglab.nn.init import Init, base_draw
 
 KERNEL = 3  # every conv is 3x3 'same'
 CNN_VARIANTS = ("parameters", "layers")
+# Full float32 products on every backend: with JAX's default, GPUs multiply in TF32, which
+# moved losses and gradient statistics by up to 5e-3 relative to the CPU (HIGHEST: 4e-6,
+# at no measured cost; benchmarks/gpu_check.py).
+PRECISION = lax.Precision.HIGHEST
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class Network:
             else:
                 if h.ndim > 2:  # first dense layer after the convolutions: Flatten
                     h = h.reshape(h.shape[0], -1)
-                z = h @ p["w"] + p["b"]
+                z = jnp.matmul(h, p["w"], precision=PRECISION) + p["b"]
             if not layer.hidden:
                 return (z, preacts) if capture else z
             if capture:
@@ -130,7 +134,7 @@ def conv(x, w):
     in the same canonical layout because XLA CPU (jax 0.10) leaves autodiff's transposed
     convolutions in other layouts when they sit inside `lax.scan` (the training epoch) and
     runs them on a slow generic path: a CNN epoch was ~6x slower than with these."""
-    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN)
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN, precision=PRECISION)
 
 
 def _conv_fwd(x, w):
@@ -142,11 +146,11 @@ def _conv_bwd(res, g):
     (kh, kw), (lh, lw) = w.shape[:2], ((w.shape[0] - 1) // 2, (w.shape[1] - 1) // 2)  # 'SAME' pads lo, k-1-lo
     # dx: convolution of g with the spatially flipped kernel, in/out channels swapped.
     dx = lax.conv_general_dilated(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), (1, 1),
-                                  ((kh - 1 - lh, lh), (kw - 1 - lw, lw)), dimension_numbers=_DN)
+                                  ((kh - 1 - lh, lh), (kw - 1 - lw, lw)), dimension_numbers=_DN, precision=PRECISION)
     # dw[i, j, ci, co] = sum_{n, h, v} xpad[n, h+i, v+j, ci] g[n, h, v, co]: a convolution with
     # the input channels as the batch and the examples as the features.
     dw = lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1),
-                                  ((lh, kh - 1 - lh), (lw, kw - 1 - lw)), dimension_numbers=_DN)
+                                  ((lh, kh - 1 - lh), (lw, kw - 1 - lw)), dimension_numbers=_DN, precision=PRECISION)
     return dx, dw.transpose(1, 2, 0, 3)
 
 
