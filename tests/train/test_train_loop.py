@@ -150,6 +150,12 @@ def test_probe_statistics_match_numpy_over_every_step():
     for layer in NET.layers:
         w = np.asarray(params[layer.name]["w"], np.float64)
         np.testing.assert_allclose(last.loc[layer.name, "log_weight_norm"], np.log(np.linalg.norm(w, 2)), rtol=1e-3)
+    # the first and last layer's full gradients, at the end, on the probe batch
+    yp = loop._probe_subset(data.x_train, data.y_train, cfg.probe_batch_size)[1]
+    g_end = jax.grad(objective)(params, xp, yp)
+    assert set(res.final_grads) == {"dense1", "out"}
+    for layer in ("dense1", "out"):
+        np.testing.assert_allclose(res.final_grads[layer], g_end[layer]["w"], rtol=1e-4, atol=1e-7)
 
 
 def test_probes_can_be_switched_off():
