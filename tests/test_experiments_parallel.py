@@ -95,7 +95,7 @@ def test_each_programs_first_task_comes_before_any_second(tmp_path):
     shapes = runner._prepare_data(jobs, None)
     tasks = runner._tasks(jobs, None, 12, shapes)
     # A program is set by the network and the grid size, not the init family, and MLP
-    # units of 1 or 2 runs both train 4 members: one program per depth here.
+    # units of 1 or 2 runs both train 8 members: one program per depth here.
     assert {t[2]["network"]["depth"] for t in tasks} == {1, 3} and len(tasks) >= 4
     assert {t[2]["network"]["depth"] for t in tasks[:2]} == {1, 3}  # both firsts, then the rest
 
@@ -103,7 +103,7 @@ def test_each_programs_first_task_comes_before_any_second(tmp_path):
 def test_small_mlp_units_train_padded_grids():
     from vglab.experiments import runner
 
-    assert [runner.grid_slots("mlp", k) for k in (1, 2, 4, 5, 8, 9, 20)] == [4, 4, 4, 8, 8, 9, 20]
+    assert [runner.grid_slots("mlp", k) for k in (1, 2, 4, 5, 8, 9, 20)] == [8, 8, 8, 8, 8, 9, 20]
     assert runner.grid_slots("cnn", 1) == 1
 
 

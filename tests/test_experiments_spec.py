@@ -81,6 +81,10 @@ def test_units_split_groups_by_seed(tmp_path):
     assert len(spec.groups()) == 3 and len(units) == 6
     assert all(len({r.seed for r in u.runs}) == 1 for u in units)
     assert sum(len(u.runs) for u in units) == len(spec.expand()) == 8
+    parts = spec.units(max_runs=1)  # the CPU runner's cap on a unit's runs, here 1
+    assert len(parts) == 8 and len({u.id for u in parts}) == 8
+    assert sorted(r.run_id for u in parts for r in u.runs) == sorted(r.run_id for r in spec.expand())
+    assert {u.id for u in parts if u.part is None} == {u.id for u in units if len(u.runs) == 1}  # unsplit: same id
 
 
 def test_overrides_and_dataset_tables(tmp_path):

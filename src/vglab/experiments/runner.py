@@ -46,17 +46,15 @@ DEFAULT_ROOT = Path("vglab-results")
 COMPILE_S, COMPILE_S_PER_LAYER = 10.0, 1.0
 STEP_OVERHEAD_S = 1e-4
 MACS_PER_S = {"dense": 2e9, "conv": 1e9}
-# An MLP unit of up to 8 runs is trained as a grid of 4 or 8 members (the copies are
+# On CPU, MLP units hold at most 8 runs and train as a grid of 8 members (the copies are
 # trained and discarded): so small, extra members cost little, while every distinct
 # size is another program to compile (10-30 s on one core). CNNs are compute-bound.
-MLP_SLOTS = (4, 8)
+MLP_SLOTS = 8
 
 
 def grid_slots(kind: str, runs: int) -> int:
     """Members a unit of `runs` runs is trained with."""
-    if kind != "mlp":
-        return runs
-    return next((s for s in MLP_SLOTS if runs <= s), runs)
+    return max(runs, MLP_SLOTS) if kind == "mlp" else runs
 
 
 def default_out(spec: ExperimentSpec, root: Path | str = DEFAULT_ROOT) -> Path:
@@ -323,7 +321,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
         jobs = []
         for spec, out in zip(specs, outs):
             done = _open_out(spec, out, overwrite)
-            units = spec.units(one_run_networks=() if on_gpu else CONV_NETWORKS)
+            units = spec.units() if on_gpu else spec.units(one_run_networks=CONV_NETWORKS, max_runs=MLP_SLOTS)
             job = _Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
                        skipped=len(done))
             jobs.append(job)

@@ -383,11 +383,14 @@ class Unit:
     seed: int
     runs: tuple[RunSpec, ...]
     alone: bool = False  # one run per unit (see ExperimentSpec.units)
+    part: int | None = None  # the seed's runs are split into parts (see ExperimentSpec.units)
 
     @property
     def id(self) -> str:
         base = f"{self.experiment}/{self.group}/s{self.seed}"
-        return f"{base}/{self.runs[0].run_id}" if self.alone else base
+        if self.alone:
+            return f"{base}/{self.runs[0].run_id}"
+        return base if self.part is None else f"{base}/p{self.part}"
 
 
 def arch_name(network: str, depth, width, variant) -> str:
@@ -507,16 +510,20 @@ class ExperimentSpec:
             out.setdefault(run.group, []).append(run)
         return out
 
-    def units(self, one_run_networks: tuple[str, ...] = ()) -> list[Unit]:
-        """Every group's runs split by seed; runs of the networks in `one_run_networks` get
-        a unit each (the runner uses this for CNNs on CPU, where a vmapped convolution over
-        members is a grouped convolution, about twice as slow as one member at a time)."""
+    def units(self, one_run_networks: tuple[str, ...] = (), max_runs: int | None = None) -> list[Unit]:
+        """Every group's runs split by seed, and in parts of at most `max_runs`; runs of the
+        networks in `one_run_networks` get a unit each. (The runner uses both on CPU: a
+        vmapped convolution over members is a grouped convolution, about twice as slow as
+        one member at a time; MLP units of at most 8 runs all share one 8-member program.)"""
         units = []
         for group, runs in self.groups().items():
             for seed in self.seeds:
                 mine = tuple(r for r in runs if r.seed == seed)
                 if mine and mine[0].network in one_run_networks:
                     units += [Unit(self.name, group, seed, (r,), alone=True) for r in mine]
+                elif max_runs is not None and len(mine) > max_runs:
+                    units += [Unit(self.name, group, seed, mine[i:i + max_runs], part=i // max_runs)
+                              for i in range(0, len(mine), max_runs)]
                 elif mine:
                     units.append(Unit(self.name, group, seed, mine))
         return units
