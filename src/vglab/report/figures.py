@@ -18,6 +18,7 @@ matplotlib.use("Agg", force=False)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import cm, colors  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from vglab.report import tables, theory  # noqa: E402
@@ -115,8 +116,17 @@ def _band(ax, wide: pd.DataFrame, color, label, *, marker=None, ls="-", lw=1.6, 
     if markevery is None and marker is not None and len(x) > 12:
         markevery = max(1, len(x) // 8)
     ax.plot(x, mean, color=color, label=label, marker=marker, ls=ls, lw=lw, ms=3.8, markevery=markevery)
-    if wide.shape[1] > 1:
-        ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0)
+    if wide.shape[1] < 2:
+        return
+    lo, hi = lo.to_numpy(float), hi.to_numpy(float)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0)  # splits the band at the gaps
+        return
+    # The polygon fill_between would build, added without its per-call autoscaling (which
+    # made figures with hundreds of bands spend most of their time there).
+    outline = np.concatenate([np.column_stack([x, lo]), np.column_stack([x[::-1], hi[::-1]])])
+    ax.add_collection(PolyCollection([outline], facecolors=[color], alpha=alpha, linewidths=0), autolim=False)
+    ax.update_datalim(outline)
 
 
 def _runs_of(res, label) -> list[str]:
@@ -255,11 +265,13 @@ def gradient_stats(res, labels=None, *, layers: str = "first_last", param: str =
         order = sub[["layer_index", "layer"]].drop_duplicates().sort_values("layer_index")
         layer_lists.add(tuple(order["layer"]))
         top = max(len(order) - 1, 1)
-        for idx in order["layer_index"]:
-            s = sub[sub["layer_index"] == idx]
+        # [layer, epoch] x [statistic, run], pivoted once for all layers
+        wide = sub.groupby(["layer_index", "epoch", "run_id"])[["grad_mean", "grad_std"]].mean().unstack("run_id")
+        for idx, block in wide.groupby(level="layer_index"):
+            block = block.droplevel("layer_index")
             c = cmap(idx / top * 0.92)  # colour: position from the first layer (dark) to the output (light)
-            _band(axes[i, 0], tables.per_seed(s, "grad_mean"), c, None, lw=1.2, alpha=0.1)
-            _band(axes[i, 1], tables.per_seed(s, "grad_std"), c, None, lw=1.2, alpha=0.1)
+            _band(axes[i, 0], block["grad_mean"], c, None, lw=1.2, alpha=0.1)
+            _band(axes[i, 1], block["grad_std"], c, None, lw=1.2, alpha=0.1)
         axes[i, 0].set_title(f"{short[lab]}: mean of ∂J/∂w", loc="left")
         axes[i, 1].set_title("standard deviation of ∂J/∂w", loc="left")
         _finish_grad_axes(axes[i, 0], axes[i, 1], g, xlabel=(i == n - 1))
