@@ -19,26 +19,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
 
 import jax
 import numpy as np
-
-
-@dataclass(frozen=True)
-class Synthetic:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
-def synthetic(shape: tuple[int, ...], n_train: int, n_test: int) -> Synthetic:
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, size=(n_train + n_test, *shape)).astype(np.float32)
-    w = rng.normal(size=(int(np.prod(shape)), 10)).astype(np.float32)
-    y = np.argmax(x.reshape(len(x), -1) @ w, 1).astype(np.int32)
-    return Synthetic(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+from synthetic import synthetic  # benchmarks/synthetic.py
 
 
 def _train(net, arrays, members, epochs):

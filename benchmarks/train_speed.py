@@ -31,19 +31,9 @@ def _arrays(n_train: int | None):
         arrays = data.prepare("mnist", "mlp", download=False)
         source = f"MNIST-PCA ({arrays.x_train.shape[1]} components)"
     except Exception:  # no MNIST here: synthetic data of the same shape
-        from dataclasses import dataclass
+        from synthetic import synthetic  # benchmarks/synthetic.py
 
-        @dataclass(frozen=True)
-        class Synthetic:
-            x_train: np.ndarray
-            y_train: np.ndarray
-            x_test: np.ndarray
-            y_test: np.ndarray
-
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(70000, 153)).astype(np.float32) * 0.5
-        y = rng.integers(0, 10, 70000).astype(np.int32)
-        arrays, source = Synthetic(x[:60000], y[:60000], x[60000:], y[60000:]), "synthetic 60000x153"
+        arrays, source = synthetic((153,), 60000, 10000), "synthetic 60000x153"
     if n_train:
         from dataclasses import replace
 
