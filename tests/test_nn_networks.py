@@ -210,6 +210,29 @@ def test_cnn_forward_matches_numpy():
     assert pre["conv1"].shape[1:3] == (7, 7) and pre["conv3"].shape[1:3] == (3, 3)
 
 
+@pytest.mark.parametrize("shape", [(3, 8, 8, 5), (2, 7, 9, 3), (1, 3, 3, 2)])
+@pytest.mark.parametrize("levels", [None, 2, 1])  # coarse rounding: many tied maxima
+def test_max_pool_matches_reduce_window_and_its_gradient(shape, levels):
+    """The reshape max-pool gives reduce_window's numbers and gradient bit for bit, ties
+    (the gradient goes to the first maximum, row-major) and odd sizes included."""
+    from jax import lax
+
+    def reference(h):
+        return lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    if levels:
+        x = np.round(x * levels) / levels
+    out, back = jax.vjp(networks.max_pool, jnp.asarray(x))
+    want, want_back = jax.vjp(reference, jnp.asarray(x))
+    g = jnp.asarray(rng.standard_normal(want.shape).astype(np.float32))
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(back(g)[0], want_back(g)[0])
+    if levels == 1:  # the case the test is about: windows with tied maxima
+        assert (x[:, : shape[1] // 2 * 2, : shape[2] // 2 * 2] == 0).sum() > 0
+
+
 def test_mlp_capture_gives_every_hidden_preactivation():
     net = networks.mlp(3, 5, 4, n_out=2)
     params = _numpy_params(net)

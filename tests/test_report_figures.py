@@ -40,6 +40,18 @@ def test_every_figure_renders_and_saves(loaded, tmp_path, name, preset):
             assert ax.get_xlabel() or ax.get_ylabel(), (name, ax.get_title())
 
 
+def test_save_lays_out_like_savefig_and_only_once(loaded, tmp_path):
+    """`save` runs the constrained layout itself, once: its PNG is the one matplotlib's
+    own savefig writes (which lays out in an extra draw), and the layout is then fixed."""
+    fig = F.learning_curves(loaded["regularization"])
+    png, _ = F.save(fig, tmp_path / "ours")
+    assert fig.get_layout_engine() is None
+    reference = F.learning_curves(loaded["regularization"])
+    with F.matplotlib.rc_context(F.RC):
+        reference.savefig(tmp_path / "matplotlib.png", dpi=110)
+    assert png.read_bytes() == (tmp_path / "matplotlib.png").read_bytes()
+
+
 def test_final_gradient_distributions(loaded, tmp_path):
     fig = F.gradient_distributions(loaded["many-layers"], source="final")
     F.save(fig, tmp_path / "dist_final")

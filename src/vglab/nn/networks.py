@@ -121,7 +121,7 @@ class Network:
                 preacts[layer.name] = z
             h = alpha * phi.fn(z / alpha)
             if layer.pool_after:
-                h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+                h = max_pool(h)
         raise AssertionError("a network ends with its output layer")
 
 
@@ -155,6 +155,42 @@ def _conv_bwd(res, g):
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+@jax.custom_vjp
+def max_pool(h):
+    """2x2 max-pool with stride 2, NHWC; an odd last row or column is dropped ('VALID').
+
+    The same numbers as `lax.reduce_window(h, -inf, max, ...)` and its gradient (which,
+    like Keras', goes to the first maximum of a window in row-major order when there are
+    ties, common on digits' constant background), but written as a reshape: XLA CPU took
+    about 4 s longer to compile a CNN's epoch with reduce_window's select-and-scatter."""
+    return _windows(h).max(3)
+
+
+def _windows(h):
+    """[n, H/2, W/2, 4, c]: each 2x2 window's values in row-major order."""
+    n, hh, ww, c = h.shape
+    w = h[:, : hh // 2 * 2, : ww // 2 * 2].reshape(n, hh // 2, 2, ww // 2, 2, c)
+    return w.transpose(0, 1, 3, 2, 4, 5).reshape(n, hh // 2, ww // 2, 4, c)
+
+
+def _max_pool_fwd(h):
+    out = max_pool(h)
+    return out, (h, out)
+
+
+def _max_pool_bwd(res, g):
+    h, out = res
+    n, hh, ww, c = h.shape
+    hit = (_windows(h) == out[:, :, :, None]).astype(jnp.int32)
+    first = (hit == 1) & (jnp.cumsum(hit, axis=3) == 1)
+    dh = jnp.where(first, g[:, :, :, None], jnp.zeros((), g.dtype))
+    dh = dh.reshape(n, hh // 2, ww // 2, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hh // 2 * 2, ww // 2 * 2, c)
+    return (jnp.pad(dh, ((0, 0), (0, hh % 2), (0, ww % 2), (0, 0))),)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def _scale(law: Init, layer: Layer, value):
