@@ -64,6 +64,55 @@ def test_a_dying_worker_is_reported():
         _collect([("dead", dying_task, ()), ("ok", report_worker, (1,))], workers=2)
 
 
+def test_dispatcher_keeps_programs_on_their_worker_and_never_compiles_one_twice():
+    """Worker 0 compiles A, worker 1 starts B (not a second A); each takes the first task,
+    in the given order, of its own programs or of one nobody has started; another
+    worker's program only once it is compiled."""
+    d = parallel._Dispatcher(["A", "A", "B", "C", "A", "B"], workers=2, depth=1)
+    assert (d.take(0), d.take(1)) == (0, 2)
+    assert d.take(0) is None  # at its depth
+    d.done(0, 0)
+    assert d.take(0) == 1  # its own program
+    d.done(1, 2)
+    assert d.take(1) == 3  # a program nobody has started, first in order (before its own B)
+    d.done(1, 3)
+    assert d.take(1) == 5
+    d.done(1, 5)
+    assert d.take(1) == 4 and d.pending == []  # A is compiled (a task of it is done): worker 1 loads it
+
+    d = parallel._Dispatcher(["A", "A"], workers=2)
+    assert d.take(0) == 0 and d.take(0) == 1 and d.take(1) is None  # two queued behind each other
+    d = parallel._Dispatcher(["A", "A", "A"], workers=2, depth=1)
+    assert d.take(0) == 0 and d.take(1) is None  # A is being compiled by worker 0: wait
+    d.compiled.add("A")  # worker 0's task said "compiled"
+    assert d.take(1) == 1
+
+
+def compiling_task(tag, emit):
+    emit("compiled")
+    return {"tag": tag, "pid": os.getpid()}
+
+
+@pytest.mark.parametrize("say_compiled", [False, True])
+def test_tasks_of_one_program_wait_for_its_first_compile(say_compiled):
+    """Every task runs once; the second worker starts the program only after the first
+    said "compiled" (or finished a task)."""
+    fn = compiling_task if say_compiled else report_worker
+    tasks = [(f"t{i}", fn, (i,)) for i in range(5)]
+    events = _collect(tasks, workers=2, programs=["P"] * 5)
+    done = {key: payload for kind, key, payload in events if kind == "done"}
+    assert sorted(done) == [f"t{i}" for i in range(5)]
+    first_pid = done["t0"]["pid"]
+    later = [i for i, (kind, key, _) in enumerate(events) if kind == "start" and done[key]["pid"] != first_pid]
+    ready = next(i for i, (kind, _, _) in enumerate(events) if kind == ("compiled" if say_compiled else "done"))
+    assert all(i > ready for i in later)
+
+
+def test_programs_must_match_the_tasks():
+    with pytest.raises(ValueError, match="one program per task"):
+        _collect([("t", report_worker, (1,))], workers=2, programs=["A", "B"])
+
+
 def test_tasks_split_to_fill_the_workers(tmp_path):
     from experiments_helpers import write_spec
 
@@ -98,6 +147,26 @@ def test_each_programs_first_task_comes_before_any_second(tmp_path):
     # units of 1 or 2 runs both train 8 members: one program per depth here.
     assert {t[2]["network"]["depth"] for t in tasks} == {1, 3} and len(tasks) >= 4
     assert {t[2]["network"]["depth"] for t in tasks[:2]} == {1, 3}  # both firsts, then the rest
+
+
+def test_experiments_with_big_reports_finish_training_first(tmp_path):
+    """A report is drawn on one core after its experiment's last task: the deep net's
+    (more layers to draw) must not be the one left drawing when training ends."""
+    from experiments_helpers import write_spec
+
+    from vglab.experiments import runner
+    from vglab.experiments.spec import load_spec
+
+    shallow = write_spec(tmp_path, name="shallow")
+    deep = tmp_path / "deep.toml"
+    deep.write_text(shallow.read_text().replace("depth = 1", "depth = 3"))
+    shallow.write_text(shallow.read_text().replace("epochs = 2", "epochs = 5000"))  # its tasks are the longest
+    jobs = [runner._Job(s, tmp_path / s.name, set(), list(s.units()))
+            for s in (load_spec(p, seeds=[0, 1, 2, 3]) for p in (shallow, deep))]
+    tasks = runner._tasks(jobs, None, 12, runner._prepare_data(jobs, None))
+    rest = [t[1].split("/")[0] for t in tasks[2:]]  # after each program's first task
+    assert set(rest) == {"shallow", "deep"}
+    assert rest == sorted(rest, key=lambda name: name != "deep"), rest
 
 
 def test_small_mlp_units_train_padded_grids():

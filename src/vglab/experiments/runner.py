@@ -86,7 +86,8 @@ def _network(arrays, net: dict):
 def train_task(task: dict, emit) -> dict:
     """Train a task's units one after another (in a worker, a Ray task or this process).
 
-    Emits ("epoch", (unit id, epoch)) after every epoch and ("unit", {...}) with a unit's
+    Emits ("epoch", (unit id, epoch)) after every epoch, ("compiled", None) once its programs
+    have run (so they are in the compilation cache), and ("unit", {...}) with a unit's
     `RunResult`s as soon as it is trained; returns what the backend was."""
     import jax
 
@@ -95,10 +96,15 @@ def train_task(task: dict, emit) -> dict:
     arrays = _arrays(task["dataset"], task["kind"], task["data_dir"], task["train_size"])
     network = _network(arrays, task["network"])
     config = TrainConfig(**task["config"])
+    def on_epoch(unit_id, epoch):
+        emit("epoch", (unit_id, epoch))
+        if epoch == 1 and unit_id == task["units"][0][0]:  # init, observe and epoch have all run
+            emit("compiled")
+
     for unit_id, members in task["units"]:
         t0 = time.perf_counter()
         results = train_group(network, arrays, members, config, min_slots=grid_slots(task["kind"], len(members)),
-                              on_epoch=lambda epoch, _metrics, u=unit_id: emit("epoch", (u, epoch)))
+                              on_epoch=lambda epoch, _metrics, u=unit_id: on_epoch(u, epoch))
         emit("unit", {"unit": unit_id, "results": results, "seconds": time.perf_counter() - t0,
                       "n_params": network.n_params, "n_train": int(arrays.x_train.shape[0])})
     return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid()}
@@ -174,10 +180,11 @@ def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: in
     return COMPILE_S + COMPILE_S_PER_LAYER * len(network.layers), spec.epochs * epoch
 
 
-def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple[float, str, dict, list[Unit]]]:
-    """(estimated seconds, key, payload, units) per task: the first task of every
-    program largest first, then the others largest first."""
-    tasks = []
+def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple[float, str, dict, list[Unit], tuple]]:
+    """(estimated seconds, key, payload, units, program) per task: the first task of every
+    program largest first, then the others by experiment, those with the most to draw
+    in their report first, each largest first."""
+    tasks, drawing = [], {}
     for j, job in enumerate(jobs):
         spec = job.spec
         by_group: dict[str, list[Unit]] = {}
@@ -190,6 +197,7 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
             net = {"network": r.network, "depth": r.depth, "width": r.width, "variant": r.variant,
                    "activation": r.activation}
             network = _network(arrays, net)
+            drawing[j] = max(drawing.get(j, 0), len(network.layers))
             compile_s, unit_s = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
                                        grid_slots(kind, max(len(u.runs) for u in units)))
             chunks = [[u] for u in units] if unit_s > compile_s else [units]
@@ -215,15 +223,21 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
         program = (spec.dataset, spec.train_size, json.dumps(net, sort_keys=True),
                    grid_slots(kind, max(len(u.runs) for u in chunk)), tuple(spec.probes), spec.learning_rate,
                    spec.batch_size)
-        out.append((compile_s + unit_s * len(chunk), key, payload, chunk, program))
+        out.append((compile_s + unit_s * len(chunk), key, payload, chunk, program, j))
     # Each program's first task before any program's second: workers that start tasks of
     # one program together both compile it (tens of seconds on one core each); after its
     # first task, a program loads from the compilation cache.
     firsts, rest, seen = [], [], set()
     for t in sorted(out, key=lambda t: -t[0]):
-        (rest if t[4] in seen else firsts).append(t[:4])
+        (rest if t[4] in seen else firsts).append(t)
         seen.add(t[4])
-    return firsts + rest
+    # An experiment's report is drawn (on one core) once its last task is done. Its figures
+    # draw a line or panel per configuration and layer, so experiments with many of both
+    # finish first, while the others still train; those with small reports end the sweep.
+    for j, job in enumerate(jobs):
+        drawing[j] = drawing.get(j, 0) * len({r.label for u in job.units for r in u.runs})
+    rest.sort(key=lambda t: (-drawing[t[5]], t[5], -t[0]))
+    return [t[:5] for t in firsts + rest]
 
 
 def _prepare_data(jobs: list[_Job], data_dir) -> dict:
@@ -240,6 +254,7 @@ def _prepare_data(jobs: list[_Job], data_dir) -> dict:
 
 
 # ------------------------------------------------------------------ meta data
+@functools.lru_cache(maxsize=4)  # read once per process: each lookup scans the installed packages
 def _versions(executor: str) -> dict:
     from importlib import metadata
 
@@ -376,7 +391,7 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
     seen = dict.fromkeys(units, 0)
     units_left = [len(job.units) for job in jobs]
     task_started: dict[str, float] = {}
-    by_key = {key: chunk for _, key, _, chunk in tasks}
+    by_key = {key: chunk for _, key, _, chunk, _ in tasks}
 
     def describe(g: str) -> str:
         n = sum(len(units[uid][1].runs) for uid, gg in group_of.items() if gg == g)
@@ -416,7 +431,7 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
     title = (f"{jobs[0].spec.name}" if len(jobs) == 1 else f"{len(jobs)} experiments") + \
         f": {n_runs} runs in {len(group_total)} groups on {n_workers} {'Ray ' if executor == 'ray' else ''}worker" \
         f"{'s' if n_workers > 1 else ''}"
-    work = [(key, train_task, (payload,)) for _, key, payload, _ in tasks]
+    work = [(key, train_task, (payload,)) for _, key, payload, _, _ in tasks]
     with progress:
         progress.start(title, sum(steps.values()))
         if executor == "ray":
@@ -424,7 +439,7 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
 
             ray_executor.run_tasks(work, on_event, address=address, num_cpus=n_workers, env=env)
         else:
-            parallel.run_tasks(work, on_event, workers=n_workers, env=env)
+            parallel.run_tasks(work, on_event, workers=n_workers, env=env, programs=[t[4] for t in tasks])
 
 
 def _store_unit(job: _Job, unit: Unit, payload: dict, tensorboard: bool) -> None:

@@ -379,8 +379,10 @@ def gradient_distributions(res, labels=None, *, source: str = "histogram", param
             ax.text(0.5, 0.5, "no gradient data", ha="center", va="center", transform=ax.transAxes)
             continue
         (centers, width, hist_first, hist_last, zeros), stats = data
-        ax.bar(centers, hist_first, width=width, color=c_first, alpha=0.55, label="first layer")
-        ax.bar(centers, hist_last, width=width, color=c_last, alpha=0.55, label="last (output) layer")
+        # One filled step outline per histogram (a bar per bin was hundreds of patches to draw).
+        edges = np.append(centers - width / 2, centers[-1] + width / 2)
+        ax.stairs(hist_first, edges, fill=True, color=c_first, alpha=0.55, linewidth=0, label="first layer")
+        ax.stairs(hist_last, edges, fill=True, color=c_last, alpha=0.55, linewidth=0, label="last (output) layer")
         ax.set_title(short[lab], loc="left")
         ax.set_xlabel("log10 |∂J/∂w|")
         ax.set_ylabel("fraction of entries per bin")

@@ -144,9 +144,16 @@ def batch_order(seed: int, epoch: int, n_train: int, batch_size: int) -> np.ndar
     return _rng(seed, 1, epoch).permutation(n_train)[: n_steps * batch_size].reshape(n_steps, batch_size).astype(np.int32)
 
 
-def _member_init(network, w_law, b_law, optimizer, hyper, w_all, b_all):
-    params = network.assemble(w_all, b_all, w_law, b_law, hyper["w_value"], hyper["b_value"])
-    return {"params": params, "opt": optimizer.init(params), "alive": jnp.array(True)}
+def _grid_init(network, w_law, b_law, optimizer, hypers, draws):
+    """The [seed, slot] grid's starting state from each seed's (weights, biases) base draw.
+    Built on the host with NumPy (the same float32 products as in a program): compiled,
+    these few multiplications took about a second per group."""
+    n_seeds, n_slots = hypers["w_value"].shape
+    members = [network.assemble(w, b, w_law, b_law, hypers["w_value"][s, k], hypers["b_value"][s, k])
+               for s, (w, b) in enumerate(draws) for k in range(n_slots)]
+    params = jax.device_put(jax.tree_util.tree_map(
+        lambda *xs: np.stack(xs).reshape((n_seeds, n_slots) + xs[0].shape), *members))
+    return {"params": params, "opt": _grid(optimizer.init)(params), "alive": jnp.ones((n_seeds, n_slots), bool)}
 
 
 def _member_update(network, optimizer, params, opt_state, hyper, xb, yb):
@@ -286,12 +293,6 @@ def _grid(f, **kw):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_init(network: Network, config: TrainConfig, w_law: Init, b_law: Init):
-    """jit of a [seed, config] grid's initialization (cached per init families)."""
-    return jax.jit(_grid(functools.partial(_member_init, network, w_law, b_law, _optimizer(config))))
-
-
-@functools.lru_cache(maxsize=32)
 def _compiled(network: Network, config: TrainConfig):
     """jit of epoch and observe over a [seed, config] grid (cached: the init families do
     not enter them, so groups that differ only in those share the programs)."""
@@ -357,15 +358,13 @@ def train_group(network: Network, arrays, members: list[Member], config: TrainCo
     if arrays.x_train.shape[0] < config.batch_size:
         raise ValueError(f"{arrays.x_train.shape[0]} training examples are fewer than one batch of {config.batch_size}")
     slots = _seed_grid(members, min_slots)
-    hypers = {k: jnp.asarray(v[slots]) for k, v in _hypers(members).items()}  # [seed, slot]
+    hypers_np = {k: v[slots] for k, v in _hypers(members).items()}  # [seed, slot]
+    hypers = {k: jnp.asarray(v) for k, v in hypers_np.items()}
     seeds = [int(members[row[0]].seed) for row in slots]
     w_law, b_law = (Init(kind) for kind in group_key(members[0]))
     draws = [base_draws(network, seed, w_law.family, b_law.family) for seed in seeds]
-    w_all = jnp.asarray(np.stack([np.broadcast_to(w, (slots.shape[1],) + w.shape) for w, _ in draws]))
-    b_all = jnp.asarray(np.stack([np.broadcast_to(b, (slots.shape[1],) + b.shape) for _, b in draws]))
     # The number of epochs is a host loop: groups that differ only in it share programs.
     program = replace(config, epochs=1)
-    init = _compiled_init(network, program, w_law, b_law)
     epoch_fn, observe = _compiled(network, program)
 
     x, y = jnp.asarray(arrays.x_train), jnp.asarray(arrays.y_train, jnp.int32)
@@ -382,7 +381,7 @@ def train_group(network: Network, arrays, members: list[Member], config: TrainCo
             obs = {k: v for k, v in obs.items() if not k.startswith("final_grad")}
         return {**obs, "alive": state["alive"]}
 
-    state = init(hypers, w_all, b_all)
+    state = _grid_init(network, w_law, b_law, _optimizer(program), hypers_np, draws)
     history = []  # per epoch: dict of numpy arrays with leading member axis
     t0 = time.perf_counter()
     record = jax.device_get(measure(state, 0))

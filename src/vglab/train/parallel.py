@@ -17,6 +17,14 @@ value arrives as a "done" event. The parent sees every event as
 worker's pid and core). A task that raises, or a worker that dies, raises `WorkerError`
 in the parent after the events already sent have been delivered.
 
+Scheduling. Tasks start in the order given, except that each may name a *program* (what
+it compiles, e.g. a network's training step): a worker takes the first task whose program
+it has in memory or no worker has started, and another worker's program only once that
+program is compiled (a task emits "compiled" when its programs are
+in the compilation cache, or is done), so it loads it instead of compiling it a second
+time beside the first. Each worker has one task
+queued behind the one it runs, so it never waits for the parent between tasks.
+
 `workers=1` runs the tasks in this process (no spawn, simplest to debug); otherwise
 workers are started with the 'spawn' method (JAX is not fork-safe), their environment
 set before JAX is imported, and they exit when the parent dies (PR_SET_PDEATHSIG on
@@ -25,6 +33,7 @@ Linux, and a parent-pid check at every event).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import multiprocessing as mp
 import os
@@ -124,19 +133,54 @@ def configure_compilation_cache() -> str | None:
 
 
 # ------------------------------------------------------------------ running tasks
-def run_tasks(tasks, on_event, workers: int | None = None, env: dict[str, str] | None = None, pin: bool = True) -> None:
+def run_tasks(tasks, on_event, workers: int | None = None, env: dict[str, str] | None = None, pin: bool = True,
+              programs=None) -> None:
     """Run `tasks` [(key, fn, args)] on `workers` processes (default: one per core; 1:
-    in this process) and deliver their events to `on_event(kind, key, payload)`."""
+    in this process) and deliver their events to `on_event(kind, key, payload)`.
+    `programs` (optional, one hashable per task) names what each task compiles (see
+    Scheduling above)."""
     tasks = list(tasks)
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    programs = list(programs) if programs is not None else list(range(len(tasks)))
+    if len(programs) != len(tasks):
+        raise ValueError(f"give one program per task: {len(programs)} programs for {len(tasks)} tasks")
     if not tasks:
         return
     if workers == 1:
         _run_inline(tasks, on_event)
     else:
-        _run_pool(tasks, on_event, min(workers, len(tasks)), env or {}, pin)
+        _run_pool(tasks, on_event, min(workers, len(tasks)), env or {}, pin, programs)
+
+
+class _Dispatcher:
+    """Which task each worker gets next (see Scheduling in the module docstring)."""
+
+    def __init__(self, programs: list, workers: int, depth: int = 2):
+        self.programs, self.depth = programs, depth
+        self.pending = list(range(len(programs)))  # in the caller's order
+        self.held = [set() for _ in range(workers)]  # programs each worker has (or will have) in memory
+        self.compiled: set = set()  # programs in the compilation cache (a task said "compiled" or is done)
+        self.queued = [0] * workers  # tasks sent to each worker and not done
+
+    def done(self, worker: int, task: int) -> None:
+        self.queued[worker] -= 1
+        self.compiled.add(self.programs[task])  # (if the task did not say so earlier)
+
+    def take(self, worker: int) -> int | None:
+        """The next task for `worker`, or None if it should wait (or stop: `pending` empty)."""
+        if self.queued[worker] >= self.depth or not self.pending:
+            return None
+        started = set().union(*self.held)
+        for ok in (lambda p: p in self.held[worker] or p not in started, lambda p: p in self.compiled):
+            for i in self.pending:
+                if ok(self.programs[i]):
+                    self.pending.remove(i)
+                    self.held[worker].add(self.programs[i])
+                    self.queued[worker] += 1
+                    return i
+        return None  # only programs another worker is compiling now: wait until they are cached
 
 
 def _run_inline(tasks, on_event) -> None:
@@ -180,22 +224,32 @@ def _environ(env: dict[str, str]):
                 os.environ[k] = v
 
 
-def _run_pool(tasks, on_event, workers: int, env: dict[str, str], pin: bool) -> None:
+def _run_pool(tasks, on_event, workers: int, env: dict[str, str], pin: bool, programs: list) -> None:
     ctx = mp.get_context("spawn")
-    task_q, event_q = ctx.Queue(), ctx.Queue()
+    event_q = ctx.Queue()
+    task_qs = [ctx.Queue() for _ in range(workers)]
     # Which task each worker runs, written before it starts one: shared memory, so it is
     # known even if the worker dies before its queued "start" event is flushed.
     current = ctx.Array("i", [-1] * workers)
-    for i, task in enumerate(tasks):
-        task_q.put((i, *task))
-    for _ in range(workers):
-        task_q.put(None)  # one stop sign per worker, after every task
+    dispatcher, stopped = _Dispatcher(programs, workers), [False] * workers
+    sent, running = [collections.deque() for _ in range(workers)], [-1] * workers
+
+    def feed() -> None:
+        for w in range(workers):
+            while not stopped[w] and (i := dispatcher.take(w)) is not None:
+                sent[w].append(i)
+                task_qs[w].put((i, *tasks[i]))
+            if not dispatcher.pending and not stopped[w]:
+                task_qs[w].put(None)  # the stop sign, after the worker's last task
+                stopped[w] = True
+
+    feed()
     cores = available_cores()
     procs = []
     with _environ(env):
         for i in range(workers):
             core = cores[i % len(cores)] if pin else None
-            p = ctx.Process(target=_worker, args=(i, core, task_q, event_q, current, os.getpid()),
+            p = ctx.Process(target=_worker, args=(i, core, task_qs[i], event_q, current, os.getpid()),
                             name=f"vglab-worker-{i}", daemon=True)
             p.start()
             procs.append(p)
@@ -210,8 +264,15 @@ def _run_pool(tasks, on_event, workers: int, env: dict[str, str], pin: bool) -> 
                 continue
             if kind == "error":
                 raise WorkerError(f"task {key} failed in worker {worker}:\n{payload}")
-            if kind == "done":
+            if kind == "start":
+                running[worker] = sent[worker].popleft()  # a worker runs its queue in order
+            elif kind == "compiled":
+                dispatcher.compiled.add(programs[running[worker]])
+                feed()
+            elif kind == "done":
                 remaining -= 1
+                dispatcher.done(worker, running[worker])
+                feed()
             on_event(kind, key, payload)
             if remaining:
                 _check_alive(procs, current, keys, event_q, on_event)
