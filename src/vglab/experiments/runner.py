@@ -11,8 +11,10 @@
    (cached on disk) instead of once per worker, and gives the input shape.
 5. Form tasks: a group's pending units run in one task (one compile). A unit that takes
    longer to train than its group takes to compile gets a task of its own, and tasks
-   are split further while there are fewer of them than workers. Largest first.
-6. Train them (`vglab.train.parallel.run_tasks`, or Ray) and write each unit's runs the
+   are split further while there are fewer of them than workers. Order: each program's
+   first task (largest first), then the experiments with the biggest reports (see `_tasks`).
+6. Train them (`vglab.train.parallel.run_tasks`, which keeps each program on one worker,
+   or Ray) and write each unit's runs the
    moment it arrives (`store.write_run`: atomic files, DONE last) plus, on request,
    TensorBoard events. A SIGKILL loses at most the units in flight.
 7. meta.json: versions, machine, and one record per invocation (timings, tasks).
