@@ -25,6 +25,30 @@ def test_digits_split_shapes_range_and_stratification():
     assert load("digits") is ds  # cached in the process
 
 
+def test_digits_split_is_cached_so_workers_skip_scikit_learn(tmp_path):
+    """The first process splits digits with scikit-learn and caches the split; the next
+    loads the same arrays without importing scikit-learn; a damaged cache is a miss."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, hashlib; from vglab.data import load; d = load('digits'); "
+            "h = hashlib.sha256(); [h.update(a.tobytes()) for a in (d.x_train, d.y_train, d.x_test, d.y_test)]; "
+            "print('sklearn' in sys.modules, h.hexdigest())")
+    env = {**os.environ, "VGLAB_CACHE": str(tmp_path)}
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    first, second = run(), run()
+    assert first[0] == "True" and second[0] == "False" and first[1] == second[1]
+    [cached] = (tmp_path / "digits").glob("split-*.npz")
+    cached.write_bytes(b"not an npz")
+    third = run()
+    assert third[0] == "True" and third[1] == first[1]
+
+
 def test_loaded_arrays_are_read_only():
     with pytest.raises(ValueError):
         load("digits").x_train[0, 0, 0] = 1

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .sources import Dataset, default_cache_dir, load
+from .sources import Dataset, default_cache_dir, load, save_npz_atomic
 
 KINDS = ("mlp", "cnn")
 PCA_FORMAT = 1  # bump when the fitting changes, so old cache files are not reused
@@ -123,27 +122,9 @@ def train_pca(ds: Dataset, variance: float = 0.95, cache_dir: str | os.PathLike 
     except Exception as e:  # a damaged cache file is only a cache miss
         warnings.warn(f"ignoring unreadable PCA cache {path} ({e}); refitting", stacklevel=2)
     pca = fit_pca(scale(ds.x_train, ds.pixel_max).reshape(len(ds.x_train), d), variance)
-    _save(path, pca)
+    save_npz_atomic(path, "PCA", mean=pca.mean, components=pca.components,
+                    explained_variance_ratio=pca.explained_variance_ratio)
     return pca
-
-
-def _save(path: Path, pca: PCA) -> None:
-    """Write `pca` as .npz via a temporary file + os.replace, so a crash or a concurrent
-    run never leaves a half-written cache file under the real name."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as e:  # a read-only cache costs time, not correctness
-        warnings.warn(f"cannot write the PCA cache in {path.parent} ({e})", stacklevel=3)
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, mean=pca.mean, components=pca.components,
-                     explained_variance_ratio=pca.explained_variance_ratio)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a cache need not be
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def stratified_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
