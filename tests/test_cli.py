@@ -121,7 +121,7 @@ def test_report_and_reproduce_call_the_report_package(tmp_path, vglab_cache, mon
 
     written = []
     monkeypatch.setattr(html, "write_report", lambda d: written.append(d) or d / "report.html")
-    monkeypatch.setattr(html, "write_index", lambda dirs, out: out)
+    monkeypatch.setattr(html, "write_index", lambda dirs, out, refresh_pages=True: out)
     spec = write_spec(tmp_path)
     index = vglab.reproduce(dataset="digits", out=tmp_path / "root", presets=[str(spec)], epochs=1, seeds=1,
                             workers=1, progress=False)

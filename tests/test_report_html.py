@@ -66,3 +66,15 @@ def test_report_of_an_experiment_without_completed_runs(tmp_path):
     page = write_report(out).read_text()
     assert "No completed runs" in page
     assert page.count(">not run<") >= 3  # the many-layers claims cannot be checked
+
+
+def test_index_can_leave_the_pages_to_the_report_writer(report_dirs, tmp_path):
+    """`reproduce` writes the index while its pool still draws the pages: the index then
+    links them without drawing them itself."""
+    import shutil
+
+    d = tmp_path / "regularization"
+    shutil.copytree(report_dirs["regularization"], d, ignore=shutil.ignore_patterns("report.html", "figures"))
+    index = write_index([d], tmp_path / "index.html", refresh_pages=False)
+    assert not (d / "report.html").exists()
+    assert 'href="regularization/report.html"' in index.read_text()

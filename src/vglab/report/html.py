@@ -344,10 +344,11 @@ def _stale(results_dir: Path) -> bool:
     return any(p.stat().st_mtime > t for p in (results_dir / "runs").glob("*/DONE"))
 
 
-def write_index(results_dirs, out) -> Path:
+def write_index(results_dirs, out, refresh_pages: bool = True) -> Path:
     """An index page over several experiments: a link to each one's report (written or
-    refreshed when missing or older than its results) and every claim, evaluated over all
-    of them (keyed by their preset). `out` is the page's path (or a folder for index.html)."""
+    refreshed when missing or older than its results, unless `refresh_pages` is False:
+    someone else is writing them) and every claim, evaluated over all of them (keyed by
+    their preset). `out` is the page's path (or a folder for index.html)."""
     from vglab.results.store import load
 
     out = Path(out)
@@ -363,7 +364,7 @@ def write_index(results_dirs, out) -> Path:
             rows.append(f"<tr><td>{_esc(d.name)}</td><td colspan=4>cannot be read: {_esc(e)}</td></tr>")
             continue
         preset = claims_mod.preset_of(res) or d.name
-        if _stale(d):
+        if refresh_pages and _stale(d):
             write_report(d)
         rel = os.path.relpath(d / "report.html", out.parent)
         pages.setdefault(preset, rel)
