@@ -98,6 +98,7 @@ def train_task(task: dict, emit) -> dict:
     arrays = _arrays(task["dataset"], task["kind"], task["data_dir"], task["train_size"])
     network = _network(arrays, task["network"])
     config = TrainConfig(**task["config"])
+
     def on_epoch(unit_id, epoch):
         emit("epoch", (unit_id, epoch))
         if epoch == 1 and unit_id == task["units"][0][0]:  # init, observe and epoch have all run
@@ -186,7 +187,7 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
     """(estimated seconds, key, payload, units, program) per task: the first task of every
     program largest first, then the others by experiment, those with the most to draw
     in their report first, each largest first."""
-    tasks, drawing = [], {}
+    tasks, layers = [], {}
     for j, job in enumerate(jobs):
         spec = job.spec
         by_group: dict[str, list[Unit]] = {}
@@ -199,7 +200,7 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
             net = {"network": r.network, "depth": r.depth, "width": r.width, "variant": r.variant,
                    "activation": r.activation}
             network = _network(arrays, net)
-            drawing[j] = max(drawing.get(j, 0), len(network.layers))
+            layers[j] = max(layers.get(j, 0), len(network.layers))
             compile_s, unit_s = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
                                        grid_slots(kind, max(len(u.runs) for u in units)))
             chunks = [[u] for u in units] if unit_s > compile_s else [units]
@@ -236,8 +237,7 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
     # An experiment's report is drawn (on one core) once its last task is done. Its figures
     # draw a line or panel per configuration and layer, so experiments with many of both
     # finish first, while the others still train; those with small reports end the sweep.
-    for j, job in enumerate(jobs):
-        drawing[j] = drawing.get(j, 0) * len({r.label for u in job.units for r in u.runs})
+    drawing = {j: layers.get(j, 0) * len({r.label for u in job.units for r in u.runs}) for j, job in enumerate(jobs)}
     rest.sort(key=lambda t: (-drawing[t[5]], t[5], -t[0]))
     return [t[:5] for t in firsts + rest]
 

@@ -183,8 +183,8 @@ def _max_pool_fwd(h):
 def _max_pool_bwd(res, g):
     h, out = res
     n, hh, ww, c = h.shape
-    hit = (_windows(h) == out[:, :, :, None]).astype(jnp.int32)
-    first = (hit == 1) & (jnp.cumsum(hit, axis=3) == 1)
+    hit = _windows(h) == out[:, :, :, None]
+    first = hit & (jnp.cumsum(hit, axis=3, dtype=jnp.int32) == 1)
     dh = jnp.where(first, g[:, :, :, None], jnp.zeros((), g.dtype))
     dh = dh.reshape(n, hh // 2, ww // 2, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hh // 2 * 2, ww // 2 * 2, c)
     return (jnp.pad(dh, ((0, 0), (0, hh % 2), (0, ww % 2), (0, 0))),)

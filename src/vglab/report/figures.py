@@ -378,9 +378,8 @@ def gradient_distributions(res, labels=None, *, source: str = "histogram", param
         if data is None:
             ax.text(0.5, 0.5, "no gradient data", ha="center", va="center", transform=ax.transAxes)
             continue
-        (centers, width, hist_first, hist_last, zeros), stats = data
+        (edges, hist_first, hist_last, zeros), stats = data
         # One filled step outline per histogram (a bar per bin was hundreds of patches to draw).
-        edges = np.append(centers - width / 2, centers[-1] + width / 2)
         ax.stairs(hist_first, edges, fill=True, color=c_first, alpha=0.55, linewidth=0, label="first layer")
         ax.stairs(hist_last, edges, fill=True, color=c_last, alpha=0.55, linewidth=0, label="last (output) layer")
         ax.set_title(short[lab], loc="left")
@@ -396,7 +395,7 @@ def gradient_distributions(res, labels=None, *, source: str = "histogram", param
         floor = [(nm, h[0]) for nm, h in (("first", hist_first), ("last", hist_last)) if h[0] >= 0.05]
         if source == "histogram" and floor:
             ax.annotate("\n".join(f"{nm}: {v:.0%} at or below 1e-12\n(the histogram's floor)" for nm, v in floor),
-                        xy=(centers[0], min(floor[0][1], ax.get_ylim()[1] * 0.6)), xytext=(centers[0] + 1.2, ax.get_ylim()[1] * 0.45),
+                        xy=(x0 := 0.5 * (edges[0] + edges[1]), min(floor[0][1], ax.get_ylim()[1] * 0.6)), xytext=(x0 + 1.2, ax.get_ylim()[1] * 0.45),
                         fontsize=7, arrowprops=dict(arrowstyle="->", color="0.4", lw=0.8), color="0.25")
     where = ("every step of the last epoch, seeds pooled" if source == "histogram"
              else "full gradient on the 512-example probe batch after training, seeds pooled")
@@ -409,7 +408,7 @@ def gradient_distributions(res, labels=None, *, source: str = "histogram", param
 
 
 def _distribution(res, ids, source, param):
-    """((bin centers, width, first, last, zero fracs), [(mean, std, zero frac) first, last])."""
+    """((bin edges, first, last, zero fracs), [(mean, std, zero frac) first, last])."""
     if source == "histogram":
         firsts, lasts = [], []
         edges = None
@@ -425,8 +424,6 @@ def _distribution(res, ids, source, param):
             return None
         f, l_ = np.sum(firsts, 0), np.sum(lasts, 0)
         f, l_ = f / max(f.sum(), 1), l_ / max(l_.sum(), 1)
-        centers = 0.5 * (edges[1:] + edges[:-1])
-        width = edges[1] - edges[0]
         g = _grad_table(res, param)
         g = g[g["run_id"].isin(ids)]
         last_epoch = g["epoch"].max()
@@ -436,7 +433,7 @@ def _distribution(res, ids, source, param):
         for idx, h in ((lo, f), (hi, l_)):
             s = g[g["layer_index"] == idx]
             stats.append((float(s["grad_mean"].mean()), float(s["grad_std"].mean()), float(h[0])))
-        return (centers, width, f[1:], l_[1:], (f[0], l_[0])), stats
+        return (edges, f[1:], l_[1:], (f[0], l_[0])), stats
     if source != "final":
         raise ValueError(f"source must be 'histogram' or 'final', got {source!r}")
     firsts, lasts = [], []
@@ -465,8 +462,7 @@ def _distribution(res, ids, source, param):
         h, _ = np.histogram(np.clip(np.log10(nz), edges[0], edges[-1] - 1e-9), bins=edges)
         out.append(h / max(len(a), 1))
         stats.append((float(arr.mean()), float(arr.std()), float(np.mean(a == 0))))
-    centers = 0.5 * (edges[1:] + edges[:-1])
-    return (centers, edges[1] - edges[0], out[0], out[1], (stats[0][2], stats[1][2])), stats
+    return (edges, out[0], out[1], (stats[0][2], stats[1][2])), stats
 
 
 # ------------------------------------------------------ 4. gradient-flow heatmap

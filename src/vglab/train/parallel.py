@@ -20,10 +20,10 @@ in the parent after the events already sent have been delivered.
 Scheduling. Tasks start in the order given, except that each may name a *program* (what
 it compiles, e.g. a network's training step): a worker takes the first task whose program
 it has in memory or no worker has started, and another worker's program only once that
-program is compiled (a task emits "compiled" when its programs are
-in the compilation cache, or is done), so it loads it instead of compiling it a second
-time beside the first. Each worker has one task
-queued behind the one it runs, so it never waits for the parent between tasks.
+program is compiled (a task emits "compiled" once its programs are in the compilation
+cache, or is done), so it loads it instead of compiling it a second time beside the
+first. Each worker has one task queued behind the one it runs, so it never waits for the
+parent between tasks.
 
 `workers=1` runs the tasks in this process (no spawn, simplest to debug); otherwise
 workers are started with the 'spawn' method (JAX is not fork-safe), their environment
@@ -164,9 +164,12 @@ class _Dispatcher:
         self.compiled: set = set()  # programs in the compilation cache (a task said "compiled" or is done)
         self.queued = [0] * workers  # tasks sent to each worker and not done
 
+    def compiled_by(self, task: int) -> None:
+        self.compiled.add(self.programs[task])
+
     def done(self, worker: int, task: int) -> None:
         self.queued[worker] -= 1
-        self.compiled.add(self.programs[task])  # (if the task did not say so earlier)
+        self.compiled_by(task)  # (if the task did not say so earlier)
 
     def take(self, worker: int) -> int | None:
         """The next task for `worker`, or None if it should wait (or stop: `pending` empty)."""
@@ -267,7 +270,7 @@ def _run_pool(tasks, on_event, workers: int, env: dict[str, str], pin: bool, pro
             if kind == "start":
                 running[worker] = sent[worker].popleft()  # a worker runs its queue in order
             elif kind == "compiled":
-                dispatcher.compiled.add(programs[running[worker]])
+                dispatcher.compiled_by(running[worker])
                 feed()
             elif kind == "done":
                 remaining -= 1
