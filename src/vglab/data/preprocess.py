@@ -130,13 +130,13 @@ def train_pca(ds: Dataset, variance: float = 0.95, cache_dir: str | os.PathLike 
 def stratified_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of a fixed, seeded subset of `size` rows with the class
     proportions of `labels` (sorted, so the subset keeps the canonical order)."""
-    from sklearn.model_selection import train_test_split
-
     n, n_classes = len(labels), len(np.unique(labels))
     if size == n:
         return np.arange(n)
     if not n_classes <= size < n:
         raise ValueError(f"train_size must be between {n_classes} (one per class) and {n}, got {size}")
+    from sklearn.model_selection import train_test_split  # here: importing scikit-learn takes ~2 s
+
     keep, _ = train_test_split(np.arange(n), train_size=size, stratify=labels, random_state=seed)
     return np.sort(keep)
 

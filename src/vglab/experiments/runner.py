@@ -89,7 +89,7 @@ def train_task(task: dict, emit) -> dict:
     """Train a task's units one after another (in a worker, a Ray task or this process).
 
     Emits ("epoch", (unit id, epoch)) after every epoch, ("compiled", None) once its programs
-    have run (so they are in the compilation cache), and ("unit", {...}) with a unit's
+    have all run (so they are in the compilation cache: after the first unit), and ("unit", {...}) with a unit's
     `RunResult`s as soon as it is trained; returns what the backend was."""
     import jax
 
@@ -99,15 +99,12 @@ def train_task(task: dict, emit) -> dict:
     network = _network(arrays, task["network"])
     config = TrainConfig(**task["config"])
 
-    def on_epoch(unit_id, epoch):
-        emit("epoch", (unit_id, epoch))
-        if epoch == 1 and unit_id == task["units"][0][0]:  # init, observe and epoch have all run
-            emit("compiled")
-
-    for unit_id, members in task["units"]:
+    for i, (unit_id, members) in enumerate(task["units"]):
         t0 = time.perf_counter()
         results = train_group(network, arrays, members, config, min_slots=grid_slots(task["kind"], len(members)),
-                              on_epoch=lambda epoch, _metrics, u=unit_id: on_epoch(u, epoch))
+                              on_epoch=lambda epoch, _metrics, u=unit_id: emit("epoch", (u, epoch)))
+        if i == 0:  # epoch, observe and end_grads have all run
+            emit("compiled")
         emit("unit", {"unit": unit_id, "results": results, "seconds": time.perf_counter() - t0,
                       "n_params": network.n_params, "n_train": int(arrays.x_train.shape[0])})
     return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid()}

@@ -7,8 +7,9 @@ Read top to bottom:
    freezing; `_grid_epoch` scans it over an epoch's minibatches for a [seed, config]
    grid of members (vmapped twice: members with one seed share each batch).
 3. `_member_observe` measures a member after an epoch: validation over the whole test
-   set, the layer factors on a fixed probe batch, first/last-layer gradients.
-4. `train_group` jits both and loops over epochs on the host.
+   set and the layer factors on a fixed probe batch; `_member_end_grads` takes the
+   first/last-layer gradients after the last one.
+4. `train_group` jits the three and loops over epochs on the host.
 
 Recipe (the reference study's defaults): Adam lr 1e-3 (eps 1e-7, Keras' value),
 softmax cross-entropy on integer labels, batch 32. Each epoch draws a fresh
@@ -222,7 +223,7 @@ def _finalize_epoch(network, grad_qs, acc):
     return out
 
 
-def _member_observe(network, config, params, hyper, x_probe, y_probe, x_test, y_test, last_epoch):
+def _member_observe(network, config, params, hyper, x_probe, y_probe, x_test, y_test):
     _, layer_qs = probes_mod.select(config.probes)
     alpha = hyper["alpha"]
     out = {}
@@ -245,42 +246,44 @@ def _member_observe(network, config, params, hyper, x_probe, y_probe, x_test, y_
     out["val_loss"] = jnp.sum(losses) / x_test.shape[0]
     out["val_acc"] = jnp.sum(corrects) / x_test.shape[0]
 
-    # The factors of the backprop product on the probe batch.
+    # The factors of the backprop product on the probe batch. Layers of equal shapes
+    # (a deep MLP's 19 hidden 8x8 layers) are measured as one stacked batch: each quantity
+    # is traced and compiled once per shape, not once per layer.
     if layer_qs:
         _, preacts = network.apply(params, x_probe, alpha, capture=True)
         phi = activations.get(network.activation)
-        rows = []
-        for layer in network.layers:
-            w = params[layer.name]["w"]
+        same_shape: dict[tuple, list[int]] = {}
+        for i, layer in enumerate(network.layers):
+            z_shape = preacts[layer.name].shape if layer.hidden else None
+            same_shape.setdefault((params[layer.name]["w"].shape, z_shape), []).append(i)
+        per_layer = {}
+        for idx in same_shape.values():
+            hidden = network.layers[idx[0]].hidden
+            w = jnp.stack([params[network.layers[i].name]["w"] for i in idx])
             z = dphi = log_dphi = None
-            if layer.hidden:
-                z = preacts[layer.name]
+            if hidden:
+                z = jnp.stack([preacts[network.layers[i].name] for i in idx])
                 dphi, log_dphi = phi.deriv(z / alpha), phi.log_deriv(z / alpha)  # g'(z) = phi'(z / alpha)
-            row = {}
+            cols = {}
             for q in layer_qs:
-                if layer.hidden or not q.needs_activation:
-                    row.update(q.compute(z, dphi, log_dphi, w))
+                if hidden or not q.needs_activation:
+                    cols.update(jax.vmap(q.compute)(z, dphi, log_dphi, w))
                 else:
-                    row.update({c: jnp.array(jnp.nan) for c in q.columns})
-            rows.append(row)
-        for col in rows[0]:
-            out[col] = jnp.stack([r[col] for r in rows])  # [layer]
-
-    # Full gradients of the first and last layer at the end (for distribution plots). Only
-    # after the last epoch: a backward pass over the probe batch was most of this
-    # function's cost (a CNN on digits: 2/3). `last_epoch` is one scalar for the whole grid,
-    # so under vmap the cond stays a branch.
-    first, last = network.layers[0].name, network.layers[-1].name
-
-    def end_grads(p):
-        g = jax.grad(lambda q: _objective(network, q, x_probe, y_probe, hyper)[0])(p)
-        return g[first]["w"], g[last]["w"]
-
-    def nothing(p):
-        return jnp.zeros_like(p[first]["w"]), jnp.zeros_like(p[last]["w"])
-
-    out["final_grad_first"], out["final_grad_last"] = jax.lax.cond(last_epoch, end_grads, nothing, params)
+                    cols.update({c: jnp.full(len(idx), jnp.nan) for c in q.columns})
+            for j, i in enumerate(idx):
+                per_layer[i] = {c: v[j] for c, v in cols.items()}
+        for col in per_layer[0]:
+            out[col] = jnp.stack([per_layer[i][col] for i in range(len(network.layers))])  # [layer]
     return out
+
+
+def _member_end_grads(network, params, hyper, x_probe, y_probe):
+    """The first and last layer's full weight gradient on the probe batch, for the
+    distribution plots. Its own program, run once after the last epoch: a backward pass
+    over the probe batch was most of the observe program's cost (a CNN on digits: 2/3),
+    and as a branch of it (a `cond` under vmap) it was traced several times over."""
+    g = jax.grad(lambda p: _objective(network, p, x_probe, y_probe, hyper)[0])(params)
+    return g[network.layers[0].name]["w"], g[network.layers[-1].name]["w"]
 
 
 # --------------------------------------------------------------- the vmapped group
@@ -294,11 +297,12 @@ def _grid(f, **kw):
 
 @functools.lru_cache(maxsize=32)
 def _compiled(network: Network, config: TrainConfig):
-    """jit of epoch and observe over a [seed, config] grid (cached: the init families do
-    not enter them, so groups that differ only in those share the programs)."""
+    """jit of epoch, observe and end_grads over a [seed, config] grid (cached: the init
+    families do not enter them, so groups that differ only in those share the programs)."""
     epoch = jax.jit(functools.partial(_grid_epoch, network, config, _optimizer(config)), donate_argnums=(0,))
-    observe = jax.jit(_grid(functools.partial(_member_observe, network, config), in_axes=(0, 0, None, None, None, None, None)))
-    return epoch, observe
+    observe = jax.jit(_grid(functools.partial(_member_observe, network, config), in_axes=(0, 0, None, None, None, None)))
+    end_grads = jax.jit(_grid(functools.partial(_member_end_grads, network), in_axes=(0, 0, None, None)))
+    return epoch, observe, end_grads
 
 
 def group_key(member: Member) -> tuple[str, str]:
@@ -365,7 +369,7 @@ def train_group(network: Network, arrays, members: list[Member], config: TrainCo
     draws = [base_draws(network, seed, w_law.family, b_law.family) for seed in seeds]
     # The number of epochs is a host loop: groups that differ only in it share programs.
     program = replace(config, epochs=1)
-    epoch_fn, observe = _compiled(network, program)
+    epoch_fn, observe, end_grads = _compiled(network, program)
 
     x, y = jnp.asarray(arrays.x_train), jnp.asarray(arrays.y_train, jnp.int32)
     x_test, y_test = jnp.asarray(arrays.x_test), jnp.asarray(arrays.y_test, jnp.int32)
@@ -376,9 +380,9 @@ def train_group(network: Network, arrays, members: list[Member], config: TrainCo
         return {key: np.stack([v[i, j] for i, j in where]) if np.ndim(v) >= 2 else v for key, v in record.items()}
 
     def measure(state, epoch: int) -> dict:
-        obs = observe(state["params"], hypers, x_probe, y_probe, x_test, y_test, epoch == config.epochs)
-        if epoch < config.epochs:  # zeros: the end's gradients are only computed at the end
-            obs = {k: v for k, v in obs.items() if not k.startswith("final_grad")}
+        obs = observe(state["params"], hypers, x_probe, y_probe, x_test, y_test)
+        if epoch == config.epochs:
+            obs["final_grad_first"], obs["final_grad_last"] = end_grads(state["params"], hypers, x_probe, y_probe)
         return {**obs, "alive": state["alive"]}
 
     state = _grid_init(network, w_law, b_law, _optimizer(program), hypers_np, draws)
