@@ -46,3 +46,16 @@ def test_histogram_counts_every_entry_of_every_member_once():
         for c in range(3):
             bins = np.asarray(probes.hist_bins(jnp.abs(tensors[0][s, c])))
             np.testing.assert_array_equal(hist[s, c, 0], 2 * np.bincount(bins.ravel(), minlength=probes.HIST_BINS + 1))
+
+
+def test_weight_norm_is_the_float64_spectral_norm():
+    """Tall, wide and square dense weights and a conv kernel (read as (3*3*C_in, C_out)),
+    including an ill-conditioned one: the Gram-matrix route keeps float32 accuracy."""
+    rng = np.random.default_rng(3)
+    ill = rng.standard_normal((30, 8)) @ np.diag(10.0 ** -np.arange(8))
+    for w in [rng.standard_normal((28, 8)), rng.standard_normal((8, 10)), rng.standard_normal((8, 8)) * 10,
+              rng.standard_normal((3, 3, 36, 36)) * 0.05, ill]:
+        w = w.astype(np.float32)
+        got = float(probes.WeightNorm().compute(None, None, None, jnp.asarray(w))["log_weight_norm"])
+        expected = np.log(np.linalg.norm(w.astype(np.float64).reshape(-1, w.shape[-1]), 2))
+        assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)), (w.shape, got, expected)

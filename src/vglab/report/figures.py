@@ -42,12 +42,13 @@ def save(fig: Figure, path_stem, dpi: int = 110) -> list[Path]:
     The layout is computed once, here, and then switched off: `savefig` would otherwise
     draw the whole figure an extra time before each file (to lay it out, and again for
     the SVG), which was a third of a report's drawing time. The layout is in figure
-    fractions, so the PNG's holds for the SVG."""
+    fractions, so the PNG's holds for the SVG; so are the ticks, which are then fixed."""
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
     with matplotlib.rc_context(RC):
         _lay_out(fig, dpi)
+        _fix_ticks(fig)
         for ext in ("png", "svg"):
             p = stem.with_name(stem.name + "." + ext)
             fig.savefig(p, dpi=dpi, format=ext, metadata=None if ext == "png" else {"Date": None})
@@ -65,6 +66,18 @@ def _lay_out(fig: Figure, dpi: int) -> None:
     FigureCanvasAgg(fig)  # the renderer the engine measures text with
     engine.execute(fig)
     fig.set_layout_engine(None)
+
+
+def _fix_ticks(fig: Figure) -> None:
+    """Pin every axis's ticks and their labels to those the layout placed: each draw
+    would otherwise run every axis's locator and formatter again for the same result."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            # (the minor locations without those of major ticks, as a draw labels them)
+            for ticker, locs in ((axis.major, axis.get_majorticklocs()), (axis.minor, axis.get_minorticklocs())):
+                labels = matplotlib.ticker.FixedFormatter(ticker.formatter.format_ticks(locs))
+                labels.set_offset_string(ticker.formatter.get_offset())  # e.g. the "1e-3" of sci notation
+                ticker.locator, ticker.formatter = matplotlib.ticker.FixedLocator(locs), labels
 
 
 def _figure(w: float, h: float) -> Figure:
