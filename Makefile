@@ -3,11 +3,17 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
+# The package and what `make run` needs (no Ray: the local executor runs the study).
 $(BIN)/vglab: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e ".[test,ray]"
+	$(BIN)/pip install -q -c constraints.txt -e .
 	touch $(BIN)/vglab
+
+# The test extras on top (pytest, and Ray for the Ray executor's tests).
+$(VENV)/.test-extras: $(BIN)/vglab
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,ray]"
+	touch $(VENV)/.test-extras
 
 install: $(BIN)/vglab
 
@@ -16,7 +22,7 @@ run: install
 	$(BIN)/vglab reproduce --dataset digits
 
 # The whole test suite (slow tests on ../shared/data run when it exists, skip when not).
-test: install
+test: $(VENV)/.test-extras
 	$(BIN)/python -m pytest -q
 
 .PHONY: install run test

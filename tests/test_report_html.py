@@ -1,7 +1,10 @@
-"""Pages (vglab.report.html): self-contained, with runs, figures and the claim table."""
+"""Pages (vglab.report.html): offline and relative, with runs, figures, the claim table,
+a CSV of the summary, a link back to the index; written atomically."""
 
 import re
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from report_data import copy_of, report_dirs  # noqa: F401  (session fixture)
 
@@ -22,18 +25,27 @@ def written(report_dirs, tmp_path_factory):
     return root, dirs, write_report(dirs["many-layers"])
 
 
-def test_report_is_self_contained_and_complete(written):
+def _local_refs(page: str) -> list[str]:
+    refs = re.findall(r'(?:src|href)\s*=\s*"([^"#][^"]*)"', page)
+    return [r for r in refs if not re.match(r"^\s*(https?:|//|ftp:|data:)", r)]
+
+
+def test_report_is_offline_relative_and_complete(written):
     _, dirs, page_path = written
     out = dirs["many-layers"]
     assert page_path == out / "report.html"
     page = page_path.read_text()
     assert not _external_refs(page)
-    assert "<script" not in page.lower()
+    assert "<script" not in page.lower() and "base64" not in page
+    assert str(out.resolve()) not in page and str(out) not in page  # no absolute path of the results
     imgs = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(imgs) >= 6 and all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert len(imgs) >= 6 and all(s.startswith("figures/") and s.endswith(".png") for s in imgs)
+    for ref in _local_refs(page):  # every relative link resolves
+        assert (out / ref).exists(), ref
     for name in ("learning_curves", "gradient_flow", "theory_overlay", "regime_diagnosis", "gradient_distributions"):
-        assert (out / "figures" / f"{name}.png").exists() and (out / "figures" / f"{name}.svg").exists()
-        assert f'id="fig-{name}"' in page
+        assert (out / "figures" / f"{name}.png").exists() and f'id="fig-{name}"' in page
+    assert not list((out / "figures").glob("*.svg"))  # each figure stored once: PNG only by default
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(Path(s).name for s in imgs)
     assert 'id="claim-deep-chance"' in page and 'id="claim-why-vanish"' in page
     assert "final val acc mean ± std" in page
     assert "Mean-field theory vs measured" in page
@@ -78,3 +90,102 @@ def test_index_can_leave_the_pages_to_the_report_writer(report_dirs, tmp_path):
     index = write_index([d], tmp_path / "index.html", refresh_pages=False)
     assert not (d / "report.html").exists()
     assert 'href="regularization/report.html"' in index.read_text()
+
+
+def test_summary_csv_is_written_and_linked(written):
+    _, dirs, page_path = written
+    out = dirs["many-layers"]
+    assert 'href="summary.csv"' in page_path.read_text()
+    csv = pd.read_csv(out / "summary.csv")
+    from vglab.report import tables
+    from vglab.results.store import load
+
+    want = tables.summary(load(out))
+    assert list(csv["label"]) == list(want["label"])
+    pd.testing.assert_series_equal(csv["val_acc_mean"], want["val_acc_mean"], check_names=False)
+
+
+def test_svg_on_request_and_stale_figures_removed(report_dirs, tmp_path):
+    out = copy_of("large-params", tmp_path)
+    write_report(out, figure_formats=("png", "svg"))
+    svgs = sorted(p.stem for p in (out / "figures").glob("*.svg"))
+    assert svgs and svgs == sorted(p.stem for p in (out / "figures").glob("*.png"))
+    page = (out / "report.html").read_text()
+    assert 'href="figures/learning_curves.svg"' in page
+    write_report(out)  # PNG only again: the SVGs of the earlier page go
+    assert not list((out / "figures").glob("*.svg"))
+
+
+def test_pages_link_back_to_the_index(written):
+    root, dirs, _ = written
+    index = write_index(list(dirs.values()), root / "results" / "index.html", refresh_pages=False)
+    for d in dirs.values():
+        page = write_report(d).read_text()  # an index.html beside the folders: linked
+        assert '<a href="../index.html">' in page
+    assert index.exists()
+    other = write_report(dirs["large-params"], index=root / "site" / "index.html").read_text()
+    assert '<a href="../../site/index.html">' in other
+
+
+def test_one_seed_shows_no_spread(report_dirs, tmp_path):
+    import shutil
+
+    from vglab.results.store import load
+
+    out = copy_of("large-params", tmp_path)
+    res = load(out)
+    for rid in res.runs.loc[res.runs["seed"] != 0, "run_id"]:
+        shutil.rmtree(out / "runs" / rid)
+    page = write_report(out).read_text()
+    runs = page.split('id="runs"')[1].split("</table>")[0]
+    body = runs.split("<tbody>")[1]
+    rows = body.split("<tr>")[1:]
+    assert rows and "±" not in body and all('<td class="num">–</td>' in r for r in rows)  # no spread, no min – max
+    assert "± 0.000" not in page and "± nan" not in page
+
+
+def test_a_custom_experiment_lists_no_reference_claims(report_dirs, tmp_path):
+    import shutil
+
+    out = tmp_path / "my-study"
+    shutil.copytree(report_dirs["large-params"], out, ignore=shutil.ignore_patterns("report.html", "figures"))
+    (out / "experiment.toml").write_text('name = "my-study"\ndataset = "digits"\n')
+    page = write_report(out).read_text()
+    assert "not one of the reference study" in page and ">not run<" not in page and 'id="claim-' not in page
+    index = write_index([out], tmp_path / "index.html").read_text()
+    assert "<h1>vglab — my-study on digits</h1>" in index and 'id="claim-' not in index
+
+
+def test_index_title_names_what_was_run(written):
+    root, dirs, _ = written
+    page = write_index(list(dirs.values()), root / "t" / "index.html", refresh_pages=False).read_text()
+    assert "<h1>vglab — large-params, many-layers on digits</h1>" in page
+
+
+def test_diverged_runs_are_shown_as_diverged(report_dirs, tmp_path):
+    """A run frozen at divergence: no accuracy in the runs table (and no "+nan" in the
+    theory table when every run of a configuration diverged); the claims say how they count it."""
+    import json
+
+    from vglab.results.store import load, run_dir
+
+    out = copy_of("many-layers", tmp_path)
+    res = load(out)
+    deep = res.runs[(res.runs["depth"] == 4) & (res.runs["alpha"] == 1.0)]
+    for rid in deep["run_id"]:
+        f = run_dir(out, rid) / "run.json"
+        row = json.loads(f.read_text())
+        row["diverged_epoch"] = 2
+        f.write_text(json.dumps(row))
+        for name in ("grads",):
+            t = pd.read_parquet(run_dir(out, rid) / f"{name}.parquet")
+            t.loc[t["epoch"] >= 1, ["grad_norm_mean", "grad_std", "grad_mean", "grad_abs_mean"]] = float("nan")
+            t.to_parquet(run_dir(out, rid) / f"{name}.parquet", index=False)
+    page = write_report(out).read_text()
+    label = deep["label"].iloc[0]
+    row = [r for r in page.split("<tr>") if f"<td>{label}</td>" in r][0]
+    assert "all diverged (epoch 2, 2)" in row and "0." not in row.split("</td>", 2)[2].split("diverged")[0]
+    assert not re.search(r"[+-]?\bnan\b", page, re.I)
+    theory = page.split("Mean-field theory vs measured")[1].split("</table>")[0]
+    assert "every run diverged" in theory
+    assert "freezes it at its last finite parameters" in page

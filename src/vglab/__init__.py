@@ -29,23 +29,34 @@ def list_presets() -> list[dict]:
     return presets()
 
 
-def load_results(path):
-    """Read a results directory into a `vglab.results.Results` (pandas tables)."""
-    from vglab.results import load
+def load_results(path, *more):
+    """Read a results directory into a `vglab.results.Results` (pandas tables).
 
+    Several folders (`load_results(a, b)` or a list) are read into one `Results` whose
+    tables are concatenated, with an `experiment` column naming each row's folder::
+
+        res = vglab.load_results("vglab-results/digits/large-params", "vglab-results/mnist/large-params")
+        res.table("epochs").groupby(["experiment", "label", "epoch"]).val_acc.mean()
+    """
+    from vglab.results import load, load_many
+
+    if more or isinstance(path, (list, tuple)):
+        return load_many(([*path] if isinstance(path, (list, tuple)) else [path]) + list(more))
     return load(path)
 
 
 def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: int | list[int] | None = None,
         train_size: int | None = None, out=None, data_dir=None, workers: int | None = None, executor: str = "local",
         address: str | None = None, tensorboard: bool = False, device: str | None = None, progress: bool = True,
-        overwrite: bool = False, _progress=None):
+        overwrite: bool = False, dry_run: bool = False, _progress=None):
     """Train an experiment (a preset name, a spec .toml path or an `ExperimentSpec`) and
     return its `Results`. Re-running resumes: complete runs are kept.
 
     `out` defaults to `vglab-results/<dataset>/<name>`; `workers` to one process per core
     (1 trains in this process); `executor` is "local" or "ray" (`address`: a cluster, else
     a local Ray instance); `device` "cpu" | "gpu" | "auto" must be chosen before JAX starts.
+    With `progress`, the plan (estimated time per experiment) is shown before training;
+    `dry_run=True` returns that `runner.Plan` without training or writing anything.
     """
     from vglab.experiments import runner
     from vglab.experiments.spec import ExperimentSpec, load_spec
@@ -58,6 +69,9 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
             raise ValueError("overrides apply to a preset name or spec file; change the ExperimentSpec instead")
     else:
         spec = load_spec(spec, **overrides)
+    if dry_run:
+        return runner.plan_experiments([spec], None if out is None else [out], workers=workers, executor=executor,
+                                       data_dir=data_dir, device=device)
     path = runner.run_experiments([spec], None if out is None else [out], workers=workers, executor=executor,
                                   address=address, data_dir=data_dir, tensorboard=tensorboard, device=device,
                                   progress=_progress or _default_progress(progress), overwrite=overwrite)[0]
@@ -68,11 +82,13 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
               seeds: int | list[int] | None = None, train_size: int | None = None, data_dir=None,
               workers: int | None = None, executor: str = "local", address: str | None = None,
               tensorboard: bool = False, device: str | None = None, progress: bool = True, overwrite: bool = False,
-              report: bool = True, _progress=None, _warn=None):
+              report: bool = True, figure_formats: tuple[str, ...] = ("png",), dry_run: bool = False,
+              _progress=None, _warn=None):
     """Run every preset (or `presets`) on `dataset` into `out/<preset>` (default
     `vglab-results/<dataset>`), sharing one pool of workers, then write each experiment's
     report and `out/index.html`. Returns the index page's path (the root folder when
-    `report` is False or the report package is missing)."""
+    `report` is False or the report package is missing; the `runner.Plan` with `dry_run`).
+    `figure_formats`: ("png",) or ("png", "svg")."""
     from pathlib import Path
 
     from vglab.experiments import runner
@@ -83,9 +99,14 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
     names = list(presets) if presets else [p for p in REPRODUCE if p in preset_names()]
     specs = [load_spec(n, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size) for n in names]
     root = Path(out) if out is not None else runner.DEFAULT_ROOT / dataset
-    run = functools.partial(runner.run_experiments, specs, [root / s.name for s in specs], workers=workers,
-                            executor=executor, address=address, data_dir=data_dir, tensorboard=tensorboard,
-                            device=device, progress=_progress or _default_progress(progress), overwrite=overwrite)
+    outs = [root / s.name for s in specs]
+    if dry_run:
+        return runner.plan_experiments(specs, outs, workers=workers, executor=executor, data_dir=data_dir,
+                                       device=device)
+    shown = _progress or _default_progress(progress)
+    run = functools.partial(runner.run_experiments, specs, outs, workers=workers, executor=executor, address=address,
+                            data_dir=data_dir, tensorboard=tensorboard, device=device, progress=shown,
+                            overwrite=overwrite)
     if not report:
         run()
         return root
@@ -95,15 +116,19 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
         (_warn or print)(f"{e}; the results are in {root}")
         run()
         return root
-    with _ReportWriter(workers) as reports:
+    index = root / "index.html"
+    with shown, _ReportWriter(workers, shown, tuple(figure_formats), index) as reports:
         outs = run(on_complete=reports.submit)  # each report is drawn while the other experiments train
-        # Every page is written or being written by `reports`. The index evaluates every
-        # claim over all results (seconds): here, while the last pages are drawn, not after.
-        index = html.write_index(outs, root / "index.html", refresh_pages=False)
+        # The index evaluates every claim over all results (seconds): here, while the last
+        # pages are drawn, not after; it is written once they all are (it links them).
+        page = html.render_index(outs, index, refresh_pages=False)
+    from vglab.results.store import atomic_write_text
+
+    atomic_write_text(index, page)
     return index
 
 
-def _report(path, open: bool = False):  # noqa: A002 - mirrors the CLI's --open
+def _report(path, open: bool = False, figure_formats=("png",)):  # noqa: A002 - mirrors the CLI's --open
     from pathlib import Path
 
     from vglab.results.store import StoreError
@@ -111,7 +136,7 @@ def _report(path, open: bool = False):  # noqa: A002 - mirrors the CLI's --open
     path = Path(path)
     if not (path / "runs").is_dir() and not (path / "experiment.toml").exists():
         raise StoreError(f"no results directory at {path}; run an experiment first (vglab run PRESET --out {path})")
-    page = _report_module().write_report(path)
+    page = _report_module().write_report(path, figure_formats=tuple(figure_formats))
     if open:
         import webbrowser
 
@@ -120,15 +145,15 @@ def _report(path, open: bool = False):  # noqa: A002 - mirrors the CLI's --open
 
 
 class _ReportEntry:
-    """`vglab.report(path, open=False)`: write the HTML report of the results directory
-    `path` and return the page's path.
+    """`vglab.report(path, open=False, figure_formats=("png",))`: write the HTML report of the
+    results directory `path` and return the page's path.
 
     `vglab.report` is also the name of the subpackage `vglab/report/`, and importing it
     would replace this function on the package. So this one object stands for both:
     calling it writes a report; its attributes are the subpackage's (`vglab.report.html`)."""
 
-    def __call__(self, path, open: bool = False):  # noqa: A002
-        return _report(path, open)
+    def __call__(self, path, open: bool = False, figure_formats=("png",)):  # noqa: A002
+        return _report(path, open, figure_formats)
 
     def __getattr__(self, name):
         import importlib
@@ -155,13 +180,17 @@ sys.modules[__name__].__class__ = _Package
 class _ReportWriter:
     """Writes the report of each experiment whose page is missing or older than its
     results, on as many processes as training uses (a page's figures take seconds to
-    draw), as the experiments are submitted; leaving the `with` block waits for all."""
+    draw), as the experiments are submitted; leaving the `with` block waits for all.
+    The progress display counts the pages (`reports`, `report_done`)."""
 
-    def __init__(self, workers: int | None):
+    def __init__(self, workers: int | None, progress=None, figure_formats=("png",), index=None):
+        from vglab.experiments.progress import NoProgress
         from vglab.train.parallel import default_workers
 
         self.n = workers or default_workers()
-        self.pool, self.futures = None, []
+        self.progress = progress or NoProgress()
+        self.kw = {"figure_formats": tuple(figure_formats), "index": index}
+        self.pool, self.futures, self.submitted = None, [], 0
 
     def __enter__(self):
         return self
@@ -169,15 +198,24 @@ class _ReportWriter:
     def submit(self, d) -> None:
         if _report_is_fresh(d):
             return
+        self.submitted += 1
+        self.progress.reports(self.submitted)
         if self.n <= 1:
-            _write_one_report(d)
+            import time
+
+            t0 = time.perf_counter()
+            _write_one_report(d, **self.kw)
+            self.progress.report_done(d.name, time.perf_counter() - t0)
             return
         if self.pool is None:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
             self.pool = ProcessPoolExecutor(self.n, mp_context=mp.get_context("spawn"))
-        self.futures.append(self.pool.submit(_write_one_report, d))
+        fut = self.pool.submit(_timed_report, d, **self.kw)
+        fut.add_done_callback(lambda f, name=d.name: None if f.exception() else
+                              self.progress.report_done(name, f.result()[1]))
+        self.futures.append(fut)
 
     def __exit__(self, *exc):
         if self.pool is not None:
@@ -194,8 +232,15 @@ def _report_is_fresh(d) -> bool:
                                  for p in [d / "experiment.toml", *d.glob("runs/*/DONE")] if p.exists())
 
 
-def _write_one_report(path):
-    return _report_module().write_report(path)
+def _write_one_report(path, **kw):
+    return _report_module().write_report(path, **kw)
+
+
+def _timed_report(path, **kw):
+    import time
+
+    t0 = time.perf_counter()
+    return _write_one_report(path, **kw), time.perf_counter() - t0
 
 
 def _report_module():
@@ -209,6 +254,6 @@ def _report_module():
 
 
 def _default_progress(show: bool):
-    from vglab.experiments.progress import NoProgress, RichProgress
+    from vglab.experiments.progress import for_stream
 
-    return RichProgress() if show else NoProgress()
+    return for_stream(show)

@@ -82,12 +82,20 @@ ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: st
 TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard events to OUT/tensorboard/.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Delete results of a different spec found in OUT.")
+DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan (runs, estimated time per experiment) and exit.")
+SVG = typer.Option(False, "--svg", help="Also store every figure as SVG (default: PNG only).")
 
 
 def _progress(quiet: bool):
-    from vglab.experiments.progress import NoProgress, RichProgress
+    """Bars on a terminal; plain lines when stderr is a file or a pipe (a log shows progress)."""
+    from vglab.experiments.progress import for_stream
 
-    return NoProgress() if quiet else RichProgress(err)
+    return for_stream(not quiet, err)
+
+
+def _print_plan(plan) -> None:
+    for line in plan.lines():
+        out.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
 # ------------------------------------------------------------------ commands
@@ -158,7 +166,7 @@ def run(preset: str = typer.Argument(..., help="A preset name (vglab list) or a 
                                                help="Results directory (default: vglab-results/DATASET/PRESET)."),
         data_dir: Optional[Path] = DATA_DIR, device: Device = DEVICE, train_size: Optional[int] = TRAIN_SIZE,
         workers: Optional[int] = WORKERS, executor: Executor = EXECUTOR, address: Optional[str] = ADDRESS,
-        tensorboard: bool = TENSORBOARD, quiet: bool = QUIET, overwrite: bool = OVERWRITE):
+        tensorboard: bool = TENSORBOARD, quiet: bool = QUIET, overwrite: bool = OVERWRITE, dry_run: bool = DRY_RUN):
     """Train an experiment into a results directory; re-running the same command resumes.
 
     Complete runs are kept and the rest are trained; Ctrl-C or a kill loses at most the runs in flight.
@@ -176,7 +184,10 @@ def run(preset: str = typer.Argument(..., help="A preset name (vglab list) or a 
         res = vglab.run(preset, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size, out=out_dir,
                         data_dir=data_dir, workers=workers, executor=executor.value, address=address,
                         tensorboard=tensorboard, device=device.value, progress=not quiet, overwrite=overwrite,
-                        _progress=_progress(quiet))
+                        dry_run=dry_run, _progress=_progress(quiet))
+    if dry_run:
+        _print_plan(res)
+        return
     if not quiet:
         err.print(f"{len(res.runs)} runs complete; report: [bold]vglab report {res.path}[/bold]", soft_wrap=True)
     typer.echo(str(res.path))
@@ -192,7 +203,8 @@ def reproduce(dataset: str = typer.Option("digits", "--dataset", "-d", help="dig
               data_dir: Optional[Path] = DATA_DIR, device: Device = DEVICE, workers: Optional[int] = WORKERS,
               executor: Executor = EXECUTOR, address: Optional[str] = ADDRESS, tensorboard: bool = TENSORBOARD,
               quiet: bool = QUIET, overwrite: bool = OVERWRITE,
-              report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report and index.")):
+              report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report and index."),
+              svg: bool = SVG, dry_run: bool = DRY_RUN):
     """Run every preset on one dataset, then write each experiment's report and the index page.
 
     The presets are the reference study's figures, then its open questions; all share one pool of workers.
@@ -210,13 +222,17 @@ def reproduce(dataset: str = typer.Option("digits", "--dataset", "-d", help="dig
                                 train_size=train_size, data_dir=data_dir, workers=workers, executor=executor.value,
                                 address=address, tensorboard=tensorboard, device=device.value,
                                 progress=not quiet, overwrite=overwrite, report=report, _progress=_progress(quiet),
+                                figure_formats=("png", "svg") if svg else ("png",), dry_run=dry_run,
                                 _warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
+    if dry_run:
+        _print_plan(index)
+        return
     typer.echo(str(index))
 
 
 @app.command()
 def report(results_dir: Path = typer.Argument(..., help="A results directory (vglab run ... --out DIR)."),
-           open_: bool = typer.Option(False, "--open", help="Open the page in a browser.")):
+           open_: bool = typer.Option(False, "--open", help="Open the page in a browser."), svg: bool = SVG):
     """Write the HTML report of a results directory and print its path.
 
     Example: [bold]vglab report vglab-results/digits/large-params --open[/bold]
@@ -224,7 +240,7 @@ def report(results_dir: Path = typer.Argument(..., help="A results directory (vg
     import vglab
 
     with _user_errors():
-        page = vglab.report(results_dir, open=open_)
+        page = vglab.report(results_dir, open=open_, figure_formats=("png", "svg") if svg else ("png",))
     typer.echo(str(page))
 
 

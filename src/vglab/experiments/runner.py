@@ -48,6 +48,8 @@ DEFAULT_ROOT = Path("vglab-results")
 COMPILE_S, COMPILE_S_PER_LAYER = 10.0, 1.0
 STEP_OVERHEAD_S = 1e-4
 MACS_PER_S = {"dense": 2e9, "conv": 1e9}
+LOAD_S = 1.0  # a program another task compiled, loaded from the compilation cache
+REPORT_S, REPORT_S_PER_LINE = 2.0, 0.05  # drawing a report page (one core): fixed + per configuration x layer
 # On CPU, MLP units hold at most 8 runs and train as a grid of 8 members (the copies are
 # trained and discarded): so small, extra members cost little, while every distinct
 # size is another program to compile (10-30 s on one core). CNNs are compute-bound.
@@ -85,10 +87,27 @@ def _network(arrays, net: dict):
                  variant=net["variant"], activation=net["activation"], n_out=arrays.n_classes)
 
 
+@dataclass(frozen=True)
+class EpochEvent:
+    """What a task emits after each recorded epoch of a unit (epoch 0: at initialization).
+    `metrics` (the engine's per-member numpy arrays, final gradients left out) only when
+    the task asked for them (`task["live"]`: live TensorBoard events)."""
+
+    unit: str
+    epoch: int
+    epochs: int  # the unit's last epoch
+    layers: tuple[str, ...] = ()
+    metrics: dict | None = None
+
+
+def _live_metrics(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.startswith("final_grad")}
+
+
 def train_task(task: dict, emit) -> dict:
     """Train a task's units one after another (in a worker, a Ray task or this process).
 
-    Emits ("epoch", (unit id, epoch)) after every epoch, ("compiled", None) once its programs
+    Emits ("epoch", EpochEvent) after every recorded epoch, ("compiled", None) once its programs
     have all run (so they are in the compilation cache: after the first unit), and ("unit", {...}) with a unit's
     `RunResult`s as soon as it is trained; returns what the backend was."""
     import jax
@@ -98,11 +117,16 @@ def train_task(task: dict, emit) -> dict:
     arrays = _arrays(task["dataset"], task["kind"], task["data_dir"], task["train_size"])
     network = _network(arrays, task["network"])
     config = TrainConfig(**task["config"])
+    live = bool(task.get("live"))
+
+    def on_epoch(unit_id, epoch, metrics):
+        emit("epoch", EpochEvent(unit_id, int(epoch), config.epochs, network.layer_names if live else (),
+                                 _live_metrics(metrics) if live else None))
 
     for i, (unit_id, members) in enumerate(task["units"]):
         t0 = time.perf_counter()
         results = train_group(network, arrays, members, config, min_slots=grid_slots(task["kind"], len(members)),
-                              on_epoch=lambda epoch, _metrics, u=unit_id: emit("epoch", (u, epoch)))
+                              on_epoch=functools.partial(on_epoch, unit_id))
         if i == 0:  # epoch, observe and end_grads have all run
             emit("compiled")
         emit("unit", {"unit": unit_id, "results": results, "seconds": time.perf_counter() - t0,
@@ -252,6 +276,136 @@ def _prepare_data(jobs: list[_Job], data_dir) -> dict:
     return shapes
 
 
+# ------------------------------------------------------------------ the plan
+@dataclass(frozen=True)
+class PlanRow:
+    """One experiment's share of the work, from the cost model."""
+
+    experiment: str
+    dataset: str
+    runs: int  # to train now
+    done: int  # complete before this invocation
+    groups: int
+    compile_s: float  # compiling the programs it is the first to need (one core)
+    train_s: float  # training (one core)
+    report_s: float  # drawing its report page (one core)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an invocation will do and how long it should take on this machine (`lines()`
+    says it; the CLI prints it before training, and alone with --dry-run)."""
+
+    rows: tuple[PlanRow, ...]
+    workers: int
+    device: str  # "cpu" | "gpu"
+    wall_s: float  # training and reports, scheduled on the workers (CPU only)
+    group_seconds: dict = field(default_factory=dict, compare=False)  # "<experiment>/<group>" -> compile + train
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(r.compile_s + r.train_s + r.report_s for r in self.rows)
+
+    def lines(self) -> list[str]:
+        runs, done = sum(r.runs for r in self.rows), sum(r.done for r in self.rows)
+        head = (f"plan: {len(self.rows)} experiment{'s' if len(self.rows) != 1 else ''}, {runs} runs to train"
+                + (f" ({done} complete already)" if done else "") + f" on {self.workers} "
+                + ("GPU " if self.device == "gpu" else "CPU ") + f"worker{'s' if self.workers != 1 else ''}")
+        if self.device == "gpu":
+            return [head + "; no time estimate: the cost model is calibrated on CPUs"] + \
+                [f"  {r.experiment:<24} {r.runs:>5} runs" for r in self.rows]
+        out = [head + " (estimates from the cost model, within about 2x)",
+               f"  {'experiment':<24} {'runs':>5} {'compile':>9} {'train':>9} {'report':>8}"]
+        for r in self.rows:
+            out.append(f"  {r.experiment:<24} {r.runs:>5} {_dur(r.compile_s):>9} {_dur(r.train_s):>9} {_dur(r.report_s):>8}")
+        out.append(f"  estimated time: {_dur(self.wall_s)} ({_dur(self.cpu_s)} of CPU time on {self.workers} "
+                   f"core{'s' if self.workers != 1 else ''})")
+        slow = [r for r in self.rows if r.train_s > LONG_S]
+        if slow or self.wall_s > LONG_S:
+            names = ", ".join(f"{r.experiment} ({_dur(r.train_s)})" for r in sorted(slow, key=lambda r: -r.train_s))
+            out.append(f"note: this takes hours on this CPU{': mostly ' + names if names else ''}. Ways out: a GPU "
+                       "(--device gpu, with a CUDA build of JAX), fewer training examples (--train-size 5000), "
+                       "fewer presets (--presets large-params,regularization) or fewer epochs/seeds "
+                       "(--epochs, --seeds). --dry-run prints this plan without training.")
+        return out
+
+
+LONG_S = 3600.0  # a plan longer than this gets the note with the ways out
+
+
+def _dur(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s // 60 % 60:02d} min"
+
+
+def _report_seconds(job: _Job, layers: int) -> float:
+    """Drawing one report page (one core): REPORT_S plus REPORT_S_PER_LINE per configuration and layer."""
+    configs = len({r.label for r in job.spec.expand()})
+    return REPORT_S + REPORT_S_PER_LINE * configs * layers
+
+
+def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> Plan:
+    """Each experiment's estimated compile, train and report time, and the wall time of
+    the tasks (in their order) and reports scheduled on `workers` cores: a program is
+    compiled by its first task and loaded (LOAD_S) by the others."""
+    job_of = {u.id: j for j, job in enumerate(jobs) for u in job.units}
+    compile_s, train_s, layers = [0.0] * len(jobs), [0.0] * len(jobs), [0] * len(jobs)
+    group_s: dict[str, float] = {}
+    free, compiled, ends = [0.0] * max(workers, 1), set(), {}
+    for _, _key, payload, chunk, program in tasks:
+        j = job_of[chunk[0].id]
+        spec = jobs[j].spec
+        arrays = shapes[(spec.dataset, payload["kind"], spec.train_size)]
+        network = _network(arrays, payload["network"])
+        layers[j] = max(layers[j], len(network.layers))
+        c, u = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
+                      grid_slots(payload["kind"], max(len(members) for _, members in payload["units"])))
+        c = c if program not in compiled else LOAD_S
+        compiled.add(program)
+        compile_s[j] += c
+        train_s[j] += u * len(chunk)
+        g = f"{spec.name}/{chunk[0].group}"
+        group_s[g] = group_s.get(g, 0.0) + c + u * len(chunk)
+        w = free.index(min(free))
+        free[w] += c + u * len(chunk)
+        ends[j] = free[w]
+    report_s = [_report_seconds(job, layers[j]) if job.units else 0.0 for j, job in enumerate(jobs)]
+    for j in sorted(ends, key=ends.get):  # each report starts once its experiment is trained
+        w = free.index(min(free))
+        free[w] = max(free[w], ends[j]) + report_s[j]
+    rows = tuple(PlanRow(job.spec.name, job.spec.dataset, job.pending_runs, job.skipped,
+                         len({u.group for u in job.units}), compile_s[j], train_s[j], report_s[j])
+                 for j, job in enumerate(jobs))
+    return Plan(rows, workers, "gpu" if on_gpu else "cpu", max(free), group_s)
+
+
+def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None = None, *, workers: int | None = None,
+                     executor: str = "local", data_dir=None, device: str | None = None) -> Plan:
+    """The plan of `run_experiments` with the same arguments, without training or writing
+    anything (the data are prepared, which fits and caches the PCA once). Runs complete in
+    `outs` count as done when the folder holds the same experiment."""
+    outs = [Path(o) for o in outs] if outs is not None else [default_out(s) for s in specs]
+    on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
+    n_workers = _resolve_workers(workers, executor, device)
+    jobs = []
+    for spec, out in zip(specs, outs):
+        f = out / "experiment.toml"
+        try:
+            same = tomllib.loads(f.read_text()).get("fingerprint") == spec.to_dict()["fingerprint"]
+        except (OSError, ValueError):
+            same = False
+        done = store.completed_run_ids(out) if same else set()
+        units = spec.units() if on_gpu else spec.units(one_run_networks=CONV_NETWORKS, max_runs=MLP_SLOTS)
+        jobs.append(_Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
+                         skipped=len(done)))
+    shapes = _prepare_data(jobs, data_dir)
+    return _plan(jobs, _tasks(jobs, data_dir, n_workers, shapes), shapes, n_workers, on_gpu)
+
+
 # ------------------------------------------------------------------ meta data
 @functools.lru_cache(maxsize=4)  # read once per process: each lookup scans the installed packages
 def _versions(executor: str) -> dict:
@@ -357,6 +511,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
                 from vglab.results import tensorboard as tb
 
                 tb.export(job.out)
+            store.write_runs_table(job.out)
             mine = [t for t in info["tasks"] if t["task"].startswith(job.spec.name + "/")]
             _write_meta(job.out, {**invocation, **info, "finished": _now(), "seconds": round(time.perf_counter() - t0, 2),
                                   "runs": len(job.spec.expand()), "skipped": job.skipped, "trained": job.written,
@@ -369,51 +524,48 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
                 parallel.configure_this_process(env)
             shapes = _prepare_data(jobs, data_dir)
             tasks = _tasks(jobs, data_dir, n_workers, shapes)
+            plan = _plan(jobs, tasks, shapes, n_workers, on_gpu)
             shapes.clear()
-            _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress, info, finish)
+            for t in tasks:
+                t[2]["live"] = tensorboard  # per-epoch metrics for live TensorBoard events
+            progress.plan(plan)
+            _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress, info, finish, plan)
         for j in range(len(jobs)):
             finish(j)
     return outs
 
 
-def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress, info: dict, finish) -> None:
+def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress, info: dict, finish,
+             plan: "Plan") -> None:
     """Run the tasks, store every unit's runs as it arrives (task records into `info`),
     and call `finish(j)` once experiment j's last task is done."""
+    from vglab.experiments.progress import GroupPlan
+
     units = {u.id: (j, u) for j, job in enumerate(jobs) for u in job.units}
     group_of = {uid: f"{jobs[j].spec.name}/{u.group}" for uid, (j, u) in units.items()}
-    steps = {uid: jobs[j].spec.epochs + 1 for uid, (j, u) in units.items()}  # epoch 0 .. E
-    group_total: dict[str, int] = {}
     group_left: dict[str, int] = {}
-    for uid, g in group_of.items():
-        group_total[g] = group_total.get(g, 0) + steps[uid]
+    for g in group_of.values():
         group_left[g] = group_left.get(g, 0) + 1
-    seen = dict.fromkeys(units, 0)
     units_left = [len(job.units) for job in jobs]
     task_started: dict[str, float] = {}
     by_key = {key: chunk for _, key, _, chunk, _ in tasks}
-
-    def describe(g: str) -> str:
-        n = sum(len(units[uid][1].runs) for uid, gg in group_of.items() if gg == g)
-        return f"{g} ({n} run{'s' if n != 1 else ''})"
+    live = _LiveBoard(jobs, units) if tensorboard else None
 
     def on_event(kind: str, key: str, payload) -> None:
         if kind == "start":
             task_started[key] = time.perf_counter()
-            for u in by_key[key]:
-                g = group_of[u.id]
-                progress.add_group(g, describe(g), group_total[g])
+            for g in dict.fromkeys(group_of[u.id] for u in by_key[key]):
+                progress.group_started(g)
         elif kind == "epoch":
-            uid, _epoch = payload
-            seen[uid] += 1
-            progress.advance(group_of[uid], 1)
+            if live is not None:
+                live.epoch(payload)
+            progress.unit_epoch(group_of[payload.unit], payload.unit, payload.epoch / max(payload.epochs, 1))
         elif kind == "unit":
             uid = payload["unit"]
             j, unit = units[uid]
-            _store_unit(jobs[j], unit, payload, tensorboard)
+            _store_unit(jobs[j], unit, payload, tensorboard, live)
             g = group_of[uid]
-            progress.add_group(g, describe(g), group_total[g])
-            progress.advance(g, max(0, steps[uid] - seen[uid]))
-            seen[uid] = steps[uid]
+            progress.unit_done(g, uid, len(unit.runs))
             units_left[j] -= 1
             group_left[g] -= 1
             if group_left[g] == 0:
@@ -427,32 +579,86 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
                     finish(j)
 
     n_runs = sum(job.pending_runs for job in jobs)
+    groups = [GroupPlan(g, sum(len(units[u][1].runs) for u in group_of if group_of[u] == g),
+                        sum(1 for u in group_of if group_of[u] == g), plan.group_seconds.get(g, 0.0))
+              for g in dict.fromkeys(group_of.values())]
     title = (f"{jobs[0].spec.name}" if len(jobs) == 1 else f"{len(jobs)} experiments") + \
-        f": {n_runs} runs in {len(group_total)} groups on {n_workers} {'Ray ' if executor == 'ray' else ''}worker" \
+        f": {n_runs} runs in {len(groups)} groups on {n_workers} {'Ray ' if executor == 'ray' else ''}worker" \
         f"{'s' if n_workers > 1 else ''}"
     work = [(key, train_task, (payload,)) for _, key, payload, _, _ in tasks]
-    with progress:
-        progress.start(title, sum(steps.values()))
-        if executor == "ray":
-            from vglab.experiments import ray_executor
+    try:
+        with progress:
+            progress.start(title, groups, n_workers)
+            if executor == "ray":
+                from vglab.experiments import ray_executor
 
-            ray_executor.run_tasks(work, on_event, address=address, num_cpus=n_workers, env=env)
-        else:
-            parallel.run_tasks(work, on_event, workers=n_workers, env=env, programs=[t[4] for t in tasks])
+                ray_executor.run_tasks(work, on_event, address=address, num_cpus=n_workers, env=env)
+            else:
+                parallel.run_tasks(work, on_event, workers=n_workers, env=env, programs=[t[4] for t in tasks])
+    finally:
+        if live is not None:
+            live.close()
 
 
-def _store_unit(job: _Job, unit: Unit, payload: dict, tensorboard: bool) -> None:
+class _LiveBoard:
+    """TensorBoard events written while training: each recorded epoch of a run not yet
+    complete goes to its `OUT/tensorboard/<run_id>/` as it arrives (flushed, so a running
+    TensorBoard shows it). A run's folder is started afresh at its epoch 0, so a unit
+    trained again after an interruption replaces the partial events."""
+
+    def __init__(self, jobs, units):
+        self.jobs, self.units = jobs, units
+        self.writers: dict[str, object] = {}
+
+    def epoch(self, event: EpochEvent) -> None:
+        from vglab.results import tensorboard as tb
+
+        if event.metrics is None:
+            return
+        j, unit = self.units[event.unit]
+        job = self.jobs[j]
+        for k, run in enumerate(unit.runs):
+            if run.run_id in job.done:
+                continue  # complete earlier: its events are there
+            if event.epoch == 0 or run.run_id not in self.writers:
+                self._close(run.run_id)
+                self.writers[run.run_id] = tb.RunWriter(job.out, run.run_id, tb.hparams_of(run.row(0, 0)),
+                                                         list(event.layers))
+            self.writers[run.run_id].add_metrics(event.epoch, event.metrics, k)
+
+    def unit_stored(self, unit) -> None:
+        for run in unit.runs:
+            self._close(run.run_id)
+
+    def has(self, run_id: str) -> bool:
+        return run_id in self.writers
+
+    def _close(self, run_id: str) -> None:
+        w = self.writers.pop(run_id, None)
+        if w is not None:
+            w.close()
+
+    def close(self) -> None:
+        for run_id in list(self.writers):
+            self._close(run_id)
+
+
+def _store_unit(job: _Job, unit: Unit, payload: dict, tensorboard: bool, live: _LiveBoard | None = None) -> None:
     job.unit_seconds += payload["seconds"]
     for run, result in zip(unit.runs, payload["results"], strict=True):
         if run.run_id in job.done:
             continue  # complete from an earlier invocation; retrained only to keep the unit whole
-        store.write_run(job.out, run.run_id, run.row(payload["n_params"], payload["n_train"]), result)
+        row = run.row(payload["n_params"], payload["n_train"])
+        store.write_run(job.out, run.run_id, row, result)
         job.done.add(run.run_id)
         job.written += 1
-        if tensorboard:
+        if tensorboard and (live is None or not live.has(run.run_id)):  # no live events (e.g. Ray): from the tables
             from vglab.results import tensorboard as tb
 
-            tb.write_run(job.out, run.run_id, result.epochs, result.histograms, tb.layer_names(result.grads))
+            tb.write_run(job.out, run.run_id, result.epochs, result.histograms, tb.layer_names(result.grads),
+                         grads=result.grads, activations=result.activations, hparams=tb.hparams_of(row))
+    if live is not None:
+        live.unit_stored(unit)
 
 
 def run_experiment(spec: ExperimentSpec | str, out: Path | str | None = None, workers: int | None = None,

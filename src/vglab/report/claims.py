@@ -56,6 +56,10 @@ CNN_DEEP = ("cnn-many-layers", "paper-cnn-many-layers")
 RESCALING_BY_INIT = "rescaling-by-init"
 COMBINED = "combined"
 
+DIVERGED_NOTE = ("A run diverges when its loss or a gradient stops being finite; training then freezes it at its last "
+                 "finite parameters. The claims count a diverged run with the final accuracy of those parameters "
+                 "(measured on the test set like any other) and say so beside the arm; tables and figures show it as "
+                 "diverged instead of an accuracy.")
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", "answered", "not run")
 UNINFORMATIVE = ("inconclusive: every arm compared is within "
                  f"{CHANCE_MARGIN * 100:g} points of chance, so the comparison says nothing")
@@ -68,6 +72,7 @@ class Outcome:
     numbers: dict = field(default_factory=dict)
     preset: str | None = None  # which experiment the numbers come from ("a, b" when several)
     presets: list = field(default_factory=list)  # the same as a list
+    answer: str = ""  # an open question's answer in one line (verdict "answered")
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,8 @@ class Claim:
         if len(ran) == 1:
             return ran[0]
         return Outcome(_merge([o.verdict for o in ran]), " ‖ ".join(f"[{o.preset}] {o.measured}" for o in ran),
-                       {o.preset: o.numbers for o in ran}, ", ".join(o.preset for o in ran), [o.preset for o in ran])
+                       {o.preset: o.numbers for o in ran}, ", ".join(o.preset for o in ran), [o.preset for o in ran],
+                       " ".join(o.answer for o in ran if o.answer))
 
 
 def _merge(verdicts: list[str]) -> str:
@@ -142,16 +148,22 @@ def _finals(res) -> pd.DataFrame:
 
 
 def _acc(rows: pd.DataFrame) -> dict:
+    """Final accuracy over seeds. A diverged run counts with the accuracy of the parameters
+    it was frozen at (its last finite ones: see DIVERGED_NOTE); `diverged` says how many."""
     v = rows["val_acc"].astype(float).to_numpy()
     v = v[np.isfinite(v)]
+    div = int(rows["diverged_epoch"].notna().sum()) if "diverged_epoch" in rows else 0
     return {"mean": float(v.mean()) if v.size else float("nan"), "std": float(v.std()) if v.size else float("nan"),
-            "n": int(v.size), "label": str(rows["label"].iloc[0]) if len(rows) else ""}
+            "n": int(v.size), "label": str(rows["label"].iloc[0]) if len(rows) else "", "diverged": div,
+            "runs": len(rows)}
 
 
 def _a(x: dict) -> str:
     s = f"{x['mean']:.3f}"
     if x.get("n", 0) > 1:
         s += f" ± {x['std']:.3f}"
+    if x.get("diverged"):
+        s += f" ({x['diverged']} of {x['runs']} runs diverged)"
     return s
 
 
@@ -459,12 +471,17 @@ def factor_diagnosis(res, run_ids: list[str], epoch: int = 0) -> dict:
     the weight product Σ_{k>1} log10 ‖W^[k]‖₂ (every later layer, output included), the
     derivative product Σ_{k≥1} mean log10 g'(z^[k]) (every hidden layer), the mean
     saturated fraction (all at `epoch`), and the measured log10 ratio of the first layer's
-    weight-gradient norm to the output layer's and to the last hidden layer's (epoch 1)."""
+    weight-gradient norm to the output layer's and to the last hidden layer's (in the first
+    recorded epoch after initialization, `grad_epoch`; runs that diverged are left out of
+    these ratios and counted in `diverged`)."""
     a = res.activations
     a = a[a["run_id"].isin(run_ids) & (a["epoch"] == epoch)]
     g = res.grads
-    g = g[g["run_id"].isin(run_ids) & (g["param"] == "w") & (g["epoch"] == 1)]
+    first = tables.first_recorded_epoch(res)
+    g = g[g["run_id"].isin(run_ids) & (g["param"] == "w") & (g["epoch"] == first)]
     w, d, sat, r_out, r_hidden = [], [], [], [], []
+    runs = res.runs.set_index("run_id")
+    diverged = {rid for rid in run_ids if "diverged_epoch" in runs and pd.notna(runs.at[rid, "diverged_epoch"])}
     for rid in run_ids:
         ar = a[a["run_id"] == rid].sort_values("layer_index")
         if ar.empty:
@@ -473,7 +490,7 @@ def factor_diagnosis(res, run_ids: list[str], epoch: int = 0) -> dict:
         d.append(ar["log_deriv_mean"].dropna().sum() / math.log(10))
         sat.append(ar["saturated_frac"].dropna().mean())
         gr = g[g["run_id"] == rid].sort_values("layer_index")
-        if len(gr) >= 2:
+        if len(gr) >= 2 and rid not in diverged:
             n = gr["grad_norm_mean"].to_numpy(float)
             with np.errstate(divide="ignore"):
                 r_out.append(np.log10(n[0]) - np.log10(n[-1]))
@@ -481,7 +498,8 @@ def factor_diagnosis(res, run_ids: list[str], epoch: int = 0) -> dict:
                     r_hidden.append(np.log10(n[0]) - np.log10(n[-2]))
     m = lambda x: float(np.mean(x)) if len(x) else float("nan")  # noqa: E731
     return {"weight_log10": m(w), "deriv_log10": m(d), "saturated_frac": m(sat),
-            "grad_ratio_first_out_log10": m(r_out), "grad_ratio_first_last_hidden_log10": m(r_hidden)}
+            "grad_ratio_first_out_log10": m(r_out), "grad_ratio_first_last_hidden_log10": m(r_hidden),
+            "grad_epoch": first, "diverged": len(diverged)}
 
 
 def _dominant(fd: dict) -> str:
@@ -494,9 +512,14 @@ def _dominant(fd: dict) -> str:
 
 
 def _diag_text(fd: dict) -> str:
+    def ratio(x: float) -> str:
+        return f"{x:+.2f}" if np.isfinite(x) else "– (no run that did not diverge)"
+
+    div = f"; {fd['diverged']} diverged run{'s' if fd['diverged'] > 1 else ''} left out" if fd.get("diverged") else ""
     return (f"Σ log10‖W‖₂ over the later layers {fd['weight_log10']:+.2f}, Σ mean log10 g' {fd['deriv_log10']:+.2f}, "
-            f"saturated {fd['saturated_frac']:.0%}; measured log10 ‖∂J/∂W^[1]‖/‖∂J/∂W^[out]‖ = "
-            f"{fd['grad_ratio_first_out_log10']:+.2f}, /‖∂J/∂W^[L]‖ (last hidden) = {fd['grad_ratio_first_last_hidden_log10']:+.2f}")
+            f"saturated {fd['saturated_frac']:.0%}; measured ({tables.epoch_span(fd.get('grad_epoch'))}{div}) "
+            f"log10 ‖∂J/∂W^[1]‖/‖∂J/∂W^[out]‖ = {ratio(fd['grad_ratio_first_out_log10'])}, /‖∂J/∂W^[L]‖ (last hidden) = "
+            f"{ratio(fd['grad_ratio_first_last_hidden_log10'])}")
 
 
 def _why(avail):
@@ -510,7 +533,9 @@ def _why(avail):
     from vglab.report import theory
 
     comp = [c for c in theory.compare(res, labels=[deep["label"].iloc[0]])]
-    if comp:
+    if comp and not comp[0].measured_ok:
+        text += "; mean-field: not compared, every run diverged"
+    elif comp:
         c = comp[0]
         fl = c.first_vs_last
         text += (f"; mean-field: log10 ‖∂J/∂W^[1]‖²/‖∂J/∂W^[L]‖² predicted {fl['backward']:+.1f} (χ product), "
@@ -525,8 +550,9 @@ def _why(avail):
 
 
 def _first_grad(res, run_ids) -> float:
+    """Mean log10 of the first layer's weight-gradient norm in the first recorded epoch."""
     g = res.grads
-    g = g[g["run_id"].isin(run_ids) & (g["param"] == "w") & (g["epoch"] == 1)]
+    g = g[g["run_id"].isin(run_ids) & (g["param"] == "w") & (g["epoch"] == tables.first_recorded_epoch(res))]
     if g.empty:
         return float("nan")
     first = g[g["layer_index"] == g["layer_index"].min()]["grad_norm_mean"].to_numpy(float)
@@ -563,22 +589,22 @@ def _rescaling_by_init(avail):
         if d_grad >= RAISES_GRAD:
             helped_grad.append(name)
         rows.append(f"{name}: α=1 {_a(a1)}, best α={best_alpha:g} {_a(ab)} ({_pts(d_acc)}); first-layer "
-                    f"log10‖∂J/∂W‖ epoch 1: α=1 {gr1:+.2f}, max at α={best_grad_alpha:g} {grads[best_grad_alpha]:+.2f} "
+                    f"log10‖∂J/∂W‖ {tables.epoch_span(tables.first_recorded_epoch(res))}: α=1 {gr1:+.2f}, max at α={best_grad_alpha:g} {grads[best_grad_alpha]:+.2f} "
                     f"({d_grad:+.2f} decades)")
         nums[name] = {"acc_alpha1": a1["mean"], "best_alpha": best_alpha, "acc_best": ab["mean"], "d_acc": d_acc,
                       "log10_grad_alpha1": gr1, "log10_grad_best": grads[best_grad_alpha], "d_grad": d_grad}
     if not rows:
         raise _Missing(f"`{preset}` has no alpha = 1 reference next to alpha > 1")
-    summary = (f"α > 1 raises final accuracy for: {', '.join(helped_acc) or 'none'}; raises the first-layer gradient "
-               f"for: {', '.join(helped_grad) or 'none'}. ")
-    return Outcome("answered", summary + " | ".join(rows), nums, preset)
+    answer = (f"α > 1 raises final accuracy for {', '.join(helped_acc) or 'no init'}; it raises the first-layer "
+              f"gradient for {', '.join(helped_grad) or 'no init'}.")
+    return Outcome("answered", " | ".join(rows), nums, preset, answer=answer)
 
 
 def _combined(avail):
     preset, res = next(iter(avail.items()))
     f = _finals(res)
     f = f[f["activation"].map(_sig)]
-    parts, nums = [], {}
+    parts, nums, beat, not_beat = [], {}, [], []
     for _, g in _archs(f, ARCH + ("activation", "spec")):
         base = g[(g["penalty"] == "none") & np.isclose(g["alpha"], 1.0)]
         l2 = g[(g["penalty"] != "none") & np.isclose(g["alpha"], 1.0)]
@@ -602,10 +628,15 @@ def _combined(avail):
         txt = f"{name}: " + ", ".join(f"{k} {_a(a)} [{a['label']}]" if k != "none" else f"{k} {_a(a)}"
                                       for k, a in arms.items() if a) + f" → {verdict} ({_pts(gain)})"
         parts.append(txt)
+        (beat if gain >= RAISES_ACC else not_beat).append(name)
         nums[name] = {k: (a["mean"] if a else None) for k, a in arms.items()} | {"gain": gain}
     if not parts:
         raise _Missing(f"`{preset}` lacks a run with neither remedy or one with both")
-    return Outcome("answered", "; ".join(parts), nums, preset)
+    answer = "; ".join(x for x in (
+        f"L2 and rescaling together beat either alone at {', '.join(beat)}" if beat else "",
+        f"{'they do not' if beat else 'L2 and rescaling together do not beat the better single remedy'} at "
+        f"{', '.join(not_beat)}" if not_beat else "") if x) + "."
+    return Outcome("answered", "; ".join(parts), nums, preset, answer=answer)
 
 
 def _alpha_sweep(avail):
@@ -709,7 +740,7 @@ CLAIMS: list[Claim] = [
     Claim("rescaling-by-init", "Open question: for which initializations does rescaling (α > 1) help a deep 20x8 net?",
           (RESCALING_BY_INIT,),
           f"Per init: the best α > 1 raises final accuracy if it beats α = 1 by at least {RAISES_ACC * 100:g} points; "
-          f"raises the first-layer gradient (epoch 1) if some α > 1 beats α = 1 by at least {RAISES_GRAD:g} decades.",
+          f"raises the first-layer gradient (first recorded epoch) if some α > 1 beats α = 1 by at least {RAISES_GRAD:g} decades.",
           _rescaling_by_init, source="open question"),
     Claim("combined", "Open question: does combining L2 and rescaling help a net with both problems (deep and large "
           "parameters)?", (COMBINED,),

@@ -1,5 +1,8 @@
 """Instruments: one function per figure type. Each takes a `Results` (plus options) and
-returns a matplotlib `Figure`; `save(fig, stem)` writes `stem.png` and `stem.svg`.
+returns a matplotlib `Figure`; `save(fig, stem)` writes `stem.png` (and `stem.svg` on request).
+
+`INSTRUMENTS` is the one registry the report reads (Cockpit style): each `Instrument`
+declares what it needs from the results, the function that draws it and its caption.
 
 Runs are grouped by `label`; the line is the mean over seeds and the shaded band spans
 the min–max over seeds (the band's meaning is written on every figure). Figures are
@@ -9,7 +12,9 @@ built with the object-oriented API (no pyplot state), rendered by Agg.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 import matplotlib.ticker
@@ -36,22 +41,35 @@ class NoData(ValueError):
 
 
 # ------------------------------------------------------------------------ helpers
-def save(fig: Figure, path_stem, dpi: int = 110) -> list[Path]:
-    """Write `path_stem`.png and `path_stem`.svg; returns both paths.
+def save(fig: Figure, path_stem, dpi: int = 110, formats: tuple[str, ...] = ("png",)) -> list[Path]:
+    """Write `path_stem`.png (and .svg when "svg" is in `formats`); returns the paths.
 
+    Each file is written under a temporary name and renamed into place, so a process
+    killed while drawing leaves the previous file or none, never a partial one.
     The layout is computed once, here, and then switched off: `savefig` would otherwise
     draw the whole figure an extra time before each file (to lay it out, and again for
     the SVG), which was a third of a report's drawing time. The layout is in figure
     fractions, so the PNG's holds for the SVG; so are the ticks, which are then fixed."""
+    import os
+
+    unknown = [f for f in formats if f not in ("png", "svg")]
+    if unknown or not formats:
+        raise ValueError(f"figure formats are 'png' and 'svg', got {list(formats)}")
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
     with matplotlib.rc_context(RC):
         _lay_out(fig, dpi)
         _fix_ticks(fig)
-        for ext in ("png", "svg"):
+        for ext in formats:
             p = stem.with_name(stem.name + "." + ext)
-            fig.savefig(p, dpi=dpi, format=ext, metadata=None if ext == "png" else {"Date": None})
+            tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+            try:
+                fig.savefig(tmp, dpi=dpi, format=ext, metadata=None if ext == "png" else {"Date": None})
+                os.replace(tmp, p)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             out.append(p)
     return out
 
@@ -186,12 +204,18 @@ def _legend_below(fig, axes, labels_short, colors_, title=None, extra=(), styles
                fontsize=8, title_fontsize=8.5)
 
 
-def _note(fig, text):
-    """A small note under the panels (inside the figure: the layout makes room for it)."""
+def _wrap(fig, text: str) -> str:
+    """`text` in lines that fit the figure's width at 7.5 pt."""
     import textwrap
 
-    width = int(fig.get_figwidth() * 15)
-    fig.supxlabel("\n".join(textwrap.wrap(text, width)), fontsize=7.5, color="0.25")
+    width = int(fig.get_figwidth() * 12.5)  # characters of 7.5 pt text per line, with margin to spare
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _note(fig, text):
+    """A small note under the panels (inside the figure: the layout makes room for it).
+    Not with a legend below the panels too: use the legend's title for the note."""
+    fig.supxlabel(_wrap(fig, text), fontsize=7.5, color="0.25")
 
 
 def _title(fig, res, text, shared=""):
@@ -245,6 +269,68 @@ def learning_curves(res, labels=None, *, log_loss: bool = True) -> Figure:
     return fig
 
 
+def learning_curves_by_penalty(res, labels=None) -> Figure:
+    """Learning curves of an r sweep, one row per penalty (L1, L2): validation accuracy
+    and training loss per epoch, one line per r coloured by log r, and the runs without
+    penalty as a dashed reference in every row. (21 configurations in one panel were
+    overlapping lines that no legend could tell apart.)"""
+    labels = _labels(res, labels)
+    r = tables.runs(res)
+    r = r[r["label"].isin(labels)]
+    pens = [p for p in ("l1", "l2") if (r["penalty"] == p).any()]
+    if not pens or r.loc[r["penalty"] != "none", "r"].nunique() < 2 or res.epochs.empty:
+        raise NoData("no sweep over the penalty strength r")
+    e = res.epochs
+    rs = r.loc[r["penalty"] != "none", "r"]
+    norm = colors.LogNorm(rs.min(), rs.max())
+    cmap = matplotlib.colormaps["viridis"]
+    fig = _figure(9.6, 1.4 + 3.0 * len(pens))
+    axes = _subplots(fig, len(pens), 2, sharex=True)
+    chance = 1.0 / tables.n_classes(res)
+    ref = r[r["penalty"] == "none"]
+    others = set(r["label"]) - set(r.loc[r["penalty"].isin(pens), "label"]) - set(ref["label"])
+    if others:
+        raise NoData(f"configurations besides the r sweep: {sorted(others)}")
+    for i, pen in enumerate(pens):
+        for col, ax in (("val_acc", axes[i, 0]), ("train_loss", axes[i, 1])):
+            for (_rv, lab), g in r[r["penalty"] == pen].groupby(["r", "label"]):
+                sub = e[e["run_id"].isin(g["run_id"])]
+                m = sub.groupby("epoch")[col].mean()
+                ax.plot(m.index, m.to_numpy(float), color=cmap(norm(float(_rv))), lw=1.4)
+            for lab, g in ref.groupby("label"):
+                m = e[e["run_id"].isin(g["run_id"])].groupby("epoch")[col].mean()
+                ax.plot(m.index, m.to_numpy(float), color="0.1", ls="--", lw=1.6)
+            ax.set_title(f"{pen.upper()}: {'validation accuracy' if col == 'val_acc' else 'training loss (nats)'}",
+                         loc="left")
+            if col == "val_acc":
+                ax.axhline(chance, color="0.4", ls=":", lw=1)
+                ax.set_ylim(0, 1.02)
+                ax.set_ylabel("accuracy")
+            else:
+                ax.set_ylabel("loss (nats)")
+                y = np.concatenate([ln.get_ydata() for ln in ax.get_lines()])
+                y = y[np.isfinite(y) & (y > 0)]
+                if y.size and y.max() / y.min() > 3:
+                    ax.set_yscale("log")
+                    _plain_log(ax)
+            if i == len(pens) - 1:
+                ax.set_xlabel("epoch")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    sm = cm.ScalarMappable(norm=norm, cmap=cmap)
+    with matplotlib.rc_context(RC):
+        cb = fig.colorbar(sm, ax=axes.ravel().tolist(), aspect=35, shrink=0.9)
+    cb.set_label("penalty strength r (log scale)")
+    from matplotlib.lines import Line2D
+
+    fig.legend([Line2D([], [], color="0.1", ls="--", lw=1.6), Line2D([], [], color="0.4", ls=":", lw=1)],
+               ["no penalty (reference)", f"chance {chance:.2f}"], loc="outside lower center", ncol=2, frameon=False,
+               fontsize=8, title_fontsize=7.5,
+               title="line: mean over seeds (bands left out: one per r would cover each other) · epoch 0 = at "
+                     "initialization")
+    _title(fig, res, "Accuracy and loss per epoch, by penalty strength", _shared_text(tables.final(res), ("penalty", "r")))
+    return fig
+
+
 # ------------------------------------------------------- 2. gradient statistics
 def _grad_table(res, param):
     g = res.grads
@@ -284,11 +370,19 @@ def gradient_stats(res, labels=None, *, layers: str = "first_last", param: str =
     if layers != "all":
         raise ValueError(f"layers must be 'first_last' or 'all', got {layers!r}")
     n = len(labels)
-    fig = _figure(9.0, 1.0 + 2.3 * n)
-    axes = _subplots(fig, n, 2, sharex=True)
+    fig = _figure(9.0, 1.6 + 2.5 * n)
+    # One subfigure per configuration, titled with it (its two panels' titles name the
+    # statistic only: long configuration names overlapped the neighbouring title), and
+    # one at the bottom for the layer colour scale.
+    rows = fig.subfigures(n + 1, 1, height_ratios=[2.5] * n + [0.75])
     cmap = matplotlib.colormaps["viridis"]
     layer_lists = set()
+    axes = []
     for i, lab in enumerate(labels):
+        with matplotlib.rc_context(RC):
+            ax_mean, ax_std = rows[i].subplots(1, 2)
+        axes += [ax_mean, ax_std]
+        rows[i].suptitle(short[lab], x=0.01, ha="left", fontsize=9.5, fontweight="bold")
         sub = g[g["run_id"].isin(_runs_of(res, lab))]
         order = sub[["layer_index", "layer"]].drop_duplicates().sort_values("layer_index")
         layer_lists.add(tuple(order["layer"]))
@@ -298,23 +392,27 @@ def gradient_stats(res, labels=None, *, layers: str = "first_last", param: str =
         for idx, block in wide.groupby(level="layer_index"):
             block = block.droplevel("layer_index")
             c = cmap(idx / top * 0.92)  # colour: position from the first layer (dark) to the output (light)
-            _band(axes[i, 0], block["grad_mean"], c, None, lw=1.2, alpha=0.1)
-            _band(axes[i, 1], block["grad_std"], c, None, lw=1.2, alpha=0.1)
-        axes[i, 0].set_title(f"{short[lab]}: mean of ∂J/∂w", loc="left")
-        axes[i, 1].set_title("standard deviation of ∂J/∂w", loc="left")
-        _finish_grad_axes(axes[i, 0], axes[i, 1], g, xlabel=(i == n - 1))
+            _band(ax_mean, block["grad_mean"], c, None, lw=1.2, alpha=0.1)
+            _band(ax_std, block["grad_std"], c, None, lw=1.2, alpha=0.1)
+        ax_mean.set_title("mean of ∂J/∂w", loc="left")
+        ax_std.set_title("standard deviation of ∂J/∂w", loc="left")
+        _finish_grad_axes(ax_mean, ax_std, g, xlabel=(i == n - 1))
+    lo, hi = min(a.get_xlim()[0] for a in axes), max(a.get_xlim()[1] for a in axes)
+    for a in axes:  # one epoch axis for every row
+        a.set_xlim(lo, hi)
     sm = cm.ScalarMappable(norm=colors.Normalize(0, 1 / 0.92), cmap=cmap)
-    cb = fig.colorbar(sm, ax=axes[:, 1], shrink=min(1.0, 2.5 / n + 0.2), aspect=30)
+    with matplotlib.rc_context(RC):
+        cax = rows[n].add_axes((0.2, 0.55, 0.6, 0.18))
+    cb = rows[n].colorbar(sm, cax=cax, orientation="horizontal")
     if len(layer_lists) == 1:
         names = list(next(iter(layer_lists)))
-        ticks = _thin(list(range(len(names))), 8)
+        ticks = _thin(list(range(len(names))), 10)
         top = max(len(names) - 1, 1)
         cb.set_ticks([t / top for t in ticks], labels=[names[t] for t in ticks])
     else:
         cb.set_ticks([0, 1], labels=["first layer", "output layer"])
-    cb.set_label("layer (first → output)")
+    cb.set_label(f"layer colour (first → output) · {_seeds_note(res, labels)}", fontsize=8)
     _title(fig, res, f"Gradient statistics of every layer ({what})", shared)
-    _note(fig, _seeds_note(res, labels))
     return fig
 
 
@@ -410,7 +508,7 @@ def gradient_distributions(res, labels=None, *, source: str = "histogram", param
             ax.annotate("\n".join(f"{nm}: {v:.0%} at or below 1e-12\n(the histogram's floor)" for nm, v in floor),
                         xy=(x0 := 0.5 * (edges[0] + edges[1]), min(floor[0][1], ax.get_ylim()[1] * 0.6)), xytext=(x0 + 1.2, ax.get_ylim()[1] * 0.45),
                         fontsize=7, arrowprops=dict(arrowstyle="->", color="0.4", lw=0.8), color="0.25")
-    where = ("every step of the last epoch, seeds pooled" if source == "histogram"
+    where = (f"every step of {tables.last_span(res)}, seeds pooled" if source == "histogram"
              else "full gradient on the 512-example probe batch after training, seeds pooled")
     _title(fig, res, f"Gradient distributions at the end of training ({where})", shared)
     from matplotlib.patches import Patch
@@ -514,9 +612,10 @@ def gradient_flow(res, labels=None, *, param: str = "w", quantity: str = "grad_a
         ax.set_visible(False)
     for ax, (lab, (m, names)) in zip(axes.ravel(), mats.items()):
         ep = m.columns.to_numpy()
+        half = 0.5 * (ep[1] - ep[0]) if len(ep) > 1 else 0.5  # records every k epochs: cells k wide
         im = ax.imshow(np.ma.masked_invalid(m.to_numpy()), origin="lower", aspect="auto", cmap=cmap,
                        vmin=vmin, vmax=vmax, interpolation="nearest",
-                       extent=(ep.min() - 0.5, ep.max() + 0.5, -0.5, len(m) - 0.5))
+                       extent=(ep.min() - half, ep.max() + half, -0.5, len(m) - 0.5))
         ticks = _thin(list(range(len(m))), 11)
         ax.set_yticks(ticks, [names.get(m.index[t], str(m.index[t])) for t in ticks])
         ax.set_xlabel("epoch")
@@ -534,7 +633,7 @@ def sweep(res, param: str = "r", *, epoch: int | None = None) -> Figure:
     """Final validation accuracy vs the L1/L2 strength r (log x; one line per penalty,
     and per init when several), or vs alpha (one line per init/depth), with the
     unregularized / unscaled reference as a horizontal line. For alpha, a second panel
-    shows the first layer's gradient norm in epoch 1 against alpha."""
+    shows the first layer's gradient norm in the first recorded epoch against alpha."""
     f = tables.final(res)
     if epoch is not None:
         e = res.epochs[res.epochs["epoch"] == epoch][["run_id", "val_acc"]]
@@ -628,7 +727,8 @@ def _sweep_alpha(res, f, chance):
     axes = _subplots(fig, 1, 2)
     ax, ax2 = axes[0, 0], axes[0, 1]
     cmap = matplotlib.colormaps["tab10"]
-    first_grad = _first_layer_grad(res, epoch=1)
+    first_epoch = tables.first_recorded_epoch(res)
+    first_grad = _first_layer_grad(res, epoch=first_epoch)
     for ci, c in enumerate(contexts):
         sel = np.all([f[k].astype(str) == v for k, v in zip(ctx, c)], axis=0) if ctx else np.ones(len(f), bool)
         fc = f[sel]
@@ -655,7 +755,7 @@ def _sweep_alpha(res, f, chance):
     ax.set_ylim(0, 1.02)
     ax.set_title("final validation accuracy (dashed: α = 1 of the same line)")
     ax2.set_ylabel("log10 ‖∂J/∂W‖ of the first layer")
-    ax2.set_title("first-layer gradient norm, epoch 1 (mean over steps)")
+    ax2.set_title(f"first-layer gradient norm, {tables.epoch_span(first_epoch)} (mean over steps)")
     h, lab = ax.get_legend_handles_labels()
     fig.legend(h, lab, loc="outside lower center", ncol=min(3, len(lab)), frameon=False, fontsize=8)
     _title(fig, res, "Effect of rescaling the activation", _shared_text(f, ("alpha",)))
@@ -687,8 +787,10 @@ def _first_layer_grad(res, epoch=1, param="w"):
 # ------------------------------------------------------------ 6. theory overlay
 def theory_overlay(res, labels=None) -> Figure:
     """Mean-field prediction of log10 ‖∂J/∂W^[l]‖² relative to the last hidden layer, at
-    initialization, against the measured per-layer gradient norms (epoch 1, normalized
-    the same way), one panel per MLP configuration."""
+    initialization, against the measured per-layer gradient norms (the first recorded
+    epoch, normalized the same way), one panel per MLP configuration. The line styles
+    are explained once, below the panels, and each panel's slopes are in its title (a
+    legend inside the panel hid measured points)."""
     comp = theory.compare(res, labels)
     if not comp:
         raise NoData("no MLP runs with at least two hidden layers and a mean-field model")
@@ -696,31 +798,49 @@ def theory_overlay(res, labels=None) -> Figure:
     n = len(comp)
     ncol = 1 if n == 1 else (2 if n <= 4 else 3)
     nrow = math.ceil(n / ncol)
-    fig = _figure(4.8 * ncol, 1.2 + 3.1 * nrow)
+    fig = _figure(max(4.8 * ncol, 6.4), 1.9 + 3.3 * nrow)
     axes = _subplots(fig, nrow, ncol)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
+    span = tables.epoch_span(comp[0].epoch)
     for ax, c in zip(axes.ravel(), comp):
         x = np.arange(1, c.depth + 1)
-        ax.plot(x, c.pred_backward, color="#1f77b4", lw=1.8, label=f"theory, backward χ product (slope {c.slope_backward:+.2f})")
-        ax.plot(x, c.pred_full, color="#2ca02c", lw=1.5, ls="--", label=f"theory, with layer inputs (slope {c.slope_full:+.2f})")
+        ax.plot(x, c.pred_backward, color="#1f77b4", lw=1.8)
+        ax.plot(x, c.pred_full, color="#2ca02c", lw=1.5, ls="--")
         m = c.measured
-        mean = np.nanmean(m, 0)
-        ax.plot(x, mean, "o", color="#d62728", ms=4, label=f"measured, epoch 1 (slope {c.slope_measured:+.2f})")
-        if m.shape[0] > 1:
-            ax.fill_between(x, np.nanmin(m, 0), np.nanmax(m, 0), color="#d62728", alpha=0.15, lw=0)
+        head = short[c.label]
+        if c.measured_ok:
+            ax.plot(x, np.nanmean(m, 0), "o", color="#d62728", ms=4)
+            if m.shape[0] > 1:
+                ax.fill_between(x, np.nanmin(m, 0), np.nanmax(m, 0), color="#d62728", alpha=0.15, lw=0)
+            slopes = f"slope: χ {c.slope_backward:+.2f} · inputs {c.slope_full:+.2f} · measured {c.slope_measured:+.2f}"
+        else:
+            slopes = f"slope: χ {c.slope_backward:+.2f} · inputs {c.slope_full:+.2f} · measured: every run diverged"
+        if c.diverged and c.measured_ok:
+            head += f" ({c.diverged} diverged run{'s' if c.diverged > 1 else ''} left out)"
         ax.axhline(0, color="0.5", lw=0.8)
-        ax.set_title(short[c.label], loc="left")
+        ax.set_title(f"{head}\n{slopes}", loc="left", fontsize=8.5)
         ax.set_xlabel("hidden layer l")
         ax.set_ylabel("log10 ‖∂J/∂W^[l]‖² − log10 ‖∂J/∂W^[L]‖²")
-        ax.legend(fontsize=7, loc="lower right")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    note = ("slopes: least-squares change of log10‖∂J/∂W‖² per layer · theory at initialization "
-            "(Schoenholz et al. 2017), measured: mean over the steps of epoch 1, band min–max over seeds")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="#1f77b4", lw=1.8), Line2D([], [], color="#2ca02c", lw=1.5, ls="--"),
+               Line2D([], [], color="#d62728", marker="o", ls="none", ms=4)]
+    texts = ["theory: backward χ product", "theory: with layer inputs",
+             f"measured, {span} (mean over steps; band: min–max over seeds)"]
+    note = ("slope: least-squares change of log10‖∂J/∂W‖² per layer · theory at initialization "
+            "(Schoenholz et al. 2017)")
+    if comp[0].epoch != 1:
+        note += (f" · the runs record every {comp[0].epoch} epochs: the measurement pools the steps of {span}, "
+                 "while the network trains away from its initialization")
     if any(c.input_assumed for c in comp):
         note += " · input ‖x‖² not available: assumed E x_i² = 1/3"
+    # The note is the legend's title: both sit below the panels (a separate note and an
+    # outside legend were laid over each other).
+    fig.legend(handles, texts, loc="outside lower center", ncol=3 if ncol > 1 else 1, frameon=False, fontsize=8,
+               title=_wrap(fig, note), title_fontsize=7.5)
     _title(fig, res, "Mean-field theory vs measured per-layer gradient norms", shared)
-    _note(fig, note)
     return fig
 
 
@@ -757,11 +877,16 @@ def regime_diagnosis(res, labels=None) -> Figure:
                     ax.plot([n_layers], [out.mean(axis=1).iloc[0]], "s", color=col[lab], ms=6, mfc="white")
     titles = ("weight factor: log10 ‖W^[l]‖₂ (spectral norm)", "derivative factor: mean log10 g'(z^[l])",
               "saturated units: fraction with g'(z) < 0.01")
+    n_max = max(depths)
+    ticks = _thin(list(range(1, n_max + 1)), 12)
     for ax, t in zip(axes[0], titles):
         ax.set_title(t)
         ax.set_xlabel("layer l (1 = first hidden; □ = linear output layer)" if len(depths) > 1 or ax is axes[0, 0]
                       else "layer l (1 = first hidden)")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        # Every panel spans the same layers (a net of one hidden layer has one point in the
+        # derivative and saturation panels, which autoscaling spread over 0.96-1.04).
+        ax.set_xlim(0.5, n_max + 0.5)
+        ax.set_xticks(ticks)
     axes[0, 0].axhline(0, color="0.5", lw=0.8)
     axes[0, 1].axhline(0, color="0.5", lw=0.8)
     axes[0, 2].set_ylim(-0.02, 1.02)
@@ -778,15 +903,171 @@ def regime_diagnosis(res, labels=None) -> Figure:
     return fig
 
 
-# every figure type, for the report pages: name -> (function, kwargs)
-FIGURES = {
-    "learning_curves": (learning_curves, {}),
-    "gradient_stats_first_last": (gradient_stats, {"layers": "first_last"}),
-    "gradient_stats_all": (gradient_stats, {"layers": "all"}),
-    "gradient_distributions": (gradient_distributions, {}),
-    "gradient_flow": (gradient_flow, {}),
-    "sweep_r": (sweep, {"param": "r"}),
-    "sweep_alpha": (sweep, {"param": "alpha"}),
-    "theory_overlay": (theory_overlay, {}),
-    "regime_diagnosis": (regime_diagnosis, {}),
-}
+# ------------------------------------------------------------- the instruments
+MAX_PANELS = 6  # per-configuration panel figures show at most this many configurations
+MAX_LINES = 8  # line figures colour at most this many configurations distinctly (more: a colour ramp)
+
+
+@dataclass(frozen=True)
+class Use:
+    """How an instrument draws given results: its keyword arguments and a note for the caption."""
+
+    kwargs: dict = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One figure type: what it needs from the results (`needs(res)` -> a `Use`, or None
+    when these results cannot show it), the function that draws it, and what it shows.
+    The report draws every instrument whose needs are met, in the order of INSTRUMENTS."""
+
+    name: str
+    draw: Callable[..., Figure]
+    caption: str
+    needs: Callable[[object], Use | None]
+
+    def figure(self, res) -> Figure:
+        """Draw it for `res` (NoData when its needs are not met)."""
+        use = self.needs(res)
+        if use is None:
+            raise NoData(f"these results do not have what {self.name} shows")
+        return self.draw(res, **use.kwargs)
+
+
+def representative(res, limit: int) -> list[str] | None:
+    """At most `limit` labels for per-configuration panels: all when few; else alpha at 1 and its
+    largest value, r at 0 and nearest 0.01, one per init and architecture. None: all labels."""
+    labels = tables.label_order(res)
+    if len(labels) <= limit:
+        return None
+    keep = tables.runs(res)
+    if keep["alpha"].nunique() > 2:
+        keep = keep[np.isclose(keep["alpha"], 1.0) | np.isclose(keep["alpha"], keep["alpha"].max())]
+    pen = keep[keep["penalty"] != "none"]
+    if pen["r"].nunique() > 1:
+        target = min(pen["r"].unique(), key=lambda v: abs(math.log(v / 0.01)))
+        keep = keep[(keep["penalty"] == "none") | np.isclose(keep["r"], target)]
+    return tables.label_order(keep)[:limit]
+
+
+def _subset_note(res, sub) -> str:
+    return (f" Shown for {len(sub)} of {len(tables.label_order(res))} configurations (α at 1 and its largest value, "
+            "r at 0 and nearest 0.01)." if sub else "")
+
+
+def _panels(res, **kw) -> Use:
+    sub = representative(res, MAX_PANELS)
+    return Use({**kw, **({"labels": sub} if sub else {})}, _subset_note(res, sub))
+
+
+def _lines(res, **kw) -> Use:
+    sub = representative(res, MAX_LINES)
+    return Use({**kw, **({"labels": sub} if sub else {})}, _subset_note(res, sub))
+
+
+def _has_runs(res) -> bool:
+    return len(res.runs) > 0 and not res.epochs.empty
+
+
+def _r_sweep(res) -> bool:
+    r = tables.runs(res)
+    pen = r[r["penalty"] != "none"]
+    return len(pen) > 0 and pen["r"].nunique() >= 2
+
+
+def _floor_hit(res) -> bool:
+    """Some first-layer gradient sits at the stored histogram's 1e-12 floor."""
+    g = res.grads
+    if g.empty:
+        return False
+    g = g[(g["param"] == "w") & (g["layer_index"] == 0)]
+    return bool((g["grad_abs_mean"] < 1e-11).any())
+
+
+def _need_learning_curves(res):
+    if not _has_runs(res):
+        return None
+    if len(tables.label_order(res)) > MAX_LINES and _r_sweep(res):
+        return None  # learning_curves_by_penalty shows them
+    return Use()
+
+
+def _need_curves_by_penalty(res):
+    if not _has_runs(res) or len(tables.label_order(res)) <= MAX_LINES or not _r_sweep(res):
+        return None
+    r = tables.runs(res)
+    return Use() if set(r["penalty"]) <= {"none", "l1", "l2"} and r["alpha"].nunique() == 1 \
+        and r["spec"].nunique() == 1 else None
+
+
+def _need_first_grad(res) -> str:
+    return tables.epoch_span(tables.first_recorded_epoch(res))
+
+
+INSTRUMENTS: tuple[Instrument, ...] = (
+    Instrument("learning_curves", learning_curves,
+               "Training and validation accuracy and loss per recorded epoch (reference Figures 1, 2, 4, 5). "
+               "Epoch 0 is the network at initialization; the dotted line is chance (1/classes).",
+               _need_learning_curves),
+    Instrument("learning_curves_by_penalty", learning_curves_by_penalty,
+               "Validation accuracy and training loss per recorded epoch for every penalty strength r, one row per "
+               "penalty, colour by r; dashed: the runs without penalty (reference Figure 2).",
+               _need_curves_by_penalty),
+    Instrument("sweep_r", sweep,
+               "Final validation accuracy against the penalty strength r (log scale), L1 and L2; the dashed line "
+               "and its band are the runs without penalty.",
+               lambda res: Use({"param": "r"}) if _has_runs(res) and _r_sweep(res) else None),
+    Instrument("sweep_alpha", sweep,
+               "Left: final validation accuracy against the rescaling α (dashed: α = 1 of the same line). "
+               "Right: the first layer's weight-gradient norm in the first recorded epoch — does rescaling let more "
+               "gradient reach the first layer?",
+               lambda res: Use({"param": "alpha"}, f" Gradient norms of {_need_first_grad(res)}.")
+               if _has_runs(res) and tables.runs(res)["alpha"].nunique() >= 2 else None),
+    Instrument("gradient_flow", gradient_flow,
+               "Gradient flow: log10 of the mean |∂J/∂w| of every layer's weights (y) in every recorded epoch (x), "
+               "averaged over the steps since the previous record and over seeds, one shared colour scale. A dark "
+               "lower region means the gradient vanishes on its way back to the first layers. The gradient is of "
+               "the training objective, i.e. includes the penalty's own gradient for L1/L2 runs.",
+               # two layers: the first/last figure says it all
+               lambda res: Use() if _has_runs(res) and not res.grads.empty and res.grads["layer_index"].max() >= 2
+               else None),
+    Instrument("gradient_stats_first_last", gradient_stats,
+               "Mean (linear) and standard deviation (log scale) of the weight-gradient entries of the first (solid) "
+               "and the last, output, layer (dashed), pooled over every step.",
+               lambda res: _lines(res, layers="first_last") if _has_runs(res) and not res.grads.empty else None),
+    Instrument("gradient_stats_all", gradient_stats,
+               "The same statistics for every layer (colour: layer, first to output), one row per configuration.",
+               lambda res: _panels(res, layers="all") if _has_runs(res) and not res.grads.empty
+               and np.nanmax(tables.runs(res)["depth"].astype(float).fillna(1)) >= 3 else None),
+    Instrument("gradient_distributions", gradient_distributions,
+               "Distribution of log10|∂J/∂w| of the first vs the last layer over the steps of the last recorded "
+               "epoch (reference Figure 3), from the stored histograms (seeds pooled); mean and std of the raw "
+               "gradient in the boxes.",
+               lambda res: _panels(res) if _has_runs(res) else None),
+    Instrument("gradient_distributions_final", gradient_distributions,
+               "The same from the full gradients on the 512-example probe batch after training (final_grads), with "
+               "an x range that covers the smallest gradients.",
+               lambda res: _panels(res, source="final") if _has_runs(res) and _floor_hit(res) else None),
+    Instrument("theory_overlay", theory_overlay,
+               "Mean-field prediction (Schoenholz et al. 2017) of log10‖∂J/∂W^[l]‖² relative to the last hidden "
+               "layer at initialization — solid: the backward χ product alone, dashed: including the layer inputs "
+               "a^[l-1] — against the measured gradient norms of the first recorded epoch, normalized the same way.",
+               lambda res: Use(_panels(res).kwargs, _panels(res).note + f" Measured over {_need_first_grad(res)}.")
+               if _has_runs(res) and not res.grads.empty
+               and ((tables.runs(res)["network"].astype(str) == "mlp")
+                    & (tables.runs(res)["depth"].astype(float) >= 3)).any() else None),
+    Instrument("regime_diagnosis", regime_diagnosis,
+               "The factors of the backprop product per layer at initialization (dashed) and after training (solid): "
+               "the weight factor log10‖W‖₂, the derivative factor mean log10 g'(z), and the fraction of saturated "
+               "units. Large parameters show as saturation (g' ≈ 0); many small layers as a weight factor below 0 in "
+               "every layer.",
+               lambda res: _lines(res) if _has_runs(res) and not res.activations.empty else None),
+)
+
+
+def instrument(name: str) -> Instrument:
+    for i in INSTRUMENTS:
+        if i.name == name:
+            return i
+    raise KeyError(f"no instrument {name!r}; instruments are {[i.name for i in INSTRUMENTS]}")

@@ -1,20 +1,26 @@
-"""Self-contained HTML pages: one per experiment (`write_report`) and an index over
-several (`write_index`, for `vglab reproduce`).
+"""HTML pages: one per experiment (`write_report`) and an index over several
+(`write_index`, for `vglab reproduce`).
 
-Every page works offline: figures are embedded as base64 PNG (the PNG and SVG files are
-also written under `<results>/figures/`), the CSS is inline, no scripts, fonts or
-links to anything outside the page (besides the relative links between pages).
+A page works offline and moves with its folder: each figure is stored once, as
+`<results>/figures/<instrument>.png` (and .svg with `figure_formats=("png", "svg")`), and
+the page refers to it by a relative path; the summary table is also written as
+`<results>/summary.csv`. The CSS is inline; no scripts, fonts or links outside the
+results folder (besides the relative links between pages, and back to the index).
+Figures, the CSV and the page are each written to a temporary name and renamed into
+place, the page last, so a killed process never leaves a page that links a missing or
+partial file.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
 import json
 import math
 import os
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +28,6 @@ import numpy as np
 from vglab.report import claims as claims_mod
 from vglab.report import figures as F
 from vglab.report import tables, theory
-
-MAX_PANELS = 6  # per-configuration panel figures show at most this many configurations
-MAX_LINES = 8  # line figures colour at most this many configurations distinctly (more: a colour ramp)
 
 CSS = """
 :root { --fg:#1d232b; --muted:#5b6673; --line:#e3e7ec; --bg:#fff; --soft:#f6f8fa; --accent:#2458a6; }
@@ -61,38 +64,10 @@ pre { background: var(--soft); border: 1px solid var(--line); border-radius: 4px
 details summary { cursor: pointer; color: var(--accent); margin: 8px 0; }
 .kv td:first-child { color: var(--muted); white-space: nowrap; width: 1%; }
 .note { background: var(--soft); border-left: 3px solid var(--accent); padding: 8px 12px; font-size: .9em; }
+.answer { font-weight: 600; margin-bottom: 4px; }
+nav.up { font-size: .9em; margin-bottom: 10px; }
 footer { margin-top: 40px; color: var(--muted); font-size: .85em; }
 """
-
-CAPTIONS = {
-    "learning_curves": "Training and validation accuracy and loss per epoch (reference Figures 1, 2, 4, 5). "
-                       "Epoch 0 is the network at initialization; the dotted line is chance (1/classes).",
-    "sweep_r": "Final validation accuracy against the penalty strength r (log scale), L1 and L2; the dashed line "
-               "and its band are the runs without penalty.",
-    "sweep_alpha": "Left: final validation accuracy against the rescaling α (dashed: α = 1 of the same line). "
-                   "Right: the first layer's weight-gradient norm in epoch 1 — does rescaling let more gradient reach "
-                   "the first layer?",
-    "gradient_flow": "Gradient flow: log10 of the mean |∂J/∂w| of every layer's weights (y) in every epoch (x), "
-                     "averaged over the steps of the epoch and over seeds, one shared colour scale. A dark lower "
-                     "region means the gradient vanishes on its way back to the first layers. The gradient is of "
-                     "the training objective, i.e. includes the penalty's own gradient for L1/L2 runs.",
-    "gradient_stats_first_last": "Mean (linear) and standard deviation (log scale) of the weight-gradient entries of "
-                                 "the first (solid) and the last, output, layer (dashed), pooled over every step.",
-    "gradient_stats_all": "The same statistics for every layer (colour: layer, first to output).",
-    "gradient_distributions": "Distribution of log10|∂J/∂w| of the first vs the last layer in the last epoch "
-                              "(reference Figure 3), from the stored histograms (every step, seeds pooled); "
-                              "mean and std of the raw gradient in the boxes.",
-    "gradient_distributions_final": "The same from the full gradients on the 512-example probe batch after training "
-                                    "(final_grads), with an x range that covers the smallest gradients.",
-    "theory_overlay": "Mean-field prediction (Schoenholz et al. 2017) of log10‖∂J/∂W^[l]‖² relative to the last "
-                      "hidden layer at initialization — solid: the backward χ product alone, dashed: including the "
-                      "layer inputs a^[l-1] — against the measured gradient norms of epoch 1, normalized the same way.",
-    "regime_diagnosis": "The factors of the backprop product per layer at initialization (dashed) and after training "
-                        "(solid): the weight factor log10‖W‖₂, the derivative factor mean log10 g'(z), and the fraction "
-                        "of saturated units. Large parameters show as saturation (g' ≈ 0); many small layers as a "
-                        "weight factor below 0 in every layer.",
-}
-
 
 # -------------------------------------------------------------------- helpers
 def _esc(x) -> str:
@@ -101,10 +76,6 @@ def _esc(x) -> str:
 
 def _verdict(v: str) -> str:
     return f'<span class="verdict v-{v.replace(" ", "-")}">{_esc(v)}</span>'
-
-
-def _png_b64(path: Path) -> str:
-    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
 def _num(x, fmt="{:.3f}") -> str:
@@ -124,107 +95,103 @@ def _page(title: str, body: str) -> str:
             "Every number on this page is computed from the stored results.</footer>\n</main></body></html>\n")
 
 
-def _representative(res, limit: int) -> list[str] | None:
-    """At most `limit` labels for per-configuration panels: all when few; else alpha at 1 and its
-    largest value, r at 0 and nearest 0.01, one per init and architecture. None: all labels."""
-    labels = tables.label_order(res)
-    if len(labels) <= limit:
-        return None
-    r = tables.runs(res)
-    keep = r.copy()
-    if keep["alpha"].nunique() > 2:
-        keep = keep[np.isclose(keep["alpha"], 1.0) | np.isclose(keep["alpha"], keep["alpha"].max())]
-    pen = keep[keep["penalty"] != "none"]
-    if pen["r"].nunique() > 1:
-        target = min(pen["r"].unique(), key=lambda v: abs(math.log(v / 0.01)))
-        keep = keep[(keep["penalty"] == "none") | np.isclose(keep["r"], target)]
-    chosen = [lab for lab in tables.label_order(keep)]
-    return chosen[:limit]
-
-
 # --------------------------------------------------------------- the figures
-def _figure_plan(res) -> list[tuple[str, callable, dict, str]]:
-    """(name, function, kwargs, extra caption) for the figures that fit these results."""
-    r = tables.runs(res)
-    if not len(r) or res.epochs.empty:
-        return []
-    plan = [("learning_curves", F.learning_curves, {}, "")]
-    pen = r[r["penalty"] != "none"]
-    if len(pen) and pen["r"].nunique() >= 2:
-        plan.append(("sweep_r", F.sweep, {"param": "r"}, ""))
-    if r["alpha"].nunique() >= 2:
-        plan.append(("sweep_alpha", F.sweep, {"param": "alpha"}, ""))
-    if not res.grads.empty and res.grads["layer_index"].max() >= 2:  # 2 layers: the first/last figure says it all
-        plan.append(("gradient_flow", F.gradient_flow, {}, ""))
-    sub = _representative(res, MAX_PANELS)
-    note = (f" Shown for {len(sub)} of {len(tables.label_order(res))} configurations (α at 1 and its largest value, "
-            "r at 0 and nearest 0.01)." if sub else "")
-    plan.append(("gradient_stats_first_last", F.gradient_stats, {"layers": "first_last", "labels": _representative(res, MAX_LINES)},
-                 ""))
-    if np.nanmax(r["depth"].astype(float).fillna(1)) >= 3:
-        plan.append(("gradient_stats_all", F.gradient_stats, {"layers": "all", "labels": sub}, note))
-    plan.append(("gradient_distributions", F.gradient_distributions, {"labels": sub}, note))
-    if _floor_hit(res):
-        plan.append(("gradient_distributions_final", F.gradient_distributions, {"labels": sub, "source": "final"}, note))
-    if ((r["network"].astype(str) == "mlp") & (r["depth"].astype(float) >= 3)).any():
-        plan.append(("theory_overlay", F.theory_overlay, {"labels": sub}, note))
-    plan.append(("regime_diagnosis", F.regime_diagnosis, {"labels": _representative(res, MAX_LINES)}, ""))
-    return plan
+FIGURE_FORMATS = ("png",)  # what write_report stores by default; add "svg" for vector copies
 
 
-def _floor_hit(res) -> bool:
-    """Some first-layer gradient sits at the stored histogram's 1e-12 floor."""
-    g = res.grads
-    if g.empty:
-        return False
-    g = g[(g["param"] == "w") & (g["layer_index"] == 0)]
-    return bool((g["grad_abs_mean"] < 1e-11).any())
+@dataclass(frozen=True)
+class DrawnFigure:
+    """One instrument's figure on a page: its files (PNG first), caption, or why it failed."""
+
+    name: str
+    caption: str
+    files: tuple[Path, ...] = ()
+    error: str = ""
 
 
-def _render_figures(res, fig_dir: Path) -> list[dict]:
+def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS) -> list[DrawnFigure]:
     out = []
-    for name, fn, kw, extra in _figure_plan(res):
-        kw = {k: v for k, v in kw.items() if not (k == "labels" and v is None)}
+    for inst in F.INSTRUMENTS:
+        use = inst.needs(res)
+        if use is None:
+            continue
         try:
-            fig = fn(res, **kw)
+            fig = inst.draw(res, **use.kwargs)
         except F.NoData:
             continue
         except Exception as e:  # one figure that cannot be drawn must not cost the whole page
-            warnings.warn(f"figure {name} could not be drawn: {type(e).__name__}: {e}", stacklevel=2)
-            out.append({"name": name, "error": f"{type(e).__name__}: {e}", "caption": CAPTIONS.get(name, "")})
+            warnings.warn(f"figure {inst.name} could not be drawn: {type(e).__name__}: {e}", stacklevel=2)
+            out.append(DrawnFigure(inst.name, inst.caption, error=f"{type(e).__name__}: {e}"))
             continue
-        png, svg = F.save(fig, fig_dir / name)
+        files = F.save(fig, fig_dir / inst.name, formats=tuple(formats))
         fig.clf()
-        out.append({"name": name, "png": png, "svg": svg, "caption": CAPTIONS.get(name, "") + extra})
+        out.append(DrawnFigure(inst.name, inst.caption + use.note, tuple(files)))
     return out
 
 
-def _figure_html(f: dict, base: Path) -> str:
-    if "error" in f:
-        return (f'<figure id="fig-{_esc(f["name"])}"><p class="note">The figure <b>{_esc(f["name"])}</b> could not be '
-                f'drawn from these results: {_esc(f["error"])}</p></figure>')
-    rel_svg = os.path.relpath(f["svg"], base)
-    rel_png = os.path.relpath(f["png"], base)
-    return (f'<figure id="fig-{_esc(f["name"])}"><img alt="{_esc(f["name"].replace("_", " "))}" '
-            f'src="data:image/png;base64,{_png_b64(f["png"])}">'
-            f'<figcaption>{_esc(f["caption"])} <a href="{_esc(rel_png)}">PNG</a> · <a href="{_esc(rel_svg)}">SVG</a>'
-            "</figcaption></figure>")
+def _figure_html(f: DrawnFigure, base: Path) -> str:
+    if f.error:
+        return (f'<figure id="fig-{_esc(f.name)}"><p class="note">The figure <b>{_esc(f.name)}</b> could not be '
+                f'drawn from these results: {_esc(f.error)}</p></figure>')
+    rel = [Path(os.path.relpath(p, base)).as_posix() for p in f.files]
+    links = " · ".join(f'<a href="{_esc(r)}">{_esc(Path(r).suffix[1:].upper())}</a>' for r in rel)
+    return (f'<figure id="fig-{_esc(f.name)}"><img alt="{_esc(f.name.replace("_", " "))}" loading="lazy" '
+            f'src="{_esc(rel[0])}"><figcaption>{_esc(f.caption)} {links}</figcaption></figure>')
+
+
+def _remove_stale_figures(fig_dir: Path, keep: list[DrawnFigure]) -> None:
+    """Figure files of an earlier page that this one does not show (another format, an
+    instrument these results no longer need)."""
+    wanted = {p.name for f in keep for p in f.files}
+    for p in fig_dir.glob("*") if fig_dir.is_dir() else []:
+        if p.suffix in (".png", ".svg") and p.name not in wanted:
+            p.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ the tables
+SUMMARY_CSV = "summary.csv"
+
+
+def _acc_cells(r) -> str:
+    """Mean ± std (no ± with one run) and min – max of the runs that did not diverge."""
+    if r["runs"] == r["diverged"]:
+        at = f" (epoch {r['diverged_at']})" if r["diverged_at"] else ""
+        return f'<td class="num" colspan=2>all diverged{_esc(at)}</td>'
+    n = r["runs"] - r["diverged"]
+    mean = _num(r["val_acc_mean"]) + (f" ± {_num(r['val_acc_std'])}" if n > 1 else "")
+    span = f'{_num(r["val_acc_min"])} – {_num(r["val_acc_max"])}' if n > 1 else "–"
+    return f'<td class="num">{mean}</td><td class="num">{span}</td>'
+
+
 def _runs_table(res) -> str:
     s = tables.summary(res)
     if s.empty:
         return "<p>No completed runs.</p>"
     rows = []
     for _, r in s.iterrows():
-        div = f'<span class="v-not-reproduced verdict">{r["diverged"]}</span>' if r["diverged"] else "0"
-        rows.append(f'<tr><td>{_esc(r["label"])}</td><td class="num">{r["seeds"]}</td>'
-                    f'<td class="num">{_num(r["val_acc_mean"])} ± {_num(r["val_acc_std"])}</td>'
-                    f'<td class="num">{_num(r["val_acc_min"])} – {_num(r["val_acc_max"])}</td>'
+        div = (f'<span class="v-not-reproduced verdict">{r["diverged"]}</span> (epoch {_esc(r["diverged_at"])})'
+               if r["diverged"] else "0")
+        rows.append(f'<tr><td>{_esc(r["label"])}</td><td class="num">{r["seeds"]}</td>{_acc_cells(r)}'
                     f'<td class="num">{r["epochs"]}</td><td class="num">{div}</td></tr>')
+    note = ""
+    if s["diverged"].sum():
+        note = ('<p class="note">Accuracies are over the runs that did not diverge. '
+                + _esc(claims_mod.DIVERGED_NOTE) + "</p>")
     return ("<table><thead><tr><th>configuration (label)</th><th>seeds</th><th>final val acc mean ± std</th>"
-            "<th>min – max</th><th>epochs</th><th>diverged</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+            "<th>min – max</th><th>epochs</th><th>diverged</th></tr></thead><tbody>" + "".join(rows)
+            + f'</tbody></table><p class="rule">This table as CSV: <a href="{SUMMARY_CSV}">{SUMMARY_CSV}</a></p>'
+            + note)
+
+
+def _write_summary_csv(res, path: Path) -> None:
+    from vglab.results.store import atomic_write_text
+
+    atomic_write_text(path, tables.summary(res).to_csv(index=False))
+
+
+def _measured_html(o) -> str:
+    head = f'<div class="answer">{_esc(o.answer)}</div>' if o.answer else ""
+    return head + _esc(o.measured)
 
 
 def _claims_table(pairs, link_preset=None) -> str:
@@ -237,10 +204,14 @@ def _claims_table(pairs, link_preset=None) -> str:
         where = ", ".join(links)
         rows.append(f'<tr id="claim-{_esc(c.id)}"><td><b>{_esc(c.text)}</b><div class="rule">{_esc(c.source)} · '
                     f'<code>{_esc(c.id)}</code>{" · " + where if where else ""}</div></td>'
-                    f'<td>{_esc(o.measured)}<div class="rule">Rule: {_esc(c.rule_text)}</div></td>'
+                    f'<td>{_measured_html(o)}<div class="rule">Rule: {_esc(c.rule_text)}</div></td>'
                     f"<td>{_verdict(o.verdict)}</td></tr>")
     return ("<table><thead><tr><th style=\"width:28%\">claim</th><th>what we measured</th><th>verdict</th></tr></thead>"
             "<tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def _signed(x: float, fmt: str) -> str:
+    return fmt.format(x) if np.isfinite(x) else "–"
 
 
 def _theory_table(res) -> str:
@@ -250,16 +221,23 @@ def _theory_table(res) -> str:
     rows = []
     for c in comp:
         fl = c.first_vs_last
-        rows.append(f"<tr><td>{_esc(c.label)}</td><td class=\"num\">{c.prediction.chi[0]:.3g}</td>"
+        if c.measured_ok:
+            measured = (f'<td class="num">{_signed(c.slope_measured, "{:+.2f}")}</td>'
+                        f'<td class="num">{_signed(fl["measured"], "{:+.1f}")}</td>')
+        else:
+            measured = f'<td class="num" colspan=2>every run diverged ({c.diverged})</td>'
+        label = c.label + (f" ({c.diverged} diverged run{'s' if c.diverged > 1 else ''} left out)"
+                           if c.diverged and c.measured_ok else "")
+        rows.append(f"<tr><td>{_esc(label)}</td><td class=\"num\">{c.prediction.chi[0]:.3g}</td>"
                     f"<td class=\"num\">{c.slope_backward:+.2f}</td><td class=\"num\">{c.slope_full:+.2f}</td>"
-                    f"<td class=\"num\">{c.slope_measured:+.2f}</td><td class=\"num\">{fl['backward']:+.1f}</td>"
-                    f"<td class=\"num\">{fl['full']:+.1f}</td><td class=\"num\">{fl['measured']:+.1f}</td></tr>")
+                    f"<td class=\"num\">{fl['backward']:+.1f}</td><td class=\"num\">{fl['full']:+.1f}</td>{measured}</tr>")
     note = " E‖x‖² was not available locally; 1/3 per input feature was assumed." if any(c.input_assumed for c in comp) else ""
     return ("<h3>Mean-field theory vs measured</h3><p class=\"sub\">Slope: least-squares change of log10‖∂J/∂W^[l]‖² "
             "per hidden layer (positive: smaller towards the input). First/last: log10‖∂J/∂W^[1]‖² − "
-            "log10‖∂J/∂W^[L]‖² (L = last hidden layer). χ₁: the first layer's predicted per-layer factor." + note + "</p>"
+            "log10‖∂J/∂W^[L]‖² (L = last hidden layer). χ₁: the first layer's predicted per-layer factor. Measured: "
+            f"{tables.epoch_span(comp[0].epoch)}, runs that diverged left out." + note + "</p>"
             "<table><thead><tr><th>configuration</th><th>χ₁</th><th>slope, χ product</th><th>slope, with inputs</th>"
-            "<th>slope, measured</th><th>first/last, χ product</th><th>first/last, with inputs</th>"
+            "<th>first/last, χ product</th><th>first/last, with inputs</th><th>slope, measured</th>"
             "<th>first/last, measured</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
@@ -291,38 +269,56 @@ def _spec_html(res) -> str:
 
 
 # ----------------------------------------------------------------- the pages
-def write_report(results_dir) -> Path:
-    """Write `results_dir/report.html` (self-contained) and its figures under
-    `results_dir/figures/` (PNG and SVG); returns the page's path."""
-    from vglab.results.store import load
+INDEX = "index.html"
+
+
+def _index_link(results_dir: Path, index) -> str:
+    """The link back to the index: `index` if given, else an index.html beside the folder
+    (where `vglab reproduce` writes it)."""
+    if index is None:
+        candidate = results_dir.parent / INDEX
+        index = candidate if candidate.exists() else None
+    if index is None:
+        return ""
+    rel = Path(os.path.relpath(Path(index), results_dir)).as_posix()
+    return f'<nav class="up"><a href="{_esc(rel)}">← all experiments (index)</a></nav>'
+
+
+def _is_reference_preset(preset: str | None) -> bool:
+    return any(claims_mod.relevant(c, preset) for c in claims_mod.CLAIMS)
+
+
+def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> Path:
+    """Write `results_dir/report.html`, its figures under `results_dir/figures/` (PNG, and
+    SVG when asked) and `results_dir/summary.csv`; returns the page's path. `index`: the
+    index page to link back to (default: an index.html in the parent folder, if any)."""
+    from vglab.results.store import atomic_write_text, load
 
     results_dir = Path(results_dir)
     res = load(results_dir)
     preset = claims_mod.preset_of(res) or results_dir.name
     ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
-    figs = _render_figures(res, results_dir / "figures")
-    pairs = claims_mod.evaluate({preset: res})
-    mine = [(c, o) for c, o in pairs if claims_mod.relevant(c, preset)]
-    others = [(c, o) for c, o in pairs if not claims_mod.relevant(c, preset)]
+    figs = _render_figures(res, results_dir / "figures", figure_formats)
+    _write_summary_csv(res, results_dir / SUMMARY_CSV)
     desc = res.spec.get("description", "") if isinstance(res.spec, dict) else ""
     reference = res.spec.get("reference", "") if isinstance(res.spec, dict) else ""
 
-    parts = [f"<h1>{_esc(preset)}</h1>",
+    parts = [_index_link(results_dir, index), f"<h1>{_esc(preset)}</h1>",
              f'<p class="sub">{_esc(desc + " · " if desc else "")}dataset {_esc(ds or "?")} · '
-             f"{len(res.runs)} runs · {len(tables.label_order(res))} configurations · results in "
-             f"<code>{_esc(results_dir.resolve())}</code></p>",
+             f"{len(res.runs)} runs · {len(tables.label_order(res))} configurations</p>",
              (f'<p class="sub">Reference: {_esc(reference)}</p>' if reference else ""),
              '<nav class="toc"><a href="#claims">Claims</a><a href="#runs">Runs</a><a href="#figures">Figures</a>'
              '<a href="#config">Configuration</a><a href="#meta">Versions and timing</a></nav>',
              '<h2 id="claims">Claims of the reference study</h2>']
-    if mine:
+    if _is_reference_preset(preset):
+        pairs = claims_mod.evaluate({preset: res})
+        mine = [(c, o) for c, o in pairs if claims_mod.relevant(c, preset)]
         parts.append(_claims_table(mine))
+        parts.append(f'<p class="rule">{_esc(claims_mod.DIVERGED_NOTE)} The other claims of the reference study are '
+                     "checked on other presets: see the index page of <code>vglab reproduce</code>.</p>")
     else:
-        parts.append("<p>No claim of the reference study is checked on this experiment.</p>")
-    if others:
-        parts.append("<details><summary>Claims checked on other experiments (" + str(len(others)) +
-                     ") — not run here; see the index page of <code>vglab reproduce</code></summary>" +
-                     _claims_table(others) + "</details>")
+        parts.append(f"<p>{_esc(preset)} is not one of the reference study's presets, so no claim of the study is "
+                     "checked on it; its runs and figures follow.</p>")
     parts += ['<h2 id="runs">Runs</h2>', _runs_table(res), _theory_table(res), '<h2 id="figures">Figures</h2>']
     if not figs:
         parts.append("<p>No figures: these results hold no per-epoch data.</p>")
@@ -330,9 +326,8 @@ def write_report(results_dir) -> Path:
     parts += ['<h2 id="config">Configuration</h2>', _spec_html(res), '<h2 id="meta">Versions and timing</h2>',
               _meta_html(res)]
     out = results_dir / "report.html"
-    tmp = out.with_name(".report.html.tmp")
-    tmp.write_text(_page(f"vglab · {preset}", "\n".join(parts)), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, _page(f"vglab · {preset}", "\n".join(parts)))  # last: what it links exists
+    _remove_stale_figures(results_dir / "figures", figs)
     return out
 
 
@@ -344,19 +339,27 @@ def _stale(results_dir: Path) -> bool:
     return any(p.stat().st_mtime > t for p in (results_dir / "runs").glob("*/DONE"))
 
 
-def write_index(results_dirs, out, refresh_pages: bool = True) -> Path:
-    """An index page over several experiments: a link to each one's report (written or
-    refreshed when missing or older than its results, unless `refresh_pages` is False:
-    someone else is writing them) and every claim, evaluated over all of them (keyed by
-    their preset). `out` is the page's path (or a folder for index.html)."""
+def _index_title(loaded: dict, datasets: list[str]) -> str:
+    """What was run: the reference study (all its presets), or the experiments by name."""
+    from vglab.experiments.spec import REPRODUCE
+
+    on = f" on {', '.join(datasets)}" if datasets else ""
+    names = list(loaded)
+    if set(REPRODUCE) <= set(names):
+        extra = [n for n in names if n not in REPRODUCE]
+        return f"vglab — Ven &amp; Lederer (2021) reproduced{_esc(on)}" + (f" (+ {_esc(', '.join(extra))})" if extra else "")
+    if len(names) <= 4:
+        return f"vglab — {_esc(', '.join(names))}{_esc(on)}"
+    return f"vglab — {len(names)} experiments{_esc(on)}"
+
+
+def render_index(results_dirs, out, refresh_pages: bool = True, figure_formats=FIGURE_FORMATS) -> str:
+    """The index page's HTML (see `write_index`), without writing it."""
     from vglab.results.store import load
 
     out = Path(out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        out = out / "index.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
     dirs = [Path(d) for d in results_dirs]
-    loaded, rows, pages = {}, [], {}
+    loaded, rows, pages, datasets = {}, [], {}, []
     for d in dirs:
         try:
             res = load(d)
@@ -365,27 +368,54 @@ def write_index(results_dirs, out, refresh_pages: bool = True) -> Path:
             continue
         preset = claims_mod.preset_of(res) or d.name
         if refresh_pages and _stale(d):
-            write_report(d)
-        rel = os.path.relpath(d / "report.html", out.parent)
+            write_report(d, figure_formats=figure_formats, index=out)
+        rel = Path(os.path.relpath(d / "report.html", out.parent)).as_posix()
         pages.setdefault(preset, rel)
         loaded.setdefault(preset, res)
+        ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
+        if ds and ds not in datasets:
+            datasets.append(ds)
         s = tables.summary(res)
         best = s.loc[s["val_acc_mean"].idxmax()] if len(s) and s["val_acc_mean"].notna().any() else None
-        rows.append(f'<tr><td><a href="{_esc(rel)}">{_esc(preset)}</a></td>'
-                    f'<td>{_esc(res.spec.get("dataset", "") if isinstance(res.spec, dict) else "")}</td>'
+        rows.append(f'<tr><td><a href="{_esc(rel)}">{_esc(preset)}</a></td><td>{_esc(ds)}</td>'
                     f'<td class="num">{len(res.runs)}</td><td class="num">{len(s)}</td>'
                     f'<td>{_esc(best["label"]) + " — " + _num(best["val_acc_mean"]) if best is not None else "–"}</td></tr>')
     pairs = claims_mod.evaluate(loaded)
-    counts = {v: sum(o.verdict == v for _, o in pairs) for v in claims_mod.VERDICTS}
+    checked = [(c, o) for c, o in pairs if o.verdict != "not run" or any(claims_mod.relevant(c, p) for p in loaded)]
+    unchecked = [(c, o) for c, o in pairs if (c, o) not in checked]
+    counts = {v: sum(o.verdict == v for _, o in checked) for v in claims_mod.VERDICTS}
     tally = " · ".join(f"{_verdict(v)} {n}" for v, n in counts.items() if n)
-    body = ["<h1>vglab — reproducing Ven &amp; Lederer (2021)</h1>",
-            f'<p class="sub">{len(loaded)} experiments · {len(pairs)} claims · {tally}</p>',
-            '<h2 id="claims">Claims</h2>',
-            _claims_table(pairs, link_preset=lambda p: (pages.get(p, "") + "#claims") if p in pages else ""),
-            '<h2 id="experiments">Experiments</h2>',
-            "<table><thead><tr><th>experiment (preset)</th><th>dataset</th><th>runs</th><th>configurations</th>"
-            "<th>best configuration — final val acc</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"]
-    tmp = out.with_name("." + out.name + ".tmp")
-    tmp.write_text(_page("vglab · reproduction index", "\n".join(body)), encoding="utf-8")
-    os.replace(tmp, out)
+    link = lambda p: (pages.get(p, "") + "#claims") if p in pages else ""  # noqa: E731
+    title = _index_title(loaded, datasets)
+    body = [f"<h1>{title}</h1>",
+            f'<p class="sub">{len(loaded)} experiments · {len(checked)} claims checked' + (f" · {tally}" if tally else "")
+            + "</p>", '<h2 id="claims">Claims</h2>']
+    if checked:
+        body.append(_claims_table(checked, link_preset=link))
+        body.append(f'<p class="rule">{_esc(claims_mod.DIVERGED_NOTE)}</p>')
+    else:
+        body.append("<p>None of these experiments is one of the reference study's presets, so no claim of the study "
+                    "is checked here.</p>")
+    if unchecked and checked:
+        body.append(f"<details><summary>Claims that need presets not run here ({len(unchecked)})</summary>"
+                    + _claims_table(unchecked, link_preset=link) + "</details>")
+    body += ['<h2 id="experiments">Experiments</h2>',
+             "<table><thead><tr><th>experiment (preset)</th><th>dataset</th><th>runs</th><th>configurations</th>"
+             "<th>best configuration — final val acc</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"]
+    return _page(re.sub(r"<[^>]+>", "", html.unescape(title)), "\n".join(body))
+
+
+def write_index(results_dirs, out, refresh_pages: bool = True, figure_formats=FIGURE_FORMATS) -> Path:
+    """An index page over several experiments: a link to each one's report (written or
+    refreshed when missing or older than its results, unless `refresh_pages` is False:
+    someone else is writing them) and every claim, evaluated over all of them (keyed by
+    their preset). `out` is the page's path (or a folder for index.html). Written
+    atomically."""
+    from vglab.results.store import atomic_write_text
+
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        out = out / INDEX
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, render_index(results_dirs, out, refresh_pages, figure_formats))
     return out

@@ -86,18 +86,52 @@ def final(res) -> pd.DataFrame:
 
 
 def summary(res) -> pd.DataFrame:
-    """One row per label: seeds, final validation accuracy mean/std/min/max, diverged count."""
+    """One row per label: seeds, final validation accuracy mean/std/min/max over the runs
+    that did not diverge (NaN when all did; std NaN with one run), how many diverged and
+    at which epochs (e.g. "3, 5")."""
     f = final(res)
     rows = []
     for label in label_order(f):
         g = f[f["label"] == label]
-        acc = g["val_acc"].astype(float)
-        div = g["diverged_epoch"].notna().sum() if "diverged_epoch" in g else 0
+        diverged = g["diverged_epoch"].notna() if "diverged_epoch" in g else pd.Series(False, index=g.index)
+        acc = g.loc[~diverged, "val_acc"].astype(float)
+        at = sorted(int(e) for e in g.loc[diverged, "diverged_epoch"]) if diverged.any() else []
         rows.append({"label": label, "seeds": int(g["seed"].nunique()), "runs": len(g),
-                     "val_acc_mean": acc.mean(), "val_acc_std": acc.std(ddof=0) if len(acc) > 1 else 0.0,
-                     "val_acc_min": acc.min(), "val_acc_max": acc.max(), "diverged": int(div),
+                     "val_acc_mean": acc.mean(), "val_acc_std": acc.std(ddof=0) if len(acc) > 1 else np.nan,
+                     "val_acc_min": acc.min(), "val_acc_max": acc.max(), "diverged": int(diverged.sum()),
+                     "diverged_at": ", ".join(map(str, at)),
                      "epochs": int(g["epoch"].max()) if g["epoch"].notna().any() else 0})
     return pd.DataFrame(rows)
+
+
+def first_recorded_epoch(res) -> int | None:
+    """The first epoch after initialization with recorded gradient statistics: 1, unless
+    the runs record every k epochs (then k: its statistics cover the steps of epochs 1..k)."""
+    g = res.grads
+    if g is None or g.empty or "epoch" not in g:
+        return None
+    e = g.loc[g["epoch"] > 0, "epoch"]
+    return int(e.min()) if len(e) else None
+
+
+def last_span(res) -> str:
+    """The steps the last recorded gradient statistics cover: "epoch 20", or "epochs 571–600"
+    when the runs record every k epochs."""
+    g = res.grads
+    if g is None or g.empty:
+        return "the last epoch"
+    ep = sorted(int(e) for e in g["epoch"].unique() if e > 0)
+    if not ep:
+        return "the last epoch"
+    prev = ep[-2] if len(ep) > 1 else 0
+    return f"epoch {ep[-1]}" if ep[-1] - prev == 1 else f"epochs {prev + 1}–{ep[-1]}"
+
+
+def epoch_span(epoch: int | None) -> str:
+    """How a recorded epoch's gradient statistics are to be read: "epoch 1", or "epochs 1–30"."""
+    if epoch is None:
+        return "the first epoch"
+    return "epoch 1" if epoch == 1 else f"epochs 1–{epoch}"
 
 
 def arms(r: pd.DataFrame, **where) -> pd.DataFrame:

@@ -259,6 +259,14 @@ class Comparison:
     measured: np.ndarray  # [seed, depth]
     input_assumed: bool  # True when E‖x‖² was not available and 1/3 per feature was assumed
     prediction: Prediction
+    epoch: int = 1  # the recorded epoch measured (its statistics cover every step since epoch 0)
+    diverged: int = 0  # runs of this configuration left out: they diverged
+    runs: int = 0  # runs measured
+
+    @property
+    def measured_ok(self) -> bool:
+        """Some run has a finite measurement (all diverged: nothing to compare)."""
+        return bool(np.isfinite(self.measured).any())
 
     @property
     def slope_backward(self) -> float:
@@ -270,18 +278,21 @@ class Comparison:
 
     @property
     def slope_measured(self) -> float:
-        return _slope(np.nanmean(self.measured, 0))
+        return _slope(np.nanmean(self.measured, 0)) if self.measured_ok else float("nan")
 
     @property
     def first_vs_last(self) -> dict:
         """log10 ‖∂J/∂W^[1]‖² − log10 ‖∂J/∂W^[L]‖²: predicted (both ways) and measured."""
+        first = self.measured[:, 0]
         return {"backward": float(self.pred_backward[0]), "full": float(self.pred_full[0]),
-                "measured": float(np.nanmean(self.measured[:, 0]))}
+                "measured": float(np.nanmean(first)) if np.isfinite(first).any() else float("nan")}
 
 
-def compare(res, labels=None, epoch: int = 1, min_depth: int = 2) -> list[Comparison]:
+def compare(res, labels=None, epoch: int | None = None, min_depth: int = 2) -> list[Comparison]:
     """The mean-field prediction against the measured per-layer gradient norms
-    (`grad_norm_mean` of `w` in `epoch`) for every MLP configuration of `res`."""
+    (`grad_norm_mean` of `w` in `epoch`, default the first recorded epoch after
+    initialization) for every MLP configuration of `res`. Runs that diverged are left
+    out (counted in `Comparison.diverged`); if all did, `measured` is NaN."""
     from vglab.report import tables
 
     r = tables.runs(res)
@@ -289,6 +300,7 @@ def compare(res, labels=None, epoch: int = 1, min_depth: int = 2) -> list[Compar
     g = res.grads
     if g.empty or not len(r):
         return out
+    epoch = tables.first_recorded_epoch(res) if epoch is None else epoch
     g = g[(g["param"] == "w") & (g["epoch"] == epoch)]
     for label in tables.label_order(r):
         if labels is not None and label not in labels:
@@ -318,17 +330,21 @@ def compare(res, labels=None, epoch: int = 1, min_depth: int = 2) -> list[Compar
                            weight_spec=str(row["weight_init_spec"]), bias_var=b_var, input_sq_norm=x2, n_out=n_out)
         except ValueError:
             continue
-        meas = []
-        for rid in rows["run_id"]:
+        meas, diverged = [], 0
+        for rid, div in zip(rows["run_id"], rows["diverged_epoch"]):
             s = g[(g["run_id"] == rid) & (g["layer_index"] < depth)].sort_values("layer_index")
             if len(s) != depth:
+                continue
+            if div is not None and not (isinstance(div, float) and math.isnan(div)):
+                diverged += 1
                 continue
             with np.errstate(divide="ignore", invalid="ignore"):
                 v = 2 * np.log10(s["grad_norm_mean"].to_numpy(float))
             meas.append(v - v[-1])
-        if not meas:
+        if not meas and not diverged:
             continue
         out.append(Comparison(label, depth, str(row["activation"]), float(row["alpha"]), str(row["weight_init_spec"]),
                               pred.log_rel_backward / math.log(10), pred.log_rel_full / math.log(10),
-                              np.array(meas), assumed, pred))
+                              np.array(meas) if meas else np.full((1, depth), np.nan), assumed, pred, epoch,
+                              diverged, len(meas)))
     return out

@@ -1,4 +1,4 @@
 """What is kept: atomic result tables per run, loaded into pandas."""
-from vglab.results.store import Results, StoreError, load
+from vglab.results.store import Results, StoreError, load, load_many
 
-__all__ = ["Results", "StoreError", "load"]
+__all__ = ["Results", "StoreError", "load", "load_many"]

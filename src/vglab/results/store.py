@@ -10,6 +10,11 @@ Every file is written to a temporary name and renamed into place, and a run coun
 as complete only once its `DONE` marker exists (written last), so a process killed at
 any moment leaves either a complete run or one that the next invocation redoes.
 `load` reads only complete runs, into tidy pandas tables that all carry `run_id`.
+
+`OUT/runs.parquet` is the `runs` table of the complete runs in one file, for analysis
+tools that read Parquet (pandas, polars, DuckDB), rewritten (atomically) when an
+invocation has stored an experiment's runs (`write_runs_table`). `run.json` stays the
+source: it is written with its run, and `load` reads it (so a table can never be stale).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import pyarrow.parquet as pq
 
 RUNS = "runs"
 DONE = "DONE"
+RUNS_TABLE = "runs.parquet"
 TABLES = ("epochs", "grads", "activations")
 
 
@@ -172,9 +178,14 @@ def _alive(pid: int) -> bool:
 # ------------------------------------------------------------------------- load
 @dataclass
 class Results:
-    """A results directory read into pandas. Only complete runs are included."""
+    """Results read into pandas. Only complete runs are included.
 
-    path: Path
+    One folder (`load`): `path` is it, `spec` its experiment.toml, `meta` its meta.json.
+    Several (`load_many`): `path` is None, `specs`/`folders` map each experiment key to its
+    spec and folder, and every table has an `experiment` column (rows are keyed by
+    experiment and run_id: the same configuration in two experiments has the same run_id)."""
+
+    path: Path | None
     spec: dict
     meta: dict
     runs: pd.DataFrame
@@ -182,25 +193,120 @@ class Results:
     grads: pd.DataFrame
     activations: pd.DataFrame
     _cache: dict = field(default_factory=dict, repr=False)
+    folders: dict = field(default_factory=dict, repr=False)  # experiment key -> folder (several folders)
+    specs: dict = field(default_factory=dict, repr=False)  # experiment key -> spec (several folders)
 
-    def histogram(self, run_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """(counts[epoch 1..E, layer, param, bin], edges in log10|g|); bin 0 counts exact zeros."""
+    def run_folder(self, run_id: str, experiment: str | None = None) -> Path:
+        """The folder of one run (`experiment` picks it when several folders hold `run_id`)."""
+        if self.path is not None:
+            return run_dir(self.path, run_id)
+        rows = self.runs[self.runs["run_id"] == run_id]
+        if experiment is not None:
+            rows = rows[rows["experiment"] == experiment]
+        keys = sorted(set(rows["experiment"]))
+        if not keys:
+            raise StoreError(f"no run {run_id!r}" + (f" in experiment {experiment!r}" if experiment else "")
+                             + f"; the experiments loaded are {sorted(self.folders)}")
+        if len(keys) > 1:
+            raise StoreError(f"run {run_id!r} is in several experiments ({', '.join(keys)}); "
+                             "pass experiment= to choose one")
+        return run_dir(self.folders[keys[0]], run_id)
+
+    def histogram(self, run_id: str, experiment: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(counts[recorded epoch > 0, layer, param, bin], edges in log10|g|); bin 0 counts
+        exact zeros. The epochs are those of the `grads` table (`histogram_epochs`)."""
         from vglab.train.probes import hist_edges  # the bin convention lives with the probe
 
-        f = run_dir(self.path, run_id) / "histograms.npz"
+        f = self.run_folder(run_id, experiment) / "histograms.npz"
         if not f.exists():
             raise StoreError(f"run {run_id} has no histograms (trained without the grad_hist probe)")
         with np.load(f) as z:
             return z["counts"], hist_edges()
 
-    def final_grads(self, run_id: str) -> dict[str, np.ndarray]:
+    def histogram_epochs(self, run_id: str, experiment: str | None = None) -> list[int]:
+        """The epochs the rows of `histogram(run_id)` cover, in order (those of `grads`)."""
+        g = self.grads[self.grads["run_id"] == run_id]
+        if experiment is not None and "experiment" in g:
+            g = g[g["experiment"] == experiment]
+        return sorted(int(e) for e in g["epoch"].unique())
+
+    def histogram_table(self, run_ids=None, *, experiment: str | None = None, drop_empty: bool = False) -> pd.DataFrame:
+        """The gradient histograms as one long table: run_id, epoch, layer, layer_index,
+        param, bin, bin_lo, bin_hi, count (and experiment, for several folders).
+
+        `bin_lo`/`bin_hi` are log10|g|; bin 0 holds exact zeros (bin_lo = bin_hi = -inf),
+        and the first and last ranges also hold the values clipped into them (DESIGN.md).
+        `run_ids`: one id or a list (default: every run with histograms)."""
+        from vglab.train.loop import PARAMS  # the histogram's param axis
+        from vglab.train.probes import hist_edges
+
+        edges = hist_edges()
+        lo = np.concatenate([[-np.inf], edges[:-1]])
+        hi = np.concatenate([[-np.inf], edges[1:]])
+        runs = self.runs
+        if experiment is not None:
+            runs = runs[runs["experiment"] == experiment]
+        if run_ids is not None:
+            runs = runs[runs["run_id"].isin([run_ids] if isinstance(run_ids, str) else list(run_ids))]
+        parts = []
+        for row in runs.itertuples(index=False):
+            exp = getattr(row, "experiment", None) if self.path is None else None
+            try:
+                counts, _ = self.histogram(row.run_id, exp)
+            except StoreError:
+                continue
+            g = self.grads[self.grads["run_id"] == row.run_id]
+            if exp is not None:
+                g = g[g["experiment"] == exp]
+            epochs = sorted(int(e) for e in g["epoch"].unique())
+            layers = g[["layer_index", "layer"]].drop_duplicates().sort_values("layer_index")
+            if len(epochs) != counts.shape[0] or len(layers) != counts.shape[1]:
+                raise StoreError(f"run {row.run_id}: histograms.npz ({counts.shape[0]} epochs, {counts.shape[1]} layers) "
+                                 f"does not match grads.parquet ({len(epochs)} epochs, {len(layers)} layers)")
+            n_e, n_l, n_p, n_b = counts.shape
+            idx = np.indices(counts.shape).reshape(4, -1)
+            frame = pd.DataFrame({
+                "run_id": row.run_id,
+                "epoch": np.asarray(epochs)[idx[0]],
+                "layer": layers["layer"].to_numpy()[idx[1]],
+                "layer_index": layers["layer_index"].to_numpy()[idx[1]],
+                "param": np.asarray(PARAMS)[idx[2]],
+                "bin": idx[3],
+                "bin_lo": lo[idx[3]],
+                "bin_hi": hi[idx[3]],
+                "count": counts.reshape(-1).astype(np.int64),
+            })
+            if exp is not None:
+                frame.insert(0, "experiment", exp)
+            parts.append(frame[frame["count"] > 0] if drop_empty else frame)
+        if not parts:
+            return pd.DataFrame(columns=["run_id", "epoch", "layer", "layer_index", "param", "bin", "bin_lo", "bin_hi",
+                                         "count"])
+        return pd.concat(parts, ignore_index=True)
+
+    def final_grads(self, run_id: str, experiment: str | None = None) -> dict[str, np.ndarray]:
         """The first and last layer's weight gradients at the end of training."""
-        with np.load(run_dir(self.path, run_id) / "final_grads.npz") as z:
+        with np.load(self.run_folder(run_id, experiment) / "final_grads.npz") as z:
             return {k: z[k] for k in z.files}
 
     def table(self, name: str) -> pd.DataFrame:
         """A per-epoch table joined with the run configuration (for grouping and plots)."""
-        return getattr(self, name).merge(self.runs, on="run_id", how="left")
+        t = getattr(self, name)
+        on = ["experiment", "run_id"] if "experiment" in t.columns and "experiment" in self.runs.columns else "run_id"
+        return t.merge(self.runs, on=on, how="left")
+
+
+def write_runs_table(out: Path) -> Path | None:
+    """Write `OUT/runs.parquet` (atomically) from the complete runs' run.json; None when
+    there are none. Call with the lock held."""
+    out = Path(out)
+    ids = sorted(completed_run_ids(out))
+    if not ids:
+        (out / RUNS_TABLE).unlink(missing_ok=True)
+        return None
+    rows = pd.DataFrame([json.loads((run_dir(out, i) / "run.json").read_text()) for i in ids])
+    _atomic_via(out / RUNS_TABLE, lambda tmp: pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), tmp))
+    return out / RUNS_TABLE
 
 
 def load(out: Path) -> Results:
@@ -214,10 +320,57 @@ def load(out: Path) -> Results:
     spec = tomllib.loads(spec_file.read_text()) if spec_file.exists() else {}
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     ids = sorted(completed_run_ids(out))
-    rows = [json.loads((run_dir(out, i) / "run.json").read_text()) for i in ids]
     tables = {}
     for name in TABLES:
         parts = [pd.read_parquet(run_dir(out, i) / f"{name}.parquet") for i in ids]
         tables[name] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"run_id": []})
+    rows = [json.loads((run_dir(out, i) / "run.json").read_text()) for i in ids]
     runs = pd.DataFrame(rows) if rows else pd.DataFrame({"run_id": []})
     return Results(out, spec, meta, runs, tables["epochs"], tables["grads"], tables["activations"])
+
+
+def experiment_keys(folders) -> list[str]:
+    """One distinct key per results folder: its experiment name, or, where two folders
+    share a name (digits/large-params and mnist/large-params), the shortest distinct
+    end of their paths."""
+    folders = [Path(f).resolve() for f in folders]
+    names = []
+    for f in folders:
+        try:
+            import tomllib
+
+            names.append(str(tomllib.loads((f / "experiment.toml").read_text()).get("name") or f.name))
+        except (OSError, ValueError):
+            names.append(f.name)
+    keys = list(names)
+    for depth in range(1, 64):
+        dup = {k for k in keys if keys.count(k) > 1}
+        if not dup:
+            return keys
+        keys = [("/".join(f.parts[-depth - 1:-1] + (n,)) if k in dup else k) for k, f, n in zip(keys, folders, names)]
+    return [str(f) for f in folders]
+
+
+def load_many(folders) -> Results:
+    """Several results folders as one `Results`: each table concatenated, with an
+    `experiment` column (see `experiment_keys`) that, with run_id, keys every row."""
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise StoreError("no results folders given; pass one or more folders written by vglab run / reproduce")
+    if len({f.resolve() for f in folders}) != len(folders):
+        raise StoreError("a results folder is given twice; pass each folder once")
+    loaded = [load(f) for f in folders]
+    keys = experiment_keys(folders)
+    tables = {}
+    for name in ("runs",) + TABLES:
+        parts = []
+        for key, res in zip(keys, loaded):
+            t = getattr(res, name).copy()
+            if "experiment" in t.columns:
+                t["experiment"] = key
+            else:
+                t.insert(0, "experiment", key)
+            parts.append(t)
+        tables[name] = pd.concat(parts, ignore_index=True)
+    return Results(None, {}, {}, tables["runs"], tables["epochs"], tables["grads"], tables["activations"],
+                   folders=dict(zip(keys, folders)), specs={k: r.spec for k, r in zip(keys, loaded)})

@@ -1,18 +1,26 @@
-"""TensorBoard event files for stored runs: `OUT/tensorboard/<run_id>/events.out.tfevents.*`.
+"""TensorBoard event files for runs: `OUT/tensorboard/<run_id>/events.out.tfevents.*`.
 
-Written with the tensorboard package's own writer and protos (no TensorFlow needed):
-- scalars per epoch: `loss/train`, `loss/val`, `loss/penalty`, `loss/total`,
-  `accuracy/train`, `accuracy/val` (epoch 0 is the measurement at initialization);
-- one histogram per layer and parameter per epoch, `grad_log10|g|/<layer>/<w|b>`, from the
-  stored log10|g| bin counts over all the epoch's steps (DESIGN.md): bucket limits are
-  the bin edges; exact zeros are counted in a first bucket ending at the lowest edge.
+Written with the tensorboard package's own writer and protos (no TensorFlow needed), per
+recorded epoch (epoch 0 is the measurement at initialization):
+- scalars `loss/train`, `loss/val`, `loss/penalty`, `loss/total`, `accuracy/train`, `accuracy/val`;
+- per layer, one section per quantity so layers compare side by side:
+  `grad_norm/<layer>` and `grad_std/<layer>` (weights, over every step since the last
+  record), `saturated_frac/<layer>`, `mean_log_phi_prime/<layer>` and `log_weight_norm/<layer>`
+  (natural logs, on the probe batch; hidden layers only for the first two);
+- one histogram per layer and parameter, `grad_log10|g|/<layer>/<w|b>`, from the stored
+  log10|g| bin counts (DESIGN.md): bucket limits are the bin edges; exact zeros are
+  counted in a first bucket ending at the lowest edge;
+- the run's HParams (network, depth, width, variant, activation, init, alpha, penalty, r,
+  seed, dataset, epochs), so TensorBoard's HParams tab can filter and compare runs.
 
-`python -m tensorboard.main --logdir OUT/tensorboard` shows them. A run's folder is
-written whole into a temporary folder and renamed into place, so it is complete or absent.
+While training (`vglab run --tensorboard`) the runner writes each epoch as it arrives
+(`RunWriter.add_metrics`, flushed at once); `export` writes the events of stored runs from
+their tables (`python -m tensorboard.main --logdir OUT/tensorboard` shows either).
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +32,13 @@ from vglab.results import store
 TB = "tensorboard"
 SCALARS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_penalty": "loss/penalty",
            "train_total_loss": "loss/total", "train_acc": "accuracy/train", "val_acc": "accuracy/val"}
-PARAMS = ("w", "b")
+# per-layer scalars: (table, column) -> tag section; grads quantities are of the weights
+LAYER_SCALARS = {("grads", "grad_norm_mean"): "grad_norm", ("grads", "grad_std"): "grad_std",
+                 ("activations", "saturated_frac"): "saturated_frac",
+                 ("activations", "log_deriv_mean"): "mean_log_phi_prime",
+                 ("activations", "log_weight_norm"): "log_weight_norm"}
+HPARAMS = ("network", "depth", "width", "variant", "activation", "weight_init", "alpha", "penalty", "r", "seed",
+           "dataset", "epochs")
 
 
 def layer_names(grads) -> list[str]:
@@ -32,6 +46,20 @@ def layer_names(grads) -> list[str]:
     if grads is None or len(grads) == 0:
         return []
     return list(grads.drop_duplicates("layer").sort_values("layer_index")["layer"])
+
+
+def hparams_of(row: dict) -> dict:
+    """A run's HParams from its `runs` row (values TensorBoard accepts: str, float, int, bool;
+    settings a network does not have, e.g. a paper_cnn's depth, are left out)."""
+    out = {}
+    for k in HPARAMS:
+        v = row.get(k)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if isinstance(v, np.generic):
+            v = v.item()
+        out["init" if k == "weight_init" else k] = v if isinstance(v, (str, bool, int, float)) else str(v)
+    return out
 
 
 def _histogram(counts: np.ndarray, edges: np.ndarray):
@@ -47,33 +75,101 @@ def _histogram(counts: np.ndarray, edges: np.ndarray):
         bucket_limit=[float(edges[0])] + [float(e) for e in edges[1:]], bucket=[float(c) for c in counts])
 
 
-def write_run(out: Path, run_id: str, epochs, histograms: np.ndarray | None, layers: list[str]) -> Path:
-    """Write one run's events into `out/tensorboard/<run_id>/` (replacing an older folder)."""
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.compat.proto.summary_pb2 import Summary
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+class RunWriter:
+    """One run's events, epoch by epoch, into `out/tensorboard/<run_id>/` (a new folder:
+    an older one is replaced). Every `add_*` is flushed, so a running TensorBoard sees it."""
 
-    from vglab.train.probes import hist_edges
+    def __init__(self, out: Path, run_id: str, hparams: dict, layers: list[str], folder: Path | None = None):
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.plugins.hparams import summary_v2 as hp
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+        self.folder = folder or Path(out) / TB / run_id
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.writer = EventFileWriter(str(self.folder))
+        self.layers = list(layers)
+        self.start = time.time()
+        self._event = Event
+        if hparams:
+            self.writer.add_event(Event(wall_time=self.start, step=0,
+                                        summary=hp.hparams_pb(hparams, trial_id=run_id, start_time_secs=self.start)))
+        self.writer.flush()
+
+    def add(self, epoch: int, scalars: dict[str, float], histograms: dict[str, np.ndarray] | None = None,
+            wall_time: float | None = None) -> None:
+        """One epoch: finite scalars by tag, and histogram counts by tag."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        from vglab.train.probes import hist_edges
+
+        values = [Summary.Value(tag=tag, simple_value=float(v)) for tag, v in scalars.items() if np.isfinite(v)]
+        if histograms:
+            edges = hist_edges()
+            values += [Summary.Value(tag=tag, histo=_histogram(c, edges)) for tag, c in histograms.items()]
+        self.writer.add_event(self._event(wall_time=wall_time or time.time(), step=int(epoch), summary=Summary(value=values)))
+        self.writer.flush()
+
+    def add_metrics(self, epoch: int, metrics: dict, k: int) -> None:
+        """One epoch from the engine's per-epoch record (`train_group`'s `on_epoch`): member k's values."""
+        from vglab.train.loop import PARAMS
+
+        scalars = {tag: metrics[col][k] for col, tag in SCALARS.items() if col in metrics}
+        hists = {}
+        for i, layer in enumerate(self.layers):
+            for (_, col), section in LAYER_SCALARS.items():
+                if col in metrics:
+                    v = metrics[col][k][i]
+                    scalars[f"{section}/{layer}"] = v[PARAMS.index("w")] if np.ndim(v) else v
+            if "grad_hist" in metrics:
+                for j, p in enumerate(PARAMS):
+                    hists[f"grad_log10|g|/{layer}/{p}"] = metrics["grad_hist"][k][i][j]
+        self.add(epoch, scalars, hists)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _per_epoch_layer_scalars(grads, activations) -> dict[int, dict[str, float]]:
+    """{epoch: {tag: value}} of the per-layer scalars, from a run's stored tables."""
+    out: dict[int, dict[str, float]] = {}
+    tables = {"grads": grads[grads["param"] == "w"] if grads is not None and len(grads) else None,
+              "activations": activations if activations is not None and len(activations) else None}
+    for (table, col), section in LAYER_SCALARS.items():
+        t = tables[table]
+        if t is None or col not in t:
+            continue
+        for e, layer, v in zip(t["epoch"], t["layer"], t[col]):
+            out.setdefault(int(e), {})[f"{section}/{layer}"] = float(v)
+    return out
+
+
+def write_run(out: Path, run_id: str, epochs, histograms: np.ndarray | None, layers: list[str], *, grads=None,
+              activations=None, hparams: dict | None = None) -> Path:
+    """Write one stored run's events into `out/tensorboard/<run_id>/` (replacing an older
+    folder): written whole into a temporary folder and renamed into place."""
     final = Path(out) / TB / run_id
     tmp = final.with_name(f".{run_id}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    writer = EventFileWriter(str(tmp))
+    w = RunWriter(out, run_id, hparams or {}, layers, folder=tmp)
+    per_layer = _per_epoch_layer_scalars(grads, activations)
+    hist_epochs = sorted(e for e in (grads["epoch"].unique() if grads is not None and len(grads) else []))
+    if histograms is not None and len(hist_epochs) != len(histograms):
+        hist_epochs = list(range(1, len(histograms) + 1))  # grads not given: one row per epoch 1..E
+    hist_at = dict(zip((int(e) for e in hist_epochs), histograms)) if histograms is not None else {}
+    from vglab.train.loop import PARAMS
+
     t = 0.0
-    start = time.time()
     for row in epochs.sort_values("epoch").itertuples(index=False):
         row = row._asdict()
         t += float(row.get("seconds") or 0.0)
-        values = [Summary.Value(tag=tag, simple_value=float(row[col]))
-                  for col, tag in SCALARS.items() if col in row and np.isfinite(row[col])]
-        writer.add_event(Event(wall_time=start + t, step=int(row["epoch"]), summary=Summary(value=values)))
-    if histograms is not None:
-        edges = hist_edges()
-        for e, per_layer in enumerate(histograms, start=1):  # histograms cover epochs 1..E
-            values = [Summary.Value(tag=f"grad_log10|g|/{layer}/{p}", histo=_histogram(per_layer[i][k], edges))
-                      for i, layer in enumerate(layers) for k, p in enumerate(PARAMS)]
-            writer.add_event(Event(wall_time=start + e, step=e, summary=Summary(value=values)))
-    writer.close()
+        e = int(row["epoch"])
+        scalars = {tag: row[col] for col, tag in SCALARS.items() if col in row}
+        scalars.update(per_layer.get(e, {}))
+        hists = {}
+        if e in hist_at:
+            hists = {f"grad_log10|g|/{layer}/{p}": hist_at[e][i][j]
+                     for i, layer in enumerate(layers) for j, p in enumerate(PARAMS)}
+        w.add(e, scalars, hists, wall_time=w.start + t)
+    w.close()
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -86,7 +182,8 @@ def export(out: Path, only_missing: bool = True) -> list[str]:
     out = Path(out)
     res = store.load(out)
     written = []
-    for run_id in res.runs["run_id"] if len(res.runs) else []:
+    for row in res.runs.to_dict("records") if len(res.runs) else []:
+        run_id = row["run_id"]
         if only_missing and (out / TB / run_id).is_dir():
             continue
         grads = res.grads[res.grads["run_id"] == run_id]
@@ -94,6 +191,7 @@ def export(out: Path, only_missing: bool = True) -> list[str]:
             counts, _ = res.histogram(run_id)
         except store.StoreError:
             counts = None
-        write_run(out, run_id, res.epochs[res.epochs["run_id"] == run_id], counts, layer_names(grads))
+        write_run(out, run_id, res.epochs[res.epochs["run_id"] == run_id], counts, layer_names(grads), grads=grads,
+                  activations=res.activations[res.activations["run_id"] == run_id], hparams=hparams_of(row))
         written.append(run_id)
     return written
