@@ -15,8 +15,14 @@ vmapped program in which members with the same seed share the same base draw.
 | glorot_uniform() | uniform | U[-1, 1]  | sqrt(6 / (fan_in + fan_out))|
 | he_normal()      | normal  | N(0, 1)   | sqrt(2 / fan_in)            |
 | zeros()          | zeros   | 0         | 0                           |
+| model            | model   | the model's own `init(key)`, unscaled   |
 
-He normal here is the plain (untruncated) normal of He et al. 2015.
+He normal here is the plain (untruncated) normal of He et al. 2015. `model` keeps what
+the model's own initializer draws (for a user's Equinox or Flax model, its defaults).
+
+Laws apply to any model's weight and bias tensors through its `Layout`
+(`vglab.nn.model`): `assemble` cuts one flat base draw into the layers' weights (and
+one into their biases), in layer order, each slice times its layer's scale.
 """
 
 from __future__ import annotations
@@ -28,14 +34,14 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-FAMILIES = ("normal", "uniform", "zeros")
+FAMILIES = ("normal", "uniform", "zeros", "model")
 
 
 @dataclass(frozen=True)
 class Init:
     """An initialization law. `value` is the std (normal) or half-width (uniform)."""
 
-    kind: str  # normal | uniform | glorot_uniform | he_normal | zeros
+    kind: str  # normal | uniform | glorot_uniform | he_normal | zeros | model
     value: float | None = None
 
     @property
@@ -54,6 +60,8 @@ class Init:
             return math.sqrt(2.0 / fan_in)
         if self.kind == "zeros":
             return 0.0
+        if self.kind == "model":
+            return 1.0
         return float(self.value)
 
     @property
@@ -62,7 +70,8 @@ class Init:
             return f"N(0, std={_fmt(self.value)})"
         if self.kind == "uniform":
             return f"U[-{_fmt(self.value)}, {_fmt(self.value)}]"
-        return {"glorot_uniform": "Glorot uniform", "he_normal": "He normal", "zeros": "zeros"}[self.kind]
+        return {"glorot_uniform": "Glorot uniform", "he_normal": "He normal", "zeros": "zeros",
+                "model": "model's own init"}[self.kind]
 
     @property
     def spec(self) -> str:
@@ -116,8 +125,13 @@ def zeros() -> Init:
     return Init("zeros", 0.0)
 
 
+def model() -> Init:
+    """Whatever the model's own `init(key)` draws."""
+    return Init("model")
+
+
 _PATTERN = re.compile(r"^\s*(\w+)\s*(?:\((.*)\))?\s*$")
-SPEC_HELP = "normal(std=S), normal(variance=V), uniform(a=A), glorot_uniform, he_normal, zeros"
+SPEC_HELP = "normal(std=S), normal(variance=V), uniform(a=A), glorot_uniform, he_normal, zeros, model"
 
 
 def parse(spec: str | Init) -> Init:
@@ -137,10 +151,11 @@ def parse(spec: str | Init) -> Init:
             kwargs[key.strip()] = float(val)
         except ValueError:
             raise ValueError(f"cannot read init {spec!r}: arguments are key=number; write one of: {SPEC_HELP}") from None
-    aliases = {"var": "variance", "sigma": "std", "glorot": "glorot_uniform", "he": "he_normal"}
+    aliases = {"var": "variance", "sigma": "std", "glorot": "glorot_uniform", "he": "he_normal", "own": "model"}
     kwargs = {aliases.get(k, k): v for k, v in kwargs.items()}
     name = aliases.get(name, name)
-    makers = {"normal": normal, "uniform": uniform, "glorot_uniform": glorot_uniform, "he_normal": he_normal, "zeros": zeros}
+    makers = {"normal": normal, "uniform": uniform, "glorot_uniform": glorot_uniform, "he_normal": he_normal,
+              "zeros": zeros, "model": model}
     if name not in makers:
         raise ValueError(f"unknown init {name!r}; write one of: {SPEC_HELP}")
     try:
@@ -158,3 +173,35 @@ def base_draw(key: jax.Array, family: str, shape: tuple[int, ...]) -> jax.Array:
     if family == "zeros":
         return jnp.zeros(shape)
     raise ValueError(f"unknown init family {family!r}; one of {FAMILIES}")
+
+
+def _layer_scale(law: Init, fan_in: int, fan_out: int, value):
+    if law.fan_scaled or value is None:
+        return law.scale(fan_in, fan_out)
+    return value
+
+
+def assemble(layout, w_all, b_all, weight_law: Init, bias_law: Init, weight_value=None, bias_value=None,
+             own_leaves=None):
+    """A parameter pytree from flat base draws (`w_all`: every weight's entries, layer after
+    layer; `b_all`: every bias's), each layer's slice times its law's scale (`weight_value`
+    /`bias_value` replace a fixed law's std or half-width). Tensors under the `model` law
+    keep `own_leaves` (the model's own init, flattened)."""
+    if own_leaves is None and "model" in (weight_law.kind, bias_law.kind):
+        raise ValueError("the 'model' init law needs the model's own parameters (own_leaves)")
+    leaves = list(own_leaves) if own_leaves is not None else [None] * layout.n_leaves
+    i_w = i_b = 0
+    for layer in layout.layers:
+        for t, law, flat, value in ((layer.weight, weight_law, w_all, weight_value),
+                                    (layer.bias, bias_law, b_all, bias_value)):
+            if t is None:
+                continue
+            start = i_w if t.param == "w" else i_b
+            if law.kind != "model":
+                leaves[t.leaf] = flat[start:start + t.size].reshape(t.shape) * _layer_scale(law, layer.fan_in,
+                                                                                           layer.fan_out, value)
+            if t.param == "w":
+                i_w += t.size
+            else:
+                i_b += t.size
+    return layout.unflatten(leaves)
