@@ -25,11 +25,14 @@ Equinox, Flax and a plain (init_fn, apply_fn) pair are in `vglab.nn.adapters`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import jax
+import jax.extend
 import numpy as np
 
 WEIGHT_NAMES = ("w", "weight", "kernel")
@@ -220,9 +223,14 @@ def _split_path(path) -> tuple[str, str]:
 
 
 def derive_layout(model: Model, x_example=None, params=None) -> Layout:
-    """The `Layout` of `model`'s parameters, from its tree paths. `x_example` (a batch, or its ShapeDtypeStruct)
-    finds the hidden layers (those whose pre-activations `apply(..., capture=True)`
-    returns); without it no layer is hidden. Only shapes are computed (`jax.eval_shape`)."""
+    """The `Layout` of `model`'s parameters, from its tree paths.
+
+    With `x_example` (a batch, or its ShapeDtypeStruct) the layers are ordered by where the
+    forward pass first uses them (found in its jaxpr: dict keys and attribute names say
+    nothing about the order of computation), ties broken by the natural order of the
+    paths; and the hidden layers are those whose pre-activations `apply(..., capture=True)`
+    returns. Without it, the natural order of the paths and no hidden layer. Only shapes
+    are computed (nothing runs)."""
     if params is None:
         params = jax.eval_shape(model.init, jax.random.key(0))
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
@@ -251,6 +259,9 @@ def derive_layout(model: Model, x_example=None, params=None) -> Layout:
             raise ModelError(f"{model.name}.layer_order does not match its parameters: missing {missing}, "
                              f"not listed {extra}")
         order = list(model.layer_order)
+    elif x_example is not None:
+        first = _first_use(model, params, x_example)
+        order = sorted(entries, key=lambda n: (min(first[i] for i, _ in entries[n].values()), _natural(n)))
     else:
         order = sorted(entries, key=_natural)
     hidden = _hidden_layers(model, params, x_example, order) if x_example is not None else set()
@@ -264,17 +275,52 @@ def derive_layout(model: Model, x_example=None, params=None) -> Layout:
     return Layout(tuple(layers), treedef, len(flat))
 
 
+def _struct(x):
+    return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
+
+
+def _first_use(model: Model, params, x_example) -> list[float]:
+    """For each parameter leaf, the index of the first equation of the forward pass's
+    jaxpr that reads it (inf if none does)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    structs = [_struct(leaf) for leaf in leaves]
+
+    def forward(ls, x):
+        return model.apply(jax.tree_util.tree_unflatten(treedef, ls), x, alpha=1.0)
+
+    jaxpr = jax.make_jaxpr(forward)(structs, _struct(x_example)).jaxpr
+    position = {v: i for i, v in enumerate(jaxpr.invars[: len(leaves)])}
+    first = [math.inf] * len(leaves)
+    for n, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.invars:
+            i = position.get(v) if isinstance(v, jax.extend.core.Var) else None
+            if i is not None and first[i] == math.inf:
+                first[i] = n
+    return first
+
+
 def _hidden_layers(model: Model, params, x_example, order: list[str]) -> set[str]:
-    x = jax.ShapeDtypeStruct(tuple(x_example.shape), x_example.dtype)
-    out = jax.eval_shape(lambda p, xx: model.apply(p, xx, alpha=1.0, capture=True), params, x)
+    out = jax.eval_shape(lambda p, xx: model.apply(p, xx, alpha=1.0, capture=True), params, _struct(x_example))
     if not (isinstance(out, tuple) and len(out) == 2):
         raise ModelError(f"{model.name}.apply(..., capture=True) must return (logits, preactivations)")
-    names = set(dict(out[1]))
+    names = set(named_preactivations(order, out[1]))
     unknown = names - set(order)
     if unknown:
         raise ModelError(f"{model.name} returned pre-activations of {sorted(unknown)}, which are not layers of its "
                          f"parameters ({order}); key them by layer name")
     return names
+
+
+def named_preactivations(order, preacts) -> dict:
+    """`preacts` as {layer name: z}: a dict as it is; a sequence (pre-activations recorded
+    in call order without names) is matched to the first layers in `order`."""
+    if isinstance(preacts, dict):
+        return dict(preacts)
+    preacts = list(preacts)
+    if len(preacts) > len(order):
+        raise ModelError(f"{len(preacts)} pre-activations were recorded for {len(order)} layers; name them "
+                         "(vglab.nn.preactivation(z, name=...)) so each belongs to a layer")
+    return dict(zip(order, preacts))
 
 
 def check_output(model: Model, params, x_example, n_classes: int) -> None:
@@ -291,3 +337,60 @@ def check_output(model: Model, params, x_example, n_classes: int) -> None:
         raise ModelError(f"{model.name} returns {getattr(out, 'dtype', type(out).__name__)}{tuple(shape or ())} "
                          f"for a batch of {x.shape[0]}; it must return float logits shaped {want} "
                          f"(batch, n_classes = {n_classes}): end with a linear layer of {n_classes} outputs")
+
+
+# ------------------------------------------------------------------ the apply scope
+@dataclass
+class ApplyScope:
+    """What a model's forward pass can read while vglab applies it: the rescaling `alpha`
+    (read by `vglab.nn.activation`), and, when `capture` is on, the pre-activations it
+    records (in call order; `name` None: matched to the layers in order)."""
+
+    alpha: object = 1.0
+    capture: bool = False
+    recorded: list = field(default_factory=list)  # [(name or None, z)]
+    activations: set = field(default_factory=set)  # the vglab activations the forward pass used
+
+    def record(self, z, name: str | None = None) -> None:
+        if self.capture:
+            self.recorded.append((name, z))
+
+    def preacts(self):
+        """The recorded pre-activations: a dict when all are named, else a list in call order."""
+        if self.recorded and all(n is not None for n, _ in self.recorded):
+            return {n: z for n, z in self.recorded}
+        if any(n is not None for n, _ in self.recorded):
+            raise ModelError("name all recorded pre-activations or none (vglab.nn.preactivation(z, name=...))")
+        return [z for _, z in self.recorded]
+
+
+_SCOPES = threading.local()
+
+
+@contextlib.contextmanager
+def apply_scope(alpha=1.0, capture: bool = False):
+    """Set the scope that `vglab.nn.activation` and `preactivation` read while a model's
+    forward pass is traced (trace time only: the values are the traced ones)."""
+    stack = getattr(_SCOPES, "stack", None)
+    if stack is None:
+        stack = _SCOPES.stack = []
+    scope = ApplyScope(alpha, capture)
+    stack.append(scope)
+    try:
+        yield scope
+    finally:
+        stack.pop()
+
+
+def current_scope() -> ApplyScope | None:
+    stack = getattr(_SCOPES, "stack", None)
+    return stack[-1] if stack else None
+
+
+def preactivation(z, name: str | None = None):
+    """Mark `z` as a layer's pre-activation (for the layer-factor probes); returns `z`.
+    Unnamed ones are matched to the layers in order; `vglab.nn.activation` calls this."""
+    scope = current_scope()
+    if scope is not None:
+        scope.record(z, name)
+    return z

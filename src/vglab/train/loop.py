@@ -335,7 +335,7 @@ def _layer_factors(model, layout, layer_qs, params, initial, alpha, x_probe) -> 
     preacts = {}
     if phi is not None and layout.hidden:
         _, preacts = model.apply(params, x_probe, alpha=alpha, capture=True)
-        preacts = dict(preacts)
+        preacts = model_mod.named_preactivations(layout.names, preacts)
     leaves = layout.leaves(params)
     initial_leaves = layout.leaves(initial) if initial is not None else None
     same_shape: dict[tuple, list[int]] = {}
