@@ -35,7 +35,7 @@ import optax
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adadelta", "adamax",
               "adamaxw", "amsgrad", "nadam", "nadamw", "radam", "adabelief", "yogi", "lion", "lamb", "lars",
-              "novograd", "sm3", "sign_sgd", "signum", "adan", "rprop", "adafactor", "optimistic_adam",
+              "novograd", "sm3", "sign_sgd", "signum", "adan", "rprop", "adafactor", "optimistic_adam_v2",
               "optimistic_gradient_descent")
 # vglab names for common settings of Optax optimizers: (optax name, default parameters).
 ALIASES = {"momentum": ("sgd", {"momentum": 0.9}), "nesterov": ("sgd", {"momentum": 0.9, "nesterov": True})}
