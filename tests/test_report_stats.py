@@ -87,6 +87,22 @@ def test_one_seed_gives_no_interval_and_says_so():
     assert stats.difference([0.8], [0.7, 0.6]).text() == "+0.150 (1 and 2 seeds: no interval)"
 
 
+def test_one_sample_against_a_reference_value():
+    """b a number (e.g. chance): the interval of mean(a) − b is arm a's one-sample t interval."""
+    sst = pytest.importorskip("scipy.stats")
+    a = {0: 0.12, 1: 0.09, 2: 0.14, 3: 0.11}
+    d = stats.difference(a, 0.1)
+    ref = sst.ttest_1samp(list(a.values()), 0.1).confidence_interval(0.95)
+    assert d.label == "one-sample t" and d.n == 4 and d.n_b == 0
+    assert d.diff == pytest.approx(0.115 - 0.1)
+    assert (d.low, d.high) == (pytest.approx(ref.low - 0.1, rel=1e-10), pytest.approx(ref.high - 0.1, rel=1e-10))
+    boot = stats.difference(a, 0.1, method="bootstrap")
+    assert boot.label == "one-sample bootstrap" and -0.01 - 1e-12 <= boot.low <= d.diff <= boot.high <= 0.04 + 1e-12
+    assert stats.difference([0.12], 0.1).text() == "+0.020 (1 seed: no interval)"
+    with pytest.raises(ValueError, match="reference value b must be finite"):
+        stats.difference(a, float("nan"))
+
+
 def test_non_finite_values_are_dropped_with_their_pair():
     d = stats.difference({0: 0.9, 1: float("nan"), 2: 0.8, 3: 0.85}, {0: 0.7, 1: 0.6, 2: 0.75, 3: 0.65})
     ref = stats.difference({0: 0.9, 2: 0.8, 3: 0.85}, {0: 0.7, 2: 0.75, 3: 0.65})

@@ -9,6 +9,8 @@ measured over seeds. `difference(a, b)` returns mean(a) − mean(b) with a 95 % 
   d_s = a_s − b_s cancel that common part. Student t: mean(d) ± t_{n−1} sd(d)/√n.
 - unpaired otherwise (different seeds, or plain sequences): Welch's t, with the
   Welch–Satterthwaite degrees of freedom (the two arms' variances are not assumed equal).
+- one-sample, when `b` is a number (a known reference such as chance, 1/n_classes):
+  mean(a) − b ± t_{n−1} sd(a)/√n.
 - `method="bootstrap"`: the percentile interval of the mean difference over resamples of
   the seeds (pairs when paired, each arm on its own otherwise), from a fixed seed. With the
   presets' 3 seeds a resample takes one of only 10 distinct means per arm and the percentile
@@ -114,22 +116,25 @@ class Difference:
     low: float
     high: float
     n_a: int  # seeds used in arm a (pairs, when paired)
-    n_b: int
-    paired: bool
+    n_b: int  # seeds used in arm b (0: b is a fixed reference value)
+    design: str  # "paired" | "unpaired" | "one-sample"
     method: str  # "t" | "bootstrap"
     level: float = LEVEL
 
     @property
+    def paired(self) -> bool:
+        return self.design == "paired"
+
+    @property
     def label(self) -> str:
-        """'paired t', 'Welch t', 'paired bootstrap' or 'unpaired bootstrap'."""
-        if self.paired:
-            return f"paired {self.method}"
-        return "Welch t" if self.method == "t" else "unpaired bootstrap"
+        """'paired t', 'Welch t', 'one-sample t', 'paired bootstrap', 'unpaired bootstrap', ..."""
+        return "Welch t" if (self.design, self.method) == ("unpaired", "t") else f"{self.design} {self.method}"
 
     @property
     def n(self) -> int:
-        """Seeds behind the interval: the pairs when paired, else the smaller arm."""
-        return min(self.n_a, self.n_b)
+        """Seeds behind the interval: the pairs when paired, arm a's against a reference value,
+        else the smaller arm."""
+        return self.n_a if self.design == "one-sample" else min(self.n_a, self.n_b)
 
     @property
     def has_interval(self) -> bool:
@@ -150,6 +155,8 @@ def _level(d: Difference) -> str:
 
 
 def _seeds(d: Difference) -> str:
+    if d.design == "one-sample":
+        return f"{d.n_a} seed{'s' if d.n_a != 1 else ''}"
     if d.n_a == 1 and d.n_b == 1:
         return "1 seed per arm"
     if d.paired:
@@ -173,8 +180,9 @@ def difference(a, b, *, method: str = "t", level: float = LEVEL, n_boot: int = N
     """mean(a) − mean(b) over seeds with a `level` interval (see the module docstring).
 
     `a`, `b`: per-seed values, as {seed: value} / a pandas Series indexed by seed (paired
-    when both give the same seeds) or plain sequences (unpaired). `method`: "t" or
-    "bootstrap" (percentile, `n_boot` resamples drawn from `seed`)."""
+    when both give the same seeds) or plain sequences (unpaired); `b` may also be a number,
+    a fixed reference (one-sample). `method`: "t" or "bootstrap" (percentile, `n_boot`
+    resamples drawn from `seed`)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
     if not 0.0 < level < 1.0:
@@ -182,8 +190,14 @@ def difference(a, b, *, method: str = "t", level: float = LEVEL, n_boot: int = N
     if not (isinstance(n_boot, int) and n_boot >= 100):
         raise ValueError(f"n_boot must be an integer >= 100 (resamples of the seeds), got {n_boot!r}")
     sa, va = _values(a)
-    sb, vb = _values(b)
-    paired = sa is not None and sb is not None and set(sa) == set(sb)
+    if np.ndim(b) == 0 and not hasattr(b, "items"):  # a fixed reference value
+        if not math.isfinite(float(b)):
+            raise ValueError(f"the reference value b must be finite, got {b}")
+        design, sb, vb = "one-sample", None, np.full(1, float(b))
+    else:
+        sb, vb = _values(b)
+        design = "paired" if sa is not None and sb is not None and set(sa) == set(sb) else "unpaired"
+    paired, one = design == "paired", design == "one-sample"
     if paired:
         vb = vb[[sb.index(s) for s in sa]]  # b in a's seed order
         keep = np.isfinite(va) & np.isfinite(vb)
@@ -194,30 +208,29 @@ def difference(a, b, *, method: str = "t", level: float = LEVEL, n_boot: int = N
         raise ValueError("an arm has no finite value to compare; check that its runs completed and did not diverge")
     diff = float(va.mean() - vb.mean())
     lo = hi = float("nan")
-    if method == "t":
-        if paired and va.size >= 2:
-            d = va - vb
-            half = t_quantile(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    q = (0.5 - level / 2, 0.5 + level / 2)
+    if paired or one:  # per-seed differences (against the fixed reference when one-sample)
+        d = va - vb
+        if d.size >= 2 and method == "t":
+            half = t_quantile(q[1], d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
             lo, hi = diff - half, diff + half
-        elif not paired and va.size >= 2 and vb.size >= 2:
-            ua, ub = va.var(ddof=1) / va.size, vb.var(ddof=1) / vb.size
-            se2 = ua + ub
-            if se2 == 0.0:
-                lo = hi = diff
-            else:
-                df = se2 ** 2 / (ua ** 2 / (va.size - 1) + ub ** 2 / (vb.size - 1))
-                half = t_quantile(0.5 + level / 2, df) * math.sqrt(se2)
-                lo, hi = diff - half, diff + half
-    elif (paired and va.size >= 2) or (not paired and va.size >= 2 and vb.size >= 2):
-        rng = np.random.default_rng(seed)
-        if paired:
-            d = va - vb
-            stats = d[rng.integers(0, d.size, (n_boot, d.size))].mean(1)
+        elif d.size >= 2:
+            boot = d[np.random.default_rng(seed).integers(0, d.size, (n_boot, d.size))].mean(1)
+            lo, hi = np.quantile(boot, q)
+    elif va.size >= 2 and vb.size >= 2 and method == "t":  # Welch
+        ua, ub = va.var(ddof=1) / va.size, vb.var(ddof=1) / vb.size
+        if ua + ub == 0.0:
+            lo = hi = diff
         else:
-            stats = (va[rng.integers(0, va.size, (n_boot, va.size))].mean(1)
-                     - vb[rng.integers(0, vb.size, (n_boot, vb.size))].mean(1))
-        lo, hi = (float(v) for v in np.quantile(stats, [0.5 - level / 2, 0.5 + level / 2]))
-    return Difference(diff, float(lo), float(hi), int(va.size), int(vb.size), paired, method, level)
+            df = (ua + ub) ** 2 / (ua ** 2 / (va.size - 1) + ub ** 2 / (vb.size - 1))
+            half = t_quantile(q[1], df) * math.sqrt(ua + ub)
+            lo, hi = diff - half, diff + half
+    elif va.size >= 2 and vb.size >= 2:
+        rng = np.random.default_rng(seed)
+        boot = (va[rng.integers(0, va.size, (n_boot, va.size))].mean(1)
+                - vb[rng.integers(0, vb.size, (n_boot, vb.size))].mean(1))
+        lo, hi = np.quantile(boot, q)
+    return Difference(diff, float(lo), float(hi), int(va.size), 0 if one else int(vb.size), design, method, level)
 
 
 # ------------------------------------------------------------------ thresholds
