@@ -76,6 +76,13 @@ class Model:
         JAX/Flax/Keras layout (..., in, out), a conv kernel (kh, kw, in, out)."""
         return kernel_fans(shape)
 
+    def start_from(self, params):
+        """The parameters training starts from, given those the init law drew (NumPy leaves,
+        on the host). Default: as drawn. A model that reparametrizes another (e.g. the
+        rescaling twin of `vglab.nn.rescaling`) maps the draw here, so both start from
+        the same base draw."""
+        return params
+
     def layout(self, x_example=None) -> "Layout":
         """This model's `Layout` (see `derive_layout`)."""
         return derive_layout(self, x_example)

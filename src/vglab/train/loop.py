@@ -82,9 +82,9 @@ class TrainConfig:
 
 
 def default_bias_init(weight_init: Init) -> Init:
-    """Biases follow the weights' law (as the reference study did), except for the
-    fan-scaled laws, whose standard (Keras) companion is zero biases."""
-    return Init("zeros", 0.0) if weight_init.fan_scaled else weight_init
+    """Biases follow the weights' law (as the reference study did), except for the laws
+    scaled by the fans (Glorot, He, sigma_w^2/fan_in), whose standard companion is zero biases."""
+    return Init("zeros", 0.0) if weight_init.fan_scaled or weight_init.kind == "scaled_normal" else weight_init
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,8 @@ def initial_params(model, member: Member, layout: model_mod.Layout | None = None
     w_law, b_law = member.weight_init, member.bias_law
     w_all, b_all = base_draws(layout, member.seed, w_law.family, b_law.family)
     own = own_init(model, member.seed) if "model" in (w_law.kind, b_law.kind) else None
-    return jax.tree_util.tree_map(jnp.asarray, assemble(layout, w_all, b_all, w_law, b_law, own_leaves=own))
+    params = model.start_from(assemble(layout, w_all, b_all, w_law, b_law, own_leaves=own))
+    return jax.tree_util.tree_map(jnp.asarray, params)
 
 
 def batch_order(seed: int, epoch: int, n_train: int, batch_size: int) -> np.ndarray:
@@ -189,8 +190,8 @@ def _grid_init(model, layout, w_law, b_law, transformation, hypers, seeds, keep_
     for s, seed in enumerate(seeds):
         w, b = base_draws(layout, seed, w_law.family, b_law.family)
         own = own_init(model, seed) if "model" in (w_law.kind, b_law.kind) else None
-        members += [assemble(layout, w, b, w_law, b_law, hypers["w_value"][s, k], hypers["b_value"][s, k], own)
-                    for k in range(n_slots)]
+        members += [model.start_from(assemble(layout, w, b, w_law, b_law, hypers["w_value"][s, k],
+                                              hypers["b_value"][s, k], own)) for k in range(n_slots)]
     params = jax.device_put(jax.tree_util.tree_map(
         lambda *xs: np.stack(xs).reshape((n_seeds, n_slots) + np.shape(xs[0])), *members))
     state = {"params": params, "opt": _grid(transformation.init)(params), "alive": jnp.ones((n_seeds, n_slots), bool)}
