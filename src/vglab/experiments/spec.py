@@ -173,10 +173,11 @@ def _check_lr(v):
 
 def _check_model(v):
     if callable(v):  # a factory given from Python: named by its module, so workers can import it
+        # (a script's own factory is "__main__:name": spawned workers re-import the script as __main__)
         module, name = getattr(v, "__module__", None), getattr(v, "__qualname__", "")
-        if module in (None, "__main__") or "<" in name:
-            raise ValueError(f"model {v!r} is not importable by name (defined in __main__ or locally); define the "
-                             "factory in a module and pass it, or write 'package.module:factory'")
+        if module is None or "<" in name:
+            raise ValueError(f"model {v!r} is not importable by name (defined inside a function or a lambda); "
+                             "define the factory at the top level of a module or script")
         return f"{module}:{name}"
     if not isinstance(v, str) or ":" not in v:
         raise ValueError(f"model must be 'package.module:factory' or 'path/to/file.py:factory', got {v!r}")
@@ -639,7 +640,7 @@ def arch_name(network: str, depth=None, width=None, variant=None, model=None, mo
         return f"cnn 4conv+{depth}x{width}"
     if network == "paper_cnn":
         return f"paper_cnn({variant})"
-    ref = str(model).rsplit("/", 1)[-1].replace(".py:", ":")
+    ref = str(model).rsplit("/", 1)[-1].replace(".py:", ":").removeprefix("__main__:")
     args = ", ".join(f"{k}={v}" for k, v in model_args)
     return f"{ref}({args})" if args else ref
 
@@ -858,13 +859,25 @@ class ExperimentSpec:
              "batch_size": self.batch_size, "train_size": self.train_size, "probes": list(self.probes),
              "record_every": self.record_every, "probe_every": self.probe_every, "schedule": dict(self.schedule),
              "pca": self.pca, "arms": [_arm_dict(arm) for arm in self.arms]}
+        from vglab.train.probes import TIERS
+
+        tier = [t for t, names in TIERS.items() if set(names) == set(self.probes)]
+        if tier:
+            d["probes"] = tier[-1]
         return _drop_none(d)
 
 
 def _arm_dict(arm: dict) -> dict:
+    """An arm's resolved values as a spec file writes them: the keys that apply to its networks."""
+    networks = set(arm["network"])
+    skip = set()
+    if not networks & {"mlp", "cnn"}:
+        skip |= {"depth", "width"}
+    if "model" not in networks:
+        skip |= {"model", "model_args", "input"}
     out = {}
     for k, v in arm.items():
-        if v == [None] or (k == "model_args" and v == [{}]):
+        if k in skip or v == [None] or (k == "model_args" and v == [{}]):
             continue
         out[k] = v[0] if len(v) == 1 else v
     return out
