@@ -120,12 +120,13 @@ def test_report_and_reproduce_call_the_report_package(tmp_path, vglab_cache, mon
     from vglab.report import html
 
     written = []
-    monkeypatch.setattr(html, "write_report", lambda d: written.append(d) or d / "report.html")
-    monkeypatch.setattr(html, "write_index", lambda dirs, out, refresh_pages=True: out)
+    monkeypatch.setattr(html, "write_report", lambda d, **kw: written.append((d, kw)) or d / "report.html")
+    monkeypatch.setattr(html, "render_index", lambda dirs, out, refresh_pages=True, figure_formats=("png",): "<p>ix")
     spec = write_spec(tmp_path)
     index = vglab.reproduce(dataset="digits", out=tmp_path / "root", presets=[str(spec)], epochs=1, seeds=1,
                             workers=1, progress=False)
-    assert index == tmp_path / "root" / "index.html" and written == [tmp_path / "root" / "tiny"]
+    assert index == tmp_path / "root" / "index.html" and index.read_text() == "<p>ix"
+    assert written == [(tmp_path / "root" / "tiny", {"figure_formats": ("png",), "index": index})]
     assert len(runs_table(tmp_path / "root" / "tiny")) == 4
 
     r = invoke("report", tmp_path / "root" / "tiny")
@@ -139,3 +140,19 @@ def test_report_and_reproduce_call_the_report_package(tmp_path, vglab_cache, mon
     assert r.exit_code == 2 and "the HTML report is not available" in r.output
     r = invoke("reproduce", "--presets", spec, "--out", tmp_path / "root", "--epochs", 1, "--seeds", 1, "-w", 1, "-q")
     assert r.exit_code == 0 and "warning: the HTML report is not available" in r.output
+
+
+def test_reproduce_writes_the_index_only_once_every_page_is(tmp_path, vglab_cache, monkeypatch):
+    """A page that fails (or a kill while pages are drawn) leaves no index linking to it."""
+    import vglab
+    from vglab.report import html
+
+    def fails(d, **kw):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(html, "write_report", fails)
+    spec = write_spec(tmp_path)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        vglab.reproduce(dataset="digits", out=tmp_path / "root", presets=[str(spec)], epochs=1, seeds=1, workers=1,
+                        progress=False)
+    assert not (tmp_path / "root" / "index.html").exists()

@@ -34,7 +34,7 @@ def test_cnn_units_are_single_runs_on_cpu():
     from vglab.experiments.spec import load_spec
 
     spec = load_spec("cnn-large-params", dataset="mnist")
-    units = spec.units(one_run_networks=("cnn", "paper_cnn"))
+    units = spec.units(one_run_inputs=("images",))
     assert len(units) == len(spec.expand()) and all(len(u.runs) == 1 for u in units)
     assert len({u.id for u in units}) == len(units)
     assert len(spec.units()) == len(spec.seeds)  # otherwise one unit per seed

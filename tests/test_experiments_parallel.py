@@ -145,8 +145,8 @@ def test_each_programs_first_task_comes_before_any_second(tmp_path):
     tasks = runner._tasks(jobs, None, 12, shapes)
     # A program is set by the network and the grid size, not the init family, and MLP
     # units of 1 or 2 runs both train 8 members: one program per depth here.
-    assert {t[2]["network"]["depth"] for t in tasks} == {1, 3} and len(tasks) >= 4
-    assert {t[2]["network"]["depth"] for t in tasks[:2]} == {1, 3}  # both firsts, then the rest
+    assert {t[2].model.depth for t in tasks} == {1, 3} and len(tasks) >= 4
+    assert {t[2].model.depth for t in tasks[:2]} == {1, 3}  # both firsts, then the rest
 
 
 def test_experiments_with_big_reports_finish_training_first(tmp_path):

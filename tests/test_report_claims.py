@@ -157,13 +157,17 @@ def test_open_questions_are_answered_from_the_data(report_dirs, tmp_path):
     sel = lambda r: (r["weight_init_spec"] == "normal(std=0.05)") & (r["alpha"] > 1)  # noqa: E731
     _set_final_val_acc(out, sel, 0.95)
     o = _outcome("rescaling-by-init", out)
-    assert "raises final accuracy for: N(0, std=0.05)" in o.measured
+    # the answer in one line, the numbers behind it in `measured`
+    assert o.answer.startswith("α > 1 raises final accuracy for N(0, std=0.05) (mlp 4x8)") and "\n" not in o.answer
+    assert "best α=2 0.950" in o.measured
     c = copy_of("combined", tmp_path)
     both = lambda r: (r["penalty"] == "l2") & (r["alpha"] > 1)  # noqa: E731
     _set_final_val_acc(c, lambda r: r["run_id"] == r["run_id"], 0.30)
     _set_final_val_acc(c, both, 0.90)
     o = _outcome("combined", c)
     assert o.verdict == "answered" and "both together beat either alone" in o.measured
+    assert o.answer.startswith("L2 and rescaling together beat either alone at N(0, std=10) (mlp 4x8)")
+    assert o.answer.count(".") == 1 and "\n" not in o.answer
 
 
 def test_a_claim_checked_on_several_experiments_combines_them(report_dirs, tmp_path):

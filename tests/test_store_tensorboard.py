@@ -63,3 +63,66 @@ def test_store_layout_and_run_rows(tmp_path, vglab_cache):
     assert row["n_params"] > 0 and row["epochs"] == 2 and row["batch_size"] == 32 and row["dataset"] == "digits"
     assert set(res.runs["seed"]) == {0} and set(res.runs["weight_init_spec"]) == {
         "normal(std=1)", "normal(std=10)", "uniform(a=1)", "glorot_uniform"}
+
+
+def test_hparams_and_per_layer_scalars_read_back(tmp_path, vglab_cache):
+    """HParams (so TensorBoard can filter runs) and per-layer scalars, with TensorBoard's own reader."""
+    from tensorboard.plugins.hparams import metadata
+
+    spec = write_spec(tmp_path, probes='["grad_moments", "grad_norm", "saturation", "log_deriv", "weight_norm"]')
+    res = vglab.run(spec, out=tmp_path / "out", workers=1, tensorboard=True, progress=False, seeds=1)
+    for row in res.runs.to_dict("records"):
+        acc = EventAccumulator(str(tmp_path / "out" / "tensorboard" / row["run_id"]),
+                               size_guidance={"scalars": 0, "tensors": 0})
+        acc.Reload()
+        content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+        info = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+        hp = {k: (v.string_value or v.number_value) for k, v in info.hparams.items()}
+        assert info.group_name == row["run_id"]
+        assert hp["init"] == row["weight_init"] and hp["activation"] == "tanh" and hp["penalty"] == "none"
+        assert hp["depth"] == 1 and hp["width"] == 4 and hp["seed"] == row["seed"] == 0
+        assert hp["alpha"] == 1.0 and "r" in info.hparams
+        tags = set(acc.Tags()["scalars"])
+        for section in ("grad_norm", "grad_std", "log_weight_norm"):
+            assert {f"{section}/dense1", f"{section}/out"} <= tags, (section, tags)
+        assert {"saturated_frac/dense1", "mean_log_phi_prime/dense1"} <= tags
+        g = res.grads[(res.grads["run_id"] == row["run_id"]) & (res.grads["param"] == "w")]
+        want = g[g["layer"] == "dense1"].sort_values("epoch")
+        got = acc.Scalars("grad_norm/dense1")
+        assert [s.step for s in got] == list(want["epoch"])  # no gradient scalar at epoch 0
+        np.testing.assert_allclose([s.value for s in got], want["grad_norm_mean"], rtol=1e-6)
+        a = res.activations[(res.activations["run_id"] == row["run_id"]) & (res.activations["layer"] == "dense1")]
+        np.testing.assert_allclose([s.value for s in acc.Scalars("saturated_frac/dense1")],
+                                   a.sort_values("epoch")["saturated_frac"], rtol=1e-6, atol=1e-7)
+    # the same from the stored tables (export): the same tags and values
+    tb.export(tmp_path / "out", only_missing=False)
+    acc = EventAccumulator(str(tmp_path / "out" / "tensorboard" / res.runs["run_id"].iloc[0]),
+                           size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    assert {"grad_norm/dense1", "saturated_frac/dense1"} <= set(acc.Tags()["scalars"])
+    assert metadata.SESSION_START_INFO_TAG in acc.PluginTagToContent(metadata.PLUGIN_NAME)
+
+
+def test_events_are_written_while_training(tmp_path, vglab_cache):
+    """Each recorded epoch's events are on disk as the epoch arrives, before the run is stored."""
+    from vglab.experiments.progress import NoProgress
+    from vglab.results import store
+
+    seen = []
+
+    class Watch(NoProgress):
+        def unit_epoch(self, key, unit, fraction):
+            super().unit_epoch(key, unit, fraction)
+            out = tmp_path / "out"
+            for folder in (out / "tensorboard").glob("*"):
+                if not store.is_complete(out, folder.name):  # not stored yet
+                    acc = EventAccumulator(str(folder))
+                    acc.Reload()
+                    steps = [s.step for s in acc.Scalars("accuracy/val")] if "accuracy/val" in acc.Tags()["scalars"] else []
+                    seen.append((folder.name, fraction, steps))
+
+    spec = write_spec(tmp_path)
+    vglab.run(spec, out=tmp_path / "out", workers=1, tensorboard=True, seeds=1, epochs=3, _progress=Watch())
+    last = [s for s in seen if s[1] == 1.0]
+    assert last and all(steps == [0, 1, 2, 3] for _, _, steps in last), seen
+    assert any(steps == [0] for _, f, steps in seen if f == 0.0)

@@ -46,15 +46,20 @@ def load_results(path, *more):
 
 
 def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: int | list[int] | None = None,
-        train_size: int | None = None, out=None, data_dir=None, workers: int | None = None, executor: str = "local",
-        address: str | None = None, tensorboard: bool = False, device: str | None = None, progress: bool = True,
-        overwrite: bool = False, dry_run: bool = False, _progress=None):
-    """Train an experiment (a preset name, a spec .toml path or an `ExperimentSpec`) and
-    return its `Results`. Re-running resumes: complete runs are kept.
+        train_size: int | None = None, data=None, set: list[str] | None = None, out=None, data_dir=None,  # noqa: A002
+        workers: int | None = None, executor: str = "local", address: str | None = None, tensorboard: bool = False,
+        device: str | None = None, progress: bool = True, overwrite: bool = False, dry_run: bool = False,
+        _progress=None):
+    """Train an experiment and return its `Results`. Re-running resumes: complete runs are kept.
 
-    `out` defaults to `vglab-results/<dataset>/<name>`; `workers` to one process per core
-    (1 trains in this process); `executor` is "local" or "ray" (`address`: a cluster, else
-    a local Ray instance); `device` "cpu" | "gpu" | "auto" must be chosen before JAX starts.
+    `spec`: a preset name, a spec .toml path, a dict with the keys of a spec file (validated
+    the same way; it needs a `name`) or an `ExperimentSpec`. `data`: your own arrays,
+    `(x_train, y_train, x_test, y_test)` or a dict of them (see `vglab.data.own`), instead
+    of `dataset`. `set`: assignments to any spec field, like the CLI's --set
+    (["optimizer.eps=1e-10", "arms.0.alpha=[1, 2]"]). `out` defaults to
+    `vglab-results/<dataset>/<name>`; `workers` to one process per core (1 trains in this
+    process); `executor` is "local" or "ray" (`address`: a cluster, else a local Ray
+    instance); `device` "cpu" | "gpu" | "auto" must be chosen before JAX starts.
     With `progress`, the plan (estimated time per experiment) is shown before training;
     `dry_run=True` returns that `runner.Plan` without training or writing anything.
     """
@@ -63,12 +68,16 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
 
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = list(range(seeds)) if seeds >= 1 else seeds
+    if data is not None:
+        if dataset is not None:
+            raise ValueError("give either dataset or data (your own arrays), not both")
+        dataset = str(_save_data(data))
     overrides = dict(dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size)
     if isinstance(spec, ExperimentSpec):
-        if any(v is not None for v in overrides.values()):
-            raise ValueError("overrides apply to a preset name or spec file; change the ExperimentSpec instead")
+        if any(v is not None for v in overrides.values()) or set:
+            raise ValueError("overrides apply to a preset name, spec file or dict; change the ExperimentSpec instead")
     else:
-        spec = load_spec(spec, **overrides)
+        spec = load_spec(spec, sets=set, **overrides)
     if dry_run:
         return runner.plan_experiments([spec], None if out is None else [out], workers=workers, executor=executor,
                                        data_dir=data_dir, device=device)
@@ -78,12 +87,22 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
     return load_results(path)
 
 
+def _save_data(data):
+    from vglab.data import save_arrays
+
+    if isinstance(data, dict):
+        return save_arrays(**data)
+    if isinstance(data, (tuple, list)) and len(data) == 4:
+        return save_arrays(*data)
+    raise ValueError("data is (x_train, y_train, x_test, y_test) or a dict with those keys (and optionally classes)")
+
+
 def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = None, epochs: int | None = None,
               seeds: int | list[int] | None = None, train_size: int | None = None, data_dir=None,
               workers: int | None = None, executor: str = "local", address: str | None = None,
               tensorboard: bool = False, device: str | None = None, progress: bool = True, overwrite: bool = False,
-              report: bool = True, figure_formats: tuple[str, ...] = ("png",), dry_run: bool = False,
-              _progress=None, _warn=None):
+              report: bool = True, set: list[str] | None = None, figure_formats: tuple[str, ...] = ("png",),  # noqa: A002
+              dry_run: bool = False, _progress=None, _warn=None):
     """Run every preset (or `presets`) on `dataset` into `out/<preset>` (default
     `vglab-results/<dataset>`), sharing one pool of workers, then write each experiment's
     report and `out/index.html`. Returns the index page's path (the root folder when
@@ -97,7 +116,7 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = list(range(seeds)) if seeds >= 1 else seeds
     names = list(presets) if presets else [p for p in REPRODUCE if p in preset_names()]
-    specs = [load_spec(n, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size) for n in names]
+    specs = [load_spec(n, sets=set, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size) for n in names]
     root = Path(out) if out is not None else runner.DEFAULT_ROOT / dataset
     outs = [root / s.name for s in specs]
     if dry_run:
@@ -175,6 +194,16 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
+
+_SUBPACKAGES = ("nn", "data", "train", "experiments", "results")
+
+
+def __getattr__(name):  # `vglab.nn.activation(...)` after a plain `import vglab`
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"vglab.{name}")
+    raise AttributeError(f"module 'vglab' has no attribute {name!r}")
 
 
 class _ReportWriter:

@@ -81,6 +81,8 @@ EXECUTOR = typer.Option(Executor.local, "--executor", case_sensitive=False,
 ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray instance).")
 TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard events to OUT/tensorboard/.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+SET = typer.Option(None, "--set", help="Set any spec field, e.g. --set optimizer.eps=1e-10 or "
+                                       "--set arms.0.alpha=[1,2] (repeatable; values are read as TOML).")
 OVERWRITE = typer.Option(False, "--overwrite", help="Delete results of a different spec found in OUT.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan (runs, estimated time per experiment) and exit.")
 SVG = typer.Option(False, "--svg", help="Also store every figure as SVG (default: PNG only).")
@@ -96,6 +98,14 @@ def _progress(quiet: bool):
 def _print_plan(plan) -> None:
     for line in plan.lines():
         out.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_cell(x)}" for k, x in v.items()) if v else "-"
+    return str(v)
 
 
 # ------------------------------------------------------------------ commands
@@ -118,29 +128,43 @@ def list_cmd():
 @app.command()
 def show(preset: str = typer.Argument(..., help="A preset name or a spec .toml file."),
          dataset: Optional[str] = DATASET, epochs: Optional[int] = EPOCHS, seeds: Optional[int] = SEEDS,
-         train_size: Optional[int] = TRAIN_SIZE):
+         train_size: Optional[int] = TRAIN_SIZE, set_: Optional[list[str]] = SET,
+         toml: bool = typer.Option(False, "--toml", help="Print the experiment as a spec file to start your own from.")):
     """Show what an experiment runs: its settings, arms, runs and groups.
 
-    Examples: [bold]vglab show r-sweep[/bold] · [bold]vglab show my-spec.toml --dataset mnist[/bold]
+    Examples: [bold]vglab show r-sweep[/bold] · [bold]vglab show my-spec.toml --dataset mnist[/bold] ·
+    [bold]vglab show r-sweep --toml > mine.toml[/bold]
     """
     from rich.table import Table
 
     from vglab.experiments.spec import ARM_KEYS, load_spec
 
     with _user_errors():
-        spec = load_spec(preset, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size)
+        spec = load_spec(preset, sets=set_, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size)
+    if toml:
+        import tomli_w
+
+        typer.echo(f"# vglab spec, from `vglab show {preset} --toml`; format: README.md, 'Experiment specs'\n"
+                   + tomli_w.dumps(spec.to_spec_file()), nl=False)
+        return
     out.print(f"[bold]{spec.name}[/bold]: {spec.description}")
     if spec.reference:
         out.print(f"reproduces: {spec.reference}")
-    out.print(f"dataset {spec.dataset} · {spec.epochs} epochs · seeds {list(spec.seeds)} · batch {spec.batch_size} · "
-              f"Adam lr {spec.learning_rate:g} · train size {spec.train_size or 'all'} · probes {', '.join(spec.probes)}")
+    runs = spec.expand()
+    optimizers = sorted({r.optimizer_setting().label for r in runs})
+    rates = sorted({r.learning_rate for r in runs})
+    records = f" · a record every {spec.record_every} epochs" if spec.record_every > 1 else ""
+    out.print(f"dataset {spec.dataset} · {spec.epochs} epochs{records} · seeds {list(spec.seeds)} · batch "
+              f"{spec.batch_size} · {' / '.join(optimizers)} lr {', '.join(f'{r:g}' for r in rates)} · train size "
+              f"{spec.train_size or 'all'} · probes {', '.join(spec.probes)}"
+              + (f" (every {spec.probe_every} steps)" if spec.probe_every > 1 else ""), soft_wrap=True)
     arms = Table(title="arms (each a cross product)", title_justify="left", box=None)
-    keys = [k for k in ARM_KEYS if any(arm[k] != [None] for arm in spec.arms)]
+    keys = [k for k in ARM_KEYS if any(arm[k] not in ([None], [{}]) for arm in spec.arms)]
     arms.add_column("#")
     for k in keys:
         arms.add_column(k)
     for i, arm in enumerate(spec.arms):
-        cells = [", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in arm[k]) for k in keys]
+        cells = [", ".join(_cell(v) for v in arm[k]) for k in keys]
         if arm["penalty"] == ["none"] and "r" in keys:
             cells[keys.index("r")] = "-"  # r means nothing without a penalty
         arms.add_row(str(i), *cells)
@@ -166,7 +190,8 @@ def run(preset: str = typer.Argument(..., help="A preset name (vglab list) or a 
                                                help="Results directory (default: vglab-results/DATASET/PRESET)."),
         data_dir: Optional[Path] = DATA_DIR, device: Device = DEVICE, train_size: Optional[int] = TRAIN_SIZE,
         workers: Optional[int] = WORKERS, executor: Executor = EXECUTOR, address: Optional[str] = ADDRESS,
-        tensorboard: bool = TENSORBOARD, quiet: bool = QUIET, overwrite: bool = OVERWRITE, dry_run: bool = DRY_RUN):
+        tensorboard: bool = TENSORBOARD, quiet: bool = QUIET, overwrite: bool = OVERWRITE,
+        set_: Optional[list[str]] = SET, dry_run: bool = DRY_RUN):
     """Train an experiment into a results directory; re-running the same command resumes.
 
     Complete runs are kept and the rest are trained; Ctrl-C or a kill loses at most the runs in flight.
@@ -181,7 +206,7 @@ def run(preset: str = typer.Argument(..., help="A preset name (vglab list) or a 
 
     with _user_errors():
         _set_device(device)
-        res = vglab.run(preset, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size, out=out_dir,
+        res = vglab.run(preset, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size, set=set_, out=out_dir,
                         data_dir=data_dir, workers=workers, executor=executor.value, address=address,
                         tensorboard=tensorboard, device=device.value, progress=not quiet, overwrite=overwrite,
                         dry_run=dry_run, _progress=_progress(quiet))
@@ -202,7 +227,7 @@ def reproduce(dataset: str = typer.Option("digits", "--dataset", "-d", help="dig
               epochs: Optional[int] = EPOCHS, seeds: Optional[int] = SEEDS, train_size: Optional[int] = TRAIN_SIZE,
               data_dir: Optional[Path] = DATA_DIR, device: Device = DEVICE, workers: Optional[int] = WORKERS,
               executor: Executor = EXECUTOR, address: Optional[str] = ADDRESS, tensorboard: bool = TENSORBOARD,
-              quiet: bool = QUIET, overwrite: bool = OVERWRITE,
+              quiet: bool = QUIET, overwrite: bool = OVERWRITE, set_: Optional[list[str]] = SET,
               report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report and index."),
               svg: bool = SVG, dry_run: bool = DRY_RUN):
     """Run every preset on one dataset, then write each experiment's report and the index page.
@@ -221,13 +246,28 @@ def reproduce(dataset: str = typer.Option("digits", "--dataset", "-d", help="dig
         index = vglab.reproduce(dataset=dataset, out=out_dir, presets=names, epochs=epochs, seeds=seeds,
                                 train_size=train_size, data_dir=data_dir, workers=workers, executor=executor.value,
                                 address=address, tensorboard=tensorboard, device=device.value,
-                                progress=not quiet, overwrite=overwrite, report=report, _progress=_progress(quiet),
-                                figure_formats=("png", "svg") if svg else ("png",), dry_run=dry_run,
+                                progress=not quiet, overwrite=overwrite, report=report, set=set_,
+                                _progress=_progress(quiet), figure_formats=("png", "svg") if svg else ("png",),
+                                dry_run=dry_run,
                                 _warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
     if dry_run:
         _print_plan(index)
         return
     typer.echo(str(index))
+
+
+@app.command()
+def schema():
+    """Print the JSON schema of a spec file (for editors that complete TOML against a schema).
+
+    Example: [bold]vglab schema > vglab-spec.schema.json[/bold], then start your spec with
+    [bold]#:schema ./vglab-spec.schema.json[/bold]
+    """
+    import json
+
+    from vglab.experiments.spec import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
 
 
 @app.command()

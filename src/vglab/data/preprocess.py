@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
 from .sources import Dataset, default_cache_dir, load, save_npz_atomic
 
 KINDS = ("mlp", "cnn")
@@ -57,12 +58,15 @@ class PCA:
         return x.astype(np.float32, copy=False) @ comps_t - (self.mean @ self.components.T).astype(np.float32)
 
 
-def scale(images: np.ndarray, pixel_max: int) -> np.ndarray:
-    """uint8 pixels 0..pixel_max to float32 in [-1, 1] (x / pixel_max * 2 - 1).
+def scale(images: np.ndarray, pixel_max: int | None) -> np.ndarray:
+    """uint8 pixels 0..pixel_max to float32 in [-1, 1] (x / pixel_max * 2 - 1); float
+    inputs (an own dataset's features, `pixel_max` None) as float32, unchanged.
 
     A lookup table keeps the end points exact (0 -> -1, pixel_max -> 1) and is faster
     than float arithmetic over the whole array.
     """
+    if pixel_max is None:
+        return np.asarray(images, np.float32)
     table = (np.arange(256, dtype=np.float64) / pixel_max * 2 - 1).astype(np.float32)
     return table[images]
 
@@ -145,28 +149,38 @@ def prepare(
     name: str,
     kind: str = "mlp",
     data_dir: str | os.PathLike | None = None,
-    variance: float = 0.95,
+    variance: float | None | str = "auto",
     train_size: int | None = None,
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     download: bool = True,
 ) -> Arrays:
-    """Load dataset `name` and make it training-ready for `kind` ("mlp" or "cnn").
+    """Load dataset `name` (a built-in name or an own .npz) and make it training-ready for
+    `kind` ("mlp": flat features, or "cnn": images).
 
-    `train_size` keeps a fixed, `seed`ed, stratified subset of the training split; the
-    PCA is still fitted on the whole training split, so its cache is shared.
+    `variance`: the PCA that MLPs see keeps this fraction of the training variance; "auto"
+    is 0.95 for images (the reference study's inputs) and no PCA for an own dataset's float
+    features; None (or 0) is no PCA. `train_size` keeps a fixed, `seed`ed, stratified subset
+    of the training split; the PCA is still fitted on the whole training split, so its
+    cache is shared.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose one of: {', '.join(KINDS)}")
     ds = load(name, data_dir, download=download)
+    if variance == "auto":
+        variance = 0.95 if ds.pixel_max is not None else None
     keep = slice(None) if train_size is None else stratified_subset(ds.y_train, train_size, seed)
     x_train, x_test = scale(ds.x_train[keep], ds.pixel_max), scale(ds.x_test, ds.pixel_max)
     n_components = None
     if kind == "mlp":
-        pca = train_pca(ds, variance, cache_dir)
-        x_train = pca.transform(x_train.reshape(len(x_train), -1))
-        x_test = pca.transform(x_test.reshape(len(x_test), -1))
-        n_components = pca.n_components
+        x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
+        if variance:
+            pca = train_pca(ds, variance, cache_dir)
+            x_train, x_test = pca.transform(x_train), pca.transform(x_test)
+            n_components = pca.n_components
+    elif x_train.ndim == 2:
+        raise DataError(f"dataset {name!r} holds flat features {x_train.shape[1:]}; a CNN needs images "
+                        "(N, H, W) or (N, H, W, C): use an MLP or your own model with input = 'features'")
     elif x_train.ndim == 3:  # gray: add the channel axis, NHWC
         x_train, x_test = x_train[..., None], x_test[..., None]
     return Arrays(name, x_train, ds.y_train[keep].astype(np.int32), x_test,

@@ -103,7 +103,9 @@ DATASETS: dict[str, Source] = {
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A loaded dataset: uint8 images (N, H, W) or (N, H, W, 3), int64 labels.
+    """A loaded dataset: uint8 images (N, H, W) or (N, H, W, 3), int64 labels; an own
+    dataset (`vglab.data.own`) may instead hold float features (N, D) or float images,
+    with `pixel_max` None (used as they are).
 
     The arrays are read-only because `load` shares them between callers.
     """
@@ -113,7 +115,7 @@ class Dataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    pixel_max: int
+    pixel_max: int | None
     classes: tuple[str, ...]
     source: str = ""  # the folder (or file) it was read from
 
@@ -341,11 +343,21 @@ def _load_folder(name: str, folder: Path, stamp: tuple) -> Dataset:
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
-    """Load dataset `name` ("digits", "mnist" or "cifar10"); repeated calls are cached.
+    """Load dataset `name` ("digits", "mnist" or "cifar10", or the path of an own .npz,
+    see `vglab.data.own`); repeated calls are cached.
 
     Looks in `data_dir`, `$VGLAB_DATA`, then the user cache; if the files are in none of
     them and `download` is true, fetches them into the cache first.
     """
+    from . import own
+
+    if own.is_path(name):
+        arrays = own.load_npz(name)
+        classes = own.check_arrays(arrays, str(name))
+        x_train = arrays["x_train"]
+        return Dataset(Path(name).stem, x_train, arrays["y_train"].astype(np.int64), arrays["x_test"],
+                       arrays["y_test"].astype(np.int64), 255 if x_train.dtype == np.uint8 else None, classes,
+                       str(Path(name).expanduser().resolve()))
     source = get_source(name)
     if source.folder is None:
         return _load_digits()

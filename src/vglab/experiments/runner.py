@@ -31,7 +31,7 @@ import shutil
 import sys
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from vglab.results import store
 from vglab.train import parallel
 
 EXECUTORS = ("local", "ray")
-CONV_NETWORKS = ("cnn", "paper_cnn")  # trained one run per unit on CPU (see ExperimentSpec.units)
+ONE_RUN_INPUTS = ("images",)  # image models are trained one run per unit on CPU (see ExperimentSpec.units)
 DEFAULT_ROOT = Path("vglab-results")
 # Rough costs, only to order tasks and decide splits. Compiling (cold cache, 2-core CPU,
 # jax 0.10) took 12-20 s for a 1x8 MLP's group and 30-45 s for a 20x8 one.
@@ -67,8 +67,19 @@ def default_out(spec: ExperimentSpec, root: Path | str = DEFAULT_ROOT) -> Path:
 
 
 # ------------------------------------------------------------------ worker side
+@dataclass(frozen=True)
+class DataKey:
+    """What a prepared dataset depends on (one `prepare` per key and process)."""
+
+    dataset: str
+    kind: str  # mlp (flat features) | cnn (images)
+    data_dir: str | None
+    train_size: int | None
+    pca: float | bool | None  # None: the dataset's default
+
+
 @functools.lru_cache(maxsize=2)
-def _arrays(dataset: str, kind: str, data_dir: str | None, train_size: int | None):
+def _arrays(key: DataKey):
     """The prepared dataset, memoized per process. One BLAS thread: the PCA projection's
     float32 rounding depends on how many threads split the matrix product, and a worker
     has one, so this process must too for the same numbers."""
@@ -76,27 +87,27 @@ def _arrays(dataset: str, kind: str, data_dir: str | None, train_size: int | Non
 
     from vglab.data import prepare
 
+    variance = "auto" if key.pca is None else (key.pca or None)
     with threadpool_limits(limits=1):
-        return prepare(dataset, kind, data_dir, train_size=train_size)
+        return prepare(key.dataset, key.kind, key.data_dir, variance=variance, train_size=key.train_size)
 
 
-def _network(arrays, net: dict):
-    from vglab.nn import build
-
-    return build(net["network"], arrays.x_train.shape[1:], depth=net["depth"] or 1, width=net["width"] or 8,
-                 variant=net["variant"], activation=net["activation"], n_out=arrays.n_classes)
+def _data_key(run, data_dir) -> DataKey:
+    return DataKey(run.dataset, run.model_spec().kind, None if data_dir is None else str(data_dir), run.train_size,
+                   run.pca)
 
 
 @dataclass(frozen=True)
 class EpochEvent:
     """What a task emits after each recorded epoch of a unit (epoch 0: at initialization).
     `metrics` (the engine's per-member numpy arrays, final gradients left out) only when
-    the task asked for them (`task["live"]`: live TensorBoard events)."""
+    the task asked for them (`Task.live`: live TensorBoard events)."""
 
     unit: str
     epoch: int
     epochs: int  # the unit's last epoch
-    layers: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()  # layer names, in network order (with metrics)
+    tensors: tuple[tuple[str, str], ...] = ()  # (layer, param) of each gradient tensor (with metrics)
     metrics: dict | None = None
 
 
@@ -104,7 +115,18 @@ def _live_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not k.startswith("final_grad")}
 
 
-def train_task(task: dict, emit) -> dict:
+@dataclass
+class Task:
+    """What a worker trains: one group's units (same model, data and training config)."""
+
+    data: DataKey
+    model: object  # vglab.experiments.spec.ModelSpec
+    config: object  # vglab.train.TrainConfig, shared by the units' runs
+    units: list  # [(unit id, [Member, ...])]
+    live: bool = False  # emit each record's metrics (live TensorBoard events)
+
+
+def train_task(task: Task, emit) -> dict:
     """Train a task's units one after another (in a worker, a Ray task or this process).
 
     Emits ("epoch", EpochEvent) after every recorded epoch, ("compiled", None) once its programs
@@ -112,25 +134,28 @@ def train_task(task: dict, emit) -> dict:
     `RunResult`s as soon as it is trained; returns what the backend was."""
     import jax
 
-    from vglab.train import TrainConfig, train_group
+    from vglab.train import train_group
 
-    arrays = _arrays(task["dataset"], task["kind"], task["data_dir"], task["train_size"])
-    network = _network(arrays, task["network"])
-    config = TrainConfig(**task["config"])
-    live = bool(task.get("live"))
+    arrays = _arrays(task.data)
+    model = task.model.build(arrays.x_train.shape[1:], arrays.n_classes)
+    n_params = model.layout().n_params
+    layout = model.layout()
+    layers = tuple(layout.names) if task.live else ()
+    tensors = tuple((t.layer, t.param) for t in layout.tensors) if task.live else ()
 
     def on_epoch(unit_id, epoch, metrics):
-        emit("epoch", EpochEvent(unit_id, int(epoch), config.epochs, network.layer_names if live else (),
-                                 _live_metrics(metrics) if live else None))
+        emit("epoch", EpochEvent(unit_id, int(epoch), task.config.epochs, layers, tensors,
+                                 _live_metrics(metrics) if task.live else None))
 
-    for i, (unit_id, members) in enumerate(task["units"]):
+    for i, (unit_id, members) in enumerate(task.units):
         t0 = time.perf_counter()
-        results = train_group(network, arrays, members, config, min_slots=grid_slots(task["kind"], len(members)),
+        results = train_group(model, arrays, members, task.config, min_slots=grid_slots(task.data.kind, len(members)),
                               on_epoch=functools.partial(on_epoch, unit_id))
         if i == 0:  # epoch, observe and end_grads have all run
             emit("compiled")
         emit("unit", {"unit": unit_id, "results": results, "seconds": time.perf_counter() - t0,
-                      "n_params": network.n_params, "n_train": int(arrays.x_train.shape[0])})
+                      "n_params": n_params, "n_train": int(arrays.x_train.shape[0]),
+                      "n_classes": int(arrays.n_classes)})
     return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid()}
 
 
@@ -182,8 +207,11 @@ def _open_out(spec: ExperimentSpec, out: Path, overwrite: bool) -> set[str]:
 
 
 def _macs(network) -> dict[str, int]:
-    """Multiply-accumulates of one forward pass of one example, by layer kind."""
+    """Multiply-accumulates of one forward pass of one example, by layer kind (your own
+    models: every weight used once per example, a rough floor)."""
     macs = {"dense": 0, "conv": 0}
+    if not hasattr(network, "layers"):
+        return {"dense": network.layout().n_params, "conv": 0}
     h, w = (network.in_shape[:2] if len(network.in_shape) == 3 else (1, 1))
     for layer in network.layers:
         if layer.kind == "conv":
@@ -200,8 +228,11 @@ def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: in
     macs = _macs(network)
     per_example = sum(3 * m / MACS_PER_S[k] for k, m in macs.items())  # forward + backward
     steps = n_train // spec.batch_size
-    epoch = steps * (STEP_OVERHEAD_S + members * spec.batch_size * per_example) + members * (n_test + 1024) * per_example / 3
-    return COMPILE_S + COMPILE_S_PER_LAYER * len(network.layers), spec.epochs * epoch
+    epoch = steps * (STEP_OVERHEAD_S + members * spec.batch_size * per_example)
+    observe = members * (n_test + 1024) * per_example / 3
+    records = len(range(spec.record_every, spec.epochs + 1, spec.record_every)) + 1
+    n_layers = len(network.layout().layers)
+    return COMPILE_S + COMPILE_S_PER_LAYER * n_layers, spec.epochs * epoch + records * observe
 
 
 def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple[float, str, dict, list[Unit], tuple]]:
@@ -216,17 +247,16 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
             by_group.setdefault(unit.group, []).append(unit)
         for group, units in by_group.items():
             r = units[0].runs[0]
-            kind = "mlp" if r.network == "mlp" else "cnn"
-            arrays = shapes[(spec.dataset, kind, spec.train_size)]
-            net = {"network": r.network, "depth": r.depth, "width": r.width, "variant": r.variant,
-                   "activation": r.activation}
-            network = _network(arrays, net)
-            layers[j] = max(layers.get(j, 0), len(network.layers))
+            data = _data_key(r, data_dir)
+            arrays = shapes[data]
+            model = r.model_spec()
+            network = model.build(arrays.x_train.shape[1:], arrays.n_classes)
+            layers[j] = max(layers.get(j, 0), len(network.layout().layers))
             compile_s, unit_s = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                                       grid_slots(kind, max(len(u.runs) for u in units)))
+                                       grid_slots(data.kind, max(len(u.runs) for u in units)))
             chunks = [[u] for u in units] if unit_s > compile_s else [units]
             for chunk in chunks:
-                tasks.append([compile_s, unit_s, j, kind, net, chunk])
+                tasks.append([compile_s, unit_s, j, data, (model, r.train_config()), chunk])
     # Fewer tasks than workers: split the biggest (a second compile beats an idle core).
     while len(tasks) < workers and any(len(t[5]) > 1 for t in tasks):
         big = max((t for t in tasks if len(t[5]) > 1), key=lambda t: t[1] * len(t[5]))
@@ -234,19 +264,13 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
         tasks.append(big[:5] + [big[5][half:]])
         big[5] = big[5][:half]
     out = []
-    for compile_s, unit_s, j, kind, net, chunk in tasks:
-        spec = jobs[j].spec
-        payload = {"dataset": spec.dataset, "kind": kind, "data_dir": None if data_dir is None else str(data_dir),
-                   "train_size": spec.train_size, "network": net,
-                   "config": {"epochs": spec.epochs, "batch_size": spec.batch_size,
-                              "learning_rate": spec.learning_rate, "probes": spec.probes},
-                   "units": [(u.id, [r.member() for r in u.runs]) for u in chunk]}
+    for compile_s, unit_s, j, data, (model, config), chunk in tasks:
+        payload = Task(data, model, config, [(u.id, [r.member() for r in u.runs]) for u in chunk])
         key = f"{chunk[0].id}+{len(chunk) - 1}" if len(chunk) > 1 else chunk[0].id
-        # What the compiled programs depend on (not the init family: only the small init
-        # program does, see train.loop._compiled).
-        program = (spec.dataset, spec.train_size, json.dumps(net, sort_keys=True),
-                   grid_slots(kind, max(len(u.runs) for u in chunk)), tuple(spec.probes), spec.learning_rate,
-                   spec.batch_size)
+        # What the compiled programs depend on (not the init family, the learning rate, the
+        # number of epochs or records: see train.loop.train_group).
+        program = (data, model, grid_slots(data.kind, max(len(u.runs) for u in chunk)),
+                   replace(config, epochs=1, record_every=1, learning_rate=1e-3))
         out.append((compile_s + unit_s * len(chunk), key, payload, chunk, program, j))
     # Each program's first task before any program's second: workers that start tasks of
     # one program together both compile it (tens of seconds on one core each); after its
@@ -264,16 +288,36 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
 
 
 def _prepare_data(jobs: list[_Job], data_dir) -> dict:
-    """Each (dataset, kind, train_size) prepared once here (see step 4)."""
-    shapes = {}
+    """Each dataset prepared once here (see step 4), and every group's model built and
+    checked against it (shapes only): a factory that fails, a model whose output is not
+    [batch, n_classes], is reported before anything trains."""
+    from vglab.nn.model import check_output
+
+    shapes, checked = {}, set()
     for job in jobs:
-        kinds = {"mlp" if u.runs[0].network == "mlp" else "cnn" for u in job.units}
-        for kind in sorted(kinds):
-            key = (job.spec.dataset, kind, job.spec.train_size)
+        for unit in job.units:
+            run = unit.runs[0]
+            key = _data_key(run, data_dir)
             if key not in shapes:
-                shapes[key] = _arrays(job.spec.dataset, kind, None if data_dir is None else str(data_dir),
-                                      job.spec.train_size)
+                shapes[key] = _arrays(key)
+            if (key, run.model_spec()) not in checked:
+                checked.add((key, run.model_spec()))
+                arrays = shapes[key]
+                model = run.model_spec().build(arrays.x_train.shape[1:], arrays.n_classes)
+                model.layout(arrays.x_train[:2])  # the model's parameters can be read as layers
+                check_output(model, jax_shapes(model), arrays.x_train[:2], arrays.n_classes)
+                if arrays.x_train.shape[0] < run.batch_size:
+                    raise store.StoreError(
+                        f"{job.spec.name}: {arrays.x_train.shape[0]} training examples are fewer than one batch of "
+                        f"{run.batch_size}; lower batch_size or raise train_size")
     return shapes
+
+
+def jax_shapes(model):
+    """The shapes of `model`'s parameters (nothing is computed)."""
+    import jax
+
+    return jax.eval_shape(model.init, jax.random.key(0))
 
 
 # ------------------------------------------------------------------ the plan
@@ -359,11 +403,11 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
     for _, _key, payload, chunk, program in tasks:
         j = job_of[chunk[0].id]
         spec = jobs[j].spec
-        arrays = shapes[(spec.dataset, payload["kind"], spec.train_size)]
-        network = _network(arrays, payload["network"])
-        layers[j] = max(layers[j], len(network.layers))
+        arrays = shapes[payload.data]
+        network = payload.model.build(arrays.x_train.shape[1:], arrays.n_classes)
+        layers[j] = max(layers[j], len(network.layout().layers))
         c, u = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                      grid_slots(payload["kind"], max(len(members) for _, members in payload["units"])))
+                      grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)))
         c = c if program not in compiled else LOAD_S
         compiled.add(program)
         compile_s[j] += c
@@ -399,7 +443,7 @@ def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None 
         except (OSError, ValueError):
             same = False
         done = store.completed_run_ids(out) if same else set()
-        units = spec.units() if on_gpu else spec.units(one_run_networks=CONV_NETWORKS, max_runs=MLP_SLOTS)
+        units = spec.units() if on_gpu else spec.units(one_run_inputs=ONE_RUN_INPUTS, max_runs=MLP_SLOTS)
         jobs.append(_Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
                          skipped=len(done)))
     shapes = _prepare_data(jobs, data_dir)
@@ -489,7 +533,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
         jobs = []
         for spec, out in zip(specs, outs):
             done = _open_out(spec, out, overwrite)
-            units = spec.units() if on_gpu else spec.units(one_run_networks=CONV_NETWORKS, max_runs=MLP_SLOTS)
+            units = spec.units() if on_gpu else spec.units(one_run_inputs=ONE_RUN_INPUTS, max_runs=MLP_SLOTS)
             job = _Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
                        skipped=len(done))
             jobs.append(job)
@@ -527,7 +571,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
             plan = _plan(jobs, tasks, shapes, n_workers, on_gpu)
             shapes.clear()
             for t in tasks:
-                t[2]["live"] = tensorboard  # per-epoch metrics for live TensorBoard events
+                t[2].live = tensorboard  # per-record metrics for live TensorBoard events
             progress.plan(plan)
             _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress, info, finish, plan)
         for j in range(len(jobs)):
@@ -623,7 +667,7 @@ class _LiveBoard:
             if event.epoch == 0 or run.run_id not in self.writers:
                 self._close(run.run_id)
                 self.writers[run.run_id] = tb.RunWriter(job.out, run.run_id, tb.hparams_of(run.row(0, 0)),
-                                                         list(event.layers))
+                                                         list(event.layers), event.tensors)
             self.writers[run.run_id].add_metrics(event.epoch, event.metrics, k)
 
     def unit_stored(self, unit) -> None:
@@ -648,7 +692,7 @@ def _store_unit(job: _Job, unit: Unit, payload: dict, tensorboard: bool, live: _
     for run, result in zip(unit.runs, payload["results"], strict=True):
         if run.run_id in job.done:
             continue  # complete from an earlier invocation; retrained only to keep the unit whole
-        row = run.row(payload["n_params"], payload["n_train"])
+        row = run.row(payload["n_params"], payload["n_train"], payload.get("n_classes"))
         store.write_run(job.out, run.run_id, row, result)
         job.done.add(run.run_id)
         job.written += 1

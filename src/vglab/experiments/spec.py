@@ -1,5 +1,5 @@
-"""Experiment specs: a TOML file (or built-in preset) -> a validated `ExperimentSpec` ->
-runs -> groups -> units.
+"""Experiment specs: a TOML file, a built-in preset or a dict -> a validated
+`ExperimentSpec` -> runs -> groups -> units.
 
 A spec file::
 
@@ -9,14 +9,18 @@ A spec file::
     epochs = 20
     seeds = 3                        # 3 means [0, 1, 2]; or a list
     batch_size = 32
-    learning_rate = 0.001
     # train_size = 1000              # a fixed stratified subset of the training split
-    # probes = "all"                 # or a list of names (vglab.train.probes)
+    # probes = "full"                # a tier (norms | moments | full) or a list of probe names
+    # record_every = 1               # a table row every k epochs (probes still see every step)
+    # probe_every = 1                # per-step gradient probes on every n-th step only
+    # schedule = "cosine"            # the learning rate's shape over the run (constant by default)
 
     network = "mlp"                  # arm defaults: any arm key set here applies to every arm
     depth = 1
     width = 8
     activation = "tanh"
+    learning_rate = 0.001            # Adam lr 1e-3, the reference study's recipe
+    optimizer = "adam"               # or {name = "sgd", momentum = 0.9}: any Optax optimizer
 
     [[arms]]                         # an arm is a small cross product of its list values
     init = ["normal(std=10)", "normal(std=1)"]
@@ -29,26 +33,35 @@ A spec file::
     [datasets.digits]                # run settings that apply on one dataset only
     epochs = 5
 
-Arm keys: network (mlp|cnn|paper_cnn), depth, width, variant (paper_cnn only), activation,
-init, bias_init (default: the weights' law, zeros for fan-scaled laws), penalty
-(none|l1|l2), r, alpha. Precedence: built-in defaults < top-level keys < the arm; run
-settings: top level < [datasets.<name>] < overrides (the CLI's --epochs, ...).
+Arm keys: network (mlp|cnn|paper_cnn|model), depth, width, variant (paper_cnn only),
+activation, init, bias_init (default: the weights' law, zeros for fan-scaled laws; `model`
+keeps the model's own init), penalty (none|l1|l2), r, alpha, learning_rate, optimizer (a
+name, or a table whose list values are swept), model (your own model: "package.module:factory"
+or "path/file.py:factory"), model_args (a table passed to the factory; list values are
+swept), input (features|images: what your model takes). Precedence: built-in defaults <
+top-level keys < the arm; run settings: top level < [datasets.<name>] < overrides (the
+CLI's --epochs, ...). `dataset` is a built-in name or the path of an .npz (relative paths
+are read from the spec file's folder).
 
 A *run* is one configuration with one seed. Runs that differ only in seed, init scale,
-alpha and L1/L2 strength share a *group* (`vglab.train.loop.group_key`): one network,
-one activation, one pair of init families. A *unit* is a group's runs with one seed (or,
-for CNNs on CPU, a single run); it is what one `train_group` call trains. Units, not groups, are the unit of work because
-XLA's numbers depend (at float32 rounding) on the shape of the vectorized program: a
-unit's composition depends on the spec alone, so a run's numbers do not depend on the
-worker count, the executor, or on which runs an interrupted sweep had finished.
+alpha, L1/L2 strength, learning rate and the swept optimizer parameters that can be traced
+share a *group* (`vglab.train.loop.group_key`): one model, one activation, one pair of init
+families, one optimizer. A *unit* is a group's runs with one seed (or, for image models on
+CPU, a single run); it is what one `train_group` call trains. Units, not groups, are the
+unit of work because XLA's numbers depend (at float32 rounding) on the shape of the
+vectorized program: a unit's composition depends on the spec alone, so a run's numbers do
+not depend on the worker count, the executor, or on which runs an interrupted sweep had
+finished.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
 import math
+import os
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -58,10 +71,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-SETTINGS = ("dataset", "epochs", "seeds", "batch_size", "learning_rate", "train_size", "probes")
-ARM_KEYS = ("network", "depth", "width", "variant", "activation", "init", "bias_init", "penalty", "r", "alpha")
+SETTINGS = ("dataset", "epochs", "seeds", "batch_size", "train_size", "probes", "record_every", "probe_every",
+            "schedule", "pca")
+ARM_KEYS = ("network", "depth", "width", "variant", "activation", "init", "bias_init", "penalty", "r", "alpha",
+            "learning_rate", "optimizer", "model", "model_args", "input")
 ARM_DEFAULTS = {"network": "mlp", "depth": 1, "width": 8, "variant": None, "activation": "tanh",
-                "init": "normal(std=1)", "bias_init": None, "penalty": "none", "r": 0.01, "alpha": 1.0}
+                "init": "normal(std=1)", "bias_init": None, "penalty": "none", "r": 0.01, "alpha": 1.0,
+                "learning_rate": 1e-3, "optimizer": {"name": "adam"}, "model": None, "model_args": {},
+                "input": None}
+SETTING_DEFAULTS = {"dataset": "digits", "epochs": 15, "seeds": [0, 1, 2], "batch_size": 32, "train_size": None,
+                    "probes": ["full"], "record_every": 1, "probe_every": 1, "schedule": {"name": "constant"},
+                    "pca": None}
+BUILT_IN = ("mlp", "cnn", "paper_cnn")  # the `network` values that are vglab's own networks
+INPUTS = ("features", "images")
 # `vglab reproduce` runs these, in this order: the reference study's figures, then its open questions.
 REPRODUCE = ("large-params", "regularization", "r-sweep", "super-large", "uniform-large", "vs-relu",
              "many-layers", "alpha-sweep", "cnn-large-params", "paper-cnn-large-params", "cnn-many-layers",
@@ -80,9 +102,7 @@ def _choice(value, allowed, what):
 
 
 def _check_network(v):
-    from vglab.nn.networks import NETWORKS
-
-    return _choice(v, NETWORKS, "network")
+    return _choice(v, BUILT_IN + ("model",), "network")
 
 
 def _check_variant(v):
@@ -113,8 +133,16 @@ def _check_penalty(v):
 
 def _check_dataset(v):
     from vglab.data import DATASETS
+    from vglab.data.own import is_path
 
-    return _choice(v, tuple(DATASETS), "dataset")
+    if isinstance(v, str) and is_path(v):
+        if not v.endswith(".npz"):
+            raise ValueError(f"an own dataset is an .npz file (x_train, y_train, x_test, y_test), got {v!r}")
+        return v
+    if v not in DATASETS:
+        raise ValueError(f"unknown dataset {v!r}; choose one of {list(DATASETS)}, or give the path of an .npz "
+                         "(x_train, y_train, x_test, y_test)")
+    return v
 
 
 def _check_positive_int(name):
@@ -135,6 +163,39 @@ def _check_alpha(v):
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"alpha must be > 0 (the rescaled activation is alpha*phi(z/alpha)), got {v}")
     return v
+
+
+def _check_lr(v):
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"learning_rate must be a number > 0, got {v}")
+    return v
+
+
+def _check_model(v):
+    if callable(v):  # a factory given from Python: named by its module, so workers can import it
+        # (a script's own factory is "__main__:name": spawned workers re-import the script as __main__)
+        module, name = getattr(v, "__module__", None), getattr(v, "__qualname__", "")
+        if module is None or "<" in name:
+            raise ValueError(f"model {v!r} is not importable by name (defined inside a function or a lambda); "
+                             "define the factory at the top level of a module or script")
+        return f"{module}:{name}"
+    if not isinstance(v, str) or ":" not in v:
+        raise ValueError(f"model must be 'package.module:factory' or 'path/to/file.py:factory', got {v!r}")
+    return v
+
+
+def _check_input(v):
+    return _choice(v, INPUTS, "input")
+
+
+def _check_optimizer(v) -> dict:
+    """A canonical optimizer dict {name, **args} (args validated against Optax's signature)."""
+    from vglab.train import optim
+
+    d = {"name": v} if isinstance(v, str) else dict(v)
+    name = d.pop("name", "adam")  # a table without a name sets the default optimizer's parameters
+    optim.check_name(name)
+    return {"name": name, **optim.check_args(name, d)}
 
 
 _RANGE = re.compile(r"^\s*(logspace|linspace)\s*\(\s*([^,]+),\s*([^,]+),\s*(\d+)\s*\)\s*$")
@@ -165,11 +226,31 @@ def _listed(v) -> list:
     return v if isinstance(v, list) else [v]
 
 
+def _table_product(table: dict) -> list[dict]:
+    """A table whose list values are swept: its cross product, one dict per combination
+    (`{name = "adam", eps = [1e-7, 1e-10]}` -> two dicts)."""
+    keys = list(table)
+    values = [table[k] if isinstance(table[k], list) else [table[k]] for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def _tables(v) -> list[dict]:
+    out = []
+    for item in _listed(v):
+        if isinstance(item, dict):
+            out += _table_product(item)
+        else:
+            out.append(item)
+    return out
+
+
 ARM_CHECKS = {
     "network": _check_network, "depth": _check_positive_int("depth"), "width": _check_positive_int("width"),
     "variant": _check_variant, "activation": _check_activation, "init": _check_init, "bias_init": _check_init,
-    "penalty": _check_penalty, "r": _check_r, "alpha": _check_alpha,
+    "penalty": _check_penalty, "r": _check_r, "alpha": _check_alpha, "learning_rate": _check_lr,
+    "optimizer": _check_optimizer, "model": _check_model, "model_args": dict, "input": _check_input,
 }
+NUMERIC_ARM_KEYS = ("r", "alpha", "learning_rate")
 
 
 # ------------------------------------------------------------------ the file's schema
@@ -177,29 +258,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
 
 
+Num = float | int
+NumOrRange = Num | list[Num] | str  # a number, a list, or "logspace(a, b, n)" / "linspace(a, b, n)"
+
+
 class _Arm(_Strict):
     """Arm keys: each a value or a list of values (the arm is their cross product)."""
 
-    network: Any = None
-    depth: Any = None
-    width: Any = None
-    variant: Any = None
-    activation: Any = None
-    init: Any = None
-    bias_init: Any = None
-    penalty: Any = None
-    r: Any = None
-    alpha: Any = None
+    network: str | list[str] | None = None
+    depth: int | list[int] | None = None
+    width: int | list[int] | None = None
+    variant: str | list[str] | None = None
+    activation: str | list[str] | None = None
+    init: str | list[str] | None = None
+    bias_init: str | list[str] | None = None
+    penalty: str | list[str] | None = None
+    r: NumOrRange | None = None
+    alpha: NumOrRange | None = None
+    learning_rate: NumOrRange | None = None
+    optimizer: str | dict[str, Any] | list[str | dict[str, Any]] | None = None
+    model: Any = None  # "package.module:factory", "path/file.py:factory", or (from Python) the factory
+    model_args: dict[str, Any] | list[dict[str, Any]] | None = None
+    input: str | list[str] | None = None
 
     @field_validator(*ARM_KEYS, mode="before")
     @classmethod
     def _values(cls, v, info):
         if v is None:
             return None
-        vals = _numbers(v) if info.field_name in ("r", "alpha") else _listed(v)
+        name = info.field_name
+        if name in NUMERIC_ARM_KEYS:
+            vals = _numbers(v)
+        elif name in ("optimizer", "model_args"):
+            vals = _tables(v)
+            if name == "model_args" and not all(isinstance(x, dict) for x in vals):
+                raise ValueError("model_args is a table of the factory's keyword arguments, e.g. {depth = 20}")
+        else:
+            vals = _listed(v)
         if not vals:
             raise ValueError("an empty list gives no runs; give at least one value")
-        return [ARM_CHECKS[info.field_name](x) for x in vals]
+        return [ARM_CHECKS[name](x) for x in vals]
 
     def given(self) -> dict:
         """The arm keys set explicitly."""
@@ -207,34 +305,28 @@ class _Arm(_Strict):
 
 
 class _Settings(_Strict):
-    dataset: Any = None
-    epochs: Any = None
-    seeds: Any = None
-    batch_size: Any = None
-    learning_rate: Any = None
-    train_size: Any = None
-    probes: Any = None
+    dataset: str | None = None
+    epochs: int | None = None
+    seeds: int | list[int] | None = None
+    batch_size: int | None = None
+    train_size: int | None = None
+    probes: str | list[str] | None = None
+    record_every: int | None = None
+    probe_every: int | None = None
+    schedule: str | dict[str, Any] | None = None
+    pca: bool | float | None = None
 
-    @field_validator("dataset")
+    @field_validator("dataset", mode="before")
     @classmethod
     def _dataset(cls, v):
         return None if v is None else _check_dataset(v)
 
-    @field_validator("epochs", "batch_size", "train_size")
+    @field_validator("epochs", "batch_size", "train_size", "record_every", "probe_every", mode="before")
     @classmethod
     def _ints(cls, v, info):
         return None if v is None else _check_positive_int(info.field_name)(v)
 
-    @field_validator("learning_rate")
-    @classmethod
-    def _lr(cls, v):
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-            raise ValueError(f"learning_rate must be a number > 0, got {v!r}")
-        return float(v)
-
-    @field_validator("seeds")
+    @field_validator("seeds", mode="before")
     @classmethod
     def _seeds(cls, v):
         if v is None:
@@ -247,16 +339,40 @@ class _Settings(_Strict):
             raise ValueError(f"seeds must not repeat, got {v!r}")
         return list(v)
 
-    @field_validator("probes")
+    @field_validator("probes", mode="before")
     @classmethod
     def _probes(cls, v):
         if v is None:
             return None
         from vglab.train import probes
 
-        names = list(probes.ALL) if v == "all" or v == ["all"] else _listed(v)
-        probes.select(tuple(names))  # raises with the valid names
+        names = _listed(v)
+        probes.resolve(tuple(names))  # raises with the valid names
         return names
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule(cls, v):
+        if v is None:
+            return None
+        from vglab.train.optim import Schedule
+
+        d = {"name": v} if isinstance(v, str) else dict(v)
+        name = d.pop("name", "constant")
+        Schedule(name, tuple(sorted(d.items())))  # raises with the valid names and parameters
+        return {"name": name, **d}
+
+    @field_validator("pca", mode="before")
+    @classmethod
+    def _pca(cls, v):
+        if v is None or v is False:
+            return v
+        if v is True:
+            return 0.95
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise ValueError(f"pca is the fraction of training variance the MLP inputs keep, in (0, 1], or false "
+                             f"(no PCA), got {v!r}")
+        return float(v)
 
 
 class _SpecFile(_Settings, _Arm):
@@ -274,6 +390,78 @@ class _SpecFile(_Settings, _Arm):
         return v
 
 
+def json_schema() -> dict:
+    """The JSON schema of a spec file (editors complete TOML against it, e.g. with a
+    `#:schema ./vglab-spec.schema.json` line), with the allowed names filled in from the
+    registries they come from."""
+    from vglab.data import DATASETS
+    from vglab.nn import activations
+    from vglab.nn.penalties import PENALTIES
+    from vglab.train import optim, probes
+
+    schema = _SpecFile.model_json_schema()
+    schema["title"] = "vglab experiment spec"
+    schema["description"] = __doc__.split("\n\n")[0].replace("\n", " ")
+    enums = {"network": list(BUILT_IN) + ["model"], "activation": sorted(activations.ACTIVATIONS),
+             "penalty": list(PENALTIES), "variant": ["parameters", "layers"], "input": list(INPUTS),
+             "probes": list(probes.TIERS) + ["all"] + list(probes.ALL)}
+    described = {"dataset": f"{', '.join(DATASETS)}, or the path of an .npz",
+                 "optimizer": f"one of {', '.join(optim.OPTIMIZERS)}, or a table {{name = ..., <parameter> = ...}}",
+                 "init": "normal(std=S), normal(variance=V), uniform(a=A), glorot_uniform, he_normal, zeros, model",
+                 "schedule": f"one of {', '.join(optim.SCHEDULES)}, or a table {{name = ..., <parameter> = ...}}"}
+
+    def fill(props: dict) -> None:
+        for key, prop in props.items():
+            if key in enums:
+                one = {"type": "string", "enum": enums[key]}
+                prop["anyOf"] = [one, {"type": "array", "items": one}, {"type": "null"}]
+            if key in described:
+                prop["description"] = described[key]
+
+    fill(schema["properties"])
+    for sub in schema.get("$defs", {}).values():
+        fill(sub.get("properties", {}))
+    return schema
+
+
+# ------------------------------------------------------------------ what a run trains
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a run's model is, resolved: a built-in network or your own model's factory with
+    its arguments. Hashable (a compiled program's key); `build` makes the model."""
+
+    network: str  # mlp | cnn | paper_cnn | model
+    depth: int | None = None
+    width: int | None = None
+    variant: str | None = None
+    activation: str = "tanh"
+    model: str | None = None  # the factory reference, for network = "model"
+    model_args: tuple[tuple[str, Any], ...] = ()
+    input: str = "features"  # what the model takes: flat features or images
+    base_dir: str | None = None  # where a relative factory path is read from
+
+    @property
+    def kind(self) -> str:
+        """The data preparation it needs (`vglab.data.prepare`'s kind)."""
+        return "mlp" if self.input == "features" else "cnn"
+
+    @property
+    def name(self) -> str:
+        return arch_name(self.network, self.depth, self.width, self.variant, self.model, self.model_args)
+
+    def build(self, in_shape, n_classes: int):
+        """The `vglab.nn.model.Model` for data of this example shape and class count."""
+        from vglab.nn import build
+
+        if self.network != "model":
+            return build(self.network, in_shape, depth=self.depth or 1, width=self.width or 8, variant=self.variant,
+                         activation=self.activation, n_out=n_classes)
+        from vglab.nn.adapters import build_from_factory
+
+        return build_from_factory(self.model, dict(self.model_args), in_shape=tuple(in_shape), n_classes=n_classes,
+                                  activation=self.activation, base_dir=self.base_dir)
+
+
 # ------------------------------------------------------------------ runs
 @dataclass(frozen=True)
 class RunSpec:
@@ -281,9 +469,9 @@ class RunSpec:
 
     experiment: str
     label: str  # the configuration without the seed, for people (not part of the run id)
-    dataset: str
+    dataset: str  # a built-in name or an .npz path (absolute)
     network: str
-    depth: int | None  # None for paper_cnn (its variant fixes the layers)
+    depth: int | None  # None for paper_cnn (its variant fixes the layers) and your own models
     width: int | None
     variant: str | None  # paper_cnn only
     activation: str
@@ -298,26 +486,39 @@ class RunSpec:
     learning_rate: float
     train_size: int | None
     probes: tuple[str, ...]
+    optimizer: tuple[tuple[str, Any], ...] = (("eps", 1e-7), ("name", "adam"))  # canonical, sorted items
+    schedule: tuple[tuple[str, Any], ...] = (("name", "constant"),)
+    record_every: int = 1
+    probe_every: int = 1
+    model: str | None = None
+    model_args: tuple[tuple[str, Any], ...] = ()
+    input: str = "features"
+    pca: float | bool | None = None
+    data_sha: str | None = None  # content hash of an own .npz dataset
+    traced: tuple[str, ...] = field(default=(), compare=False)  # optimizer parameters swept in one program
     init_given: str = field(default="", compare=False)  # as written (for the label's convention)
+    base_dir: str | None = field(default=None, compare=False)
 
     def config_dict(self) -> dict:
         """Everything that determines the run's numbers (what the run id hashes)."""
         d = asdict(self)
-        for k in ("experiment", "label", "init_given"):
+        for k in ("experiment", "label", "init_given", "traced", "base_dir"):
             d.pop(k)
         d["probes"] = list(self.probes)
+        for k in ("optimizer", "schedule", "model_args"):
+            d[k] = dict(getattr(self, k))
+        if self.data_sha is None:
+            d.pop("data_sha")
         return d
 
     @property
     def run_id(self) -> str:
         """Readable and deterministic: `<slug>-s<seed>-<hash of the full config>`."""
-        digest = hashlib.sha1(json.dumps(self.config_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        digest = hashlib.sha1(json.dumps(self.config_dict(), sort_keys=True, default=str).encode()).hexdigest()[:8]
         return f"{self._slug()}-s{self.seed}-{digest}"
 
     def _slug(self) -> str:
-        from vglab.nn.init import parse
-
-        parts = [arch_name(self.network, self.depth, self.width, self.variant), self.activation]
+        parts = [self.model_spec().name, self.activation]
         if self.alpha != 1:
             parts.append(f"a{self.alpha:g}")
         parts.append(_init_slug(self.init_given or self.weight_init))
@@ -325,25 +526,51 @@ class RunSpec:
             parts.append("bias-" + _init_slug(self.bias_init))
         if self.penalty != "none":
             parts.append(f"{self.penalty}-r{self.r:g}")
+        opt = dict(self.optimizer)
+        if opt["name"] != "adam":
+            parts.append(opt["name"])
+        if self.learning_rate != 1e-3:
+            parts.append(f"lr{self.learning_rate:g}")
         return re.sub(r"-+", "-", re.sub(r"[^a-z0-9.]+", "-", " ".join(parts).lower())).strip("-")
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.network, self.depth, self.width, self.variant, self.activation, self.model,
+                         self.model_args, self.input, self.base_dir)
+
+    def optimizer_setting(self):
+        """The group's `vglab.train.optim.Optimizer` (constants, traced names, schedule)."""
+        from vglab.train.optim import Optimizer, Schedule
+
+        opt = dict(self.optimizer)
+        name = opt.pop("name")
+        sched = dict(self.schedule)
+        return Optimizer(name, tuple(sorted((k, v) for k, v in opt.items() if k not in self.traced)),
+                         tuple(sorted(self.traced)), Schedule(sched.pop("name"), tuple(sorted(sched.items()))))
 
     @property
     def group_key(self) -> tuple:
         """Runs with equal keys share one vectorized program (see vglab.train.loop.group_key)."""
         from vglab.nn.init import parse
 
-        return (self.network, self.depth, self.width, self.variant, self.activation,
-                parse(self.weight_init).kind, parse(self.bias_init).kind)
+        return (self.model_spec(), parse(self.weight_init).kind, parse(self.bias_init).kind,
+                self.optimizer_setting())
 
     @property
     def group(self) -> str:
-        """The group's readable name, e.g. `mlp-20x8-tanh-normal`."""
-        net, depth, width, variant, act, w_kind, b_kind = self.group_key
-        name = f"{arch_name(net, depth, width, variant)}-{act}-{w_kind}"
+        """The group's readable name, e.g. `mlp-20x8-tanh-normal` (with a short hash when its
+        optimizer or model arguments are not the defaults, so that names stay unique)."""
         from vglab.nn.init import parse
 
+        w_kind, b_kind = parse(self.weight_init).kind, parse(self.bias_init).kind
+        name = f"{self.model_spec().name}-{self.activation}-{w_kind}"
         if b_kind != parse(default_bias(self.weight_init)).kind:
             name += f"-bias-{b_kind}"
+        opt = self.optimizer_setting()
+        if opt.name != "adam" or dict(opt.static) != {"eps": 1e-7} or opt.schedule.name != "constant" or opt.traced:
+            tag = hashlib.sha1(repr((opt, self.model_args)).encode()).hexdigest()[:4]
+            name += f"-{opt.name}-{tag}"
+        elif self.model_args:
+            name += "-" + hashlib.sha1(repr(self.model_args).encode()).hexdigest()[:4]
         return re.sub(r"[^a-z0-9.]+", "-", name.lower())
 
     def member(self):
@@ -353,10 +580,20 @@ class RunSpec:
         from vglab.train import Member
 
         l1, l2 = strengths(self.penalty, self.r)
+        opt = dict(self.optimizer)
         return Member(seed=self.seed, weight_init=parse(self.weight_init), bias_init=parse(self.bias_init),
-                      alpha=self.alpha, l1=l1, l2=l2)
+                      alpha=self.alpha, l1=l1, l2=l2, learning_rate=self.learning_rate,
+                      optimizer_args=tuple(sorted((k, float(opt[k])) for k in self.traced)))
 
-    def row(self, n_params: int, n_train: int) -> dict:
+    def train_config(self):
+        """The `vglab.train.TrainConfig` this run's group shares."""
+        from vglab.train import TrainConfig
+
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                           optimizer=self.optimizer_setting(), probes=self.probes, probe_every=self.probe_every,
+                           record_every=self.record_every)
+
+    def row(self, n_params: int, n_train: int, n_classes: int | None = None) -> dict:
         """The run's row of the `runs` table (DESIGN.md), without run_id and diverged_epoch
         (added by `results.store.write_run`)."""
         from vglab.nn.init import parse
@@ -367,10 +604,13 @@ class RunSpec:
             "network": self.network, "depth": self.depth, "width": self.width, "variant": self.variant,
             "activation": self.activation, "alpha": self.alpha,
             "weight_init": init_label(self.init_given or self.weight_init), "weight_init_spec": law.spec,
-            "weight_init_kind": law.kind, "init_scale": float("nan") if law.fan_scaled else float(law.value),
+            "weight_init_kind": law.kind,
+            "init_scale": float("nan") if law.fan_scaled or law.value is None else float(law.value),
             "bias_init": bias.label, "penalty": self.penalty, "r": self.r, "seed": self.seed,
             "epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-            "train_size": n_train, "n_params": n_params,
+            "optimizer": self.optimizer_setting().label, "optimizer_spec": json.dumps(dict(self.optimizer)),
+            "model": self.model, "model_args": json.dumps(dict(self.model_args), default=str), "input": self.input,
+            "record_every": self.record_every, "train_size": n_train, "n_params": n_params, "n_classes": n_classes,
         }
 
 
@@ -393,12 +633,16 @@ class Unit:
         return base if self.part is None else f"{base}/p{self.part}"
 
 
-def arch_name(network: str, depth, width, variant) -> str:
+def arch_name(network: str, depth=None, width=None, variant=None, model=None, model_args=()) -> str:
     if network == "mlp":
         return f"mlp {depth}x{width}"
     if network == "cnn":
         return f"cnn 4conv+{depth}x{width}"
-    return f"paper_cnn({variant})"
+    if network == "paper_cnn":
+        return f"paper_cnn({variant})"
+    ref = str(model).rsplit("/", 1)[-1].replace(".py:", ":").removeprefix("__main__:")
+    args = ", ".join(f"{k}={v}" for k, v in model_args)
+    return f"{ref}({args})" if args else ref
 
 
 def init_label(spec: str) -> str:
@@ -433,6 +677,18 @@ def _activation_label(activation: str, alpha: float) -> str:
     return activation if alpha == 1 else f"rescaled {activation} α={alpha:g}"
 
 
+def _freeze(d: dict) -> tuple:
+    return tuple(sorted((k, _hashable(v)) for k, v in d.items()))
+
+
+def _hashable(v):
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return _freeze(v)
+    return v
+
+
 # ------------------------------------------------------------------ the spec
 @dataclass(frozen=True)
 class ExperimentSpec:
@@ -443,12 +699,22 @@ class ExperimentSpec:
     epochs: int
     seeds: tuple[int, ...]
     batch_size: int
-    learning_rate: float
     train_size: int | None
     probes: tuple[str, ...]
     arms: tuple[dict, ...]  # each: arm key -> list of values, defaults resolved
     preset: str | None = None  # the built-in preset it came from
     source: str = ""  # the file it was read from
+    record_every: int = 1
+    probe_every: int = 1
+    schedule: dict = field(default_factory=lambda: {"name": "constant"})
+    pca: float | bool | None = None
+    base_dir: str | None = None  # relative paths (dataset, model files) are read from here
+
+    @property
+    def learning_rate(self) -> float | None:
+        """The learning rate every run uses, or None when the experiment sweeps it."""
+        rates = {c["learning_rate"] for c in self.configurations()}
+        return rates.pop() if len(rates) == 1 else None
 
     def configurations(self) -> list[dict]:
         """The distinct configurations (arm cross products, normalized, first seen kept)."""
@@ -465,30 +731,67 @@ class ExperimentSpec:
                     c["variant"] = c["variant"] or "parameters"
                 else:
                     c["variant"] = None
+                if c["network"] == "model":
+                    c["depth"] = c["width"] = None
+                    c["input"] = c["input"] or "features"
+                else:
+                    c["model"], c["model_args"] = None, {}
+                    c["input"] = "features" if c["network"] == "mlp" else "images"
                 c["init_given"] = c["init"]
                 c["init"] = parse(c["init"]).spec
                 c["bias_init"] = parse(c["bias_init"]).spec if c["bias_init"] else default_bias(c["init"])
-                key = tuple((k, v) for k, v in c.items() if k != "init_given")
+                key = tuple((k, _hashable(v)) for k, v in c.items() if k != "init_given")
                 if key not in seen:
                     seen.add(key)
                     out.append(c)
         return out
 
+    def swept_optimizer_args(self) -> dict[str, set[str]]:
+        """Per optimizer name, the parameters whose value differs between configurations."""
+        values: dict[str, dict[str, set]] = {}
+        for c in self.configurations():
+            opt = dict(c["optimizer"])
+            name = opt.pop("name")
+            for k, v in opt.items():
+                values.setdefault(name, {}).setdefault(k, set()).add(_hashable(v))
+        return {name: {k for k, vs in args.items() if len(vs) > 1} for name, args in values.items()}
+
     def expand(self) -> list[RunSpec]:
         """Every run: configurations in arm order, each with every seed."""
         from vglab.nn.init import parse
+        from vglab.train import optim
 
         configs = self.configurations()
-        archs = {(c["network"], c["depth"], c["width"], c["variant"]) for c in configs}
+        archs = {(c["network"], c["depth"], c["width"], c["variant"], c["model"], _freeze(c["model_args"]))
+                 for c in configs}
+        opts = {_freeze(c["optimizer"]) for c in configs}
+        rates = {c["learning_rate"] for c in configs}
+        swept = self.swept_optimizer_args()
+        data_sha = None
+        if _is_path(self.dataset):
+            from vglab.data.own import fingerprint
+
+            data_sha = fingerprint(self.dataset) if Path(self.dataset).is_file() else None
         runs, labels = [], {}
         for c in configs:
-            # The architecture is named only when the experiment has more than one.
-            parts = [arch_name(c["network"], c["depth"], c["width"], c["variant"])] if len(archs) > 1 else []
+            # The architecture (optimizer, learning rate) is named only when the experiment has more than one.
+            margs = _freeze(c["model_args"])
+            parts = [arch_name(c["network"], c["depth"], c["width"], c["variant"], c["model"], margs)] \
+                if len(archs) > 1 else []
             parts += [_activation_label(c["activation"], c["alpha"]), init_label(c["init_given"])]
             if c["bias_init"] != default_bias(c["init"]):
                 parts.append("bias " + parse(c["bias_init"]).label)
             if c["penalty"] != "none":
                 parts.append(f"{c['penalty'].upper()} r={c['r']:g}")
+            opt = dict(c["optimizer"])
+            name = opt["name"]
+            traced = tuple(sorted(k for k in swept.get(name, ()) if optim.traceable(name, k)))
+            if len(opts) > 1:
+                args = {k: v for k, v in opt.items() if k != "name" and v != optim.parameters(name).get(k)}
+                parts.append(name + (f"({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in sorted(args.items()))})"
+                                     if args else ""))
+            if len(rates) > 1:
+                parts.append(f"lr={c['learning_rate']:g}")
             label = " · ".join(parts)
             if labels.setdefault(label, c) is not c:
                 raise SpecError(f"two configurations of {self.name} read the same, {label!r}; values that differ "
@@ -499,27 +802,34 @@ class ExperimentSpec:
                     depth=c["depth"], width=c["width"], variant=c["variant"], activation=c["activation"],
                     alpha=float(c["alpha"]), weight_init=c["init"], bias_init=c["bias_init"], penalty=c["penalty"],
                     r=float(c["r"]), seed=seed, epochs=self.epochs, batch_size=self.batch_size,
-                    learning_rate=self.learning_rate, train_size=self.train_size, probes=self.probes,
-                    init_given=c["init_given"]))
+                    learning_rate=float(c["learning_rate"]), train_size=self.train_size, probes=self.probes,
+                    optimizer=_freeze(opt), schedule=_freeze(self.schedule), record_every=self.record_every,
+                    probe_every=self.probe_every, model=c["model"], model_args=margs, input=c["input"],
+                    pca=self.pca, data_sha=data_sha, traced=traced, init_given=c["init_given"],
+                    base_dir=self.base_dir))
         return runs
 
     def groups(self) -> dict[str, list[RunSpec]]:
         """Runs by group name (in order of first appearance)."""
         out: dict[str, list[RunSpec]] = {}
+        keys: dict[str, tuple] = {}
         for run in self.expand():
+            if keys.setdefault(run.group, run.group_key) != run.group_key:
+                raise SpecError(f"two groups of {self.name} would share the name {run.group!r}; "
+                                "give the configurations distinct model or optimizer settings")
             out.setdefault(run.group, []).append(run)
         return out
 
-    def units(self, one_run_networks: tuple[str, ...] = (), max_runs: int | None = None) -> list[Unit]:
-        """Every group's runs split by seed, and in parts of at most `max_runs`; runs of the
-        networks in `one_run_networks` get a unit each. (The runner uses both on CPU: a
+    def units(self, one_run_inputs: tuple[str, ...] = (), max_runs: int | None = None) -> list[Unit]:
+        """Every group's runs split by seed, and in parts of at most `max_runs`; runs of models
+        taking an input in `one_run_inputs` get a unit each. (The runner uses both on CPU: a
         vmapped convolution over members is a grouped convolution, about twice as slow as
         one member at a time; MLP units of at most 8 runs all share one 8-member program.)"""
         units = []
         for group, runs in self.groups().items():
             for seed in self.seeds:
                 mine = tuple(r for r in runs if r.seed == seed)
-                if mine and mine[0].network in one_run_networks:
+                if mine and mine[0].input in one_run_inputs:
                     units += [Unit(self.name, group, seed, (r,), alone=True) for r in mine]
                 elif max_runs is not None and len(mine) > max_runs:
                     units += [Unit(self.name, group, seed, mine[i:i + max_runs], part=i // max_runs)
@@ -534,11 +844,57 @@ class ExperimentSpec:
              "reference": self.reference, "source": self.source, "dataset": self.dataset,
              "epochs": self.epochs, "seeds": list(self.seeds), "batch_size": self.batch_size,
              "learning_rate": self.learning_rate, "train_size": self.train_size, "probes": list(self.probes),
-             "arms": [{k: v for k, v in arm.items() if v != [None]} for arm in self.arms]}
+             "record_every": self.record_every, "probe_every": self.probe_every, "schedule": dict(self.schedule),
+             "pca": self.pca, "arms": [_arm_dict(arm) for arm in self.arms]}
         runs = self.expand()
         d.update(n_runs=len(runs), n_groups=len(self.groups()),
                  fingerprint=hashlib.sha1("\n".join(sorted(r.run_id for r in runs)).encode()).hexdigest()[:12])
-        return {k: v for k, v in d.items() if v is not None}
+        return _drop_none(d)
+
+    def to_spec_file(self) -> dict:
+        """This experiment as a spec file (what `vglab show --toml` prints): loading it back
+        gives the same runs."""
+        d = {"name": self.name, "description": self.description, "reference": self.reference,
+             "dataset": self.dataset, "epochs": self.epochs, "seeds": list(self.seeds),
+             "batch_size": self.batch_size, "train_size": self.train_size, "probes": list(self.probes),
+             "record_every": self.record_every, "probe_every": self.probe_every, "schedule": dict(self.schedule),
+             "pca": self.pca, "arms": [_arm_dict(arm) for arm in self.arms]}
+        from vglab.train.probes import TIERS
+
+        tier = [t for t, names in TIERS.items() if set(names) == set(self.probes)]
+        if tier:
+            d["probes"] = tier[-1]
+        return _drop_none(d)
+
+
+def _arm_dict(arm: dict) -> dict:
+    """An arm's resolved values as a spec file writes them: the keys that apply to its networks."""
+    networks = set(arm["network"])
+    skip = set()
+    if not networks & {"mlp", "cnn"}:
+        skip |= {"depth", "width"}
+    if "model" not in networks:
+        skip |= {"model", "model_args", "input"}
+    out = {}
+    for k, v in arm.items():
+        if k in skip or v == [None] or (k == "model_args" and v == [{}]):
+            continue
+        out[k] = v[0] if len(v) == 1 else v
+    return out
+
+
+def _drop_none(d):
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    if isinstance(d, list):
+        return [_drop_none(v) for v in d]
+    return d
+
+
+def _is_path(dataset: str) -> bool:
+    from vglab.data.own import is_path
+
+    return is_path(dataset)
 
 
 # ------------------------------------------------------------------ loading
@@ -569,9 +925,10 @@ def _where(loc: tuple) -> str:
 
 def _one_line(e: ValidationError, source: str) -> str:
     """The first validation error as one line that names the key and says what to write."""
-    err = e.errors()[0]
-    loc = tuple(err["loc"])
-    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    errors = [err for err in e.errors() if not _is_union_noise(err)] or e.errors()
+    err = errors[0]
+    loc = tuple(p for p in err["loc"] if not _is_type_tag(p))
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if err["type"] == "extra_forbidden":
         key, where = loc[-1], _where(loc[:-1])
         if where.startswith("datasets."):
@@ -588,8 +945,20 @@ def _one_line(e: ValidationError, source: str) -> str:
     return f"{source}: {_where(loc)}: {msg}{more}"
 
 
-def _read(name_or_path) -> tuple[dict, str, str | None, str]:
-    """(toml data, source, preset name or None, default experiment name)."""
+def _is_type_tag(part) -> bool:
+    """pydantic's location entries that name a union member (`list[str]`, `str`), not a key."""
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "dict[str,any]", "function-after")
+                                      or "[" in part)
+
+
+def _is_union_noise(err) -> bool:
+    return err["type"] in ("string_type", "int_type", "float_type", "list_type", "dict_type", "bool_type",
+                           "int_from_float", "int_parsing", "float_parsing") and err.get("ctx") is None \
+        and any(_is_type_tag(p) for p in err["loc"])
+
+
+def _read(name_or_path) -> tuple[dict, str, str | None, str, str | None]:
+    """(toml data, source, preset name or None, default experiment name, base dir)."""
     path = Path(str(name_or_path))
     preset = presets_dir() / f"{name_or_path}.toml"
     if not str(name_or_path).endswith(".toml") and "/" not in str(name_or_path) and preset.exists():
@@ -600,21 +969,69 @@ def _read(name_or_path) -> tuple[dict, str, str | None, str]:
         raise SpecError(f"no preset or spec file named {str(name_or_path)!r}; presets: {', '.join(preset_names())} "
                         "(or give the path of a .toml file)")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: invalid TOML: {e}") from None
-    return data, str(path), name if is_preset else None, name
+    base = None if is_preset else str(path.resolve().parent)
+    return data, str(path), name if is_preset else None, name, base
 
 
-def load_spec(name_or_path, **overrides) -> ExperimentSpec:
-    """Read a built-in preset (by name) or a spec file, apply `overrides` of the run
-    settings (dataset, epochs, seeds, batch_size, learning_rate, train_size, probes; None
-    means keep) and validate everything."""
-    data, source, preset, default_name = _read(name_or_path)
+def parse_set(assignment: str) -> tuple[list, Any]:
+    """`key.sub=value` (the CLI's --set) -> (path, value); the value is read as TOML
+    (numbers, booleans, strings, lists, inline tables), else taken as a string; path parts
+    that are integers index a list (`arms.0.alpha=[1, 2]`)."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError(f"--set {assignment!r}: write key=value, e.g. --set epochs=3 or --set optimizer.eps=1e-10")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return [int(p) if p.isdigit() else p for p in key.split(".")], value
+
+
+def _apply_sets(data: dict, sets) -> dict:
+    data = copy.deepcopy(data)
+    for assignment in sets or ():
+        path, value = parse_set(assignment) if isinstance(assignment, str) else assignment
+        node = data
+        for i, part in enumerate(path[:-1]):
+            nxt = path[i + 1]
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    raise SpecError(f"--set {'.'.join(map(str, path))}: there is no element {part} "
+                                    f"(the spec has {len(node) if isinstance(node, list) else 0})")
+                node = node[part]
+            else:
+                if isinstance(node.get(part), str) and not isinstance(nxt, int):
+                    node[part] = {"name": node[part]}  # optimizer = "sgd", then --set optimizer.momentum=0.9
+                elif part not in node or not isinstance(node[part], (dict, list)):
+                    node[part] = [] if isinstance(nxt, int) else {}
+                node = node[part]
+        last = path[-1]
+        if isinstance(last, int):
+            if not isinstance(node, list) or last >= len(node):
+                raise SpecError(f"--set {'.'.join(map(str, path))}: there is no element {last}")
+        node[last] = value
+    return data
+
+
+def load_spec(name_or_path, sets=None, **overrides) -> ExperimentSpec:
+    """Read a built-in preset (by name), a spec file or a spec dict, apply `sets` (a list of
+    "key=value" assignments to any field, the CLI's --set) and `overrides` of the run
+    settings (dataset, epochs, seeds, batch_size, train_size, probes, record_every,
+    probe_every, schedule, pca; None means keep), and validate everything."""
+    if isinstance(name_or_path, dict):
+        data, source, preset, default_name, base = dict(name_or_path), "spec", None, None, os.getcwd()
+    else:
+        data, source, preset, default_name, base = _read(name_or_path)
+    data = _apply_sets(data, sets)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(overrides) - set(SETTINGS)
     if unknown:
-        raise SpecError(f"cannot override {sorted(unknown)}; overridable: {', '.join(SETTINGS)}")
+        raise SpecError(f"cannot override {sorted(unknown)}; overridable: {', '.join(SETTINGS)} "
+                        "(set any other key with --set key=value)")
     try:
         spec = _SpecFile.model_validate(data)
     except ValidationError as e:
@@ -625,39 +1042,65 @@ def load_spec(name_or_path, **overrides) -> ExperimentSpec:
         err = e.errors()[0]
         option = "--" + str(err["loc"][0]).replace("_", "-")
         raise SpecError(f"{option}: {err['msg'].removeprefix('Value error, ')}") from None
-    dataset = cli.dataset or spec.dataset or "digits"
-    settings = {"dataset": "digits", "epochs": 15, "seeds": [0, 1, 2], "batch_size": 32, "learning_rate": 1e-3,
-                "train_size": None, "probes": None}
+    dataset = cli.dataset or spec.dataset or SETTING_DEFAULTS["dataset"]
+    settings = dict(SETTING_DEFAULTS)
     for layer in (spec, (spec.datasets or {}).get(dataset), cli):
         if layer is not None:
             settings.update({k: getattr(layer, k) for k in SETTINGS if getattr(layer, k) is not None})
+    if _is_path(dataset):
+        path = Path(dataset).expanduser()
+        if not path.is_absolute():
+            path = Path(base or os.getcwd()) / path
+        if not path.is_file():
+            raise SpecError(f"{source}: dataset file {path} not found; give the path of an .npz holding x_train, "
+                            "y_train, x_test, y_test (relative paths are read from the spec file's folder)")
+        dataset = str(path.resolve())
     settings["dataset"] = dataset
-    if settings["probes"] is None:
-        from vglab.train import probes
+    from vglab.train import probes
 
-        settings["probes"] = list(probes.ALL)
+    settings["probes"] = list(probes.resolve(tuple(settings["probes"])))
+    if settings["record_every"] > settings["epochs"]:
+        raise SpecError(f"{source}: record_every = {settings['record_every']} is more than epochs = "
+                        f"{settings['epochs']}; records would only be made at the start and the end. "
+                        "Lower record_every or raise epochs")
 
     top = spec.given()
     arms = []
     for i, arm in enumerate(spec.arms or [_Arm()]):
         mine = arm.given()
         resolved = {k: [v] if not isinstance(v, list) else v for k, v in ARM_DEFAULTS.items()}
+        resolved["optimizer"] = [_check_optimizer(ARM_DEFAULTS["optimizer"])]
         resolved.update(top)
         resolved.update(mine)
         where = f"arms[{i}]" if spec.arms else "top level"
+        if "model" in mine or ("model" in top and "network" not in mine):
+            if "network" not in mine and "network" not in top:
+                resolved["network"] = ["model"]
         networks = set(resolved["network"])
+        if "model" in networks and resolved["model"] == [None]:
+            raise SpecError(f"{source}: {where}: network = 'model' needs model = 'package.module:factory' "
+                            "(or 'path/to/file.py:factory')")
         if "variant" in mine and "paper_cnn" not in networks:
             raise SpecError(f"{source}: {where}.variant applies to network = 'paper_cnn' only")
         for k in ("depth", "width"):
             if k in mine and networks == {"paper_cnn"}:
                 raise SpecError(f"{source}: {where}.{k} does not apply to paper_cnn (its variant fixes the layers); "
                                 "drop it or use network = 'cnn'")
+            if k in mine and networks == {"model"}:
+                raise SpecError(f"{source}: {where}.{k} does not apply to your own model; pass it to the factory "
+                                f"in model_args = {{{k} = ...}}")
+        if ("model_args" in mine or "input" in mine) and "model" not in networks:
+            raise SpecError(f"{source}: {where}: model_args and input apply to network = 'model' only")
         arms.append(resolved)
     if "variant" in top and not any("paper_cnn" in arm["network"] for arm in arms):
         raise SpecError(f"{source}: variant applies to network = 'paper_cnn' only, and no arm uses it")
+    name = spec.name or default_name
+    if name is None:
+        raise SpecError(f"{source}: a spec given as a dict needs a name (name = 'my-experiment')")
     return ExperimentSpec(
-        name=spec.name or default_name, description=spec.description, reference=spec.reference,
+        name=name, description=spec.description, reference=spec.reference,
         dataset=dataset, epochs=settings["epochs"], seeds=tuple(settings["seeds"]),
-        batch_size=settings["batch_size"], learning_rate=settings["learning_rate"],
-        train_size=settings["train_size"], probes=tuple(settings["probes"]), arms=tuple(arms),
-        preset=preset, source=source)
+        batch_size=settings["batch_size"], train_size=settings["train_size"], probes=tuple(settings["probes"]),
+        arms=tuple(arms), preset=preset, source=source, record_every=settings["record_every"],
+        probe_every=settings["probe_every"], schedule=dict(settings["schedule"]), pca=settings["pca"],
+        base_dir=base)

@@ -109,3 +109,34 @@ def rescaled(phi: Activation, alpha) -> Activation:
         log_deriv=lambda z: phi.log_deriv(z / alpha),
         sigmoid_type=phi.sigmoid_type,
     )
+
+
+@dataclass(frozen=True)
+class ScopedActivation:
+    """An activation for your own model (Equinox, Flax, plain JAX) that vglab can rescale and
+    measure: inside vglab's forward pass it computes alpha * phi(z / alpha) with the
+    member's alpha and records z as the layer's pre-activation; outside, it is phi(z).
+    Frozen and hashable, so it can be a static field of an Equinox module."""
+
+    name: str
+
+    def __post_init__(self):
+        get(self.name)  # raises with the valid names
+
+    def __call__(self, z):
+        from vglab.nn.model import current_scope
+
+        phi = get(self.name)
+        scope = current_scope()
+        if scope is None:
+            return phi.fn(z)
+        scope.activations.add(self.name)
+        scope.record(z)
+        alpha = scope.alpha
+        return alpha * phi.fn(z / alpha)
+
+
+def activation(name: str) -> ScopedActivation:
+    """`vglab.nn.activation("tanh")`: the activation to build your own model with (see
+    `ScopedActivation`)."""
+    return ScopedActivation(name)

@@ -15,8 +15,18 @@ vmapped program in which members with the same seed share the same base draw.
 | glorot_uniform() | uniform | U[-1, 1]  | sqrt(6 / (fan_in + fan_out))|
 | he_normal()      | normal  | N(0, 1)   | sqrt(2 / fan_in)            |
 | zeros()          | zeros   | 0         | 0                           |
+| normal(sigma_w2=S)| normal | N(0, 1)   | sqrt(S / fan_in)            |
+| model            | model   | the model's own `init(key)`, unscaled   |
 
-He normal here is the plain (untruncated) normal of He et al. 2015.
+He normal here is the plain (untruncated) normal of He et al. 2015. `normal(sigma_w2=S)`
+is the mean-field parametrization (Poole et al. 2016): weight variance S / fan_in, so
+that S = sigma_w^2 is the same number at every width; S can be swept in one program
+(`scaled_normal`; He normal is S = 2). `model` keeps what
+the model's own initializer draws (for a user's Equinox or Flax model, its defaults).
+
+Laws apply to any model's weight and bias tensors through its `Layout`
+(`vglab.nn.model`): `assemble` cuts one flat base draw into the layers' weights (and
+one into their biases), in layer order, each slice times its layer's scale.
 """
 
 from __future__ import annotations
@@ -27,42 +37,53 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-FAMILIES = ("normal", "uniform", "zeros")
+FAMILIES = ("normal", "uniform", "zeros", "model")
 
 
 @dataclass(frozen=True)
 class Init:
     """An initialization law. `value` is the std (normal) or half-width (uniform)."""
 
-    kind: str  # normal | uniform | glorot_uniform | he_normal | zeros
-    value: float | None = None
+    kind: str  # normal | uniform | glorot_uniform | he_normal | scaled_normal | zeros | model
+    value: float | None = None  # std, half-width, or sigma_w^2 (scaled_normal)
 
     @property
     def family(self) -> str:
-        return {"glorot_uniform": "uniform", "he_normal": "normal"}.get(self.kind, self.kind)
+        return {"glorot_uniform": "uniform", "he_normal": "normal", "scaled_normal": "normal"}.get(self.kind, self.kind)
 
     @property
     def fan_scaled(self) -> bool:
+        """A law without a value of its own (Glorot, He): its scale is set by the fans alone."""
         return self.kind in ("glorot_uniform", "he_normal")
 
-    def scale(self, fan_in: int, fan_out: int) -> float:
-        """The factor that multiplies the base draw for a layer with these fans."""
+    def scale(self, fan_in: int, fan_out: int, value: float | None = None) -> float:
+        """The factor that multiplies the base draw for a layer with these fans (`value`
+        replaces the law's own std, half-width or sigma_w^2)."""
+        v = self.value if value is None else value
         if self.kind == "glorot_uniform":
             return math.sqrt(6.0 / (fan_in + fan_out))
         if self.kind == "he_normal":
             return math.sqrt(2.0 / fan_in)
+        if self.kind == "scaled_normal":
+            return math.sqrt(float(v) / fan_in)
         if self.kind == "zeros":
             return 0.0
-        return float(self.value)
+        if self.kind == "model":
+            return 1.0
+        return v if value is not None else float(v)
 
     @property
     def label(self) -> str:
         if self.kind == "normal":
             return f"N(0, std={_fmt(self.value)})"
+        if self.kind == "scaled_normal":
+            return f"N(0, σ_w²={_fmt(self.value)}/fan_in)"
         if self.kind == "uniform":
             return f"U[-{_fmt(self.value)}, {_fmt(self.value)}]"
-        return {"glorot_uniform": "Glorot uniform", "he_normal": "He normal", "zeros": "zeros"}[self.kind]
+        return {"glorot_uniform": "Glorot uniform", "he_normal": "He normal", "zeros": "zeros",
+                "model": "model's own init"}[self.kind]
 
     @property
     def spec(self) -> str:
@@ -71,6 +92,8 @@ class Init:
             return f"normal(std={_exact(self.value)})"
         if self.kind == "uniform":
             return f"uniform(a={_exact(self.value)})"
+        if self.kind == "scaled_normal":
+            return f"normal(sigma_w2={_exact(self.value)})"
         return self.kind
 
 
@@ -84,10 +107,16 @@ def _exact(x: float) -> str:
     return s if float(s) == x else repr(float(x))
 
 
-def normal(std: float | None = None, variance: float | None = None) -> Init:
-    """N(0, std^2); give exactly one of `std` or `variance`."""
-    if (std is None) == (variance is None):
-        raise ValueError("normal init needs exactly one of std= or variance= (e.g. normal(std=10) or normal(variance=10))")
+def normal(std: float | None = None, variance: float | None = None, sigma_w2: float | None = None) -> Init:
+    """N(0, std^2); give exactly one of `std`, `variance`, or `sigma_w2` (variance
+    sigma_w2 / fan_in per layer, the mean-field parametrization)."""
+    if sum(v is not None for v in (std, variance, sigma_w2)) != 1:
+        raise ValueError("normal init needs exactly one of std=, variance= or sigma_w2= (e.g. normal(std=10), "
+                         "normal(variance=10), or normal(sigma_w2=2) for variance 2/fan_in)")
+    if sigma_w2 is not None:
+        if not (sigma_w2 > 0 and math.isfinite(sigma_w2)):
+            raise ValueError(f"normal init sigma_w2 must be finite and > 0, got {sigma_w2}")
+        return Init("scaled_normal", float(sigma_w2))
     if std is None:
         if not variance > 0:
             raise ValueError(f"normal init variance must be > 0, got {variance}")
@@ -116,8 +145,13 @@ def zeros() -> Init:
     return Init("zeros", 0.0)
 
 
+def model() -> Init:
+    """Whatever the model's own `init(key)` draws."""
+    return Init("model")
+
+
 _PATTERN = re.compile(r"^\s*(\w+)\s*(?:\((.*)\))?\s*$")
-SPEC_HELP = "normal(std=S), normal(variance=V), uniform(a=A), glorot_uniform, he_normal, zeros"
+SPEC_HELP = "normal(std=S), normal(variance=V), normal(sigma_w2=S), uniform(a=A), glorot_uniform, he_normal, zeros, model"
 
 
 def parse(spec: str | Init) -> Init:
@@ -137,10 +171,11 @@ def parse(spec: str | Init) -> Init:
             kwargs[key.strip()] = float(val)
         except ValueError:
             raise ValueError(f"cannot read init {spec!r}: arguments are key=number; write one of: {SPEC_HELP}") from None
-    aliases = {"var": "variance", "sigma": "std", "glorot": "glorot_uniform", "he": "he_normal"}
+    aliases = {"var": "variance", "sigma": "std", "glorot": "glorot_uniform", "he": "he_normal", "own": "model"}
     kwargs = {aliases.get(k, k): v for k, v in kwargs.items()}
     name = aliases.get(name, name)
-    makers = {"normal": normal, "uniform": uniform, "glorot_uniform": glorot_uniform, "he_normal": he_normal, "zeros": zeros}
+    makers = {"normal": normal, "uniform": uniform, "glorot_uniform": glorot_uniform, "he_normal": he_normal,
+              "zeros": zeros, "model": model}
     if name not in makers:
         raise ValueError(f"unknown init {name!r}; write one of: {SPEC_HELP}")
     try:
@@ -158,3 +193,39 @@ def base_draw(key: jax.Array, family: str, shape: tuple[int, ...]) -> jax.Array:
     if family == "zeros":
         return jnp.zeros(shape)
     raise ValueError(f"unknown init family {family!r}; one of {FAMILIES}")
+
+
+def _layer_scale(law: Init, fan_in: int, fan_out: int, value):
+    if law.fan_scaled or value is None:
+        return law.scale(fan_in, fan_out)
+    if law.kind == "scaled_normal":  # the member's sigma_w^2 over this layer's fan-in, in float32 as the draw
+        if isinstance(value, (int, float, np.number, np.ndarray)):
+            return np.float32(np.sqrt(np.float32(value) / np.float32(fan_in)))
+        return jnp.sqrt(value / fan_in)  # traced
+    return value
+
+
+def assemble(layout, w_all, b_all, weight_law: Init, bias_law: Init, weight_value=None, bias_value=None,
+             own_leaves=None):
+    """A parameter pytree from flat base draws (`w_all`: every weight's entries, layer after
+    layer; `b_all`: every bias's), each layer's slice times its law's scale (`weight_value`
+    /`bias_value` replace a fixed law's std or half-width). Tensors under the `model` law
+    keep `own_leaves` (the model's own init, flattened)."""
+    if own_leaves is None and "model" in (weight_law.kind, bias_law.kind):
+        raise ValueError("the 'model' init law needs the model's own parameters (own_leaves)")
+    leaves = list(own_leaves) if own_leaves is not None else [None] * layout.n_leaves
+    i_w = i_b = 0
+    for layer in layout.layers:
+        for t, law, flat, value in ((layer.weight, weight_law, w_all, weight_value),
+                                    (layer.bias, bias_law, b_all, bias_value)):
+            if t is None:
+                continue
+            start = i_w if t.param == "w" else i_b
+            if law.kind != "model":
+                leaves[t.leaf] = flat[start:start + t.size].reshape(t.shape) * _layer_scale(law, layer.fan_in,
+                                                                                           layer.fan_out, value)
+            if t.param == "w":
+                i_w += t.size
+            else:
+                i_b += t.size
+    return layout.unflatten(leaves)

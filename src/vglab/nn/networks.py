@@ -1,10 +1,10 @@
 """The networks the study varies: MLPs, a CNN, and the paper's two CNNs.
 
 A `Network` is a static description (hashable, so it can be a jit static argument)
-with two pure functions: `init` draws a parameter pytree, `apply` maps inputs to
-logits. Every hidden layer (dense or conv) uses the same activation, rescaled by
-alpha (alpha = 1 is the plain activation); the output layer is linear and the
-softmax lives in the loss.
+and one implementation of the model interface (`vglab.nn.model.Model`): `init` draws a
+parameter pytree, `apply` maps inputs to logits. Every hidden layer (dense or conv)
+uses the same activation, rescaled by alpha (alpha = 1 is the plain activation); the
+output layer is linear and the softmax lives in the loss.
 
 Layer names are stable and readable (`conv1`, `dense3`, `out`) and every report uses
 them; `network.layers` gives their order (parameter dicts are unordered).
@@ -12,15 +12,18 @@ them; `network.layers` gives their order (parameter dicts are unordered).
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from vglab.nn import activations
+from vglab.nn import init as init_laws
 from vglab.nn.init import Init, base_draw
+from vglab.nn.model import Model
 
 KERNEL = 3  # every conv is 3x3 'same'
 CNN_VARIANTS = ("parameters", "layers")
@@ -50,7 +53,7 @@ class Layer:
 
 
 @dataclass(frozen=True)
-class Network:
+class Network(Model):
     name: str  # e.g. "mlp 20x8", "cnn", "paper_cnn(layers)"
     kind: str  # "mlp" | "cnn": which input preprocessing it takes
     in_shape: tuple[int, ...]  # one example: (D,) or (H, W, C)
@@ -70,9 +73,21 @@ class Network:
     def hidden_layers(self) -> tuple[Layer, ...]:
         return tuple(layer for layer in self.layers if layer.hidden)
 
-    def init(self, key: jax.Array, weight_init: Init, bias_init: Init, weight_value=None, bias_value=None) -> dict:
-        """Draw parameters. `weight_value`/`bias_value` replace the law's numeric value (std or
-        half-width) and may be traced: the base draw depends on `key` and the family only."""
+    @property
+    def layer_order(self) -> tuple[str, ...]:
+        return self.layer_names
+
+    def fans(self, name: str, param: str, shape) -> tuple[int, int]:
+        layer = next(layer for layer in self.layers if layer.name == name)
+        return layer.fan_in, layer.fan_out
+
+    def init(self, key: jax.Array, weight_init: Init | None = None, bias_init: Init | None = None, weight_value=None,
+             bias_value=None) -> dict:
+        """Draw parameters (by default Glorot uniform weights and zero biases, Keras' defaults:
+        the network's own init). `weight_value`/`bias_value` replace the law's numeric value
+        (std or half-width) and may be traced: the base draw depends on `key` and the family only."""
+        weight_init = weight_init or init_laws.glorot_uniform()
+        bias_init = bias_init or init_laws.zeros()
         # One draw for all weights and one for all biases, cut into layers: a random call
         # per layer made a 20-layer net's init take ~25 s to compile on CPU.
         k_w, k_b = jax.random.split(key)
@@ -90,16 +105,13 @@ class Network:
 
     def assemble(self, w_all, b_all, weight_init: Init, bias_init: Init, weight_value=None, bias_value=None) -> dict:
         """Parameters from flat base draws (`n_weights` and `n_biases` entries, layer after
-        layer), each layer's slice multiplied by its law's scale."""
-        params, i_w, i_b = {}, 0, 0
-        for layer in self.layers:
-            n_w, n_b = math.prod(layer.w_shape), math.prod(layer.b_shape)
-            params[layer.name] = {
-                "w": w_all[i_w:i_w + n_w].reshape(layer.w_shape) * _scale(weight_init, layer, weight_value),
-                "b": b_all[i_b:i_b + n_b].reshape(layer.b_shape) * _scale(bias_init, layer, bias_value),
-            }
-            i_w, i_b = i_w + n_w, i_b + n_b
-        return params
+        layer), each layer's slice multiplied by its law's scale (`vglab.nn.init.assemble`)."""
+        return init_laws.assemble(self.layout(), w_all, b_all, weight_init, bias_init, weight_value, bias_value)
+
+    def layout(self, x_example=None):
+        """The model layout of this network's parameters (`vglab.nn.model.Layout`), built from
+        `layers` without tracing anything."""
+        return _layout(self)
 
     def apply(self, params: dict, x: jax.Array, alpha=1.0, capture: bool = False):
         """Logits for a batch `x`; with `capture`, also the pre-activations z of each hidden layer."""
@@ -193,10 +205,15 @@ def _max_pool_bwd(res, g):
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def _scale(law: Init, layer: Layer, value):
-    if law.fan_scaled or value is None:
-        return law.scale(layer.fan_in, layer.fan_out)
-    return value
+@functools.lru_cache(maxsize=64)
+def _layout(network: Network):
+    from vglab.nn import model as model_mod
+
+    shapes = {layer.name: {"w": jax.ShapeDtypeStruct(layer.w_shape, jnp.float32),
+                           "b": jax.ShapeDtypeStruct(layer.b_shape, jnp.float32)} for layer in network.layers}
+    base = model_mod.derive_layout(network, params=shapes)
+    hidden = {layer.name for layer in network.hidden_layers}
+    return replace(base, layers=tuple(replace(layer, hidden=layer.name in hidden) for layer in base.layers))
 
 
 def _check_positive(**values: int) -> None:

@@ -5,7 +5,10 @@
 
 - `figures.py`: one function per figure type, each `Results -> matplotlib Figure`; `save`.
 - `claims.py`: the reference study's claims as rules over the results -> verdicts.
-- `theory.py`: the mean-field prediction of per-layer gradient decay (Schoenholz et al. 2017).
+- `theory.py`: mean-field signal propagation (Poole et al. 2016; Schoenholz et al. 2017): per-layer
+  gradient decay, the fixed points q* and c*, χ_1, the depth scale ξ_c and the trainable depth 6 ξ_c.
+- `stats.py`: seed-to-seed intervals of a compared difference (paired/Welch t, bootstrap) and
+  whether a threshold is met by the means, by the whole interval, or neither.
 - `html.py`: self-contained pages (`write_report`, `write_index`).
 - `tables.py`: small shared views of a Results (final accuracies, label order, arms).
 """

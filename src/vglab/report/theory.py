@@ -1,30 +1,73 @@
-"""Mean-field prediction of how gradients shrink (or grow) from layer to layer at initialization.
+"""Mean-field signal propagation at initialization: how pre-activations, correlations and
+gradients change from layer to layer, and how deep a network can still be trained.
 
-For a fully connected network of hidden layers l = 1..L (width N_l, N_0 = the input
-dimension) with weights of variance v_l and biases of variance σ_b², write
-σ_w,l² = N_{l-1} · v_l. The pre-activations of layer l are (in the wide-network limit)
-Gaussian with variance q_l (Poole et al. 2016; Schoenholz et al. 2017):
+Sources: Poole, Lahiri, Raghu, Sohl-Dickstein & Ganguli (2016), "Exponential expressivity in
+deep neural networks through transient chaos" (the length map, the correlation map, the
+order-to-chaos transition); Schoenholz, Gilmer, Ganguli & Sohl-Dickstein (2017), "Deep
+Information Propagation" (χ_1, the depth scales ξ, backpropagated gradients, trainability
+up to about 6 ξ_c).
+
+Setting. Hidden layers l = 1..L of width N_l (N_0 = the input dimension), weights of
+variance v_l, biases of variance σ_b²; σ_w,l² = N_{l-1} · v_l. The activation is the
+rescaled g(z) = α φ(z/α), g'(z) = φ'(z/α) (α = 1: the plain φ). Expectations are over
+z, z1, z2 ~ N(0, 1) independent. In the wide-network limit the pre-activations are Gaussian:
+
+Length map (Poole et al. 2016): the variance q_l of a pre-activation,
 
     q_1 = v_1 · E_x[Σ_i x_i²] + σ_b,1²
-    q_l = σ_w,l² · E_z[g(√q_{l-1} z)²] + σ_b,l²           z ~ N(0, 1)
+    q_l = σ_w,l² · E[g(√q_{l-1} z)²] + σ_b,l²                                  (`q_map`)
 
-and back-propagated errors δ^[l] = g'(z^[l]) ⊙ W^[l+1] δ^[l+1] change by
+and with equal σ_w², σ_b² in every layer it converges to a fixed point q* = q_map(q*)
+(`q_star`).
 
-    χ_l = σ_w,l+1² · E_z[g'(√q_l z)²]      so   E‖δ^[l]‖² = χ_l · E‖δ^[l+1]‖².
+Gradients (Schoenholz et al. 2017): back-propagated errors δ^[l] = g'(z^[l]) ⊙ W^[l+1]ᵀ δ^[l+1]
+change by
 
-g is the (rescaled) activation g(z) = α φ(z/α), g'(z) = φ'(z/α). The weight gradient of
-layer l is the outer product a^[l-1] δ^[l], so
+    χ_l = σ_w,l+1² · E[g'(√q_l z)²]      so   E‖δ^[l]‖² = χ_l · E‖δ^[l+1]‖²      (`chi`)
+
+and at the fixed point by χ_1 = σ_w² E[g'(√q* z)²] per layer (`chi_1`): gradients vanish
+(χ_1 < 1, the ordered phase) or explode (χ_1 > 1, the chaotic phase) geometrically, with
+depth scale ξ_∇ = -1/ln χ_1 in the ordered phase. The weight gradient of layer l is the
+outer product a^[l-1] δ^[l], so
 
     log ‖∂J/∂W^[l]‖² − log ‖∂J/∂W^[L]‖²
         = Σ_{k=l}^{L-1} log χ_k                                   (backward factor)
         + log A_{l-1} − log A_{L-1}                               (layer-input factor)
 
-with A_0 = E‖x‖² and A_l = N_l · E_z[g(√q_l z)²]. `predict` returns both the backward
+with A_0 = E‖x‖² and A_l = N_l · E[g(√q_l z)²]. `predict` returns both the backward
 factor alone (Schoenholz et al.'s χ product: what the derivative-times-weight product of
 the backprop formula predicts) and the full prediction including the layer inputs.
-Gaussian expectations are computed by Gauss–Hermite quadrature (probabilists' weight),
+
+Correlation map (Poole et al. 2016): two inputs whose pre-activations have variance q* and
+correlation c have, one layer on, correlation
+
+    c' = (σ_w² E[g(u1) g(u2)] + σ_b²) / q*,
+    u1 = √q* z1,   u2 = √q* (c z1 + √(1 − c²) z2)                              (`c_map`)
+
+c = 1 is always a fixed point and its slope there is χ_1. On [0, 1] the map is increasing
+and convex (E[g(u1) g(u2)] = Σ_k q*^k c^k / k! · E[g^(k)(√q* z)]², a series with
+non-negative coefficients), so: in the ordered phase every c in [0, 1] flows to c* = 1;
+in the chaotic phase to the unique c* < 1 (`c_star`; c* = 0 when σ_b² = 0 and g is odd).
+
+Depth scale of correlations (Schoenholz et al. 2017): |c_l − c*| ~ exp(−l / ξ_c) with
+
+    χ_c  = σ_w² E[g'(u1) g'(u2)]  at c = c*       (the map's slope at c*)       (`chi_c`)
+    ξ_c  = −1 / ln χ_c,  i.e.  ξ_c = −1/ln χ_1 in the ordered phase (c* = 1, χ_c = χ_1)
+
+ξ_c diverges on the critical line χ_1 = 1 (returned as inf). Schoenholz et al. found
+(fully connected tanh networks on MNIST and CIFAR-10) that networks train up to a depth of about 6 ξ_c
+and not beyond (`trainable_depth`, `TRAINABLE_XI`); `depth_scales` evaluates all of this
+over a grid of σ_w² (the heat-map overlay) and `critical_sigma_w2` finds the critical line.
+
+Rescaling (α): with ĥ = h/α the α-network is a standard φ-network with the same σ_w², bias
+variance σ_b²/α² and inputs x/α (`vglab.nn.rescaling`). Hence q*(α, σ_w², σ_b²) =
+α² q*(1, σ_w², σ_b²/α²), while χ_1, c*, χ_c and ξ_c at (α, σ_w², σ_b²) equal those at
+(1, σ_w², σ_b²/α²): rescaling acts on the depth scales only through the biases.
+
+Numerics: Gaussian expectations by Gauss–Hermite quadrature (probabilists' weight),
 switching to composite Gauss–Legendre panels when √q exceeds the activation's scale α
-(see `gauss_expect`).
+(`gauss_expect`); the two-point expectations of the correlation map by an outer rule in u1
+and, given u1, a panel rule in u2 split where g has its feature (`gauss_expect2`).
 
 This module needs only numpy; `vglab.nn.init` is used to read init specs.
 """
@@ -87,6 +130,17 @@ def _panel_nodes(sd: float, scale: float, per_panel: int = 24):
     return np.concatenate([-u[::-1], u]), np.concatenate([wt[::-1], wt])
 
 
+def _rule(sd: float, scale: float, smooth: bool, n: int = QUAD_POINTS):
+    """Nodes u and weights of E over u ~ N(0, sd²): Hermite while sd <= scale and the
+    integrand is smooth, else the panels of `_panel_nodes`."""
+    if sd == 0.0:
+        return np.zeros(1), np.ones(1)
+    if smooth and sd <= scale:
+        x, w = _nodes(n)
+        return sd * x, w
+    return _panel_nodes(sd, float(scale))
+
+
 def gauss_expect(f, q: float, n: int = QUAD_POINTS, scale: float = 1.0, smooth: bool = True) -> float:
     """E[f(√q · z)] for z ~ N(0, 1).
 
@@ -98,14 +152,53 @@ def gauss_expect(f, q: float, n: int = QUAD_POINTS, scale: float = 1.0, smooth: 
     resolve both the activation's features and the Gaussian. An integrand with a kink at 0
     (`smooth=False`: relu, softsign) always takes the panels, which break at 0."""
     q = max(float(q), 0.0)
-    sd = math.sqrt(q)
-    if sd == 0.0:
+    if q == 0.0:
         return float(f(np.zeros(1))[0])
-    if smooth and sd <= scale:
-        x, w = _nodes(n)
-        return float(np.sum(w * f(sd * x)))
-    u, w = _panel_nodes(sd, float(scale))
+    u, w = _rule(math.sqrt(q), scale, smooth, n)
     return float(np.sum(w * f(u)))
+
+
+@functools.lru_cache(maxsize=1)
+def _split_rule(per_panel: int = 8, finest: int = 14, uniform: int = 8):
+    """Gauss–Legendre nodes and weights on [0, 1] for an integrand with a feature at 0:
+    panels halving towards 0 (down to 2^-finest) inside the first 1/uniform, uniform beyond."""
+    t = {0.0} | {2.0 ** -k for k in range(int(math.log2(uniform)), finest + 1)} | {j / uniform for j in range(1, uniform + 1)}
+    t = np.array(sorted(t))
+    x, w = np.polynomial.legendre.leggauss(per_panel)
+    a, b = t[:-1, None], t[1:, None]
+    return (0.5 * (b - a) * x + 0.5 * (a + b)).ravel(), (0.5 * (b - a) * w + 0.0 * x).ravel()
+
+
+SPLIT_RANGE = 10.0  # the inner rule covers ±10 conditional sd: the Gaussian mass beyond is 2e-23
+
+
+def gauss_expect2(f, h, q: float, c: float, scale: float = 1.0, smooth: bool = True) -> float:
+    """E[f(u1) h(u2)] for u1 = √q z1, u2 = √q (c z1 + √(1 − c²) z2), z1, z2 ~ N(0, 1).
+
+    Taken as E_u1[f(u1) H(u1)] with H(u1) = E[h(c u1 + τ x)], τ = √(q (1 − c²)), x ~ N(0, 1).
+    The outer rule in u1 is `gauss_expect`'s (its panels also refine down to the scale
+    τ/|c| over which H varies when h has a kink). The inner integral over x is split at
+    x* = −c u1/τ, where h has its feature (the spike of tanh', the step of relu'), and each
+    side is integrated by `_split_rule`, refined towards x*: relu's E[relu'(u1) relu'(u2)] =
+    (π − arccos c)/2π comes out to 1e-10 this way, while a tensor-product rule whose panels
+    cannot follow the line u2 = 0 missed it by 3e-3 (measured for the tests)."""
+    q = max(float(q), 0.0)
+    c = min(max(float(c), -1.0), 1.0)
+    sd = math.sqrt(q)
+    tau = sd * math.sqrt(max(1.0 - c * c, 0.0))
+    outer_scale = min(scale, tau / abs(c)) if (not smooth and tau > 0 and c != 0) else scale
+    u1, w1 = _rule(sd, outer_scale, smooth)
+    m = c * u1
+    if tau == 0.0:
+        return float(np.sum(w1 * f(u1) * h(m)))
+    t, wt = _split_rule()
+    xk = np.clip(-m / tau, -SPLIT_RANGE, SPLIT_RANGE)[:, None]
+    inner = np.zeros_like(u1)
+    for sign, length in ((-1.0, xk + SPLIT_RANGE), (1.0, SPLIT_RANGE - xk)):
+        x = xk + sign * length * t
+        wx = length * wt * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+        inner += np.sum(wx * h(m[:, None] + tau * x), axis=1)
+    return float(np.sum(w1 * f(u1) * inner))
 
 
 def q_map(q: float, name: str, alpha: float, sigma_w2: float, sigma_b2: float) -> float:
@@ -118,6 +211,270 @@ def chi(q: float, name: str, alpha: float, sigma_w2_next: float) -> float:
     """χ = σ_w² E[g'(√q z)²]: the factor by which E‖δ‖² shrinks through one layer."""
     _, dg = activation(name, alpha)
     return sigma_w2_next * gauss_expect(lambda z: dg(z) ** 2, q, scale=alpha, smooth=name not in KINKED)
+
+
+# ------------------------------------------------ fixed points, correlations, depth scales
+Q_RTOL = 1e-12  # q* to this relative tolerance
+Q_MIN = 1e-30  # iterates falling below this are at the fixed point q* = 0
+Q_MAX = 1e30  # iterates rising above this have no finite fixed point (relu at σ_w² >= 2)
+C_ATOL = 1e-12  # c* to this absolute tolerance
+CRITICAL_TOL = 1e-10  # |χ_1 − 1| at most this: on the critical line (ξ_c = inf)
+TRAINABLE_XI = 6.0  # Schoenholz et al. 2017: networks train up to a depth of about 6 ξ_c
+
+
+def _check_variances(sigma_w2: float, sigma_b2: float) -> None:
+    if not (math.isfinite(sigma_w2) and sigma_w2 > 0):
+        raise ValueError(f"sigma_w2 must be a finite number > 0 (N_in × the weight variance), got {sigma_w2}")
+    if not (math.isfinite(sigma_b2) and sigma_b2 >= 0):
+        raise ValueError(f"sigma_b2 must be a finite number >= 0 (the bias variance), got {sigma_b2}")
+
+
+def _root(fn, lo: float, hi: float, f_lo: float, f_hi: float, done) -> float:
+    """A root of `fn` between lo (fn > 0) and hi (fn <= 0): Illinois false position, which
+    keeps the bracket and converges superlinearly (about 10 evaluations where bisection needs
+    40); stops when `done(lo, hi)`."""
+    side = 0
+    x = hi
+    for _ in range(300):
+        if done(lo, hi):
+            break
+        x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        if not lo < x < hi:
+            x = 0.5 * (lo + hi)
+        fx = fn(x)
+        if fx > 0:
+            lo, f_lo = x, fx
+            if side == 1:
+                f_hi *= 0.5
+            side = 1
+        else:
+            hi, f_hi = x, fx
+            if side == -1:
+                f_lo *= 0.5
+            side = -1
+        if fx == 0:
+            return x
+    return 0.5 * (lo + hi)
+
+
+def q_star(name: str, alpha: float, sigma_w2: float, sigma_b2: float, *, q0: float = 1.0) -> float:
+    """The fixed point q* = q_map(q*) that the length map reaches from q0 (Poole et al. 2016).
+
+    q_map is increasing in q, so iterates from q0 move monotonically to the first fixed point
+    in the direction q_map(q0) − q0 points. Plain iteration converges only algebraically at
+    the critical line (tanh at σ_w² = 1, σ_b² = 0: q_l ≈ 1/(2l), a million layers to reach
+    1e-6), so the fixed point is bracketed (doubling or halving q0) and then solved to a
+    relative tolerance Q_RTOL = 1e-12. Returns 0.0 when the iterates fall below Q_MIN = 1e-30
+    (σ_b² = 0 in the ordered phase: the signal dies) and inf when they pass Q_MAX = 1e30 (relu
+    with σ_w² >= 2: no finite fixed point)."""
+    _check_variances(sigma_w2, sigma_b2)
+    if not (math.isfinite(q0) and q0 > 0):
+        raise ValueError(f"q0 must be a finite number > 0 (the starting variance), got {q0}")
+
+    def gap(q):
+        return q_map(q, name, alpha, sigma_w2, sigma_b2) - q
+
+    g0 = gap(q0)
+    if abs(g0) <= Q_RTOL * q0:
+        return float(q0)
+    if g0 > 0:  # rising: the first root above q0
+        lo, f_lo, hi = q0, g0, 2.0 * q0
+        while (f_hi := gap(hi)) > 0:
+            if hi > Q_MAX:
+                return math.inf
+            lo, f_lo, hi = hi, f_hi, 2.0 * hi
+    else:  # falling: the first root below q0
+        hi, f_hi, lo = q0, g0, 0.5 * q0
+        while (f_lo := gap(lo)) <= 0:
+            if lo < Q_MIN:
+                return 0.0
+            hi, f_hi, lo = lo, f_lo, 0.5 * lo
+    return _root(gap, lo, hi, f_lo, f_hi, lambda a, b: b - a <= Q_RTOL * b)
+
+
+def chi_1(name: str, alpha: float, sigma_w2: float, sigma_b2: float, *, q: float | None = None) -> float:
+    """χ_1 = σ_w² E[g'(√q* z)²] (Schoenholz et al. 2017): the factor by which E‖δ‖² changes per
+    layer at the fixed point q* (computed unless given as `q`)."""
+    q = q_star(name, alpha, sigma_w2, sigma_b2) if q is None else q
+    return chi(q, name, alpha, sigma_w2)
+
+
+def _pair_q(name: str, alpha: float, sigma_w2: float, sigma_b2: float, q: float | None) -> float:
+    q = q_star(name, alpha, sigma_w2, sigma_b2) if q is None else float(q)
+    if not math.isfinite(q):
+        raise ValueError(f"{name} at sigma_w2={sigma_w2:g} has no finite fixed point q* (the pre-activations grow "
+                         "without bound), so the correlation map is not defined; use a smaller sigma_w2")
+    return max(q, Q_MIN)  # q* = 0 (σ_b² = 0, ordered): the map's limit as q -> 0
+
+
+def c_map(c: float, name: str, alpha: float, sigma_w2: float, sigma_b2: float, *, q: float | None = None) -> float:
+    """c' = (σ_w² E[g(u1) g(u2)] + σ_b²) / q*, u1 = √q* z1, u2 = √q* (c z1 + √(1 − c²) z2)
+    (Poole et al. 2016): the correlation of two inputs' pre-activations one layer on, at the
+    fixed point q* (computed unless given as `q`). The denominator is taken as q_map(q), which
+    is q* at the fixed point and keeps c_map(1) = 1 to rounding. At q* = 0 (σ_b² = 0,
+    ordered) the map is its limit q -> 0."""
+    q = _pair_q(name, alpha, sigma_w2, sigma_b2, q)
+    g, _ = activation(name, alpha)
+    e = gauss_expect2(g, g, q, c, scale=alpha, smooth=name not in KINKED)
+    return (sigma_w2 * e + sigma_b2) / q_map(q, name, alpha, sigma_w2, sigma_b2)
+
+
+def chi_c(c: float, name: str, alpha: float, sigma_w2: float, sigma_b2: float, *, q: float | None = None) -> float:
+    """χ_c = σ_w² E[g'(u1) g'(u2)] (Schoenholz et al. 2017): the slope of the correlation map
+    at c (u1, u2 as in `c_map`); χ_c(1) = χ_1."""
+    q = _pair_q(name, alpha, sigma_w2, sigma_b2, q)
+    _, dg = activation(name, alpha)
+    return sigma_w2 * gauss_expect2(dg, dg, q, c, scale=alpha, smooth=name not in KINKED)
+
+
+def c_star(name: str, alpha: float, sigma_w2: float, sigma_b2: float, *, q: float | None = None) -> float:
+    """The stable fixed point of the correlation map on [0, 1] (Poole et al. 2016).
+
+    The map is increasing and convex on [0, 1] with c_map(1) = 1 and slope χ_1 there. Ordered
+    phase (χ_1 <= 1): c* = 1. Chaotic phase: the unique root of c_map(c) − c in [0, 1), which
+    is 0 when c_map(0) = 0 (σ_b² = 0 and g odd), found to an absolute tolerance C_ATOL = 1e-12.
+    At q* = 0 (σ_b² = 0, ordered) c* = 1 is the limit σ_b² -> 0 (at σ_b² = 0 exactly a tanh
+    net is linear there and keeps every correlation)."""
+    q = _pair_q(name, alpha, sigma_w2, sigma_b2, q)
+    if chi(q, name, alpha, sigma_w2) <= 1.0 + CRITICAL_TOL:
+        return 1.0
+
+    def gap(c):
+        return c_map(c, name, alpha, sigma_w2, sigma_b2, q=q) - c
+
+    f_lo = gap(0.0)
+    if f_lo <= C_ATOL:
+        return 0.0
+    lo = 0.0
+    for k in range(3, 13):  # c_map(c) < c just below 1, by about (χ_1 − 1)(1 − c)
+        hi = 1.0 - 10.0 ** -k
+        f_hi = gap(hi)
+        if f_hi <= 0:
+            return _root(gap, lo, hi, f_lo, f_hi, lambda a, b: b - a <= C_ATOL)
+        lo, f_lo = hi, f_hi
+    return 1.0  # within 1e-12 of 1: on the critical line to the quadrature's precision
+
+
+@dataclass(frozen=True)
+class DepthScales:
+    """The mean-field fixed point of one (activation, α, σ_w², σ_b²) and its depth scales."""
+
+    activation: str
+    alpha: float
+    sigma_w2: float
+    sigma_b2: float
+    q_star: float  # the fixed point of the length map
+    chi_1: float  # σ_w² E[g'(√q* z)²]: gradient factor per layer
+    c_star: float  # the stable fixed point of the correlation map
+    chi_c: float  # the correlation map's slope at c*
+    xi_c: float  # −1/ln χ_c: the depth scale of correlations (inf on the critical line)
+    phase: str  # "ordered" (χ_1 < 1), "critical", "chaotic" (χ_1 > 1), or "unbounded" (no finite q*)
+
+    @property
+    def xi_grad(self) -> float:
+        """ξ_∇ = −1/ln χ_1 (Schoenholz et al. 2017): E‖δ‖² changes by a factor e every |ξ_∇|
+        layers, shrinking towards the input when ξ_∇ > 0 (ordered), growing when ξ_∇ < 0."""
+        if not self.chi_1 > 0:  # NaN (unbounded) or a zero derivative
+            return float("nan") if math.isnan(self.chi_1) else 0.0
+        return math.inf if self.chi_1 == 1.0 else -1.0 / math.log(self.chi_1)
+
+    @property
+    def trainable_depth(self) -> float:
+        """6 ξ_c: the deepest network Schoenholz et al. (2017) found trainable at these variances."""
+        return TRAINABLE_XI * self.xi_c
+
+
+def _xi(chi_value: float) -> float:
+    """−1/ln χ for 0 <= χ <= 1 (0 at χ = 0, inf at χ = 1)."""
+    if chi_value <= 0.0:
+        return 0.0
+    if chi_value >= 1.0:
+        return math.inf
+    return -1.0 / math.log(chi_value)
+
+
+def depth_scales(name: str, alpha: float, sigma_w2: float, sigma_b2: float) -> DepthScales:
+    """q*, χ_1, c*, χ_c and ξ_c for one setting (Poole et al. 2016; Schoenholz et al. 2017).
+
+    ordered  (χ_1 < 1): c* = 1, χ_c = χ_1, ξ_c = −1/ln χ_1
+    critical (|χ_1 − 1| <= CRITICAL_TOL): ξ_c = inf
+    chaotic  (χ_1 > 1): c* < 1 from `c_star`, χ_c = σ_w² E[g'(u1) g'(u2)] at c*, ξ_c = −1/ln χ_c
+    unbounded (no finite q*, relu at σ_w² >= 2): every depth scale NaN."""
+    _check_variances(sigma_w2, sigma_b2)
+    q = q_star(name, alpha, sigma_w2, sigma_b2)
+    if not math.isfinite(q):
+        nan = float("nan")
+        return DepthScales(name, alpha, sigma_w2, sigma_b2, q, nan, nan, nan, nan, "unbounded")
+    c1 = chi(q, name, alpha, sigma_w2)
+    if abs(c1 - 1.0) <= CRITICAL_TOL:
+        return DepthScales(name, alpha, sigma_w2, sigma_b2, q, c1, 1.0, c1, math.inf, "critical")
+    if c1 < 1.0:
+        return DepthScales(name, alpha, sigma_w2, sigma_b2, q, c1, 1.0, c1, _xi(c1), "ordered")
+    cs = c_star(name, alpha, sigma_w2, sigma_b2, q=q)
+    cc = chi_c(cs, name, alpha, sigma_w2, sigma_b2, q=q) if cs < 1.0 else 1.0
+    return DepthScales(name, alpha, sigma_w2, sigma_b2, q, c1, cs, cc, _xi(cc), "chaotic")
+
+
+def trainable_depth(name: str, alpha: float, sigma_w2: float, sigma_b2: float) -> float:
+    """6 ξ_c (Schoenholz et al. 2017): about the deepest trainable network at these variances."""
+    return depth_scales(name, alpha, sigma_w2, sigma_b2).trainable_depth
+
+
+@dataclass(frozen=True)
+class DepthScaleGrid:
+    """`depth_scales` over a grid of σ_w² (one entry per value, in the order given)."""
+
+    activation: str
+    alpha: float
+    sigma_b2: float
+    sigma_w2: np.ndarray
+    q_star: np.ndarray
+    chi_1: np.ndarray
+    c_star: np.ndarray
+    chi_c: np.ndarray
+    xi_c: np.ndarray
+    phase: tuple[str, ...]
+
+    @property
+    def trainable_depth(self) -> np.ndarray:
+        return TRAINABLE_XI * self.xi_c
+
+
+def depth_scale_grid(name: str, alpha: float, sigma_w2s, sigma_b2: float) -> DepthScaleGrid:
+    """`depth_scales` for every σ_w² in `sigma_w2s` (e.g. the 6 ξ_c curve over a heat map of
+    depth × σ_w²). Each value costs a few ms in the ordered phase and ~0.1-0.5 s in the chaotic
+    phase (the correlation map's fixed point: two-dimensional quadratures)."""
+    w = np.atleast_1d(np.asarray(sigma_w2s, dtype=float))
+    if w.ndim != 1 or w.size == 0:
+        raise ValueError(f"sigma_w2s must be a non-empty 1-D sequence of variances, got shape {w.shape}")
+    rows = [depth_scales(name, alpha, float(v), float(sigma_b2)) for v in w]
+    col = lambda k: np.array([getattr(r, k) for r in rows], dtype=float)  # noqa: E731
+    return DepthScaleGrid(name, float(alpha), float(sigma_b2), w, col("q_star"), col("chi_1"), col("c_star"),
+                          col("chi_c"), col("xi_c"), tuple(r.phase for r in rows))
+
+
+def critical_sigma_w2(name: str, alpha: float, sigma_b2: float, *, rtol: float = 1e-10) -> float:
+    """The σ_w² on the order-to-chaos line, χ_1(σ_w², σ_b²) = 1 (Poole et al. 2016), to a
+    relative tolerance `rtol`. χ_1 rises with σ_w² (checked on a grid in the tests), so the
+    root is bracketed by doubling from σ_w² = 1 and solved by false position."""
+    def gap(w):  # > 0 below the line
+        return 1.0 - chi_1(name, alpha, w, sigma_b2)
+
+    lo, hi = 1.0, 1.0
+    f_lo = f_hi = gap(1.0)
+    while f_lo <= 0:
+        hi, f_hi, lo = lo, f_lo, lo / 2
+        if lo < 1e-12:
+            raise ValueError(f"{name} has no order-to-chaos transition at sigma_b2={sigma_b2:g}: chi_1 >= 1 down to "
+                             "sigma_w2 = 1e-12")
+        f_lo = gap(lo)
+    while f_hi > 0:
+        lo, f_lo, hi = hi, f_hi, hi * 2
+        if hi > 1e12:
+            raise ValueError(f"{name} has no order-to-chaos transition at sigma_b2={sigma_b2:g}: chi_1 < 1 up to "
+                             "sigma_w2 = 1e12")
+        f_hi = gap(hi)
+    return _root(gap, lo, hi, f_lo, f_hi, lambda a, b: b - a <= rtol * b)
 
 
 # --------------------------------------------------------------------------- inits

@@ -10,8 +10,9 @@ recorded epoch (epoch 0 is the measurement at initialization):
 - one histogram per layer and parameter, `grad_log10|g|/<layer>/<w|b>`, from the stored
   log10|g| bin counts (DESIGN.md): bucket limits are the bin edges; exact zeros are
   counted in a first bucket ending at the lowest edge;
-- the run's HParams (network, depth, width, variant, activation, init, alpha, penalty, r,
-  seed, dataset, epochs), so TensorBoard's HParams tab can filter and compare runs.
+- the run's HParams (network or model, depth, width, variant, activation, init, alpha,
+  penalty, r, seed, optimizer, learning_rate, dataset, epochs), so TensorBoard's HParams
+  tab can filter and compare runs.
 
 While training (`vglab run --tensorboard`) the runner writes each epoch as it arrives
 (`RunWriter.add_metrics`, flushed at once); `export` writes the events of stored runs from
@@ -37,8 +38,8 @@ LAYER_SCALARS = {("grads", "grad_norm_mean"): "grad_norm", ("grads", "grad_std")
                  ("activations", "saturated_frac"): "saturated_frac",
                  ("activations", "log_deriv_mean"): "mean_log_phi_prime",
                  ("activations", "log_weight_norm"): "log_weight_norm"}
-HPARAMS = ("network", "depth", "width", "variant", "activation", "weight_init", "alpha", "penalty", "r", "seed",
-           "dataset", "epochs")
+HPARAMS = ("network", "model", "depth", "width", "variant", "activation", "weight_init", "alpha", "penalty", "r",
+           "seed", "optimizer", "learning_rate", "dataset", "epochs")
 
 
 def layer_names(grads) -> list[str]:
@@ -77,9 +78,12 @@ def _histogram(counts: np.ndarray, edges: np.ndarray):
 
 class RunWriter:
     """One run's events, epoch by epoch, into `out/tensorboard/<run_id>/` (a new folder:
-    an older one is replaced). Every `add_*` is flushed, so a running TensorBoard sees it."""
+    an older one is replaced). Every `add_*` is flushed, so a running TensorBoard sees it.
+    `layers`: layer names in network order; `tensors`: the (layer, param) of each gradient
+    tensor, in the engine's order (a layer may have no bias)."""
 
-    def __init__(self, out: Path, run_id: str, hparams: dict, layers: list[str], folder: Path | None = None):
+    def __init__(self, out: Path, run_id: str, hparams: dict, layers: list[str], tensors=(),
+                 folder: Path | None = None):
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.plugins.hparams import summary_v2 as hp
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -88,6 +92,7 @@ class RunWriter:
         shutil.rmtree(self.folder, ignore_errors=True)
         self.writer = EventFileWriter(str(self.folder))
         self.layers = list(layers)
+        self.tensors = [tuple(t) for t in tensors]
         self.start = time.time()
         self._event = Event
         if hparams:
@@ -110,19 +115,23 @@ class RunWriter:
         self.writer.flush()
 
     def add_metrics(self, epoch: int, metrics: dict, k: int) -> None:
-        """One epoch from the engine's per-epoch record (`train_group`'s `on_epoch`): member k's values."""
-        from vglab.train.loop import PARAMS
-
+        """One record from the engine (`train_group`'s `on_epoch`): member k's values. Layer
+        quantities are [member, layer], gradient quantities [member, tensor]."""
         scalars = {tag: metrics[col][k] for col, tag in SCALARS.items() if col in metrics}
+        for (table, col), section in LAYER_SCALARS.items():
+            if col not in metrics:
+                continue
+            if table == "activations":
+                for i, layer in enumerate(self.layers):
+                    scalars[f"{section}/{layer}"] = metrics[col][k][i]
+            elif epoch > 0:  # gradients are measured over the steps since the last record: none at epoch 0
+                for t, (layer, param) in enumerate(self.tensors):
+                    if param == "w":
+                        scalars[f"{section}/{layer}"] = metrics[col][k][t]
         hists = {}
-        for i, layer in enumerate(self.layers):
-            for (_, col), section in LAYER_SCALARS.items():
-                if col in metrics:
-                    v = metrics[col][k][i]
-                    scalars[f"{section}/{layer}"] = v[PARAMS.index("w")] if np.ndim(v) else v
-            if "grad_hist" in metrics:
-                for j, p in enumerate(PARAMS):
-                    hists[f"grad_log10|g|/{layer}/{p}"] = metrics["grad_hist"][k][i][j]
+        if "grad_hist" in metrics and epoch > 0:
+            hists = {f"grad_log10|g|/{layer}/{param}": metrics["grad_hist"][k][t]
+                     for t, (layer, param) in enumerate(self.tensors)}
         self.add(epoch, scalars, hists)
 
     def close(self) -> None:
@@ -150,6 +159,9 @@ def write_run(out: Path, run_id: str, epochs, histograms: np.ndarray | None, lay
     final = Path(out) / TB / run_id
     tmp = final.with_name(f".{run_id}.tmp")
     w = RunWriter(out, run_id, hparams or {}, layers, folder=tmp)
+    present = None  # the (layer, param) tensors the grads table holds (a layer may have no bias)
+    if grads is not None and len(grads):
+        present = set(zip(grads["layer"], grads["param"]))
     per_layer = _per_epoch_layer_scalars(grads, activations)
     hist_epochs = sorted(e for e in (grads["epoch"].unique() if grads is not None and len(grads) else []))
     if histograms is not None and len(hist_epochs) != len(histograms):
@@ -167,7 +179,8 @@ def write_run(out: Path, run_id: str, epochs, histograms: np.ndarray | None, lay
         hists = {}
         if e in hist_at:
             hists = {f"grad_log10|g|/{layer}/{p}": hist_at[e][i][j]
-                     for i, layer in enumerate(layers) for j, p in enumerate(PARAMS)}
+                     for i, layer in enumerate(layers) for j, p in enumerate(PARAMS)
+                     if present is None or (layer, p) in present}
         w.add(e, scalars, hists, wall_time=w.start + t)
     w.close()
     if final.exists():

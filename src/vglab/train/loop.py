@@ -1,22 +1,29 @@
 """Training: the study's recipe, K configurations at once, measured at every step.
 
 Read top to bottom:
-1. `Member` is one configuration (seed, init, alpha, L1/L2); a *group* of members shares
-   the network and the init families and is trained as ONE vmapped program.
-2. `_member_step` is one Adam step of one member with its gradient probes and divergence
-   freezing; `_grid_epoch` scans it over an epoch's minibatches for a [seed, config]
-   grid of members (vmapped twice: members with one seed share each batch).
-3. `_member_observe` measures a member after an epoch: validation over the whole test
-   set and the layer factors on a fixed probe batch; `_member_end_grads` takes the
-   first/last-layer gradients after the last one.
-4. `train_group` jits the three and loops over epochs on the host.
+1. `Member` is one configuration (seed, init, alpha, L1/L2, learning rate, swept optimizer
+   parameters); a *group* of members shares the model, the optimizer's constants and the
+   init families, and is trained as ONE vmapped program.
+2. `_member_update` is one optimizer step of one member; `_grid_epoch` scans it over an
+   epoch's minibatches for a [seed, config] grid of members (vmapped twice: members with
+   one seed share each batch), with the gradient probes and divergence freezing, and
+   carries the probes' accumulators from epoch to epoch.
+3. `_member_observe` measures a member at a record: validation over the whole test set and
+   the layer factors on a fixed probe batch; `_member_end_grads` takes the first/last
+   layer's gradients after the last epoch.
+4. `train_group` jits the three and loops over epochs on the host, recording every
+   `record_every` epochs.
+
+The engine sees a model only through `vglab.nn.model`: `init`/`apply` and the `Layout`
+of its parameter pytree (named layers, each a weight and a bias). The built-in networks,
+Equinox and Flax models and plain function pairs are all trained by this one loop.
 
 Recipe (the reference study's defaults): Adam lr 1e-3 (eps 1e-7, Keras' value),
 softmax cross-entropy on integer labels, batch 32. Each epoch draws a fresh
 permutation from the member's seed and drops the last `n_train % batch_size` examples
 of it (a static scan length); the dropped ones differ from epoch to epoch.
 Members with the same seed share the initial base draw and every batch order, so a
-sweep over r, alpha or init scale is a controlled comparison.
+sweep over r, alpha, init scale or learning rate is a controlled comparison.
 """
 
 from __future__ import annotations
@@ -32,39 +39,52 @@ import optax
 import pandas as pd
 
 from vglab.nn import activations
-from vglab.nn.init import Init, normal
-from vglab.nn.networks import Network
+from vglab.nn import model as model_mod
+from vglab.nn.init import Init, assemble, normal
 from vglab.nn.penalties import penalty
+from vglab.train import optim
 from vglab.train import probes as probes_mod
 
-PARAMS = ("w", "b")
+PARAMS = model_mod.PARAMS
 ADAM_EPS = 1e-7  # Keras' default; the reference study trained with Keras
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """What every member of a group shares. `learning_rate` is the rate of members that do
+    not set their own; `record_every` k records the tables every k epochs (the gradient
+    probes still see every step in between); `probe_every` n runs the per-step gradient
+    probes on every n-th step only (a cheaper schedule; 1 = every step)."""
+
     epochs: int = 15
     batch_size: int = 32
     learning_rate: float = 1e-3
+    optimizer: optim.Optimizer = field(default_factory=optim.Optimizer)
     probes: tuple[str, ...] = probes_mod.ALL
+    probe_every: int = 1
+    record_every: int = 1
     probe_batch_size: int = 512  # fixed training examples for the layer factors
     eval_chunk: int = 1024  # test examples per forward pass (memory, not results)
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "probe_batch_size", "eval_chunk"):
+        for name in ("epochs", "batch_size", "probe_batch_size", "eval_chunk", "probe_every", "record_every"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        object.__setattr__(self, "probes", tuple(probes_mod.ALL if self.probes in ("all", ("all",)) else self.probes))
-        probes_mod.select(self.probes)  # validates names
+        object.__setattr__(self, "probes", probes_mod.resolve(self.probes))
+
+    def record_epochs(self) -> list[int]:
+        """The epochs after which the tables get a row (besides epoch 0): every
+        `record_every`-th, and the last."""
+        return sorted(set(range(self.record_every, self.epochs + 1, self.record_every)) | {self.epochs})
 
 
 def default_bias_init(weight_init: Init) -> Init:
-    """Biases follow the weights' law (as the reference study did), except for the
-    fan-scaled laws, whose standard (Keras) companion is zero biases."""
-    return Init("zeros", 0.0) if weight_init.fan_scaled else weight_init
+    """Biases follow the weights' law (as the reference study did), except for the laws
+    scaled by the fans (Glorot, He, sigma_w^2/fan_in), whose standard companion is zero biases."""
+    return Init("zeros", 0.0) if weight_init.fan_scaled or weight_init.kind == "scaled_normal" else weight_init
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,8 @@ class Member:
     alpha: float = 1.0
     l1: float = 0.0
     l2: float = 0.0
+    learning_rate: float | None = None  # None: the config's
+    optimizer_args: tuple[tuple[str, float], ...] = ()  # values of the optimizer's traced parameters
 
     def __post_init__(self):
         activations.check_alpha(self.alpha)
@@ -84,6 +106,8 @@ class Member:
             raise ValueError(f"penalty strengths must be >= 0, got l1={self.l1}, l2={self.l2}")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
     @property
     def bias_law(self) -> Init:
@@ -97,14 +121,14 @@ class RunResult:
     epochs: pd.DataFrame
     grads: pd.DataFrame
     activations: pd.DataFrame
-    histograms: np.ndarray | None  # [epoch, layer, param, bin] counts, or None without grad_hist
+    histograms: np.ndarray | None  # [record, layer, param, bin] counts, or None without grad_hist
     final_grads: dict[str, np.ndarray]  # first and last layer's weight gradient at the end
     diverged_epoch: int | None
 
 
 # ------------------------------------------------------------------ one member, pure
-def _objective(network, params, x, y, hyper):
-    logits = network.apply(params, x, hyper["alpha"])
+def _objective(model, params, x, y, hyper):
+    logits = model.apply(params, x, alpha=hyper["alpha"])
     data_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     pen = penalty(params, hyper["l1"], hyper["l2"])
     correct = jnp.mean(jnp.argmax(logits, -1) == y)
@@ -118,7 +142,7 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), *stream])
 
 
-def base_draws(network: Network, seed: int, w_family: str, b_family: str) -> tuple[np.ndarray, np.ndarray]:
+def base_draws(layout: model_mod.Layout, seed: int, w_family: str, b_family: str) -> tuple[np.ndarray, np.ndarray]:
     """A seed's scale-free initial draw: all weights, then all biases, flat (float32)."""
     rng = _rng(seed, 0)
 
@@ -127,15 +151,26 @@ def base_draws(network: Network, seed: int, w_family: str, b_family: str) -> tup
             return rng.standard_normal(n, dtype=np.float32)
         if family == "uniform":
             return rng.uniform(-1.0, 1.0, n).astype(np.float32)
-        return np.zeros(n, np.float32)
+        return np.zeros(n, np.float32)  # zeros, or the model's own init (not drawn here)
 
-    return draw(w_family, network.n_weights), draw(b_family, network.n_biases)
+    n_w, n_b = sum(t.size for t in layout.weights), sum(t.size for t in layout.biases)
+    return draw(w_family, n_w), draw(b_family, n_b)
 
 
-def initial_params(network: Network, member: "Member") -> dict:
+def own_init(model, seed: int):
+    """The model's own initialization for `seed`, as NumPy leaves (host side)."""
+    params = model.init(jax.random.key(int(seed)))
+    return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(params)]
+
+
+def initial_params(model, member: Member, layout: model_mod.Layout | None = None):
     """The parameters `member` starts from (what the engine trains from)."""
-    w_all, b_all = base_draws(network, member.seed, member.weight_init.family, member.bias_law.family)
-    return network.assemble(jnp.asarray(w_all), jnp.asarray(b_all), member.weight_init, member.bias_law)
+    layout = layout or model.layout()
+    w_law, b_law = member.weight_init, member.bias_law
+    w_all, b_all = base_draws(layout, member.seed, w_law.family, b_law.family)
+    own = own_init(model, member.seed) if "model" in (w_law.kind, b_law.kind) else None
+    params = model.start_from(assemble(layout, w_all, b_all, w_law, b_law, own_leaves=own))
+    return jax.tree_util.tree_map(jnp.asarray, params)
 
 
 def batch_order(seed: int, epoch: int, n_train: int, batch_size: int) -> np.ndarray:
@@ -145,62 +180,101 @@ def batch_order(seed: int, epoch: int, n_train: int, batch_size: int) -> np.ndar
     return _rng(seed, 1, epoch).permutation(n_train)[: n_steps * batch_size].reshape(n_steps, batch_size).astype(np.int32)
 
 
-def _grid_init(network, w_law, b_law, optimizer, hypers, draws):
-    """The [seed, slot] grid's starting state from each seed's (weights, biases) base draw.
-    Built on the host with NumPy (the same float32 products as in a program): compiled,
-    these few multiplications took about a second per group."""
+def _grid_init(model, layout, w_law, b_law, transformation, hypers, seeds, keep_initial: bool):
+    """The [seed, slot] grid's starting state from each seed's base draw (and the model's
+    own init where a law asks for it). Built on the host with NumPy (the same float32
+    products as in a program): compiled, these few multiplications took about a second
+    per group."""
     n_seeds, n_slots = hypers["w_value"].shape
-    members = [network.assemble(w, b, w_law, b_law, hypers["w_value"][s, k], hypers["b_value"][s, k])
-               for s, (w, b) in enumerate(draws) for k in range(n_slots)]
+    members = []
+    for s, seed in enumerate(seeds):
+        w, b = base_draws(layout, seed, w_law.family, b_law.family)
+        own = own_init(model, seed) if "model" in (w_law.kind, b_law.kind) else None
+        members += [model.start_from(assemble(layout, w, b, w_law, b_law, hypers["w_value"][s, k],
+                                              hypers["b_value"][s, k], own)) for k in range(n_slots)]
     params = jax.device_put(jax.tree_util.tree_map(
-        lambda *xs: np.stack(xs).reshape((n_seeds, n_slots) + xs[0].shape), *members))
-    return {"params": params, "opt": _grid(optimizer.init)(params), "alive": jnp.ones((n_seeds, n_slots), bool)}
+        lambda *xs: np.stack(xs).reshape((n_seeds, n_slots) + np.shape(xs[0])), *members))
+    state = {"params": params, "opt": _grid(transformation.init)(params), "alive": jnp.ones((n_seeds, n_slots), bool)}
+    if keep_initial:
+        state["initial"] = jax.tree_util.tree_map(jnp.copy, params)
+    return state
 
 
-def _member_update(network, optimizer, params, opt_state, hyper, xb, yb):
-    """One Adam step of one member: its new state, [data loss, penalty, total, accuracy]
-    on the batch, and its gradient."""
+def _member_update(model, optimizer, params, opt_state, hyper, xb, yb):
+    """One optimizer step of one member: its new state, [data loss, penalty, total,
+    accuracy] on the batch, and its gradient."""
     (total, (data_loss, pen, correct)), grads = jax.value_and_grad(
-        functools.partial(_objective, network), has_aux=True
+        functools.partial(_objective, model), has_aux=True
     )(params, xb, yb, hyper)
-    updates, new_opt = optimizer.update(grads, opt_state, params)
+    transformation = optimizer.transformation({k: hyper["opt/" + k] for k in optimizer.traced})
+    updates, new_opt = transformation.update(grads, opt_state, params)
+    updates = optim.scale_updates(updates, hyper["lr"])
     return optax.apply_updates(params, updates), new_opt, jnp.stack([data_loss, pen, total, correct]), grads
 
 
-def _grid_epoch(network, config, optimizer, state, hyper, order, x, y):
-    """One epoch of a [seed, config] grid of members.
+def _zero_acc(layout, config, grid):
+    """The accumulators a record's epochs add to."""
+    grad_qs, _ = probes_mod.select(config.probes)
+    n_tensors = len(layout.tensors)
+    return {
+        "metrics": jnp.zeros(grid + (4,)),  # data loss, penalty, total loss, accuracy
+        "steps": jnp.zeros(grid, jnp.int32),
+        "probed": jnp.zeros(grid, jnp.int32),
+        "grads": {q.name: q.zeros(grid, n_tensors) for q in grad_qs},
+    }
+
+
+def _grid_epoch(model, layout, config, optimizer, state, acc, hyper, order, x, y):
+    """One epoch of a [seed, config] grid of members, adding to the accumulators `acc`.
 
     Members that share a seed share every minibatch, so the inner vmap multiplies one
     batch by all their weights in one matrix product instead of one per member. The
     gradient probes then see the whole grid's gradients at once (`probes.StepGrads`)."""
     grad_qs, _ = probes_mod.select(config.probes)  # order: [step, seed, batch]
-    grid = state["alive"].shape
-    n_tensors = len(PARAMS) * len(network.layers)
-    acc0 = {
-        "metrics": jnp.zeros(grid + (4,)),  # data loss, penalty, total loss, accuracy
-        "steps": jnp.zeros(grid, jnp.int32),
-        "grads": {q.name: q.zeros(grid, n_tensors) for q in grad_qs},
-    }
-    update_grid = jax.vmap(jax.vmap(functools.partial(_member_update, network, optimizer), in_axes=(0, 0, 0, None, None)))
+    columns = {"sum_sq"}.union(*(q.sums for q in grad_qs))
+    needs_updates = any(q.needs_updates for q in grad_qs)
+    update_grid = jax.vmap(jax.vmap(functools.partial(_member_update, model, optimizer), in_axes=(0, 0, 0, None, None)))
+    every = config.probe_every
 
-    def step(carry, idx):
+    def step(carry, xs):
         params, opt_state, alive, acc = carry
+        i, idx = xs
         new_params, new_opt, metrics, grads = update_grid(params, opt_state, hyper, x[idx], y[idx])
-        probe = probes_mod.StepGrads((grads[layer.name][p] for layer in network.layers for p in PARAMS), n_lead=2)
+        tensors = layout.tensor_values(grads)
+        if every == 1:
+            probe = probes_mod.StepGrads(
+                tensors, n_lead=2, columns=columns, params=layout.tensor_values(params) if needs_updates else None,
+                updates=[n - o for n, o in zip(layout.tensor_values(new_params), layout.tensor_values(params))]
+                if needs_updates else None)
+            finite_grads = jnp.isfinite(jnp.sum(probe.column("sum_sq"), -1))
+        else:
+            probe = None
+            finite_grads = jnp.isfinite(sum(jnp.sum(t * t, tuple(range(2, t.ndim))) for t in tensors))
         # A member whose loss or gradient stops being finite keeps its last finite state
-        # (finite gradients give finite Adam steps, so the parameters stay finite too).
-        ok = alive & jnp.isfinite(metrics[..., 2]) & jnp.isfinite(jnp.sum(probe.column("sum_sq"), -1))
-        new_acc = {
-            "metrics": acc["metrics"] + metrics,
-            "steps": acc["steps"] + 1,
-            "grads": {q.name: q.update(acc["grads"][q.name], probe) for q in grad_qs},
-        }
+        # (finite gradients give finite steps, so the parameters stay finite too).
+        ok = alive & jnp.isfinite(metrics[..., 2]) & finite_grads
+        new_acc = {"metrics": acc["metrics"] + metrics, "steps": acc["steps"] + 1, "probed": acc["probed"],
+                   "grads": acc["grads"]}
+        if every == 1:
+            new_acc["probed"] = acc["probed"] + 1
+            new_acc["grads"] = {q.name: q.update(acc["grads"][q.name], probe) for q in grad_qs}
+        elif grad_qs:
+            def probed(a):
+                p = probes_mod.StepGrads(
+                    tensors, n_lead=2, columns=columns,
+                    params=layout.tensor_values(params) if needs_updates else None,
+                    updates=[n - o for n, o in zip(layout.tensor_values(new_params), layout.tensor_values(params))]
+                    if needs_updates else None)
+                return {q.name: q.update(a[q.name], p) for q in grad_qs}
+
+            new_acc["grads"] = jax.lax.cond(i % every == 0, probed, lambda a: a, acc["grads"])
+            new_acc["probed"] = acc["probed"] + (i % every == 0).astype(jnp.int32)
         keep = functools.partial(_where_members, ok)
         return (keep(new_params, params), keep(new_opt, opt_state), ok, keep(new_acc, acc)), None
 
-    carry = (state["params"], state["opt"], state["alive"], acc0)
-    (params, opt_state, alive, acc), _ = jax.lax.scan(step, carry, order)
-    return {"params": params, "opt": opt_state, "alive": alive}, _finalize_epoch(network, grad_qs, acc)
+    carry = (state["params"], state["opt"], state["alive"], acc)
+    (params, opt_state, alive, acc), _ = jax.lax.scan(step, carry, (jnp.arange(order.shape[0]), order))
+    return {**state, "params": params, "opt": opt_state, "alive": alive}, acc
 
 
 def _where_members(ok, new, old):
@@ -211,19 +285,21 @@ def _where_members(ok, new, old):
     return jax.tree_util.tree_map(pick, new, old)
 
 
-def _finalize_epoch(network, grad_qs, acc):
+def _finalize(layout, config, acc):
+    """Per-record means from the accumulators: [seed, config] metrics and per-tensor
+    probe results [seed, config, n_tensors, ...]."""
+    grad_qs, _ = probes_mod.select(config.probes)
     n = acc["steps"].astype(jnp.float32)[..., None]  # 0 once diverged: every mean below is then NaN
     metrics = acc["metrics"] / n
     out = {"train_loss": metrics[..., 0], "train_penalty": metrics[..., 1],
            "train_total_loss": metrics[..., 2], "train_acc": metrics[..., 3]}
-    grid, n_layers = acc["steps"].shape, len(network.layers)
+    n_probed = acc["probed"].astype(jnp.float32)[..., None]
     for q in grad_qs:
-        for key, per_tensor in q.finalize(acc["grads"][q.name], n).items():
-            out[key] = per_tensor.reshape(grid + (n_layers, len(PARAMS)) + per_tensor.shape[len(grid) + 1:])  # [.., layer, param, ...]
+        out.update(q.finalize(acc["grads"][q.name], n_probed))
     return out
 
 
-def _member_observe(network, config, params, hyper, x_probe, y_probe, x_test, y_test):
+def _member_observe(model, layout, config, params, initial, hyper, x_probe, y_probe, x_test, y_test):
     _, layer_qs = probes_mod.select(config.probes)
     alpha = hyper["alpha"]
     out = {}
@@ -238,93 +314,128 @@ def _member_observe(network, config, params, hyper, x_probe, y_probe, x_test, y_
 
     def eval_chunk(args):
         xc, yc, mc = args
-        logits = network.apply(params, xc, alpha)
+        logits = model.apply(params, xc, alpha=alpha)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, yc)
         return jnp.sum(loss * mc), jnp.sum((jnp.argmax(logits, -1) == yc) * mc)
 
     losses, corrects = jax.lax.map(eval_chunk, (xs, ys, mask))
     out["val_loss"] = jnp.sum(losses) / x_test.shape[0]
     out["val_acc"] = jnp.sum(corrects) / x_test.shape[0]
-
-    # The factors of the backprop product on the probe batch. Layers of equal shapes
-    # (a deep MLP's 19 hidden 8x8 layers) are measured as one stacked batch: each quantity
-    # is traced and compiled once per shape, not once per layer.
     if layer_qs:
-        _, preacts = network.apply(params, x_probe, alpha, capture=True)
-        phi = activations.get(network.activation)
-        same_shape: dict[tuple, list[int]] = {}
-        for i, layer in enumerate(network.layers):
-            z_shape = preacts[layer.name].shape if layer.hidden else None
-            same_shape.setdefault((params[layer.name]["w"].shape, z_shape), []).append(i)
-        per_layer = {}
-        for idx in same_shape.values():
-            hidden = network.layers[idx[0]].hidden
-            w = jnp.stack([params[network.layers[i].name]["w"] for i in idx])
-            z = dphi = log_dphi = None
-            if hidden:
-                z = jnp.stack([preacts[network.layers[i].name] for i in idx])
-                dphi, log_dphi = phi.deriv(z / alpha), phi.log_deriv(z / alpha)  # g'(z) = phi'(z / alpha)
-            cols = {}
-            for q in layer_qs:
-                if hidden or not q.needs_activation:
-                    cols.update(jax.vmap(q.compute)(z, dphi, log_dphi, w))
-                else:
-                    cols.update({c: jnp.full(len(idx), jnp.nan) for c in q.columns})
-            for j, i in enumerate(idx):
-                per_layer[i] = {c: v[j] for c, v in cols.items()}
-        for col in per_layer[0]:
-            out[col] = jnp.stack([per_layer[i][col] for i in range(len(network.layers))])  # [layer]
+        out.update(_layer_factors(model, layout, layer_qs, params, initial, alpha, x_probe))
     return out
 
 
-def _member_end_grads(network, params, hyper, x_probe, y_probe):
+def _layer_factors(model, layout, layer_qs, params, initial, alpha, x_probe) -> dict:
+    """The factors of the backprop product on the probe batch, one number per layer per
+    quantity. Layers of equal shapes (a deep MLP's 19 hidden 8x8 layers) are measured as
+    one stacked batch: each quantity is traced and compiled once per shape, not once per
+    layer. Quantities that need phi' are NaN where the model gives no pre-activations or
+    no activation name; those of the weight are NaN for layers without a matrix weight."""
+    phi = activations.get(model.activation) if model.activation else None
+    preacts = {}
+    if phi is not None and layout.hidden:
+        _, preacts = model.apply(params, x_probe, alpha=alpha, capture=True)
+        preacts = model_mod.named_preactivations(layout.names, preacts)
+    leaves = layout.leaves(params)
+    initial_leaves = layout.leaves(initial) if initial is not None else None
+    same_shape: dict[tuple, list[int]] = {}
+    for i, layer in enumerate(layout.layers):
+        w_shape = layer.weight.shape if layer.weight is not None and len(layer.weight.shape) >= 2 else None
+        z_shape = tuple(preacts[layer.name].shape) if layer.name in preacts else None
+        same_shape.setdefault((w_shape, z_shape), []).append(i)
+    per_layer = {}
+    for (w_shape, z_shape), idx in same_shape.items():
+        def weights(ls):
+            return jnp.stack([ls[layout.layers[i].weight.leaf] for i in idx])
+
+        w = weights(leaves) if w_shape is not None else None
+        w0 = weights(initial_leaves) if w_shape is not None and initial_leaves is not None else None
+        z = dphi = log_dphi = None
+        if z_shape is not None:
+            z = jnp.stack([preacts[layout.layers[i].name] for i in idx])
+            dphi, log_dphi = phi.deriv(z / alpha), phi.log_deriv(z / alpha)  # g'(z) = phi'(z / alpha)
+        cols = {}
+        for q in layer_qs:
+            usable = (z is not None or not q.needs_activation) and (w is not None or q.needs_activation) \
+                and (w0 is not None or not q.needs_initial)
+            if usable:
+                cols.update(jax.vmap(q.compute)(z, dphi, log_dphi, w, w0) if q.needs_initial
+                            else jax.vmap(q.compute)(z, dphi, log_dphi, w))
+            else:
+                cols.update({c: jnp.full(len(idx), jnp.nan) for c in q.columns})
+        for j, i in enumerate(idx):
+            per_layer[i] = {c: v[j] for c, v in cols.items()}
+    return {col: jnp.stack([per_layer[i][col] for i in range(len(layout.layers))]) for col in per_layer[0]}
+
+
+def _member_end_grads(model, layout, params, hyper, x_probe, y_probe):
     """The first and last layer's full weight gradient on the probe batch, for the
     distribution plots. Its own program, run once after the last epoch: a backward pass
     over the probe batch was most of the observe program's cost (a CNN on digits: 2/3),
     and as a branch of it (a `cond` under vmap) it was traced several times over."""
-    g = jax.grad(lambda p: _objective(network, p, x_probe, y_probe, hyper)[0])(params)
-    return g[network.layers[0].name]["w"], g[network.layers[-1].name]["w"]
+    g = jax.grad(lambda p: _objective(model, p, x_probe, y_probe, hyper)[0])(params)
+    leaves = layout.leaves(g)
+    first, last = _end_layers(layout)
+    return leaves[first.weight.leaf], leaves[last.weight.leaf]
+
+
+def _end_layers(layout):
+    with_weight = [layer for layer in layout.layers if layer.weight is not None]
+    return with_weight[0], with_weight[-1]
 
 
 # --------------------------------------------------------------- the vmapped group
-def _optimizer(config: TrainConfig):
-    return optax.adam(config.learning_rate, eps=ADAM_EPS)
-
-
 def _grid(f, **kw):
     return jax.vmap(jax.vmap(f, **kw), **kw)
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(network: Network, config: TrainConfig):
+def _compiled(model, layout, config: TrainConfig):
     """jit of epoch, observe and end_grads over a [seed, config] grid (cached: the init
     families do not enter them, so groups that differ only in those share the programs)."""
-    epoch = jax.jit(functools.partial(_grid_epoch, network, config, _optimizer(config)), donate_argnums=(0,))
-    observe = jax.jit(_grid(functools.partial(_member_observe, network, config), in_axes=(0, 0, None, None, None, None)))
-    end_grads = jax.jit(_grid(functools.partial(_member_end_grads, network), in_axes=(0, 0, None, None)))
-    return epoch, observe, end_grads
+    optimizer = config.optimizer
+    epoch = jax.jit(functools.partial(_grid_epoch, model, layout, config, optimizer), donate_argnums=(0, 1))
+    member_observe = _grid(functools.partial(_member_observe, model, layout, config),
+                           in_axes=(0, 0, 0, None, None, None, None))
+
+    def observe(params, initial, acc, hyper, x_probe, y_probe, x_test, y_test):
+        return {**_finalize(layout, config, acc), **member_observe(params, initial, hyper, x_probe, y_probe, x_test, y_test)}
+
+    end_grads = jax.jit(_grid(functools.partial(_member_end_grads, model, layout), in_axes=(0, 0, None, None)))
+    return epoch, jax.jit(observe), end_grads
 
 
 def group_key(member: Member) -> tuple[str, str]:
-    """Members with equal keys can share a vmapped group (with the same network and config)."""
+    """Members with equal keys can share a vmapped group (with the same model and config)."""
     return member.weight_init.kind, member.bias_law.kind
 
 
-def _hypers(members: list[Member]) -> dict:
+def _hypers(members: list[Member], config: TrainConfig) -> dict:
     keys = {group_key(m) for m in members}
     if len(keys) != 1:
         raise ValueError(f"a group's members must share their init families; got {sorted(keys)}. Split them into groups.")
+    traced = config.optimizer.traced
+    for m in members:
+        given = {k for k, _ in m.optimizer_args}
+        if given != set(traced):
+            raise ValueError(f"every member must give the optimizer's traced parameters {list(traced)}; "
+                             f"a member gives {sorted(given)}")
 
     def value(law: Init) -> float:
         return 1.0 if law.value is None or law.fan_scaled else law.value
 
-    return {
+    out = {
         "w_value": np.array([value(m.weight_init) for m in members], np.float32),
         "b_value": np.array([value(m.bias_law) for m in members], np.float32),
         "alpha": np.array([m.alpha for m in members], np.float32),
         "l1": np.array([m.l1 for m in members], np.float32),
         "l2": np.array([m.l2 for m in members], np.float32),
+        "lr": np.array([m.learning_rate or config.learning_rate for m in members], np.float32),
     }
+    for k in traced:
+        out["opt/" + k] = np.array([dict(m.optimizer_args)[k] for m in members], np.float32)
+    return out
 
 
 def _seed_grid(members: list[Member], min_slots: int = 1) -> np.ndarray:
@@ -343,99 +454,132 @@ def _probe_subset(x, y, size):
     return x[idx], y[idx]
 
 
-def train_group(network: Network, arrays, members: list[Member], config: TrainConfig = TrainConfig(), on_epoch=None,
+def check_group(model, layout, arrays, members: list[Member], config: TrainConfig) -> None:
+    """What must hold before a group can train; each message says what to change."""
+    if not members:
+        raise ValueError("a group needs at least one member")
+    shape = tuple(arrays.x_train.shape[1:])
+    in_shape = getattr(model, "in_shape", None)
+    if in_shape is not None and shape != tuple(in_shape):
+        raise ValueError(
+            f"the data's example shape {shape} does not fit {model.name} "
+            f"(expects {tuple(in_shape)}); build the network from the prepared data's shape"
+        )
+    if arrays.x_train.shape[0] < config.batch_size:
+        raise ValueError(f"{arrays.x_train.shape[0]} training examples are fewer than one batch of {config.batch_size}; "
+                         "lower batch_size or use more training data")
+    if not model.accepts_alpha and any(m.alpha != 1 for m in members):
+        raise ValueError(f"{model.name} does not take alpha (the rescaled activation); build it with "
+                         "vglab.nn.activation(...) or give its apply an alpha argument, or drop the alpha sweep")
+    if not layout.weights:
+        raise ValueError(f"{model.name} has no weight tensors; a model needs at least one layer with a weight")
+
+
+def train_group(model, arrays, members: list[Member], config: TrainConfig = TrainConfig(), on_epoch=None,
                 min_slots: int = 1):
     """Train `members` on `arrays` (a `vglab.data.Arrays`) as one vectorized program.
 
-    `on_epoch(epoch, metrics)` is called after every epoch (epoch 0 = at initialization)
-    with per-member numpy arrays, e.g. for a progress bar. `min_slots` pads every seed's
-    row of the grid to at least that many members (so groups of different sizes can
-    share one compiled program). Returns one `RunResult` per member.
+    `model` is any `vglab.nn.model.Model` (a built-in network or an adapter).
+    `on_epoch(epoch, metrics)` is called after every recorded epoch (epoch 0 = at
+    initialization) with per-member numpy arrays, e.g. for a progress bar. `min_slots`
+    pads every seed's row of the grid to at least that many members (so groups of
+    different sizes can share one compiled program). Returns one `RunResult` per member.
     """
-    if not members:
-        raise ValueError("a group needs at least one member")
-    if tuple(arrays.x_train.shape[1:]) != tuple(network.in_shape):
-        raise ValueError(
-            f"the data's example shape {tuple(arrays.x_train.shape[1:])} does not fit {network.name} "
-            f"(expects {tuple(network.in_shape)}); build the network from the prepared data's shape"
-        )
-    if arrays.x_train.shape[0] < config.batch_size:
-        raise ValueError(f"{arrays.x_train.shape[0]} training examples are fewer than one batch of {config.batch_size}")
-    slots = _seed_grid(members, min_slots)
-    hypers_np = {k: v[slots] for k, v in _hypers(members).items()}  # [seed, slot]
-    hypers = {k: jnp.asarray(v) for k, v in hypers_np.items()}
-    seeds = [int(members[row[0]].seed) for row in slots]
-    w_law, b_law = (Init(kind) for kind in group_key(members[0]))
-    draws = [base_draws(network, seed, w_law.family, b_law.family) for seed in seeds]
-    # The number of epochs is a host loop: groups that differ only in it share programs.
-    program = replace(config, epochs=1)
-    epoch_fn, observe, end_grads = _compiled(network, program)
-
     x, y = jnp.asarray(arrays.x_train), jnp.asarray(arrays.y_train, jnp.int32)
     x_test, y_test = jnp.asarray(arrays.x_test), jnp.asarray(arrays.y_test, jnp.int32)
     x_probe, y_probe = _probe_subset(x, y, config.probe_batch_size)
+    layout = model.layout(x_probe)
+    check_group(model, layout, arrays, members, config)
+    slots = _seed_grid(members, min_slots)
+    hypers_np = {k: v[slots] for k, v in _hypers(members, config).items()}  # [seed, slot]
+    hypers = {k: jnp.asarray(v) for k, v in hypers_np.items()}
+    seeds = [int(members[row[0]].seed) for row in slots]
+    w_law, b_law = (Init(kind) for kind in group_key(members[0]))
+    steps = x.shape[0] // config.batch_size
+    # The number of epochs, records and learning rate are host-side: groups that differ
+    # only in them share programs (a schedule needs the run's length, so it enters).
+    optimizer = replace(config.optimizer, total_steps=steps * config.epochs
+                        if config.optimizer.schedule.name != "constant" else None)
+    program = replace(config, epochs=1, record_every=1, learning_rate=1e-3, optimizer=optimizer)
+    epoch_fn, observe, end_grads = _compiled(model, layout, program)
+    _, layer_qs = probes_mod.select(config.probes)
+    keep_initial = any(q.needs_initial for q in layer_qs)
     where = [tuple(np.argwhere(slots == k)[0]) for k in range(len(members))]  # member -> (seed, slot)
 
     def per_member(record: dict) -> dict:
         return {key: np.stack([v[i, j] for i, j in where]) if np.ndim(v) >= 2 else v for key, v in record.items()}
 
-    def measure(state, epoch: int) -> dict:
-        obs = observe(state["params"], hypers, x_probe, y_probe, x_test, y_test)
+    def measure(state, acc, epoch: int) -> dict:
+        obs = observe(state["params"], state.get("initial"), acc, hypers, x_probe, y_probe, x_test, y_test)
         if epoch == config.epochs:
             obs["final_grad_first"], obs["final_grad_last"] = end_grads(state["params"], hypers, x_probe, y_probe)
         return {**obs, "alive": state["alive"]}
 
-    state = _grid_init(network, w_law, b_law, _optimizer(program), hypers_np, draws)
-    history = []  # per epoch: dict of numpy arrays with leading member axis
+    state = _grid_init(model, layout, w_law, b_law, optimizer.transformation(), hypers_np, seeds, keep_initial)
+    history = []  # per record: dict of numpy arrays with leading member axis
     t0 = time.perf_counter()
-    record = jax.device_get(measure(state, 0))
+    record = jax.device_get(measure(state, _zero_acc(layout, program, slots.shape), 0))
     record["seconds"] = time.perf_counter() - t0
+    record["epoch"] = 0
     history.append(per_member(record))
     if on_epoch:
         on_epoch(0, history[-1])
-    for e in range(1, config.epochs + 1):
+    done = 0
+    for e in config.record_epochs():
         t0 = time.perf_counter()
-        order = np.stack([batch_order(seed, e, x.shape[0], config.batch_size) for seed in seeds], 1)
-        state, trained = epoch_fn(state, hypers, jnp.asarray(order), x, y)
-        record = jax.device_get({**trained, **measure(state, e)})
+        acc = _zero_acc(layout, program, slots.shape)
+        for epoch in range(done + 1, e + 1):
+            order = np.stack([batch_order(seed, epoch, x.shape[0], config.batch_size) for seed in seeds], 1)
+            state, acc = epoch_fn(state, acc, hypers, jnp.asarray(order), x, y)
+        done = e
+        record = jax.device_get(measure(state, acc, e))
         record["seconds"] = time.perf_counter() - t0
+        record["epoch"] = e
         history.append(per_member(record))
         if on_epoch:
             on_epoch(e, history[-1])
-    return [_member_result(network, history, k) for k in range(len(members))]
+    return [_member_result(layout, history, k) for k in range(len(members))]
 
 
 # ------------------------------------------------------------ host-side tables
-def _member_result(network: Network, history: list[dict], k: int) -> RunResult:
-    names = network.layer_names
+def _member_result(layout: model_mod.Layout, history: list[dict], k: int) -> RunResult:
     alive = np.array([h["alive"][k] for h in history])
     dead = np.flatnonzero(~alive)
-    diverged_epoch = int(dead[0]) if dead.size else None
+    diverged_epoch = int(history[dead[0]]["epoch"]) if dead.size else None
 
     epoch_rows, grad_rows, act_rows, hists = [], [], [], []
     layer_cols = [c for q in probes_mod.LAYER_QUANTITIES.values() for c in q.columns if c in history[0]]
-    for e, h in enumerate(history):
-        row = {"epoch": e, "seconds": float(h["seconds"]), "diverged": bool(not alive[e])}
+    grad_cols = [c for q in probes_mod.GRAD_QUANTITIES.values() for c in q.columns if c in history[-1]]
+    tensors = layout.tensors
+    n_layers = len(layout.layers)
+    for r, h in enumerate(history):
+        e = int(h["epoch"])
+        row = {"epoch": e, "seconds": float(h["seconds"]), "diverged": bool(not alive[r])}
         for col in ("train_loss", "train_penalty", "train_total_loss", "train_acc", "val_loss", "val_acc"):
-            row[col] = float(h[col][k]) if col in h else np.nan
+            row[col] = float(h[col][k]) if col in h else np.nan  # training means are NaN at epoch 0
         epoch_rows.append(row)
-        for i, name in enumerate(names):
-            act_rows.append({"epoch": e, "layer": name, "layer_index": i, **{c: float(h[c][k][i]) for c in layer_cols}})
+        for i, layer in enumerate(layout.layers):
+            act_rows.append({"epoch": e, "layer": layer.name, "layer_index": i,
+                             **{c: float(h[c][k][i]) for c in layer_cols}})
         if e == 0:
             continue
-        grad_cols = [c for q in probes_mod.GRAD_QUANTITIES.values() for c in q.columns if c in h]
-        for i, name in enumerate(names):
-            for j, p in enumerate(PARAMS):
-                grad_rows.append({"epoch": e, "layer": name, "layer_index": i, "param": p,
-                                  **{c: float(h[c][k][i][j]) for c in grad_cols}})
+        for t, tensor in enumerate(tensors):
+            grad_rows.append({"epoch": e, "layer": tensor.layer, "layer_index": tensor.layer_index,
+                              "param": tensor.param, **{c: float(h[c][k][t]) for c in grad_cols}})
         if "grad_hist" in h:
-            hists.append(h["grad_hist"][k])
+            per_tensor = h["grad_hist"][k]
+            counts = np.zeros((n_layers, len(PARAMS), per_tensor.shape[-1]), per_tensor.dtype)
+            for t, tensor in enumerate(tensors):
+                counts[tensor.layer_index, PARAMS.index(tensor.param)] = per_tensor[t]
+            hists.append(counts)
     last = history[-1]
+    first, final = _end_layers(layout)
     return RunResult(
         epochs=pd.DataFrame(epoch_rows),
-        grads=pd.DataFrame(grad_rows),
+        grads=pd.DataFrame(grad_rows, columns=["epoch", "layer", "layer_index", "param", *grad_cols]),
         activations=pd.DataFrame(act_rows),
         histograms=np.stack(hists) if hists else None,
-        final_grads={names[0]: np.asarray(last["final_grad_first"][k]), names[-1]: np.asarray(last["final_grad_last"][k])},
+        final_grads={first.name: np.asarray(last["final_grad_first"][k]),
+                     final.name: np.asarray(last["final_grad_last"][k])},
         diverged_epoch=diverged_epoch,
     )

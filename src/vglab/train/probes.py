@@ -16,6 +16,12 @@ To add a quantity, write a class with `name`, `columns` and its functions, and l
 in `GRAD_QUANTITIES` or `LAYER_QUANTITIES`; it is then selectable by name.
 All functions are pure JAX: a `GradQuantity`'s over the group (members' axes leading),
 a `LayerQuantity`'s for one member (the engine vmaps it).
+
+Cost tiers (`TIERS`), as Cockpit's: `norms` (gradient, update and weight norms: the
+cheapest reductions), `moments` (+ the moments and signs of the gradient entries and the
+layer factors of the backprop product) and `full` (+ the histogram of every gradient
+entry at every step: the costliest probe on CPU). The step schedule (`probe_every` in
+`TrainConfig`) thins the per-step quantities further; the per-record ones are cheap.
 """
 
 from __future__ import annotations
@@ -70,28 +76,47 @@ SUM_COLUMNS = ("sum", "sum_sq", "sum_abs", "n_zero", "n_pos")
 
 
 class StepGrads:
-    """One optimizer step's gradients of a whole group of members, as every
-    `GradQuantity` sees them.
+    """One optimizer step of a whole group of members, as every `GradQuantity` sees it.
 
     `tensors`: the gradient arrays with the members' axes leading ([seed, config, *shape]),
-    tensor t = 2 * layer + {w: 0, b: 1}.
-    `sums`: [seed, config, n_tensors, 5] per-tensor sums (SUM_COLUMNS), computed once per
-    step and shared by the quantities (and the divergence check) that need them.
+    in the model layout's tensor order (each layer's weight, then its bias).
+    `sums`: [seed, config, n_tensors, len(columns)] per-tensor sums (of SUM_COLUMNS, those
+    the selected quantities need; the divergence check needs sum_sq), computed once per
+    step and shared.
+    `params`, `updates`: the tensors before the step and the step's change (the update
+    quantities need them); `update_sums`: [seed, config, n_tensors, 2] sums of squares of
+    both, computed on first use.
     `sizes`: [n_tensors] entries per tensor (NumPy, static)."""
 
-    def __init__(self, tensors, n_lead: int = 2):
+    def __init__(self, tensors, n_lead: int = 2, columns=SUM_COLUMNS, params=None, updates=None):
         self.tensors = tuple(tensors)
         self.n_lead = n_lead
         self.lead = self.tensors[0].shape[:n_lead]
         self.sizes = np.array([np.prod(t.shape[n_lead:], dtype=np.int64) for t in self.tensors], np.float32)
-        self.sums = _tensor_sums(self.tensors, n_lead)
+        self.columns = tuple(c for c in SUM_COLUMNS if c in columns)
+        self.sums = _tensor_sums(self.tensors, n_lead, self.columns)
+        self.params = None if params is None else tuple(params)
+        self.updates = None if updates is None else tuple(updates)
+        self._update_sums = None
 
     def column(self, name):
-        return self.sums[..., SUM_COLUMNS.index(name)]
+        return self.sums[..., self.columns.index(name)]
+
+    @property
+    def update_sums(self):
+        if self._update_sums is None:
+            if self.updates is None:
+                raise ValueError("this quantity needs the step's updates; the engine passes them when "
+                                 "a quantity with needs_updates is selected")
+            sq = lambda ts: [t * t for t in ts]  # noqa: E731
+            u = _tensor_sums(sq(self.updates), self.n_lead, ("sum",))
+            p = _tensor_sums(sq(self.params), self.n_lead, ("sum",))
+            self._update_sums = jnp.concatenate([u, p], -1)
+        return self._update_sums
 
 
-def _tensor_sums(tensors, n_lead):
-    """[*lead, n_tensors, 5]: SUM_COLUMNS of every tensor.
+def _tensor_sums(tensors, n_lead, columns=SUM_COLUMNS):
+    """[*lead, n_tensors, len(columns)]: the SUM_COLUMNS named in `columns`, of every tensor.
 
     Tensors of equal shape are stacked and reduced together (a deep MLP's 19 hidden
     8x8 weights are one reduction, not 19), which keeps the compiled step small. The
@@ -104,9 +129,10 @@ def _tensor_sums(tensors, n_lead):
     for idx in by_shape.values():
         g = jnp.stack([tensors[i] for i in idx], n_lead)
         g = g.reshape(g.shape[: n_lead + 1] + (-1,))  # [*lead, n_same, entries]
-        sums = (jnp.sum(g, -1), jnp.sum(g * g, -1), jnp.sum(jnp.abs(g), -1),
-                jnp.sum(g == 0, -1, dtype=g.dtype), jnp.sum(g > 0, -1, dtype=g.dtype))
-        blocks.append(jnp.stack(sums, -1))
+        sums = {"sum": lambda: jnp.sum(g, -1), "sum_sq": lambda: jnp.sum(g * g, -1),
+                "sum_abs": lambda: jnp.sum(jnp.abs(g), -1), "n_zero": lambda: jnp.sum(g == 0, -1, dtype=g.dtype),
+                "n_pos": lambda: jnp.sum(g > 0, -1, dtype=g.dtype)}
+        blocks.append(jnp.stack([sums[c]() for c in columns], -1))
         order += idx
     rows = jnp.concatenate(blocks, -2)
     return rows[..., np.argsort(order), :] if order != sorted(order) else rows
@@ -121,6 +147,8 @@ class GradQuantity:
     name: str
     columns: tuple[str, ...] = ()  # per-epoch scalars it yields (a table column each)
     array: str | None = None  # or the name of the per-epoch array it yields
+    sums: tuple[str, ...] = ()  # the SUM_COLUMNS it reads from `StepGrads`
+    needs_updates = False  # reads the step's parameter updates (`StepGrads.update_sums`)
 
     def zeros(self, lead: tuple, n_tensors: int):
         raise NotImplementedError
@@ -139,12 +167,13 @@ class GradMoments(GradQuantity):
 
     name = "grad_moments"
     columns = ("grad_mean", "grad_std", "grad_abs_mean")
+    sums = ("sum", "sum_sq", "sum_abs")
 
     def zeros(self, lead, n_tensors):
         return jnp.zeros(lead + (n_tensors, 3))
 
     def update(self, acc, step):
-        return acc + step.sums[..., :3] / step.sizes[:, None]
+        return acc + jnp.stack([step.column(c) for c in self.sums], -1) / step.sizes[:, None]
 
     def finalize(self, acc, n_steps):
         m, m2, mabs = (acc[..., i] / n_steps for i in range(3))
@@ -156,6 +185,7 @@ class GradNorm(GradQuantity):
 
     name = "grad_norm"
     columns = ("grad_norm_mean", "grad_norm_max")
+    sums = ("sum_sq",)
 
     def zeros(self, lead, n_tensors):
         return jnp.zeros(lead + (n_tensors, 2))
@@ -173,12 +203,13 @@ class GradSigns(GradQuantity):
 
     name = "grad_signs"
     columns = ("zero_frac", "pos_frac")
+    sums = ("n_zero", "n_pos")
 
     def zeros(self, lead, n_tensors):
         return jnp.zeros(lead + (n_tensors, 2))
 
     def update(self, acc, step):
-        return acc + step.sums[..., 3:] / step.sizes[:, None]
+        return acc + jnp.stack([step.column(c) for c in self.sums], -1) / step.sizes[:, None]
 
     def finalize(self, acc, n_steps):
         return {"zero_frac": acc[..., 0] / n_steps, "pos_frac": acc[..., 1] / n_steps}
@@ -210,13 +241,35 @@ class GradHistogram(GradQuantity):
         return {"grad_hist": acc}
 
 
+class UpdateSize(GradQuantity):
+    """The size of the optimizer's steps: the mean over steps of ||delta theta|| of each
+    tensor, the mean ||theta|| before the step, and their ratio (the relative update).
+    With Adam, layers move at about the learning rate per entry even when their gradients
+    are tiny: this shows which layers the optimizer really moves."""
+
+    name = "update_size"
+    columns = ("update_norm_mean", "param_norm_mean", "update_ratio")
+    needs_updates = True
+
+    def zeros(self, lead, n_tensors):
+        return jnp.zeros(lead + (n_tensors, 2))
+
+    def update(self, acc, step):
+        return acc + jnp.sqrt(step.update_sums)
+
+    def finalize(self, acc, n_steps):
+        u, p = acc[..., 0] / n_steps, acc[..., 1] / n_steps
+        return {"update_norm_mean": u, "param_norm_mean": p, "update_ratio": u / p}
+
+
 # ------------------------------------------------------------------- layer factors
 class LayerQuantity:
     name: str
     columns: tuple[str, ...]
     needs_activation = True  # False: defined for the linear output layer too
+    needs_initial = False  # reads the layer's weight at initialization (w0)
 
-    def compute(self, z, dphi, log_dphi, w) -> dict:
+    def compute(self, z, dphi, log_dphi, w, w0=None) -> dict:
         raise NotImplementedError
 
 
@@ -226,7 +279,7 @@ class PreactivationSize(LayerQuantity):
     name = "preact"
     columns = ("preact_abs_mean",)
 
-    def compute(self, z, dphi, log_dphi, w):
+    def compute(self, z, dphi, log_dphi, w, w0=None):
         return {"preact_abs_mean": jnp.mean(jnp.abs(z))}
 
 
@@ -236,7 +289,7 @@ class DerivativeMean(LayerQuantity):
     name = "deriv"
     columns = ("deriv_mean",)
 
-    def compute(self, z, dphi, log_dphi, w):
+    def compute(self, z, dphi, log_dphi, w, w0=None):
         return {"deriv_mean": jnp.mean(dphi)}
 
 
@@ -246,7 +299,7 @@ class Saturation(LayerQuantity):
     name = "saturation"
     columns = ("saturated_frac",)
 
-    def compute(self, z, dphi, log_dphi, w):
+    def compute(self, z, dphi, log_dphi, w, w0=None):
         return {"saturated_frac": jnp.mean(dphi < SATURATION_THRESHOLD)}
 
 
@@ -258,7 +311,7 @@ class LogDerivative(LayerQuantity):
     name = "log_deriv"
     columns = ("log_deriv_mean",)
 
-    def compute(self, z, dphi, log_dphi, w):
+    def compute(self, z, dphi, log_dphi, w, w0=None):
         return {"log_deriv_mean": jnp.mean(jnp.maximum(log_dphi, jnp.log(1e-30)))}
 
 
@@ -274,7 +327,7 @@ class WeightNorm(LayerQuantity):
     columns = ("log_weight_norm",)
     needs_activation = False
 
-    def compute(self, z, dphi, log_dphi, w):
+    def compute(self, z, dphi, log_dphi, w, w0=None):
         m = w.reshape(-1, w.shape[-1])
         if m.shape[0] < m.shape[1]:
             m = m.T
@@ -282,20 +335,57 @@ class WeightNorm(LayerQuantity):
         return {"log_weight_norm": 0.5 * jnp.log(jnp.linalg.eigvalsh(gram)[-1])}
 
 
-GRAD_QUANTITIES: dict[str, GradQuantity] = {q.name: q for q in (GradMoments(), GradNorm(), GradSigns(), GradHistogram())}
+class WeightDistance(LayerQuantity):
+    """How far the weights moved: ||W - W0||_F from their initialization, and ||W||_F."""
+
+    name = "weight_distance"
+    columns = ("weight_dist_init", "weight_fro_norm")
+    needs_activation = False
+    needs_initial = True
+
+    def compute(self, z, dphi, log_dphi, w, w0=None):
+        return {"weight_dist_init": jnp.sqrt(jnp.sum((w - w0) ** 2)), "weight_fro_norm": jnp.sqrt(jnp.sum(w * w))}
+
+
+GRAD_QUANTITIES: dict[str, GradQuantity] = {
+    q.name: q for q in (GradMoments(), GradNorm(), GradSigns(), GradHistogram(), UpdateSize())
+}
 LAYER_QUANTITIES: dict[str, LayerQuantity] = {
-    q.name: q for q in (PreactivationSize(), DerivativeMean(), Saturation(), LogDerivative(), WeightNorm())
+    q.name: q for q in (PreactivationSize(), DerivativeMean(), Saturation(), LogDerivative(), WeightNorm(),
+                        WeightDistance())
 }
 ALL = tuple(GRAD_QUANTITIES) + tuple(LAYER_QUANTITIES)
+TIERS = {
+    "norms": ("grad_norm", "update_size", "weight_norm", "weight_distance"),
+    "moments": ("grad_moments", "grad_norm", "grad_signs", "update_size", "preact", "deriv", "saturation",
+                "log_deriv", "weight_norm", "weight_distance"),
+    "full": ALL,
+}
+
+
+def resolve(names) -> tuple[str, ...]:
+    """Probe names from a tier ("norms", "moments", "full"; "all" = "full"), a list of
+    names and tiers, or () for none; validated, in the registry's order."""
+    if isinstance(names, str):
+        names = (names,)
+    names = tuple(names)
+    chosen = set()
+    for n in names:
+        if n == "all":
+            n = "full"
+        if n in TIERS:
+            chosen.update(TIERS[n])
+        elif n in GRAD_QUANTITIES or n in LAYER_QUANTITIES:
+            chosen.add(n)
+        else:
+            raise ValueError(f"unknown probe {n!r}; choose a tier ({', '.join(TIERS)}), 'all', or probes from "
+                             f"{', '.join(ALL)}")
+    return tuple(n for n in ALL if n in chosen)
 
 
 def select(names) -> tuple[list[GradQuantity], list[LayerQuantity]]:
-    """The quantities called `names` ("all" for every one, () for none)."""
-    if names == "all" or names == ("all",) or names == ["all"]:
-        names = ALL
-    unknown = [n for n in names if n not in GRAD_QUANTITIES and n not in LAYER_QUANTITIES]
-    if unknown:
-        raise ValueError(f"unknown probe(s) {unknown}; choose from {list(ALL)} or 'all'")
+    """The quantities called `names` (see `resolve`)."""
+    names = resolve(names)
     return [GRAD_QUANTITIES[n] for n in names if n in GRAD_QUANTITIES], [
         LAYER_QUANTITIES[n] for n in names if n in LAYER_QUANTITIES
     ]
