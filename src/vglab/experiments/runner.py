@@ -43,11 +43,20 @@ from vglab.train import parallel
 EXECUTORS = ("local", "ray")
 ONE_RUN_INPUTS = ("images",)  # image models are trained one run per unit on CPU (see ExperimentSpec.units)
 DEFAULT_ROOT = Path("vglab-results")
-# Rough costs, only to order tasks and decide splits. Compiling (cold cache, 2-core CPU,
-# jax 0.10) took 12-20 s for a 1x8 MLP's group and 30-45 s for a 20x8 one.
-COMPILE_S, COMPILE_S_PER_LAYER = 10.0, 1.0
-STEP_OVERHEAD_S = 1e-4
-MACS_PER_S = {"dense": 2e9, "conv": 1e9}
+# The cost model (`_costs`): CPU seconds on one core, to order tasks, decide splits and
+# print the plan. Calibrated with benchmarks/cost_model.py (process time, one core, jax 0.10,
+# AMD EPYC; the machine was shared, so a few % high), which prints measured against
+# estimated for the built-in programs: per step, an 8-member MLP grid took 0.12 ms (1x8)
+# to 0.68 ms (20x8) on digits and 0.22 ms (1x8) on MNIST; one CNN run 2.4 ms (paper_cnn
+# layers) to 11.7 ms (paper_cnn parameters) on digits. A step costs STEP_OVERHEAD_S, plus
+# LAYER_STEP_S per layer (many small ops), plus its multiply-accumulates (forward + backward
+# = 3 forwards) at MACS_PER_S. Compiling a group's programs from a cold cache took 11 s
+# (1x8 MLP) to 26 s (4-conv CNN with 8 dense layers).
+COMPILE_S, COMPILE_S_PER_LAYER = 10.0, {"dense": 0.45, "conv": 1.2}
+STEP_OVERHEAD_S, LAYER_STEP_S = 4.4e-5, {"dense": 2.3e-5, "conv": 3e-4}
+MACS_PER_S = {"dense": 7.7e9, "conv": 1.5e10}
+RECORD_S, LAYER_RECORD_S = 0.01, {"dense": 1e-3, "conv": 0.02}  # a record: validation, probe batch, layer factors
+PROBE_BATCH = 512
 LOAD_S = 1.0  # a program another task compiled, loaded from the compilation cache
 REPORT_S, REPORT_S_PER_LINE = 2.0, 0.05  # drawing a report page (one core): fixed + per configuration x layer
 # On CPU, MLP units hold at most 8 runs and train as a grid of 8 members (the copies are
@@ -223,16 +232,37 @@ def _macs(network) -> dict[str, int]:
     return macs
 
 
+def _layer_kinds(network) -> dict[str, int]:
+    """How many dense and conv layers (your own models: all counted as dense)."""
+    if not hasattr(network, "layers"):
+        return {"dense": len(network.layout().layers), "conv": 0}
+    kinds = {"dense": 0, "conv": 0}
+    for layer in network.layers:
+        kinds["conv" if layer.kind == "conv" else "dense"] += 1
+    return kinds
+
+
+def _step_seconds(network, batch_size: int, members: int) -> float:
+    """One optimizer step of a unit of `members` (one core)."""
+    forward = sum(m / MACS_PER_S[k] for k, m in _macs(network).items())  # one example
+    return (STEP_OVERHEAD_S + sum(n * LAYER_STEP_S[k] for k, n in _layer_kinds(network).items())
+            + 3 * members * batch_size * forward)  # forward + backward: about 3 forwards
+
+
+def _record_seconds(network, n_test: int, members: int) -> float:
+    """One record: validation on the test set, the probe batch's layer factors (one core)."""
+    forward = sum(m / MACS_PER_S[k] for k, m in _macs(network).items())
+    return (RECORD_S + sum(n * LAYER_RECORD_S[k] for k, n in _layer_kinds(network).items())
+            + members * (n_test + PROBE_BATCH) * forward)
+
+
 def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int) -> tuple[float, float]:
-    """(seconds to compile the group, seconds to train one unit of `members`): rough."""
-    macs = _macs(network)
-    per_example = sum(3 * m / MACS_PER_S[k] for k, m in macs.items())  # forward + backward
-    steps = n_train // spec.batch_size
-    epoch = steps * (STEP_OVERHEAD_S + members * spec.batch_size * per_example)
-    observe = members * (n_test + 1024) * per_example / 3
-    records = len(range(spec.record_every, spec.epochs + 1, spec.record_every)) + 1
-    n_layers = len(network.layout().layers)
-    return COMPILE_S + COMPILE_S_PER_LAYER * n_layers, spec.epochs * epoch + records * observe
+    """(seconds to compile the group's programs, seconds to train one unit of `members`)
+    on one core, from the constants above."""
+    records = len(set(range(spec.record_every, spec.epochs + 1, spec.record_every)) | {spec.epochs}) + 1
+    compile_s = COMPILE_S + sum(n * COMPILE_S_PER_LAYER[k] for k, n in _layer_kinds(network).items())
+    return compile_s, (spec.epochs * (n_train // spec.batch_size) * _step_seconds(network, spec.batch_size, members)
+                       + records * _record_seconds(network, n_test, members))
 
 
 def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple[float, str, dict, list[Unit], tuple]]:
