@@ -2,7 +2,10 @@
 time) of a cold compile, one epoch and one record, next to what `runner._costs` estimates.
 
     PYTHONPATH=src python benchmarks/cost_model.py                  # the digits programs
-    PYTHONPATH=src python benchmarks/cost_model.py large-params:mnist cnn-large-params:mnist
+    PYTHONPATH=src python benchmarks/cost_model.py large-params:mnist cnn-large-params:mnist:3200
+
+(`preset:dataset[:train_size]`: a subset keeps a slow program's measurement short; the
+cost of a step does not depend on it.)
 
 Each measurement runs in a fresh process pinned to one core, single-threaded XLA and an
 empty compilation cache (as a worker of `vglab run` on a cold machine): the first
@@ -23,13 +26,14 @@ DEFAULT = ["large-params:digits", "combined:digits", "many-layers:digits", "cnn-
            "paper-cnn-large-params:digits", "cnn-many-layers:digits", "paper-cnn-many-layers:digits"]
 
 
-def measure(preset: str, dataset: str, epochs: int) -> dict:
+def measure(preset: str, dataset: str, epochs: int, train_size: int | None = None) -> dict:
     """In this process: the first group of `preset`, one unit as the runner trains it on CPU."""
     from vglab.experiments import runner
     from vglab.experiments.spec import load_spec
     from vglab.train import train_group
 
-    spec = load_spec(preset, dataset=dataset, epochs=epochs, seeds=[0], sets=[f"record_every={epochs}"])
+    spec = load_spec(preset, dataset=dataset, epochs=epochs, seeds=[0], train_size=train_size,
+                     sets=[f"record_every={epochs}"])
     run = spec.expand()[0]
     key = runner._data_key(run, None)
     arrays = runner._arrays(key)
@@ -60,17 +64,17 @@ def measure(preset: str, dataset: str, epochs: int) -> dict:
 
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "--one":
-        preset, dataset, epochs = argv[1], argv[2], int(argv[3])
-        print(json.dumps(measure(preset, dataset, epochs)))
+        preset, dataset, epochs, size = argv[1], argv[2], int(argv[3]), int(argv[4]) or None
+        print(json.dumps(measure(preset, dataset, epochs, size)))
         return
     print(f"{'program':34} {'steps':>6} {'compile s':>10} {'(est)':>7} {'epoch s':>9} {'(est)':>9} {'ratio':>6} "
           f"{'record s':>9} {'(est)':>7}")
     for item in argv or DEFAULT:
-        preset, dataset = item.split(":")
+        preset, dataset, *size = item.split(":")
         epochs = 2 if dataset != "digits" else (3 if "cnn" in preset else 20)
         env = {**os.environ, "VGLAB_JAX_CACHE": tempfile.mkdtemp(prefix="vglab-cost-"),
                "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
-        cmd = [sys.executable, __file__, "--one", preset, dataset, str(epochs)]
+        cmd = [sys.executable, __file__, "--one", preset, dataset, str(epochs), size[0] if size else "0"]
         if hasattr(os, "sched_getaffinity"):
             cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *cmd]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout.strip().splitlines()[-1]

@@ -62,7 +62,7 @@ def test_save_lays_out_like_savefig_and_only_once(loaded, tmp_path):
     assert fig.get_layout_engine() is None
     reference = F.learning_curves(loaded["regularization"])
     with F.matplotlib.rc_context(F.RC):
-        reference.savefig(tmp_path / "matplotlib.png", dpi=110)
+        reference.savefig(tmp_path / "matplotlib.png", dpi=F.DPI)
     assert png.read_bytes() == (tmp_path / "matplotlib.png").read_bytes()
 
 

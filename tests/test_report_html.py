@@ -189,3 +189,50 @@ def test_diverged_runs_are_shown_as_diverged(report_dirs, tmp_path):
     theory = page.split("Mean-field theory vs measured")[1].split("</table>")[0]
     assert "every run diverged" in theory
     assert "freezes it at its last finite parameters" in page
+
+
+KILLER = """
+import sys
+from vglab.report import write_report
+for _ in range(50):
+    write_report(sys.argv[1], figure_formats=("png", "svg"))
+"""
+
+
+def _complete(path: Path) -> bool:
+    data = path.read_bytes()
+    if path.suffix == ".png":
+        return data[:8] == b"\x89PNG\r\n\x1a\n" and data[-8:-4] == b"IEND"
+    if path.suffix == ".svg":
+        return data.rstrip().endswith(b"</svg>")
+    return data.rstrip().endswith(b"</html>")
+
+
+def test_a_kill_while_writing_leaves_only_complete_files(report_dirs, tmp_path):
+    """kill -9 at many moments of report writing: every figure and page on disk is complete
+    and every link of the page resolves (temporary files are hidden, and the next write
+    removes those of dead writers)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = copy_of("many-layers", tmp_path)
+    write_report(out)
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for delay in (1.5, 2.5, 3.5, 4.5, 5.5, 7.0, 9.0):
+        proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        visible = [p for p in (out / "figures").iterdir() if not p.name.startswith(".")]
+        assert visible and all(p.stat().st_size > 0 and _complete(p) for p in visible), delay
+        page = (out / "report.html")
+        assert _complete(page)
+        for ref in _local_refs(page.read_text()):
+            assert (out / ref).exists(), (delay, ref)
+    write_report(out)
+    assert not [p for p in (out / "figures").iterdir() if p.name.startswith(".")]  # a dead writer's temporaries

@@ -26,6 +26,9 @@ import time
 from dataclasses import dataclass, field
 
 
+CALIBRATION = (0.25, 4.0)  # the cost model is within about 2x (runner.py); more is noise
+
+
 @dataclass(frozen=True)
 class GroupPlan:
     """A group of runs as the runner will train it."""
@@ -95,10 +98,12 @@ class Tracker:
         g.finished = self.clock()
 
     def calibration(self) -> float:
-        """Measured / estimated seconds over the finished groups (1 before any)."""
+        """Measured / estimated seconds over the finished groups (1 before any), kept within
+        CALIBRATION: a few short groups say little about the long ones."""
         est = sum(g.plan.estimate_s for g in self.groups.values() if g.finished is not None)
         took = sum(g.finished - g.started for g in self.groups.values() if g.finished is not None)
-        return took / est if est > 0 and took > 0 else 1.0
+        lo, hi = CALIBRATION
+        return min(max(took / est, lo), hi) if est > 0 and took > 0 else 1.0
 
     def remaining(self, key: str) -> float:
         g = self.groups[key]

@@ -50,15 +50,17 @@ DEFAULT_ROOT = Path("vglab-results")
 # to 0.68 ms (20x8) on digits and 0.22 ms (1x8) on MNIST; one CNN run 2.4 ms (paper_cnn
 # layers) to 11.7 ms (paper_cnn parameters) on digits. A step costs STEP_OVERHEAD_S, plus
 # LAYER_STEP_S per layer (many small ops), plus its multiply-accumulates (forward + backward
-# = 3 forwards) at MACS_PER_S. Compiling a group's programs from a cold cache took 11 s
-# (1x8 MLP) to 26 s (4-conv CNN with 8 dense layers).
-COMPILE_S, COMPILE_S_PER_LAYER = 10.0, {"dense": 0.45, "conv": 1.2}
+# = 3 forwards) at MACS_PER_S: convolutions ran at 1.7e10 on digits' 8x8 images and 7e9 on
+# MNIST's 28x28 (0.2 s per step of the 4-conv CNN). Compiling a group's programs from a
+# cold cache took 11 s (1x8 MLP) to 26 s (4-conv CNN with 8 dense layers) on digits, and
+# 76 s for the 4-conv CNN on MNIST: it grows with the convolutions' size.
+COMPILE_S, COMPILE_S_PER_LAYER, COMPILE_S_PER_CONV_MAC = 10.0, {"dense": 0.45, "conv": 0.8}, 4.7e-6
 STEP_OVERHEAD_S, LAYER_STEP_S = 4.4e-5, {"dense": 2.3e-5, "conv": 3e-4}
-MACS_PER_S = {"dense": 7.7e9, "conv": 1.5e10}
+MACS_PER_S = {"dense": 7.7e9, "conv": 1e10}
 RECORD_S, LAYER_RECORD_S = 0.01, {"dense": 1e-3, "conv": 0.02}  # a record: validation, probe batch, layer factors
 PROBE_BATCH = 512
 LOAD_S = 1.0  # a program another task compiled, loaded from the compilation cache
-REPORT_S, REPORT_S_PER_LINE = 2.0, 0.05  # drawing a report page (one core): fixed + per configuration x layer
+REPORT_S, REPORT_S_PER_LINE = 4.5, 0.05  # drawing a report page (one core): fixed + per configuration x layer (measured 4-20 s on digits)
 # On CPU, MLP units hold at most 8 runs and train as a grid of 8 members (the copies are
 # trained and discarded): so small, extra members cost little, while every distinct
 # size is another program to compile (10-30 s on one core). CNNs are compute-bound.
@@ -260,7 +262,8 @@ def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: in
     """(seconds to compile the group's programs, seconds to train one unit of `members`)
     on one core, from the constants above."""
     records = len(set(range(spec.record_every, spec.epochs + 1, spec.record_every)) | {spec.epochs}) + 1
-    compile_s = COMPILE_S + sum(n * COMPILE_S_PER_LAYER[k] for k, n in _layer_kinds(network).items())
+    compile_s = (COMPILE_S + sum(n * COMPILE_S_PER_LAYER[k] for k, n in _layer_kinds(network).items())
+                 + COMPILE_S_PER_CONV_MAC * _macs(network)["conv"])
     return compile_s, (spec.epochs * (n_train // spec.batch_size) * _step_seconds(network, spec.batch_size, members)
                        + records * _record_seconds(network, n_test, members))
 

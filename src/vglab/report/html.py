@@ -141,11 +141,18 @@ def _figure_html(f: DrawnFigure, base: Path) -> str:
 
 def _remove_stale_figures(fig_dir: Path, keep: list[DrawnFigure]) -> None:
     """Figure files of an earlier page that this one does not show (another format, an
-    instrument these results no longer need)."""
+    instrument these results no longer need), and temporary files of a killed writer
+    (`.<name>.<pid>.tmp` whose process is gone)."""
+    from vglab.results.store import _alive
+
     wanted = {p.name for f in keep for p in f.files}
     for p in fig_dir.glob("*") if fig_dir.is_dir() else []:
         if p.suffix in (".png", ".svg") and p.name not in wanted:
             p.unlink(missing_ok=True)
+        elif p.name.startswith(".") and p.suffix == ".tmp":
+            pid = p.name.rsplit(".", 2)[-2]
+            if not (pid.isdigit() and _alive(int(pid))):
+                p.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ the tables
@@ -347,7 +354,8 @@ def _index_title(loaded: dict, datasets: list[str]) -> str:
     names = list(loaded)
     if set(REPRODUCE) <= set(names):
         extra = [n for n in names if n not in REPRODUCE]
-        return f"vglab — Ven &amp; Lederer (2021) reproduced{_esc(on)}" + (f" (+ {_esc(', '.join(extra))})" if extra else "")
+        return (f"vglab — the Ven &amp; Lederer (2021) study{_esc(on)}: its {len(REPRODUCE)} experiments"
+                + (f" (+ {_esc(', '.join(extra))})" if extra else ""))
     if len(names) <= 4:
         return f"vglab — {_esc(', '.join(names))}{_esc(on)}"
     return f"vglab — {len(names)} experiments{_esc(on)}"
