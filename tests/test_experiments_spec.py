@@ -46,13 +46,26 @@ def test_preset_contents_follow_the_reference_conventions():
     sweep = load_spec("r-sweep")
     rs = sorted({r.r for r in sweep.expand() if r.penalty == "l2"})
     assert len(rs) == 10 and rs[0] == 1e-3 and rs[-1] == 100.0
-    assert {r.penalty for r in sweep.expand()} == {"l1", "l2", "none"} and sweep.epochs == 15
+    assert {r.penalty for r in sweep.expand()} == {"l1", "l2", "none"}
+    assert load_spec("r-sweep", dataset="mnist").epochs == 15
 
     alphas = sorted({r.alpha for r in load_spec("alpha-sweep").expand()})
     assert alphas[0] == 1.0 and alphas[1] == 1.2 and alphas[-1] == 5.0 and len(alphas) == 9
     assert "rescaled tanh α=2" in {r.label.split(" · ")[1] for r in load_spec("many-layers").expand()}
-    # digits overrides the CNN presets' epochs (budget); other datasets keep the full run
-    assert load_spec("cnn-large-params").epochs < load_spec("cnn-large-params", dataset="mnist").epochs
+    # digits overrides the many-layers CNN's epochs (a smaller budget); other datasets keep the full run
+    assert load_spec("cnn-many-layers").epochs < load_spec("cnn-many-layers", dataset="mnist").epochs
+    # the large-parameter MLP presets give digits 35 epochs (1,540 steps) per reference epoch,
+    # recorded every 35: the tables hold as many records as the reference's epochs
+    for name in ("regularization", "r-sweep", "super-large", "uniform-large", "vs-relu"):
+        digits, mnist = load_spec(name), load_spec(name, dataset="mnist")
+        assert digits.epochs == 35 * mnist.epochs and digits.record_every == 35 and mnist.record_every == 1, name
+        assert digits.learning_rate == mnist.learning_rate and digits.batch_size == mnist.batch_size == 32
+    assert load_spec("large-params").epochs == 20  # its claim holds at the reference's epochs
+    # --epochs keeps the number of records
+    assert load_spec("regularization", epochs=70).record_every == 4
+    assert load_spec("regularization", epochs=3).record_every == 1
+    exact = load_spec("regularization", sets=["datasets.digits.epochs=70", "datasets.digits.record_every=7"])
+    assert (exact.epochs, exact.record_every) == (70, 7)  # both from the spec: as written
 
 
 def test_run_ids_are_deterministic_readable_and_unique():

@@ -137,3 +137,23 @@ def test_the_plan_matches_the_work(tmp_path, vglab_cache):
     runner.run_experiments([spec], [tmp_path / "out"], workers=1)
     again = runner.plan_experiments([spec], [tmp_path / "out"], workers=1)
     assert [(r.runs, r.done) for r in again.rows] == [(0, 4)] and again.wall_s == 0
+
+
+@pytest.mark.slow
+def test_the_plan_of_cnns_on_mnist_says_hours_before_anything_starts(tmp_path):
+    """On a CPU, the 4-conv CNN on MNIST is hours of training: the plan says so and names
+    the ways out (measured: 0.2 s per step of one run on one core, 1,875 steps per epoch)."""
+    from pathlib import Path
+
+    from vglab.experiments.spec import load_spec
+
+    data = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    if not (data / "mnist").is_dir():
+        pytest.skip(f"{data / 'mnist'} is absent")
+    spec = load_spec("cnn-large-params", dataset="mnist")
+    plan = runner.plan_experiments([spec], [tmp_path / "out"], workers=2, device="cpu", data_dir=data)
+    (row,) = plan.rows
+    assert row.runs == 12 and row.train_s > 3 * 3600  # 12 runs x 15 epochs
+    text = "\n".join(plan.lines())
+    assert "this takes hours on this CPU" in text and "--device gpu" in text and "--train-size" in text
+    assert not (tmp_path / "out").exists()

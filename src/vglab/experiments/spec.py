@@ -1017,6 +1017,14 @@ def _apply_sets(data: dict, sets) -> dict:
     return data
 
 
+def _scale_records(settings: dict, cli) -> None:
+    """An --epochs override keeps the spec's number of records: its record_every scales with
+    the epochs (a digits preset's 700 epochs recorded every 35 become --epochs 70 recorded
+    every 4, and --epochs 3 every epoch), unless the command line sets record_every too."""
+    if cli.epochs is not None and cli.record_every is None and settings["record_every"] > 1:
+        settings["record_every"] = max(1, round(settings["record_every"] * cli.epochs / settings["epochs"]))
+
+
 def load_spec(name_or_path, sets=None, **overrides) -> ExperimentSpec:
     """Read a built-in preset (by name), a spec file or a spec dict, apply `sets` (a list of
     "key=value" assignments to any field, the CLI's --set) and `overrides` of the run
@@ -1046,6 +1054,8 @@ def load_spec(name_or_path, sets=None, **overrides) -> ExperimentSpec:
     settings = dict(SETTING_DEFAULTS)
     for layer in (spec, (spec.datasets or {}).get(dataset), cli):
         if layer is not None:
+            if layer is cli:
+                _scale_records(settings, cli)
             settings.update({k: getattr(layer, k) for k in SETTINGS if getattr(layer, k) is not None})
     if _is_path(dataset):
         path = Path(dataset).expanduser()
