@@ -115,6 +115,7 @@ def train_task(task: Task, emit) -> dict:
 
     from vglab.train import train_group
 
+    compile0 = parallel.compile_seconds()
     arrays = _arrays(task.data)
     model = task.model.build(arrays.x_train.shape[1:], arrays.n_classes)
     n_params = model.layout().n_params
@@ -128,7 +129,8 @@ def train_task(task: Task, emit) -> dict:
         emit("unit", {"unit": unit_id, "results": results, "seconds": time.perf_counter() - t0,
                       "n_params": n_params, "n_train": int(arrays.x_train.shape[0]),
                       "n_classes": int(arrays.n_classes)})
-    return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid()}
+    return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid(),
+            "compile_seconds": parallel.compile_seconds() - compile0}
 
 
 # ------------------------------------------------------------------ planning
@@ -384,7 +386,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
         for job in jobs:
             _write_meta(job.out, {**invocation, "runs": len(job.spec.expand()), "skipped": job.skipped}, executor)
 
-        info = {"backend": None, "device": None, "tasks": []}
+        info = {"backend": None, "device": None, "tasks": [], "prepare_seconds": 0.0}
         finished = set()
 
         def finish(j: int) -> None:
@@ -407,7 +409,9 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
         if any(job.units for job in jobs):
             if n_workers == 1 and executor == "local":
                 parallel.configure_this_process(env)
+            t_prepare = time.perf_counter()
             shapes = _prepare_data(jobs, data_dir)
+            info["prepare_seconds"] = round(time.perf_counter() - t_prepare, 2)
             tasks = _tasks(jobs, data_dir, n_workers, shapes)
             shapes.clear()
             _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress, info, finish)
@@ -461,6 +465,7 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
         elif kind == "done":
             info.update(backend=payload.get("backend"), device=payload.get("device"))
             info["tasks"].append({"task": key, "units": len(by_key[key]),
+                                  "compile_seconds": round(payload.get("compile_seconds", 0.0), 2),
                                   "seconds": round(time.perf_counter() - task_started.get(key, time.perf_counter()), 2)})
             for j in {units[u.id][0] for u in by_key[key]}:
                 if units_left[j] == 0:

@@ -1054,6 +1054,9 @@ def load_spec(name_or_path, sets=None, **overrides) -> ExperimentSpec:
         if not path.is_file():
             raise SpecError(f"{source}: dataset file {path} not found; give the path of an .npz holding x_train, "
                             "y_train, x_test, y_test (relative paths are read from the spec file's folder)")
+        from vglab.data.own import load_npz
+
+        load_npz(path)  # its arrays are checked now, before anything is written
         dataset = str(path.resolve())
     settings["dataset"] = dataset
     from vglab.train import probes
