@@ -133,14 +133,19 @@ class _LocalRay:
         return False
 
 
-# The reaper: wait for the driver to end (its pipe closes), then SIGTERM, and SIGKILL after
-# 3 s, every other process whose environment holds the instance's tag. Standard library only.
+# The reaper: wait for the driver to end (its pipe closes, or it is no longer the reaper's
+# parent), then stop every other process
+# whose environment holds the instance's tag: SIGTERM, SIGKILL if still there 3 s later,
+# until none has been seen for 2 s (a process being started meanwhile is caught too).
+# Standard library only.
 _REAPER = r"""
-import os, signal, sys, time
+import os, select, signal, sys, time
 name, tag, driver = sys.argv[1], sys.argv[2], int(sys.argv[3])
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-sys.stdin.buffer.read()
+while os.getppid() == driver:  # (also if another process kept the pipe open)
+    if select.select([0], [], [], 0.5)[0] and not os.read(0, 1):
+        break
 needle = ("%s=%s" % (name, tag)).encode()
 def tagged():
     found = []
@@ -153,17 +158,20 @@ def tagged():
             except OSError:
                 pass
     return found
-for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)):
+seen, quiet, end = {}, time.time(), time.time() + 60
+while time.time() < end and time.time() - quiet < 2.0:
+    now = time.time()
     pids = tagged()
+    if pids:
+        quiet = now
     for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
-    deadline = time.time() + wait
-    while pids and time.time() < deadline:
-        time.sleep(0.1)
-        pids = tagged()
+        first = seen.setdefault(pid, now)
+        if first == now or now - first > 3.0:
+            try:
+                os.kill(pid, signal.SIGTERM if first == now else signal.SIGKILL)
+            except OSError:
+                pass
+    time.sleep(0.1)
 """
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
 import json
 import os
 import platform
@@ -169,7 +170,7 @@ def _clear_out(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     index = out.parent / "index.html"
     with contextlib.suppress(OSError, ValueError):
-        if f'href="{out.name}/report.html' in index.read_text(encoding="utf-8"):
+        if f'href="{html.escape(out.name)}/report.html' in index.read_text(encoding="utf-8"):
             index.unlink()
 
 
