@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from experiments_helpers import vglab, vglab_cache, write_spec  # noqa: F401
+from experiments_helpers import vglab_cache, write_spec  # noqa: F401
 
 from vglab.results import store
 
@@ -99,8 +99,12 @@ def test_every_file_gets_the_same_mode_under_the_umask(tmp_path, vglab_cache):
     files: a shared results folder was half unreadable to its group."""
     spec, out = write_spec(tmp_path), tmp_path / "out"
     for umask, mode in ((0o027, 0o640), (0o002, 0o664)):
-        vglab("run", spec, "--out", out, "--workers", 1, "--quiet", "--tensorboard", "--overwrite", "--seeds", 1,
-              "--epochs", 1 + (umask == 0o002), check=True, preexec_fn=lambda u=umask: os.umask(u))
+        args = ["run", spec, "--out", out, "--workers", 1, "--quiet", "--tensorboard", "--overwrite", "--seeds", 1,
+                "--epochs", 1 + (umask == 0o002)]
+        # the shell sets the umask (preexec_fn would fork this JAX-running process)
+        r = subprocess.run(["sh", "-c", f'umask {umask:03o} && exec "$0" -m vglab.cli "$@"', sys.executable,
+                            *map(str, args)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
         files = [p for p in out.rglob("*") if p.is_file()]
         kinds = {p.name if p.parent.parent.name != "runs" else p.suffix or p.name for p in files}
         assert {"experiment.toml", "meta.json", ".json", ".parquet", ".npz", "DONE"} <= kinds

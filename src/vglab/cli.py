@@ -345,7 +345,11 @@ def data_info(data_dir: Optional[Path] = DATA_DIR,
 def main() -> None:
     """Entry point (`vglab`, `python -m vglab.cli`)."""
     signal.signal(signal.SIGTERM, _on_sigterm)
-    app()
+    try:
+        app()
+    except Terminated:  # outside a command's own handling (_user_errors)
+        err.print("terminated", highlight=False)
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 if __name__ == "__main__":

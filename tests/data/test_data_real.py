@@ -32,7 +32,8 @@ def needs(*folders: str) -> Path:
     for data in CANDIDATES:
         if all((data / f).is_dir() for f in folders):
             return data
-    pytest.skip(f"{', '.join(folders)} not all in any of {', '.join(map(str, CANDIDATES))} (set $VGLAB_DATA)")
+    pytest.skip(f"needs {' and '.join(f + '/' for f in folders)} in one folder: $VGLAB_DATA or ../shared/data "
+                f"(looked in {', '.join(map(str, CANDIDATES))})")
 
 
 def test_mnist_loads_and_matches_the_published_md5s():
