@@ -90,9 +90,9 @@ class _LocalRay:
     handler, as the CLI does). What no handler sees (SIGKILL, or a signal while ray.init
     starts the agents) left `ray::DashboardAgent` and `ray::RuntimeEnvAgent` running. So
     the processes ray.init starts carry a tag in their environment (inherited by all they
-    start), and a small reaper process, reading a pipe from this one, kills every process
-    with the tag once the pipe closes: when this block ends, or this process dies. Linux
-    only (it reads /proc); elsewhere the reaper finds nothing."""
+    start), and a small reaper process (`_REAPER`), reading a pipe from this one, stops
+    them and their descendants once the pipe closes: when this block ends, or this
+    process dies. Linux only (it reads /proc); elsewhere the reaper finds nothing."""
 
     def __init__(self, ray):
         self.ray, self.tag = ray, uuid.uuid4().hex
@@ -133,45 +133,63 @@ class _LocalRay:
         return False
 
 
-# The reaper: wait for the driver to end (its pipe closes, or it is no longer the reaper's
-# parent), then stop every other process
-# whose environment holds the instance's tag: SIGTERM, SIGKILL if still there 3 s later,
-# until none has been seen for 2 s (a process being started meanwhile is caught too).
-# Standard library only.
+# The reaper. Ray's agents rename themselves (setproctitle), which can overwrite the
+# environment that /proc shows, so the reaper also remembers the descendants of tagged
+# processes (the agents are the raylet's children), polling once a second while the
+# driver runs. Once the driver ends (its pipe closes, or it is no longer the reaper's
+# parent), it stops them all: SIGTERM, SIGKILL if still there 3 s later, until three
+# scans in a row find none. (Start times guard against reused pids.) Standard library only.
 _REAPER = r"""
 import os, select, signal, sys, time
 name, tag, driver = sys.argv[1], sys.argv[2], int(sys.argv[3])
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-while os.getppid() == driver:  # (also if another process kept the pipe open)
-    if select.select([0], [], [], 0.5)[0] and not os.read(0, 1):
-        break
 needle = ("%s=%s" % (name, tag)).encode()
-def tagged():
-    found = []
+known = {}  # pid -> start time: processes of the instance seen so far
+
+def scan():
+    # {pid: start time} of the live processes of the instance: tagged, known, or their descendants
+    table = {}
     for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if pid.isdigit() and int(pid) not in (os.getpid(), driver):
-            try:
-                with open("/proc/%s/environ" % pid, "rb") as f:
-                    if needle in f.read().split(b"\0"):
-                        found.append(int(pid))
-            except OSError:
-                pass
-    return found
-seen, quiet, end = {}, time.time(), time.time() + 60
-while time.time() < end and time.time() - quiet < 2.0:
+        if not pid.isdigit() or int(pid) in (os.getpid(), driver):
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if fields[0] == "Z":
+                continue
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                tagged = needle in f.read().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        table[int(pid)] = (int(fields[1]), fields[19], tagged)
+    mine = {p: st for p, (pp, st, tagged) in table.items() if tagged or known.get(p) == st}
+    grew = True
+    while grew:
+        grew = False
+        for p, (pp, st, _) in table.items():
+            if p not in mine and pp in mine:
+                mine[p], grew = st, True
+    return mine
+
+while os.getppid() == driver:  # (also if another process kept the pipe open)
+    if select.select([0], [], [], 1.0)[0] and not os.read(0, 1):
+        break
+    known.update(scan())
+seen, empty, end = {}, 0, time.time() + 120
+while empty < 3 and time.time() < end:  # counted in scans: a starved reaper must not stop early
+    mine = scan()
+    known.update(mine)
     now = time.time()
-    pids = tagged()
-    if pids:
-        quiet = now
-    for pid in pids:
+    empty = 0 if mine else empty + 1
+    for pid in mine:
         first = seen.setdefault(pid, now)
         if first == now or now - first > 3.0:
             try:
                 os.kill(pid, signal.SIGTERM if first == now else signal.SIGKILL)
             except OSError:
                 pass
-    time.sleep(0.1)
+    time.sleep(0.5)
 """
 
 

@@ -16,7 +16,6 @@ file gets the same mode, 0666 less the user's umask (`file_mode`).
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -168,6 +167,8 @@ def locked(out: Path):
 
 def _acquire(lock: Path, out: Path, created: list[Path]) -> int:
     """The locked file descriptor of `lock`; `created` gets the folders made for it."""
+    import fcntl  # POSIX (Linux, macOS): reading results needs no lock
+
     for _ in range(100):
         created += _make_dirs(out)
         try:
