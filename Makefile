@@ -21,7 +21,7 @@ install: $(BIN)/vglab
 run: install
 	$(BIN)/vglab reproduce --dataset digits
 
-# The whole test suite (slow tests on ../shared/data run when it exists, skip when not).
+# The whole test suite (slow tests on $VGLAB_DATA or ../shared/data run when either holds the data, skip when not).
 test: $(VENV)/.test-extras
 	$(BIN)/python -m pytest -q
 

@@ -141,3 +141,59 @@ def test_missing_preset_or_file_lists_the_presets():
         load_spec("nope")
     with pytest.raises(SpecError, match="--dataset: unknown dataset"):
         load_spec("large-params", dataset="svhn")
+
+
+def test_run_id_slugs_tell_large_from_small_exponents(tmp_path):
+    f = write_spec(tmp_path)
+    f.write_text(f.read_text() + '\n[[arms]]\ninit = ["normal(std=1e12)", "normal(std=1e-12)"]\npenalty = "l2"\n'
+                                 'r = [1e6, 1e-6]\n')
+    ids = [r.run_id for r in load_spec(f, seeds=1).expand()][-4:]
+    slugs = [i.rsplit("-s0-", 1)[0] for i in ids]
+    assert slugs == ["mlp-1x4-tanh-std1e12-l2-r1e06", "mlp-1x4-tanh-std1e12-l2-r1e-06",
+                     "mlp-1x4-tanh-std1e-12-l2-r1e06", "mlp-1x4-tanh-std1e-12-l2-r1e-06"]
+    # every preset's slugs are unchanged (no preset value has a positive exponent), so their
+    # existing results resume
+    assert not any("e+" in f"{r.r:g}{r.alpha:g}{r.weight_init}" for n in preset_names() for r in load_spec(n).expand())
+
+
+def test_the_name_is_a_plain_folder_name(tmp_path):
+    from vglab.experiments.spec import check_name, check_sizes
+
+    for good in ("large-params", "my_study.v2", "A1", "-x"):
+        assert check_name(good) == good
+    for bad in ("", ".", "..", "../x", "/tmp/x", "a/b", "a\\b", ".hidden", "a b", "x" * 101, "é", None):
+        with pytest.raises(ValueError, match="is not a plain folder name"):
+            check_name(bad)
+    # an ExperimentSpec built in Python is checked too (by the runner, before anything is written)
+    import dataclasses
+
+    spec = dataclasses.replace(load_spec("large-params"), name="../elsewhere")
+    with pytest.raises(SpecError, match="'../elsewhere' is not a plain folder name"):
+        check_sizes(spec)
+
+
+def test_limits_are_one_table_checked_before_building(tmp_path):
+    from vglab.experiments.spec import LIMITS, check_sizes
+
+    assert set(LIMITS) == {"runs", "sweep", "seeds", "depth", "width", "workers"}
+    # the presets are well inside them
+    for name in preset_names():
+        for dataset in ("digits", "mnist", "cifar10"):
+            check_sizes(load_spec(name, dataset=dataset))
+    f = tmp_path / "big.toml"
+    f.write_text("depth = 101\n")
+    with pytest.raises(SpecError, match=r"depth: 101 is above the limit of 100 layers"):
+        load_spec(f)
+    assert load_spec(f, allow_large=True).arms[0]["depth"] == [101]
+    f.write_text('alpha = "linspace(1, 2, 1001)"\n')
+    with pytest.raises(SpecError, match="n = 1001 is above the limit of 1000 values"):
+        load_spec(f)
+    assert len(load_spec(f, allow_large=True).arms[0]["alpha"]) == 1001
+    spec = load_spec("large-params", seeds=100)
+    with pytest.raises(SpecError, match="101 is above the limit of 100 seeds"):
+        load_spec("large-params", seeds=101)
+    import dataclasses
+
+    with pytest.raises(SpecError, match="large-params: seeds: 101 is above the limit of 100 seeds"):
+        check_sizes(dataclasses.replace(spec, seeds=tuple(range(101))))
+    check_sizes(dataclasses.replace(spec, seeds=tuple(range(101))), allow_large=True)

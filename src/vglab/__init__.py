@@ -14,6 +14,7 @@ The Python API mirrors the `vglab` command (imports are lazy, so `import vglab` 
 from __future__ import annotations
 
 import functools
+import itertools
 import sys
 import types
 
@@ -48,7 +49,8 @@ def load_results(path, *more):
 def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: int | list[int] | None = None,
         train_size: int | None = None, data=None, set: list[str] | None = None, out=None, data_dir=None,  # noqa: A002
         workers: int | None = None, executor: str = "local", address: str | None = None, tensorboard: bool = False,
-        device: str | None = None, progress: bool = True, overwrite: bool = False, dry_run: bool = False,
+        device: str | None = None, progress: bool = True, overwrite: bool = False, allow_large: bool = False,
+        dry_run: bool = False,
         _progress=None):
     """Train an experiment and return its `Results`. Re-running resumes: complete runs are kept.
 
@@ -60,14 +62,14 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
     `vglab-results/<dataset>/<name>`; `workers` to one process per core (1 trains in this
     process); `executor` is "local" or "ray" (`address`: a cluster, else a local Ray
     instance); `device` "cpu" | "gpu" | "auto" must be chosen before JAX starts.
+    `allow_large` lifts the size limits (`vglab.experiments.spec.LIMITS`).
+    With several workers, a script must call this under `if __name__ == "__main__":`.
     With `progress`, the plan (estimated time per experiment) is shown before training;
     `dry_run=True` returns that `runner.Plan` without training or writing anything.
     """
     from vglab.experiments import runner
     from vglab.experiments.spec import ExperimentSpec, load_spec
 
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = list(range(seeds)) if seeds >= 1 else seeds
     if data is not None:
         if dataset is not None:
             raise ValueError("give either dataset or data (your own arrays), not both")
@@ -77,13 +79,14 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
         if any(v is not None for v in overrides.values()) or set:
             raise ValueError("overrides apply to a preset name, spec file or dict; change the ExperimentSpec instead")
     else:
-        spec = load_spec(spec, sets=set, **overrides)
+        spec = load_spec(spec, sets=set, allow_large=allow_large, **overrides)
     if dry_run:
         return runner.plan_experiments([spec], None if out is None else [out], workers=workers, executor=executor,
                                        data_dir=data_dir, device=device)
     path = runner.run_experiments([spec], None if out is None else [out], workers=workers, executor=executor,
                                   address=address, data_dir=data_dir, tensorboard=tensorboard, device=device,
-                                  progress=_progress or _default_progress(progress), overwrite=overwrite)[0]
+                                  progress=_progress or _default_progress(progress), overwrite=overwrite,
+                                  allow_large=allow_large)[0]
     return load_results(path)
 
 
@@ -101,8 +104,8 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
               seeds: int | list[int] | None = None, train_size: int | None = None, data_dir=None,
               workers: int | None = None, executor: str = "local", address: str | None = None,
               tensorboard: bool = False, device: str | None = None, progress: bool = True, overwrite: bool = False,
-              report: bool = True, set: list[str] | None = None, figure_formats: tuple[str, ...] = ("png",),  # noqa: A002
-              dry_run: bool = False, _progress=None, _warn=None):
+              report: bool = True, set: list[str] | None = None, allow_large: bool = False,  # noqa: A002
+              figure_formats: tuple[str, ...] = ("png",), dry_run: bool = False, _progress=None, _warn=None):
     """Run every preset (or `presets`) on `dataset` into `out/<preset>` (default
     `vglab-results/<dataset>`), sharing one pool of workers, then write each experiment's
     report and `out/index.html`. Returns the index page's path (the root folder when
@@ -113,10 +116,19 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
     from vglab.experiments import runner
     from vglab.experiments.spec import REPRODUCE, load_spec, preset_names
 
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = list(range(seeds)) if seeds >= 1 else seeds
-    names = list(presets) if presets else [p for p in REPRODUCE if p in preset_names()]
-    specs = [load_spec(n, sets=set, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size) for n in names]
+    if isinstance(presets, str) or (presets is not None and not presets):
+        raise ValueError(f"presets must be a non-empty list of preset names or spec files, got {presets!r}; "
+                         "leave it out (None) to run them all")
+    names = list(presets) if presets is not None else [p for p in REPRODUCE if p in preset_names()]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"presets: {', '.join(map(repr, repeated))} given more than once; name each experiment once")
+    specs = [load_spec(n, sets=set, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size,
+                       allow_large=allow_large) for n in names]
+    for a, b in itertools.combinations(specs, 2):
+        if a.name == b.name:
+            raise ValueError(f"{a.source} and {b.source} are both named {a.name!r}, and each experiment gets the "
+                             "folder of its name; set a distinct name = in one of them")
     root = Path(out) if out is not None else runner.DEFAULT_ROOT / dataset
     outs = [root / s.name for s in specs]
     if dry_run:
@@ -125,7 +137,7 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
     shown = _progress or _default_progress(progress)
     run = functools.partial(runner.run_experiments, specs, outs, workers=workers, executor=executor, address=address,
                             data_dir=data_dir, tensorboard=tensorboard, device=device, progress=shown,
-                            overwrite=overwrite)
+                            overwrite=overwrite, allow_large=allow_large)
     if not report:
         run()
         return root
@@ -240,7 +252,7 @@ class _ReportWriter:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
-            self.pool = ProcessPoolExecutor(self.n, mp_context=mp.get_context("spawn"))
+            self.pool = ProcessPoolExecutor(self.n, mp_context=mp.get_context("spawn"), initializer=_ignore_ctrl_c)
         fut = self.pool.submit(_timed_report, d, **self.kw)
         fut.add_done_callback(lambda f, name=d.name: None if f.exception() else
                               self.progress.report_done(name, f.result()[1]))
@@ -253,6 +265,13 @@ class _ReportWriter:
                 for f in self.futures:
                     f.result()  # a report that failed raises here
         return False
+
+
+def _ignore_ctrl_c() -> None:
+    """In a report writer: Ctrl-C reaches the whole process group, and the parent stops the pool."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _report_is_fresh(d) -> bool:

@@ -7,14 +7,19 @@
     vglab report vglab-results/digits/large-params --open
     vglab data fetch mnist / vglab data info
 
-Exit codes: 0 done, 1 failure (a bug, a crashed worker), 2 a usage problem: an invalid
-spec or option, missing data, an output directory in use by another process.
+Exit codes: 0 done, 1 failure (a bug, a crashed worker), 2 a problem the user can fix:
+an invalid spec or option, a size above a limit, missing data, an output directory in use
+by another process or that cannot be written (read-only, disk full); 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM). A problem the user can fix is printed whole, without
+a traceback (VGLAB_DEBUG=1 shows it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import signal
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -31,6 +36,19 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _ignore_ctrl_c_when_spawned() -> None:
+    """A worker or report writer this command spawns imports this module first (as the
+    parent's main module). Ctrl-C reaches the whole process group and the parent stops
+    them all: in them it only added a KeyboardInterrupt traceback under its message."""
+    import multiprocessing as mp
+
+    if getattr(mp.current_process(), "_inheriting", False):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_ignore_ctrl_c_when_spawned()
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -42,21 +60,63 @@ class Executor(str, Enum):
     ray = "ray"
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that locks, workers and Ray are released."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+RESUME = "re-run the same command to resume"
+
+
 @contextlib.contextmanager
-def _user_errors():
-    """Problems the user can fix become one line and exit code 2; bugs keep their traceback."""
+def _user_errors(resumable: bool = False):
+    """Problems the user can fix are printed whole, without traceback, with exit code 2;
+    bugs keep their traceback. `resumable`: the command resumes when run again."""
+    from rich.markup import escape
+
     from vglab.data import DataError
     from vglab.experiments.spec import SpecError
     from vglab.results.store import StoreError
 
+    def fail(msg: str, code: int):
+        err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(code) from None
+
     try:
         yield
-    except (SpecError, StoreError, DataError, ValueError, ImportError, FileNotFoundError) as e:
+    except KeyboardInterrupt:
+        err.print(f"interrupted; {RESUME}" if resumable else "interrupted", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    except Terminated:
+        err.print(f"terminated; {RESUME}" if resumable else "terminated", highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + signal.SIGTERM) from None
+    except (SpecError, StoreError, DataError, ValueError, ImportError, OSError) as e:
         if os.environ.get("VGLAB_DEBUG"):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        err.print(f"[red]error:[/red] {msg}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(2) from None
+        if isinstance(e, OSError) and e.errno is not None:
+            fail(_os_error(e, resumable), 2)
+        fail(str(e).strip() or type(e).__name__, 2)
+
+
+def _os_error(e: OSError, resumable: bool) -> str:
+    """A file system error as what happened, to which file, and what to do."""
+    path = e.filename if e.filename is not None else "a file"
+    then = f", then {RESUME} (complete runs are kept)" if resumable else ""
+    if e.errno == errno.ENOSPC:
+        return f"no space left on the device holding {path}; free some space{then}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "read-only file system" if e.errno == errno.EROFS else "permission denied"
+        return f"{why}: cannot write {path}; choose a folder you can write in (--out) or make it writable{then}"
+    if e.errno == errno.EEXIST:
+        return f"{path} exists and is not a folder; choose another --out"
+    if e.errno == errno.ENOTDIR:
+        return f"{path}: part of this path is a file, not a folder; choose another --out"
+    if e.errno == errno.ENOENT:
+        return f"{path}: no such file or folder"
+    return f"{path}: {e.strerror or e}{then}"
 
 
 def _set_device(device: Device) -> None:
@@ -86,6 +146,8 @@ SET = typer.Option(None, "--set", help="Set any spec field, e.g. --set optimizer
 OVERWRITE = typer.Option(False, "--overwrite", help="Delete results of a different spec found in OUT.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan (runs, estimated time per experiment) and exit.")
 SVG = typer.Option(False, "--svg", help="Also store every figure as SVG (default: PNG only).")
+ALLOW_LARGE = typer.Option(False, "--allow-large",
+                           help="Go beyond the size limits (runs, seeds, sweep length, depth, width, workers).")
 
 
 def _progress(quiet: bool):
@@ -128,7 +190,7 @@ def list_cmd():
 @app.command()
 def show(preset: str = typer.Argument(..., help="A preset name or a spec .toml file."),
          dataset: Optional[str] = DATASET, epochs: Optional[int] = EPOCHS, seeds: Optional[int] = SEEDS,
-         train_size: Optional[int] = TRAIN_SIZE, set_: Optional[list[str]] = SET,
+         train_size: Optional[int] = TRAIN_SIZE, set_: Optional[list[str]] = SET, allow_large: bool = ALLOW_LARGE,
          toml: bool = typer.Option(False, "--toml", help="Print the experiment as a spec file to start your own from.")):
     """Show what an experiment runs: its settings, arms, runs and groups.
 
@@ -140,7 +202,8 @@ def show(preset: str = typer.Argument(..., help="A preset name or a spec .toml f
     from vglab.experiments.spec import ARM_KEYS, load_spec
 
     with _user_errors():
-        spec = load_spec(preset, sets=set_, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size)
+        spec = load_spec(preset, sets=set_, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size,
+                         allow_large=allow_large)
     if toml:
         import tomli_w
 
@@ -191,7 +254,7 @@ def run(preset: str = typer.Argument(..., help="A preset name (vglab list) or a 
         data_dir: Optional[Path] = DATA_DIR, device: Device = DEVICE, train_size: Optional[int] = TRAIN_SIZE,
         workers: Optional[int] = WORKERS, executor: Executor = EXECUTOR, address: Optional[str] = ADDRESS,
         tensorboard: bool = TENSORBOARD, quiet: bool = QUIET, overwrite: bool = OVERWRITE,
-        set_: Optional[list[str]] = SET, dry_run: bool = DRY_RUN):
+        set_: Optional[list[str]] = SET, allow_large: bool = ALLOW_LARGE, dry_run: bool = DRY_RUN):
     """Train an experiment into a results directory; re-running the same command resumes.
 
     Complete runs are kept and the rest are trained; Ctrl-C or a kill loses at most the runs in flight.
@@ -204,12 +267,12 @@ def run(preset: str = typer.Argument(..., help="A preset name (vglab list) or a 
     """
     import vglab
 
-    with _user_errors():
+    with _user_errors(resumable=True):
         _set_device(device)
         res = vglab.run(preset, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size, set=set_, out=out_dir,
                         data_dir=data_dir, workers=workers, executor=executor.value, address=address,
                         tensorboard=tensorboard, device=device.value, progress=not quiet, overwrite=overwrite,
-                        dry_run=dry_run, _progress=_progress(quiet))
+                        allow_large=allow_large, dry_run=dry_run, _progress=_progress(quiet))
     if dry_run:
         _print_plan(res)
         return
@@ -228,6 +291,7 @@ def reproduce(dataset: str = typer.Option("digits", "--dataset", "-d", help="dig
               data_dir: Optional[Path] = DATA_DIR, device: Device = DEVICE, workers: Optional[int] = WORKERS,
               executor: Executor = EXECUTOR, address: Optional[str] = ADDRESS, tensorboard: bool = TENSORBOARD,
               quiet: bool = QUIET, overwrite: bool = OVERWRITE, set_: Optional[list[str]] = SET,
+              allow_large: bool = ALLOW_LARGE,
               report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report and index."),
               svg: bool = SVG, dry_run: bool = DRY_RUN):
     """Run every preset on one dataset, then write each experiment's report and the index page.
@@ -240,15 +304,18 @@ def reproduce(dataset: str = typer.Option("digits", "--dataset", "-d", help="dig
     """
     import vglab
 
-    with _user_errors():
+    with _user_errors(resumable=True):
         _set_device(device)
-        names = [p.strip() for p in presets.split(",")] if presets else None
+        names = None if presets is None else [p.strip() for p in presets.split(",")]
+        if names is not None and not all(names):
+            raise ValueError(f"--presets {presets!r} names an empty preset; give comma-separated preset names or "
+                             "spec files (vglab list), or leave out --presets to run them all")
         index = vglab.reproduce(dataset=dataset, out=out_dir, presets=names, epochs=epochs, seeds=seeds,
                                 train_size=train_size, data_dir=data_dir, workers=workers, executor=executor.value,
                                 address=address, tensorboard=tensorboard, device=device.value,
                                 progress=not quiet, overwrite=overwrite, report=report, set=set_,
-                                _progress=_progress(quiet), figure_formats=("png", "svg") if svg else ("png",),
-                                dry_run=dry_run,
+                                allow_large=allow_large, _progress=_progress(quiet),
+                                figure_formats=("png", "svg") if svg else ("png",), dry_run=dry_run,
                                 _warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
     if dry_run:
         _print_plan(index)
@@ -293,10 +360,17 @@ def data_fetch(name: str = typer.Argument(..., help="digits, mnist or cifar10.")
 
     Example: [bold]vglab data fetch mnist[/bold]
     """
-    from vglab.data import fetch
+    from vglab.data import DataError, default_cache_dir, fetch
+    from vglab.data.sources import get_source
 
     with _user_errors():
-        path = fetch(name, cache_dir=cache_dir, quiet=quiet)
+        try:
+            path = fetch(name, cache_dir=cache_dir, quiet=quiet)
+        except DataError as e:
+            where = Path(cache_dir or default_cache_dir()) / (get_source(name).folder or "")
+            raise DataError(f"{e}\nTo fix: check the network connection and run this command again, or put the "
+                            f"files in {where} yourself (they are checksum-verified), or point --data-dir or "
+                            "$VGLAB_DATA at a folder holding them.") from None
     typer.echo(str(path))
 
 
@@ -325,7 +399,12 @@ def data_info(data_dir: Optional[Path] = DATA_DIR,
 
 def main() -> None:
     """Entry point (`vglab`, `python -m vglab.cli`)."""
-    app()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app()
+    except Terminated:  # outside a command's own handling (_user_errors)
+        err.print("terminated", highlight=False)
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The real MNIST and CIFAR-10 from ../shared/data (the repo root's sibling); skipped
-where that folder is absent."""
+"""The real MNIST and CIFAR-10 from $VGLAB_DATA or ../shared/data (the repo root's
+sibling); skipped where neither holds them (as the README says)."""
 
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from vglab.data.download import checksum
 
 pytestmark = pytest.mark.slow
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+# Read at import: the data tests' autouse fixture unsets $VGLAB_DATA while each test runs.
+CANDIDATES = [Path(p) for p in [os.environ.get("VGLAB_DATA")] if p] + [
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "data"]
 
 # The published MD5s of the decompressed MNIST files (independent of vglab's table).
 MNIST_MD5 = {
@@ -24,10 +27,13 @@ MNIST_MD5 = {
 }
 
 
-def needs(folder: str) -> Path:
-    if not (SHARED / folder).is_dir():
-        pytest.skip(f"{SHARED / folder} is absent")
-    return SHARED
+def needs(*folders: str) -> Path:
+    """The first candidate folder that holds every one of `folders` (mnist/, cifar10/)."""
+    for data in CANDIDATES:
+        if all((data / f).is_dir() for f in folders):
+            return data
+    pytest.skip(f"needs {' and '.join(f + '/' for f in folders)} in one folder: $VGLAB_DATA or ../shared/data "
+                f"(looked in {', '.join(map(str, CANDIDATES))})")
 
 
 def test_mnist_loads_and_matches_the_published_md5s():
@@ -68,8 +74,7 @@ def test_mnist_pca_keeps_150_to_160_components_and_is_cached(cache_dir, monkeypa
 
 
 def test_info_verifies_the_shared_copies():
-    data = needs("mnist")
-    needs("cifar10")
+    data = needs("mnist", "cifar10")
     rows = {row["name"]: row for row in info(data)}
     assert rows["mnist"]["status"] == rows["cifar10"]["status"] == "ok"
     assert rows["mnist"]["verified"] and rows["cifar10"]["verified"]

@@ -25,19 +25,21 @@ def test_step_sums_per_tensor_for_a_grid_of_members():
     shapes = [(3, 4), (4,), (3, 4), (4,), (4, 2)]
     tensors = [rng.standard_normal((2, 3) + s).astype(np.float32) for s in shapes]  # [seed=2, config=3, ...]
     tensors[2][0, 1, 0, 0] = 0.0
-    step = probes.StepGrads([jnp.asarray(t) for t in tensors], n_lead=2)
+    step = probes.StepGrads.from_tensors([jnp.asarray(t) for t in tensors], n_lead=2)
     assert step.sums.shape == (2, 3, len(shapes), len(probes.SUM_COLUMNS))
+    slot = step.segments.tensor_order()  # per-tensor results are in storage order (equal shapes side by side)
     for t, g in enumerate(tensors):
         flat = g.reshape(2, 3, -1)
         expected = np.stack([flat.sum(-1), (flat**2).sum(-1), np.abs(flat).sum(-1), (flat == 0).sum(-1), (flat > 0).sum(-1)], -1)
-        np.testing.assert_allclose(np.asarray(step.sums[:, :, t]), expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(step.sizes, [12, 4, 12, 4, 8])
+        np.testing.assert_allclose(np.asarray(step.sums[:, :, slot[t]]), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(step.sizes[slot], [12, 4, 12, 4, 8])
+    assert list(slot) == [0, 2, 1, 3, 4]
 
 
 def test_histogram_counts_every_entry_of_every_member_once():
     rng = np.random.default_rng(2)
     tensors = [jnp.asarray(rng.standard_normal((2, 3) + s).astype(np.float32) * 1e-3) for s in [(5, 4), (4,)]]
-    step = probes.StepGrads(tensors, n_lead=2)
+    step = probes.StepGrads.from_tensors(tensors, n_lead=2)
     q = probes.GradHistogram()
     acc = q.update(q.update(q.zeros((2, 3), 2), step), step)  # two steps
     hist = np.asarray(q.finalize(acc, None)["grad_hist"])

@@ -1,10 +1,12 @@
 """The training engine: vectorized equivalence, divergence, determinism, probes."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
 import pytest
+from hist_check import assert_hist_matches, bin_of, bin_ranges
 from problems import blobs
 
 from vglab import nn
@@ -93,8 +95,11 @@ def test_training_learns_and_reports_whole_test_set():
     assert np.allclose(res.epochs.val_acc * n_test, np.round(res.epochs.val_acc * n_test), atol=1e-3)
 
 
-def test_probe_statistics_match_numpy_over_every_step():
-    """Replay a tiny run step by step outside the engine and recompute every probe."""
+@pytest.fixture(scope="module")
+def replay():
+    """A tiny run, and the same run replayed step by step outside the engine (plain
+    `jax.grad`, another program): the engine's result, every step's gradients per epoch
+    ({epoch: [{layer: {param: array}}]}), the final parameters, config and data."""
     cfg = TrainConfig(epochs=2, batch_size=32)
     data = blobs(n_train=100, n_test=32)  # 3 steps per epoch, 4 examples dropped
     member = Member(seed=7, weight_init=init.normal(std=2.0), l2=0.01, alpha=1.5)
@@ -108,22 +113,34 @@ def test_probe_statistics_match_numpy_over_every_step():
         logits = NET.apply(p, x, member.alpha)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + nn.penalty(p, 0.0, member.l2)
 
-    lo, hi = probes.HIST_LOG10_RANGE
+    steps = {}
     for epoch in (1, 2):
         order = loop.batch_order(member.seed, epoch, 100, 32)
         assert order.shape == (3, 32)
-        steps = []
+        steps[epoch] = []
         for idx in order:
             g = jax.grad(objective)(params, data.x_train[idx], data.y_train[idx])
-            steps.append(jax.tree_util.tree_map(np.asarray, g))
+            steps[epoch].append(jax.tree_util.tree_map(np.asarray, g))
             updates, state = opt.update(g, state, params)
             params = optax.apply_updates(params, updates)
+    return res, steps, params, objective, cfg, data, member
+
+
+def _tensors(steps, layer, p):
+    return [s[layer][p] for s in steps]
+
+
+def test_probe_statistics_match_numpy_over_every_step(replay):
+    """Recompute every probe from the replay: floats within tolerances (two programs round
+    differently), histogram counts exactly except near a bin edge (tests/train/hist_check.py)."""
+    res, steps, params, objective, cfg, data, member = replay
+    for epoch in (1, 2):
         hist = res.histograms[epoch - 1]
         for i, layer in enumerate(NET.layer_names):
             for j, p in enumerate(("w", "b")):
-                gs = np.stack([s[layer][p] for s in steps])  # [step, ...]
+                gs = np.stack(_tensors(steps[epoch], layer, p))  # [step, ...]
                 row = res.grads.query("epoch == @epoch and layer == @layer and param == @p").iloc[0]
-                flat = gs.reshape(len(steps), -1)
+                flat = gs.reshape(len(gs), -1)
                 norms = np.sqrt((flat**2).sum(1))
                 np.testing.assert_allclose(row.grad_mean, flat.mean(), rtol=1e-3, atol=1e-7)
                 np.testing.assert_allclose(row.grad_std, flat.std(), rtol=1e-3)
@@ -131,11 +148,7 @@ def test_probe_statistics_match_numpy_over_every_step():
                 np.testing.assert_allclose(row.grad_norm_mean, norms.mean(), rtol=1e-4)
                 np.testing.assert_allclose(row.grad_norm_max, norms.max(), rtol=1e-4)
                 np.testing.assert_allclose(row.pos_frac, (flat > 0).mean(), atol=1e-6)
-                a = np.abs(flat.ravel())
-                bins = np.clip(np.floor((np.log10(a[a > 0]) - lo) / (hi - lo) * probes.HIST_BINS), 0, probes.HIST_BINS - 1)
-                expected = np.bincount(bins.astype(int) + 1, minlength=probes.HIST_BINS + 1)
-                expected[0] = (a == 0).sum()
-                np.testing.assert_array_equal(hist[i, j], expected)
+                assert_hist_matches(hist[i, j], _tensors(steps[epoch], layer, p))
     # the layer factors at the end, on the engine's fixed probe batch
     xp, _ = loop._probe_subset(data.x_train, data.y_train, cfg.probe_batch_size)
     _, z = NET.apply(params, xp, member.alpha, capture=True)
@@ -156,6 +169,54 @@ def test_probe_statistics_match_numpy_over_every_step():
     assert set(res.final_grads) == {"dense1", "out"}
     for layer in ("dense1", "out"):
         np.testing.assert_allclose(res.final_grads[layer], g_end[layer]["w"], rtol=1e-4, atol=1e-7)
+
+
+def _with_edge_values(replay):
+    """The replay's first-layer weight gradients of epoch 1 plus entries on every float32
+    bin edge (and one ulp to each side), with the engine's counts for them: the engine's
+    histogram row plus the engine's own binning (`probes.hist_bins`) of the added entries."""
+    res, steps, *_ = replay
+    edges = (10.0 ** probes.hist_edges()).astype(np.float32)
+    at_edges = np.concatenate([edges, np.nextafter(edges, np.float32(0)), np.nextafter(edges, np.float32(np.inf))])
+    counts = res.histograms[0][0, 0] + np.bincount(np.asarray(probes.hist_bins(jnp.asarray(at_edges))),
+                                                   minlength=probes.HIST_BINS + 1)
+    return counts, [*_tensors(steps[1], "dense1", "w"), at_edges]
+
+
+@pytest.mark.parametrize("direction", [0.0, np.inf], ids=["down", "up"])
+def test_the_histogram_check_passes_with_gradients_one_ulp_off(replay, direction):
+    """The test of the test: as if another CPU had rounded every gradient one ulp the other
+    way, including those on an edge, which then change bins."""
+    counts, tensors = _with_edge_values(replay)
+    assert_hist_matches(counts, tensors)
+    nudged = [np.copysign(np.nextafter(np.abs(t), np.float32(direction)), t) for t in tensors]
+    assert not np.array_equal(np.bincount(bin_of(np.abs(np.concatenate([t.ravel() for t in nudged]))),
+                                          minlength=len(counts)), counts)  # an exact comparison would fail
+    assert_hist_matches(counts, nudged)
+
+
+def test_the_histogram_check_catches_a_real_miscount(replay):
+    res, steps, *_ = replay
+    counts, tensors = res.histograms[0][0, 0], _tensors(steps[1], "dense1", "w")
+    assert_hist_matches(counts, tensors)
+    lo, hi = bin_ranges(tensors)
+    # one count moved to the next bin, where no entry near that edge could explain it
+    sure = [b for b in range(1, probes.HIST_BINS) if counts[b] and not ((lo <= b + 1) & (hi >= b) & (lo != hi)).any()]
+    assert sure, "no bin without entries near its upper edge"
+    moved = counts.copy()
+    moved[sure[0]] -= 1
+    moved[sure[0] + 1] += 1
+    with pytest.raises(AssertionError, match="does not match"):
+        assert_hist_matches(moved, tensors)
+    dropped = counts.copy()
+    dropped[sure[0]] -= 1
+    with pytest.raises(AssertionError, match="does not match"):
+        assert_hist_matches(dropped, tensors)
+    # and a whole histogram shifted by one bin (an off-by-one in the binning), even with
+    # entries on every edge
+    counts, tensors = _with_edge_values(replay)
+    with pytest.raises(AssertionError, match="does not match"):
+        assert_hist_matches(np.roll(counts, 1), tensors)
 
 
 def test_probes_can_be_switched_off():

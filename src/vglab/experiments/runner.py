@@ -1,14 +1,19 @@
 """Run experiments into results directories: plan, train (local workers or Ray), store.
 
 `run_experiments(specs, outs)` in order:
+0. Check what can be checked without the folders (`_validate_before_writing`): names,
+   sizes against `spec.LIMITS`, workers, the device, the script's main guard.
 1. Lock every output directory (`store.locked`): a second writer fails at once.
 2. Check `experiment.toml`: a directory holds one experiment; a different spec there is
-   refused (unless `overwrite`, which deletes the old runs). Write the resolved spec.
+   refused if the folder holds complete runs (unless `overwrite`, which deletes them);
+   one without complete runs is simply replaced.
 3. Find the pending runs (those without DONE). A unit (a group's runs with one seed, see
    spec.py) with any pending run is trained again whole, so that every run's numbers are
    what an uninterrupted sweep computes; only its missing runs are written.
 4. Prepare each dataset once here: fails early if it is missing, fits the PCA once
-   (cached on disk) instead of once per worker, and gives the input shape.
+   (cached on disk) instead of once per worker, and gives the input shape; a batch larger
+   than the training set fails here too. Only then is anything written: the resolved
+   spec (experiment.toml), the deletions of `overwrite`, meta.json.
 5. Form tasks: a group's pending units run in one task (one compile). A unit that takes
    longer to train than its group takes to compile gets a task of its own, and tasks
    are split further while there are fewer of them than workers. Order: each program's
@@ -24,19 +29,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
 import json
 import os
 import platform
 import shutil
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from vglab.experiments.progress import NoProgress
-from vglab.experiments.spec import ExperimentSpec, Unit, load_spec
+from vglab.experiments.spec import ExperimentSpec, SpecError, Unit, check_limit, check_sizes, load_spec
 from vglab.results import store
 from vglab.train import parallel
 
@@ -147,6 +152,7 @@ def train_task(task: Task, emit) -> dict:
 
     from vglab.train import train_group
 
+    compile0 = parallel.compile_seconds()
     arrays = _arrays(task.data)
     model = task.model.build(arrays.x_train.shape[1:], arrays.n_classes)
     n_params = model.layout().n_params
@@ -167,7 +173,8 @@ def train_task(task: Task, emit) -> dict:
         emit("unit", {"unit": unit_id, "results": results, "seconds": time.perf_counter() - t0,
                       "n_params": n_params, "n_train": int(arrays.x_train.shape[0]),
                       "n_classes": int(arrays.n_classes)})
-    return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid()}
+    return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid(),
+            "compile_seconds": parallel.compile_seconds() - compile0}
 
 
 # ------------------------------------------------------------------ planning
@@ -188,33 +195,55 @@ class _Job:
         return sum(r.run_id not in self.done for u in self.units for r in u.runs)
 
 
-def _open_out(spec: ExperimentSpec, out: Path, overwrite: bool) -> set[str]:
-    """Check that `out` holds this experiment (or nothing), write experiment.toml, and
-    return the ids of the complete runs. Call with the lock held."""
-    import tomli_w
-
+def _check_out(spec: ExperimentSpec, out: Path, overwrite: bool) -> tuple[set[str], bool]:
+    """(ids of the complete runs, whether the folder's old contents go): `out` must hold
+    this experiment, nothing, or no complete run. Reads only. Call with the lock held."""
     new = spec.to_dict()
     f = out / "experiment.toml"
     done = store.completed_run_ids(out)
-    old = tomllib.loads(f.read_text()) if f.exists() else None
-    foreign = (old is not None and old.get("fingerprint") != new["fingerprint"]) or (old is None and done)
+    old = store.read_spec(out)  # None: missing or damaged
+    if not done:  # nothing to keep: an old experiment.toml (and what was made with it) is replaced
+        return done, f.exists() and (old is None or old.get("fingerprint") != new["fingerprint"])
+    ours = {r.run_id for r in spec.expand()}
+    # A damaged or missing experiment.toml beside runs of this very spec is rewritten.
+    foreign = old.get("fingerprint") != new["fingerprint"] if old is not None else not done <= ours
     if foreign:
         if not overwrite:
             if old is None:
-                why = "runs without an experiment.toml"
+                why = (f"{len(done)} complete runs of another experiment and "
+                       f"{'a damaged' if f.exists() else 'no'} experiment.toml")
             else:
                 keys = ("name", "dataset", "epochs", "seeds", "batch_size", "learning_rate", "train_size", "probes",
-                        "arms")
+                        "record_every", "probe_every", "schedule", "pca", "arms")
                 diff = [k for k in keys if old.get(k) != new.get(k)] or ["runs"]
                 why = f"results of a different experiment (differs in: {', '.join(diff)})"
             raise store.StoreError(f"{out} holds {why}; choose another --out, or pass --overwrite to delete them")
-        for sub in (store.RUNS, "tensorboard"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        done = set()
-    text = tomli_w.dumps(new)
-    if not f.exists() or f.read_text() != text:  # unchanged: keep its time (reports compare against it)
+        return set(), True
+    return done, False
+
+
+def _clear_out(out: Path) -> None:
+    """Delete what a folder holds about another experiment: its runs and everything made
+    from them (TensorBoard events, meta.json, the report and its figures, and the
+    `reproduce` index beside it when that links to this report)."""
+    for sub in (store.RUNS, "tensorboard", "figures"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    for name in ("meta.json", "report.html"):
+        (out / name).unlink(missing_ok=True)
+    index = out.parent / "index.html"
+    with contextlib.suppress(OSError, ValueError):
+        if f'href="{html.escape(out.name)}/report.html' in index.read_text(encoding="utf-8"):
+            index.unlink()
+
+
+def _open_out(spec: ExperimentSpec, out: Path) -> None:
+    """Write experiment.toml (kept when unchanged: reports compare their time against it)."""
+    import tomli_w
+
+    f = out / "experiment.toml"
+    text = tomli_w.dumps(spec.to_dict())
+    if not f.exists() or store.read_spec(out) is None or f.read_text(encoding="utf-8") != text:
         store.atomic_write_text(f, text)
-    return done
 
 
 def _macs(network) -> dict[str, int]:
@@ -339,10 +368,6 @@ def _prepare_data(jobs: list[_Job], data_dir) -> dict:
                 model = run.model_spec().build(arrays.x_train.shape[1:], arrays.n_classes)
                 model.layout(arrays.x_train[:2])  # the model's parameters can be read as layers
                 check_output(model, jax_shapes(model), arrays.x_train[:2], arrays.n_classes)
-                if arrays.x_train.shape[0] < run.batch_size:
-                    raise store.StoreError(
-                        f"{job.spec.name}: {arrays.x_train.shape[0]} training examples are fewer than one batch of "
-                        f"{run.batch_size}; lower batch_size or raise train_size")
     return shapes
 
 
@@ -524,7 +549,7 @@ def _now() -> str:
 def _resolve_workers(workers: int | None, executor: str, device: str | None) -> int:
     if workers is not None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+            raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
         return workers
     if device == "gpu" or (device in (None, "auto") and _gpu_likely()):
         return 1  # one process owns the GPU; a group's vmap is its parallelism
@@ -536,15 +561,81 @@ def _gpu_likely() -> bool:
     return bool(parallel.gpu_platforms_installed()) and (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/kfd"))
 
 
+def _validate_before_writing(specs: list[ExperimentSpec], workers: int | None, n_workers: int, executor: str,
+                             address: str | None, device: str | None, allow_large: bool) -> None:
+    """Everything that can be refused before any folder is touched (step 0)."""
+    for spec in specs:
+        check_sizes(spec, allow_large)
+    on_this_machine = executor == "local" or not address
+    if workers is not None and on_this_machine:
+        check_limit("workers", n_workers, allow_large, "--workers ")
+    if device == "gpu" and on_this_machine and not parallel.gpu_platforms_installed():
+        raise ValueError("--device gpu needs a GPU build of JAX, and none is installed (pip install -U "
+                         "'jax[cuda12]' on a machine with an NVIDIA GPU); or use --device cpu")
+    if n_workers > 1 and executor == "local":
+        _check_main_guard()
+
+
+MAIN_GUARD = ("each worker process imports the script that calls vglab.run() (they are started with 'spawn'), so a "
+              "call at the script's top level runs again in every worker; put it under "
+              "`if __name__ == \"__main__\":` (or pass workers=1)")
+
+
+def _check_main_guard() -> None:
+    """Refuse to start workers from a script whose top-level code calls us outside
+    `if __name__ == "__main__":` (each spawned worker would re-run it, fail on the lock
+    and die), and, in such a worker, exit with the same words."""
+    import ast
+    import multiprocessing as mp
+
+    if getattr(mp.current_process(), "_inheriting", False):  # a spawned worker importing the script
+        raise SystemExit(f"error: {MAIN_GUARD}")
+    main = sys.modules.get("__main__")
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>" and main is not None
+                                     and frame.f_globals is vars(main)):
+        frame = frame.f_back
+    path = getattr(main, "__file__", None)
+    if frame is None or path is None:
+        return  # not while the main script runs (interactive, a notebook, -c): nothing re-runs it
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, SyntaxError):
+        return
+    line = frame.f_lineno
+    for node in tree.body:
+        if node.lineno <= line <= (node.end_lineno or node.lineno):
+            guarded = isinstance(node, ast.If) and any(
+                isinstance(c, ast.Compare) and isinstance(c.left, ast.Name) and c.left.id == "__name__"
+                and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in c.comparators)
+                for c in ast.walk(node.test))
+            if not guarded:
+                raise RuntimeError(f"{path}, line {line}: {MAIN_GUARD}")
+            return
+
+
+def _check_batch_sizes(jobs: list[_Job], shapes: dict) -> None:
+    for job in jobs:
+        spec = job.spec
+        for key, arrays in shapes.items():
+            n = arrays.x_train.shape[0]
+            if key.dataset == spec.dataset and key.train_size == spec.train_size and spec.batch_size > n:
+                raise SpecError(f"{spec.name}: batch_size = {spec.batch_size} is larger than the training set "
+                                f"({n} examples of {key.dataset}); set batch_size to at most {n}"
+                                + ("" if key.train_size is None else " or raise train_size"))
+
+
 def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None = None, *, workers: int | None = None,
                     executor: str = "local", address: str | None = None, data_dir=None, tensorboard: bool = False,
                     device: str | None = None, progress=None, overwrite: bool = False,
-                    on_complete=None) -> list[Path]:
+                    on_complete=None, allow_large: bool = False) -> list[Path]:
     """Train every pending run of `specs` into `outs` (default `vglab-results/<dataset>/<name>`),
-    sharing one pool of workers. Returns the output directories.
+    sharing one pool of workers. Returns the output directories. Nothing is written
+    unless every check passes (see the module's docstring).
 
     `on_complete(out)` is called for each experiment as soon as its last run and its
-    meta.json are written (while others still train), e.g. to start its report."""
+    meta.json are written (while others still train), e.g. to start its report.
+    `allow_large` lifts `spec.LIMITS`."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}")
     if address and executor != "ray":
@@ -557,25 +648,45 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
     progress = progress or NoProgress()
     on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
     n_workers = _resolve_workers(workers, executor, device)
+    _validate_before_writing(specs, workers, n_workers, executor, address, device, allow_large)
     env = parallel.worker_env(None if device == "auto" else device, n_workers)
     started, t0 = _now(), time.perf_counter()
 
     with contextlib.ExitStack() as stack:
         for out in outs:
             stack.enter_context(store.locked(out))
-        jobs = []
+        jobs, clear = [], []
         for spec, out in zip(specs, outs):
-            done = _open_out(spec, out, overwrite)
+            done, old_goes = _check_out(spec, out, overwrite)
+            clear.append(old_goes)
             units = spec.units() if on_gpu else spec.units(one_run_inputs=ONE_RUN_INPUTS, max_runs=MLP_SLOTS)
             job = _Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
                        skipped=len(done))
             jobs.append(job)
+        tasks, prepare_seconds = [], 0.0
+        if any(job.units for job in jobs):
+            if n_workers == 1 and executor == "local":
+                parallel.configure_this_process(env)
+            t_prepare = time.perf_counter()
+            shapes = _prepare_data(jobs, data_dir)
+            prepare_seconds = round(time.perf_counter() - t_prepare, 2)
+            _check_batch_sizes(jobs, shapes)
+            tasks = _tasks(jobs, data_dir, n_workers, shapes)
+            plan = _plan(jobs, tasks, shapes, n_workers, on_gpu)
+            shapes.clear()
+            for t in tasks:
+                t[2].live = tensorboard  # per-record metrics for live TensorBoard events
+        # Every check passed: from here on, write.
+        for job, old_goes in zip(jobs, clear):
+            if old_goes:
+                _clear_out(job.out)
+            _open_out(job.spec, job.out)
         invocation = {"started": started, "finished": None, "command": " ".join(sys.argv), "executor": executor,
                       "workers": n_workers, "device": device or "auto"}
         for job in jobs:
             _write_meta(job.out, {**invocation, "runs": len(job.spec.expand()), "skipped": job.skipped}, executor)
 
-        info = {"backend": None, "device": None, "tasks": []}
+        info = {"backend": None, "device": None, "tasks": [], "prepare_seconds": prepare_seconds}
         finished = set()
 
         def finish(j: int) -> None:
@@ -596,15 +707,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
             if on_complete:
                 on_complete(job.out)
 
-        if any(job.units for job in jobs):
-            if n_workers == 1 and executor == "local":
-                parallel.configure_this_process(env)
-            shapes = _prepare_data(jobs, data_dir)
-            tasks = _tasks(jobs, data_dir, n_workers, shapes)
-            plan = _plan(jobs, tasks, shapes, n_workers, on_gpu)
-            shapes.clear()
-            for t in tasks:
-                t[2].live = tensorboard  # per-record metrics for live TensorBoard events
+        if tasks:
             progress.plan(plan)
             _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress, info, finish, plan)
         for j in range(len(jobs)):
@@ -650,6 +753,7 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
         elif kind == "done":
             info.update(backend=payload.get("backend"), device=payload.get("device"))
             info["tasks"].append({"task": key, "units": len(by_key[key]),
+                                  "compile_seconds": round(payload.get("compile_seconds", 0.0), 2),
                                   "seconds": round(time.perf_counter() - task_started.get(key, time.perf_counter()), 2)})
             for j in {units[u.id][0] for u in by_key[key]}:
                 if units_left[j] == 0:

@@ -33,6 +33,9 @@ A spec file::
     [datasets.digits]                # run settings that apply on one dataset only
     epochs = 5
 
+`name` (default: the file's name) names the results folder, vglab-results/<dataset>/<name>,
+so it must be a plain folder name (`check_name`). Sizes are bounded by `LIMITS`.
+
 Arm keys: network (mlp|cnn|paper_cnn|model), depth, width, variant (paper_cnn only),
 activation, init, bias_init (default: the weights' law, zeros for fan-scaled laws; `model`
 keeps the model's own init), penalty (none|l1|l2), r, alpha, learning_rate, optimizer (a
@@ -92,6 +95,79 @@ REPRODUCE = ("large-params", "regularization", "r-sweep", "super-large", "unifor
 
 class SpecError(ValueError):
     """An experiment spec that cannot be used; the message names the key and what to write."""
+
+
+# ------------------------------------------------------------------ limits
+@dataclass(frozen=True)
+class Limit:
+    """A size past which a spec is almost surely a typo, checked before any work.
+    `max` None: the cores this process may use."""
+
+    max: int | None
+    what: str  # the quantity counted, as the message names it
+    cost: str  # what going past it costs
+
+
+# One table, checked once (`check_limit`); `allow_large` (CLI: --allow-large) lifts them all.
+LIMITS = {
+    "runs": Limit(1000, "runs per experiment", "the largest preset has 63; each run trains for seconds to minutes"),
+    "sweep": Limit(1000, "values per logspace/linspace", "each value is another configuration to train"),
+    "seeds": Limit(100, "seeds", "every seed repeats every configuration"),
+    "depth": Limit(100, "layers", "compiling grows with depth: 30-45 s for 20 layers on one core, "
+                                  "minutes and gigabytes for thousands"),
+    "width": Limit(1024, "units per layer", "a layer's weights grow with its square, times 8 members "
+                                            "trained at once on CPU"),
+    "workers": Limit(None, "worker processes, one per core this process may use",
+                     "each is a process of ~300 MB on its own core; more only share the cores"),
+}
+
+
+def check_limit(key: str, value: int, allow_large: bool = False, where: str = "") -> None:
+    """Raise a SpecError if `value` is above `LIMITS[key]` (unless `allow_large`)."""
+    limit = LIMITS[key]
+    maximum = limit.max
+    if maximum is None:
+        from vglab.train.parallel import available_cores
+
+        maximum = len(available_cores())
+    if value > maximum and not allow_large:
+        raise SpecError(f"{where}{value} is above the limit of {maximum} {limit.what} ({limit.cost}); lower it, or "
+                        "pass --allow-large (Python: allow_large=True) to go beyond it")
+
+
+def _check_runs(arms, n_seeds: int, allow_large: bool, where: str = "") -> None:
+    combinations = sum(math.prod(len(arm[k]) for k in ARM_KEYS) for arm in arms)  # counted, not expanded
+    check_limit("runs", combinations * n_seeds, allow_large,
+                f"{where}the arms give up to {combinations} configurations x {n_seeds} seeds = ")
+
+
+def check_sizes(spec: "ExperimentSpec", allow_large: bool = False) -> None:
+    """The name and limits of a spec built in Python (`load_spec` checks them as it reads)."""
+    try:
+        check_name(spec.name)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+    check_limit("seeds", len(spec.seeds), allow_large, f"{spec.name}: seeds: ")
+    for arm in spec.arms:
+        for key in ("depth", "width"):
+            for x in arm.get(key, [None]):
+                if x is not None:
+                    check_limit(key, x, allow_large, f"{spec.name}: {key} = ")
+    _check_runs(spec.arms, len(spec.seeds), allow_large, f"{spec.name}: ")
+
+
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name) -> str:
+    """An experiment's name is its results folder's name: letters, digits, '-', '_' and
+    '.', not starting with '.' (so never '..', '/x' or '../x', which wrote outside)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip(".-")[:100] or "my-experiment"
+        raise ValueError(f"name {name!r} is not a plain folder name: use at most 100 letters, digits, '-', '_' "
+                         f"and '.', not starting with '.', e.g. name = \"{safe}\" (the results go to --out, else "
+                         "vglab-results/<dataset>/<name>)")
+    return name
 
 
 # ------------------------------------------------------------------ value checks
@@ -201,7 +277,7 @@ def _check_optimizer(v) -> dict:
 _RANGE = re.compile(r"^\s*(logspace|linspace)\s*\(\s*([^,]+),\s*([^,]+),\s*(\d+)\s*\)\s*$")
 
 
-def _numbers(v) -> list:
+def _numbers(v, allow_large: bool = False) -> list:
     """A number, a list of numbers, or "logspace(a, b, n)" / "linspace(a, b, n)" (values
     rounded to 4 significant digits, so labels stay short)."""
     if isinstance(v, str):
@@ -211,6 +287,7 @@ def _numbers(v) -> list:
         kind, a, b, n = m.group(1), float(m.group(2)), float(m.group(3)), int(m.group(4))
         if n < 1 or (kind == "logspace" and not (a > 0 and b > 0)):
             raise ValueError(f"cannot read {v!r}: n >= 1, and logspace needs a, b > 0")
+        check_limit("sweep", n, allow_large, f"{v!r}: n = ")  # before the list is built
         if kind == "logspace":
             a, b = math.log10(a), math.log10(b)
         vals = [a + (b - a) * i / max(n - 1, 1) for i in range(n)]
@@ -287,8 +364,9 @@ class _Arm(_Strict):
         if v is None:
             return None
         name = info.field_name
+        allow_large = bool((info.context or {}).get("allow_large"))
         if name in NUMERIC_ARM_KEYS:
-            vals = _numbers(v)
+            vals = _numbers(v, allow_large)
         elif name in ("optimizer", "model_args"):
             vals = _tables(v)
             if name == "model_args" and not all(isinstance(x, dict) for x in vals):
@@ -297,7 +375,11 @@ class _Arm(_Strict):
             vals = _listed(v)
         if not vals:
             raise ValueError("an empty list gives no runs; give at least one value")
-        return [ARM_CHECKS[name](x) for x in vals]
+        vals = [ARM_CHECKS[name](x) for x in vals]
+        if name in ("depth", "width"):
+            for x in vals:
+                check_limit(name, x, allow_large)
+        return vals
 
     def given(self) -> dict:
         """The arm keys set explicitly."""
@@ -328,11 +410,15 @@ class _Settings(_Strict):
 
     @field_validator("seeds", mode="before")
     @classmethod
-    def _seeds(cls, v):
+    def _seeds(cls, v, info):
         if v is None:
             return None
+        allow_large = bool((info.context or {}).get("allow_large"))
         if isinstance(v, int) and not isinstance(v, bool):
-            return list(range(_check_positive_int("seeds")(v)))
+            check_limit("seeds", _check_positive_int("seeds")(v), allow_large)  # before range(v)
+            return list(range(v))
+        if isinstance(v, list):
+            check_limit("seeds", len(v), allow_large)
         if not isinstance(v, list) or not v or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in v):
             raise ValueError(f"seeds must be a count >= 1 or a non-empty list of integers >= 0, got {v!r}")
         if len(set(v)) != len(v):
@@ -531,7 +617,8 @@ class RunSpec:
             parts.append(opt["name"])
         if self.learning_rate != 1e-3:
             parts.append(f"lr{self.learning_rate:g}")
-        return re.sub(r"-+", "-", re.sub(r"[^a-z0-9.]+", "-", " ".join(parts).lower())).strip("-")
+        text = " ".join(parts).lower().replace("e+", "e")  # 1e+12 -> 1e12: not 1e-12 (both gave 1e-12)
+        return re.sub(r"-+", "-", re.sub(r"[^a-z0-9.]+", "-", text)).strip("-")
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.network, self.depth, self.width, self.variant, self.activation, self.model,
@@ -972,6 +1059,11 @@ def _read(name_or_path) -> tuple[dict, str, str | None, str, str | None]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at position {e.start}); "
+                        "save the spec as UTF-8") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read it ({e.strerror or e}); check that it is a readable file") from None
     base = None if is_preset else str(path.resolve().parent)
     return data, str(path), name if is_preset else None, name, base
 
@@ -1025,11 +1117,12 @@ def _scale_records(settings: dict, cli) -> None:
         settings["record_every"] = max(1, round(settings["record_every"] * cli.epochs / settings["epochs"]))
 
 
-def load_spec(name_or_path, sets=None, **overrides) -> ExperimentSpec:
+def load_spec(name_or_path, sets=None, *, allow_large: bool = False, **overrides) -> ExperimentSpec:
     """Read a built-in preset (by name), a spec file or a spec dict, apply `sets` (a list of
     "key=value" assignments to any field, the CLI's --set) and `overrides` of the run
     settings (dataset, epochs, seeds, batch_size, train_size, probes, record_every,
-    probe_every, schedule, pca; None means keep), and validate everything."""
+    probe_every, schedule, pca; None means keep), and validate everything (sizes against
+    `LIMITS` unless `allow_large`)."""
     if isinstance(name_or_path, dict):
         data, source, preset, default_name, base = dict(name_or_path), "spec", None, None, os.getcwd()
     else:
@@ -1040,12 +1133,21 @@ def load_spec(name_or_path, sets=None, **overrides) -> ExperimentSpec:
     if unknown:
         raise SpecError(f"cannot override {sorted(unknown)}; overridable: {', '.join(SETTINGS)} "
                         "(set any other key with --set key=value)")
+    context = {"allow_large": allow_large}
     try:
-        spec = _SpecFile.model_validate(data)
+        spec = _SpecFile.model_validate(data, context=context)
     except ValidationError as e:
         raise SpecError(_one_line(e, source)) from None
+    name = spec.name or default_name
+    if name is None:
+        raise SpecError(f"{source}: a spec given as a dict needs a name (name = 'my-experiment')")
     try:
-        cli = _Settings.model_validate(overrides)
+        check_name(name)
+    except ValueError as e:
+        fix = "" if spec.name else f"; the name comes from the file's name: rename the file or set name = in it"
+        raise SpecError(f"{source}: {e}{fix}") from None
+    try:
+        cli = _Settings.model_validate(overrides, context=context)
     except ValidationError as e:
         err = e.errors()[0]
         option = "--" + str(err["loc"][0]).replace("_", "-")
@@ -1064,6 +1166,9 @@ def load_spec(name_or_path, sets=None, **overrides) -> ExperimentSpec:
         if not path.is_file():
             raise SpecError(f"{source}: dataset file {path} not found; give the path of an .npz holding x_train, "
                             "y_train, x_test, y_test (relative paths are read from the spec file's folder)")
+        from vglab.data.own import load_npz
+
+        load_npz(path)  # its arrays are checked now, before anything is written
         dataset = str(path.resolve())
     settings["dataset"] = dataset
     from vglab.train import probes
@@ -1104,9 +1209,7 @@ def load_spec(name_or_path, sets=None, **overrides) -> ExperimentSpec:
         arms.append(resolved)
     if "variant" in top and not any("paper_cnn" in arm["network"] for arm in arms):
         raise SpecError(f"{source}: variant applies to network = 'paper_cnn' only, and no arm uses it")
-    name = spec.name or default_name
-    if name is None:
-        raise SpecError(f"{source}: a spec given as a dict needs a name (name = 'my-experiment')")
+    _check_runs(arms, len(settings["seeds"]), allow_large, f"{source}: ")
     return ExperimentSpec(
         name=name, description=spec.description, reference=spec.reference,
         dataset=dataset, epochs=settings["epochs"], seeds=tuple(settings["seeds"]),

@@ -1,13 +1,23 @@
-"""What is trained: activations, initializations, networks and penalties, in pure JAX."""
+"""What is trained: the model interface, activations, initializations, networks and
+penalties, in pure JAX. Names load on first use, so `vglab.nn.formulas` (NumPy only, for
+the theory module) does not import JAX."""
 
-from vglab.nn import activations, adapters, init, model, networks, penalties
-from vglab.nn.activations import Activation, ScopedActivation, activation, rescaled
-from vglab.nn.adapters import FunctionModel, equinox, flax_linen, flax_nnx, wrap
-from vglab.nn.init import Init
-from vglab.nn.model import Layout, Model, ModelError, preactivation
-from vglab.nn.networks import Layer, Network, build, cnn, mlp, paper_cnn
-from vglab.nn.penalties import penalty
+import importlib
 
-__all__ = ["activations", "adapters", "init", "model", "networks", "penalties", "Activation", "ScopedActivation",
-           "activation", "rescaled", "FunctionModel", "equinox", "flax_linen", "flax_nnx", "wrap", "Init", "Layout",
-           "Model", "ModelError", "preactivation", "Layer", "Network", "build", "cnn", "mlp", "paper_cnn", "penalty"]
+_SUBMODULES = ("activations", "adapters", "formulas", "init", "model", "networks", "penalties", "rescaling")
+_NAMES = {
+    "Activation": "activations", "ScopedActivation": "activations", "activation": "activations",
+    "rescaled": "activations", "FunctionModel": "adapters", "equinox": "adapters", "flax_linen": "adapters",
+    "flax_nnx": "adapters", "wrap": "adapters", "Init": "init", "Layout": "model", "Model": "model",
+    "ModelError": "model", "preactivation": "model", "Layer": "networks", "Network": "networks", "build": "networks",
+    "cnn": "networks", "mlp": "networks", "paper_cnn": "networks", "penalty": "penalties",
+}
+__all__ = list(_SUBMODULES) + list(_NAMES)
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"vglab.nn.{name}")
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"vglab.nn.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'vglab.nn' has no attribute {name!r}")

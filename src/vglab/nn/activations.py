@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vglab.nn.formulas import FORMULAS
+
 Array = jax.Array
 
 
@@ -36,45 +38,8 @@ class Activation:
         return self.fn(z)
 
 
-# Derivatives are written in forms that stay accurate deep in the tails: 1 - tanh(z)^2
-# rounds to 0 in float32 from |z| ~ 9 on, while 4e/(1+e)^2 with e = exp(-2|z|) does not.
-# Saturation is exactly what vglab measures, so the tails matter.
-def _tanh_deriv(z):
-    e = jnp.exp(-2.0 * jnp.abs(z))
-    return 4.0 * e / (1.0 + e) ** 2
-
-
-def _tanh_log_deriv(z):
-    a = jnp.abs(z)
-    return jnp.log(4.0) - 2.0 * a - 2.0 * jnp.log1p(jnp.exp(-2.0 * a))
-
-
-def _sigmoid_deriv(z):
-    e = jnp.exp(-jnp.abs(z))
-    return e / (1.0 + e) ** 2
-
-
-def _sigmoid_log_deriv(z):
-    a = jnp.abs(z)
-    return -a - 2.0 * jnp.log1p(jnp.exp(-a))
-
-
 ACTIVATIONS: dict[str, Activation] = {
-    a.name: a
-    for a in (
-        Activation("tanh", jnp.tanh, _tanh_deriv, _tanh_log_deriv, True),
-        Activation("sigmoid", jax.nn.sigmoid, _sigmoid_deriv, _sigmoid_log_deriv, True),
-        Activation("arctan", jnp.arctan, lambda z: 1.0 / (1.0 + z**2), lambda z: -jnp.log1p(z**2), True),
-        Activation(
-            "softsign", lambda z: z / (1.0 + jnp.abs(z)), lambda z: 1.0 / (1.0 + jnp.abs(z)) ** 2,
-            lambda z: -2.0 * jnp.log1p(jnp.abs(z)), True,
-        ),
-        # relu'(0) is taken as 0, as jax.nn.relu's gradient does; log 0 = -inf.
-        Activation(
-            "relu", jax.nn.relu, lambda z: (z > 0).astype(z.dtype),
-            lambda z: jnp.where(z > 0, 0.0, -jnp.inf).astype(z.dtype), False,
-        ),
-    )
+    f.name: Activation(f.name, f.fn(jnp), f.deriv(jnp), f.log_deriv(jnp), f.sigmoid_type) for f in FORMULAS.values()
 }
 
 

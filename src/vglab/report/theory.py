@@ -82,19 +82,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 
+from vglab.nn.formulas import FORMULAS, numpy_pair
+
 QUAD_POINTS = 200  # even: no node at 0, so relu's step is integrated exactly by symmetry
 
 # ----------------------------------------------------------------- activations (numpy)
-_sig = lambda z: 0.5 * (1.0 + np.tanh(0.5 * z))  # noqa: E731  (no overflow)
-
-ACTIVATIONS = {
-    "tanh": (np.tanh, lambda z: 1.0 - np.tanh(z) ** 2),
-    "sigmoid": (_sig, lambda z: _sig(z) * (1.0 - _sig(z))),
-    "arctan": (np.arctan, lambda z: 1.0 / (1.0 + z * z)),
-    "softsign": (lambda z: z / (1.0 + np.abs(z)), lambda z: 1.0 / (1.0 + np.abs(z)) ** 2),
-    "relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float)),
-}
-KINKED = {"softsign", "relu"}  # not smooth at 0: integrated by panels with a break there
+# The formulas are vglab.nn.formulas' (the ones training uses), evaluated in float64 NumPy.
+ACTIVATIONS = {name: numpy_pair(name) for name in FORMULAS}
+KINKED = {name for name, f in FORMULAS.items() if not f.smooth}  # integrated by panels with a break at 0
 
 
 def activation(name: str, alpha: float = 1.0):

@@ -44,6 +44,8 @@ from vglab.nn.init import Init, assemble, normal
 from vglab.nn.penalties import penalty
 from vglab.train import optim
 from vglab.train import probes as probes_mod
+from vglab.train.flat import Flat, tree_update
+from vglab.train.flat import optimizer_on_flat as on_flat
 
 PARAMS = model_mod.PARAMS
 ADAM_EPS = 1e-7  # Keras' default; the reference study trained with Keras
@@ -127,11 +129,21 @@ class RunResult:
 
 
 # ------------------------------------------------------------------ one member, pure
-def _objective(model, params, x, y, hyper):
+def cross_entropy(logits, y):
+    """Softmax cross-entropy with integer labels, per example: logsumexp minus the label's
+    logit, picked with a one-hot mask. Optax's version gathers the label's logit, and a
+    gather's gradient is a scatter: one more (slow, serial) kernel per step on a CPU."""
+    return jax.nn.logsumexp(logits, -1) - jnp.sum(logits * jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype), -1)
+
+
+def _data_loss(model, params, x, y, hyper):
     logits = model.apply(params, x, alpha=hyper["alpha"])
-    data_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return cross_entropy(logits, y).mean(), jnp.mean(jnp.argmax(logits, -1) == y)
+
+
+def _objective(model, params, x, y, hyper):
+    data_loss, correct = _data_loss(model, params, x, y, hyper)
     pen = penalty(params, hyper["l1"], hyper["l2"])
-    correct = jnp.mean(jnp.argmax(logits, -1) == y)
     return data_loss + pen, (data_loss, pen, correct)
 
 
@@ -180,42 +192,58 @@ def batch_order(seed: int, epoch: int, n_train: int, batch_size: int) -> np.ndar
     return _rng(seed, 1, epoch).permutation(n_train)[: n_steps * batch_size].reshape(n_steps, batch_size).astype(np.int32)
 
 
-def _grid_init(model, layout, w_law, b_law, transformation, hypers, seeds, keep_initial: bool):
+def _grid_init(model, flat: Flat, w_law, b_law, optimizer, hypers, seeds, keep_initial: bool):
     """The [seed, slot] grid's starting state from each seed's base draw (and the model's
-    own init where a law asks for it). Built on the host with NumPy (the same float32
-    products as in a program): compiled, these few multiplications took about a second
-    per group."""
+    own init where a law asks for it): flat parameter vectors [seed, slot, n_params].
+    Built on the host with NumPy (the same float32 products as in a program): compiled,
+    these few multiplications took about a second per group."""
+    layout = flat.layout
     n_seeds, n_slots = hypers["w_value"].shape
     members = []
     for s, seed in enumerate(seeds):
         w, b = base_draws(layout, seed, w_law.family, b_law.family)
         own = own_init(model, seed) if "model" in (w_law.kind, b_law.kind) else None
-        members += [model.start_from(assemble(layout, w, b, w_law, b_law, hypers["w_value"][s, k],
-                                              hypers["b_value"][s, k], own)) for k in range(n_slots)]
-    params = jax.device_put(jax.tree_util.tree_map(
-        lambda *xs: np.stack(xs).reshape((n_seeds, n_slots) + np.shape(xs[0])), *members))
-    state = {"params": params, "opt": _grid(transformation.init)(params), "alive": jnp.ones((n_seeds, n_slots), bool)}
+        members += [flat.flatten(jax.tree_util.tree_map(np.asarray, model.start_from(
+            assemble(layout, w, b, w_law, b_law, hypers["w_value"][s, k], hypers["b_value"][s, k], own))))
+            for k in range(n_slots)]
+    params = jax.device_put(np.stack(members).reshape(n_seeds, n_slots, flat.size).astype(np.float32))
+    state = {"params": params, "opt": _grid(functools.partial(_opt_init, flat, optimizer))(params),
+             "alive": jnp.ones((n_seeds, n_slots), bool)}
     if keep_initial:
-        state["initial"] = jax.tree_util.tree_map(jnp.copy, params)
+        state["initial"] = jnp.copy(params)
     return state
 
 
-def _member_update(model, optimizer, params, opt_state, hyper, xb, yb):
-    """One optimizer step of one member: its new state, [data loss, penalty, total,
-    accuracy] on the batch, and its gradient."""
-    (total, (data_loss, pen, correct)), grads = jax.value_and_grad(
-        functools.partial(_objective, model), has_aux=True
-    )(params, xb, yb, hyper)
+def _opt_init(flat: Flat, optimizer, params):
+    t = optimizer.transformation()
+    return t.init(params) if on_flat(optimizer.name) else t.init(flat.unflatten(params))
+
+
+def _member_update(model, flat: Flat, optimizer, params, opt_state, hyper, xb, yb):
+    """One optimizer step of one member (`params` its flat vector): its new state, [data
+    loss, penalty, total, accuracy] on the batch, and its (flat) gradient.
+
+    The data loss is differentiated with respect to the model's pytree and the gradient
+    concatenated into a flat vector (one kernel; through the slices of `unflatten`, XLA
+    built it from a pad and an add per tensor); the penalty, elementwise, on the flat vector."""
+    (data_loss, correct), g_data = jax.value_and_grad(
+        lambda t: _data_loss(model, t, xb, yb, hyper), has_aux=True)(flat.unflatten(params))
+    pen, g_pen = jax.value_and_grad(lambda f: penalty(f, hyper["l1"], hyper["l2"]))(params)
+    grads = flat.flatten(g_data) + g_pen
+    total = data_loss + pen
     transformation = optimizer.transformation({k: hyper["opt/" + k] for k in optimizer.traced})
-    updates, new_opt = transformation.update(grads, opt_state, params)
+    if on_flat(optimizer.name):
+        updates, new_opt = transformation.update(grads, opt_state, params)
+    else:
+        updates, new_opt = tree_update(transformation, flat, grads, opt_state, params)
     updates = optim.scale_updates(updates, hyper["lr"])
     return optax.apply_updates(params, updates), new_opt, jnp.stack([data_loss, pen, total, correct]), grads
 
 
-def _zero_acc(layout, config, grid):
-    """The accumulators a record's epochs add to."""
+def _zero_acc(flat: Flat, config, grid):
+    """The accumulators a record's epochs add to (per tensor: in storage order)."""
     grad_qs, _ = probes_mod.select(config.probes)
-    n_tensors = len(layout.tensors)
+    n_tensors = flat.n_tensors
     return {
         "metrics": jnp.zeros(grid + (4,)),  # data loss, penalty, total loss, accuracy
         "steps": jnp.zeros(grid, jnp.int32),
@@ -224,7 +252,7 @@ def _zero_acc(layout, config, grid):
     }
 
 
-def _grid_epoch(model, layout, config, optimizer, state, acc, hyper, order, x, y):
+def _grid_epoch(model, flat: Flat, config, optimizer, state, acc, hyper, order, x, y):
     """One epoch of a [seed, config] grid of members, adding to the accumulators `acc`.
 
     Members that share a seed share every minibatch, so the inner vmap multiplies one
@@ -233,23 +261,24 @@ def _grid_epoch(model, layout, config, optimizer, state, acc, hyper, order, x, y
     grad_qs, _ = probes_mod.select(config.probes)  # order: [step, seed, batch]
     columns = {"sum_sq"}.union(*(q.sums for q in grad_qs))
     needs_updates = any(q.needs_updates for q in grad_qs)
-    update_grid = jax.vmap(jax.vmap(functools.partial(_member_update, model, optimizer), in_axes=(0, 0, 0, None, None)))
+    update_grid = jax.vmap(jax.vmap(functools.partial(_member_update, model, flat, optimizer),
+                                    in_axes=(0, 0, 0, None, None)))
     every = config.probe_every
+
+    def probe_of(grads, params, new_params):
+        return probes_mod.StepGrads(grads, flat, n_lead=2, columns=columns, params=params if needs_updates else None,
+                                    updates=new_params - params if needs_updates else None)
 
     def step(carry, xs):
         params, opt_state, alive, acc = carry
         i, idx = xs
         new_params, new_opt, metrics, grads = update_grid(params, opt_state, hyper, x[idx], y[idx])
-        tensors = layout.tensor_values(grads)
         if every == 1:
-            probe = probes_mod.StepGrads(
-                tensors, n_lead=2, columns=columns, params=layout.tensor_values(params) if needs_updates else None,
-                updates=[n - o for n, o in zip(layout.tensor_values(new_params), layout.tensor_values(params))]
-                if needs_updates else None)
+            probe = probe_of(grads, params, new_params)
             finite_grads = jnp.isfinite(jnp.sum(probe.column("sum_sq"), -1))
         else:
             probe = None
-            finite_grads = jnp.isfinite(sum(jnp.sum(t * t, tuple(range(2, t.ndim))) for t in tensors))
+            finite_grads = jnp.isfinite(jnp.sum(grads * grads, -1))
         # A member whose loss or gradient stops being finite keeps its last finite state
         # (finite gradients give finite steps, so the parameters stay finite too).
         ok = alive & jnp.isfinite(metrics[..., 2]) & finite_grads
@@ -260,11 +289,7 @@ def _grid_epoch(model, layout, config, optimizer, state, acc, hyper, order, x, y
             new_acc["grads"] = {q.name: q.update(acc["grads"][q.name], probe) for q in grad_qs}
         elif grad_qs:
             def probed(a):
-                p = probes_mod.StepGrads(
-                    tensors, n_lead=2, columns=columns,
-                    params=layout.tensor_values(params) if needs_updates else None,
-                    updates=[n - o for n, o in zip(layout.tensor_values(new_params), layout.tensor_values(params))]
-                    if needs_updates else None)
+                p = probe_of(grads, params, new_params)
                 return {q.name: q.update(a[q.name], p) for q in grad_qs}
 
             new_acc["grads"] = jax.lax.cond(i % every == 0, probed, lambda a: a, acc["grads"])
@@ -285,23 +310,26 @@ def _where_members(ok, new, old):
     return jax.tree_util.tree_map(pick, new, old)
 
 
-def _finalize(layout, config, acc):
+def _finalize(flat: Flat, config, acc):
     """Per-record means from the accumulators: [seed, config] metrics and per-tensor
-    probe results [seed, config, n_tensors, ...]."""
+    probe results [seed, config, n_tensors, ...] (in the layout's tensor order)."""
     grad_qs, _ = probes_mod.select(config.probes)
     n = acc["steps"].astype(jnp.float32)[..., None]  # 0 once diverged: every mean below is then NaN
     metrics = acc["metrics"] / n
     out = {"train_loss": metrics[..., 0], "train_penalty": metrics[..., 1],
            "train_total_loss": metrics[..., 2], "train_acc": metrics[..., 3]}
     n_probed = acc["probed"].astype(jnp.float32)[..., None]
+    order = flat.tensor_order()
     for q in grad_qs:
-        out.update(q.finalize(acc["grads"][q.name], n_probed))
+        out.update({k: v[:, :, order] for k, v in q.finalize(acc["grads"][q.name], n_probed).items()})
     return out
 
 
-def _member_observe(model, layout, config, params, initial, hyper, x_probe, y_probe, x_test, y_test):
+def _member_observe(model, flat: Flat, config, params, initial, hyper, x_probe, y_probe, x_test, y_test):
     _, layer_qs = probes_mod.select(config.probes)
-    alpha = hyper["alpha"]
+    layout, alpha = flat.layout, hyper["alpha"]
+    params = flat.unflatten(params)
+    initial = flat.unflatten(initial) if initial is not None else None
     out = {}
 
     # Validation over the whole test set, in chunks (padding masked out).
@@ -315,7 +343,7 @@ def _member_observe(model, layout, config, params, initial, hyper, x_probe, y_pr
     def eval_chunk(args):
         xc, yc, mc = args
         logits = model.apply(params, xc, alpha=alpha)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, yc)
+        loss = cross_entropy(logits, yc)
         return jnp.sum(loss * mc), jnp.sum((jnp.argmax(logits, -1) == yc) * mc)
 
     losses, corrects = jax.lax.map(eval_chunk, (xs, ys, mask))
@@ -369,14 +397,14 @@ def _layer_factors(model, layout, layer_qs, params, initial, alpha, x_probe) -> 
     return {col: jnp.stack([per_layer[i][col] for i in range(len(layout.layers))]) for col in per_layer[0]}
 
 
-def _member_end_grads(model, layout, params, hyper, x_probe, y_probe):
+def _member_end_grads(model, flat: Flat, params, hyper, x_probe, y_probe):
     """The first and last layer's full weight gradient on the probe batch, for the
     distribution plots. Its own program, run once after the last epoch: a backward pass
     over the probe batch was most of the observe program's cost (a CNN on digits: 2/3),
     and as a branch of it (a `cond` under vmap) it was traced several times over."""
-    g = jax.grad(lambda p: _objective(model, p, x_probe, y_probe, hyper)[0])(params)
-    leaves = layout.leaves(g)
-    first, last = _end_layers(layout)
+    g = jax.grad(lambda p: _objective(model, p, x_probe, y_probe, hyper)[0])(flat.unflatten(params))
+    leaves = flat.layout.leaves(g)
+    first, last = _end_layers(flat.layout)
     return leaves[first.weight.leaf], leaves[last.weight.leaf]
 
 
@@ -391,18 +419,18 @@ def _grid(f, **kw):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(model, layout, config: TrainConfig):
+def _compiled(model, flat: Flat, config: TrainConfig):
     """jit of epoch, observe and end_grads over a [seed, config] grid (cached: the init
     families do not enter them, so groups that differ only in those share the programs)."""
     optimizer = config.optimizer
-    epoch = jax.jit(functools.partial(_grid_epoch, model, layout, config, optimizer), donate_argnums=(0, 1))
-    member_observe = _grid(functools.partial(_member_observe, model, layout, config),
+    epoch = jax.jit(functools.partial(_grid_epoch, model, flat, config, optimizer), donate_argnums=(0, 1))
+    member_observe = _grid(functools.partial(_member_observe, model, flat, config),
                            in_axes=(0, 0, 0, None, None, None, None))
 
     def observe(params, initial, acc, hyper, x_probe, y_probe, x_test, y_test):
-        return {**_finalize(layout, config, acc), **member_observe(params, initial, hyper, x_probe, y_probe, x_test, y_test)}
+        return {**_finalize(flat, config, acc), **member_observe(params, initial, hyper, x_probe, y_probe, x_test, y_test)}
 
-    end_grads = jax.jit(_grid(functools.partial(_member_end_grads, model, layout), in_axes=(0, 0, None, None)))
+    end_grads = jax.jit(_grid(functools.partial(_member_end_grads, model, flat), in_axes=(0, 0, None, None)))
     return epoch, jax.jit(observe), end_grads
 
 
@@ -501,7 +529,8 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
     optimizer = replace(config.optimizer, total_steps=steps * config.epochs
                         if config.optimizer.schedule.name != "constant" else None)
     program = replace(config, epochs=1, record_every=1, learning_rate=1e-3, optimizer=optimizer)
-    epoch_fn, observe, end_grads = _compiled(model, layout, program)
+    flat = Flat.of(layout)
+    epoch_fn, observe, end_grads = _compiled(model, flat, program)
     _, layer_qs = probes_mod.select(config.probes)
     keep_initial = any(q.needs_initial for q in layer_qs)
     where = [tuple(np.argwhere(slots == k)[0]) for k in range(len(members))]  # member -> (seed, slot)
@@ -515,10 +544,10 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
             obs["final_grad_first"], obs["final_grad_last"] = end_grads(state["params"], hypers, x_probe, y_probe)
         return {**obs, "alive": state["alive"]}
 
-    state = _grid_init(model, layout, w_law, b_law, optimizer.transformation(), hypers_np, seeds, keep_initial)
+    state = _grid_init(model, flat, w_law, b_law, optimizer, hypers_np, seeds, keep_initial)
     history = []  # per record: dict of numpy arrays with leading member axis
     t0 = time.perf_counter()
-    record = jax.device_get(measure(state, _zero_acc(layout, program, slots.shape), 0))
+    record = jax.device_get(measure(state, _zero_acc(flat, program, slots.shape), 0))
     record["seconds"] = time.perf_counter() - t0
     record["epoch"] = 0
     history.append(per_member(record))
@@ -527,7 +556,7 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
     done = 0
     for e in config.record_epochs():
         t0 = time.perf_counter()
-        acc = _zero_acc(layout, program, slots.shape)
+        acc = _zero_acc(flat, program, slots.shape)
         for epoch in range(done + 1, e + 1):
             order = np.stack([batch_order(seed, epoch, x.shape[0], config.batch_size) for seed in seeds], 1)
             state, acc = epoch_fn(state, acc, hypers, jnp.asarray(order), x, y)

@@ -59,11 +59,16 @@ def _defaults(name: str) -> dict:
 def parameters(name: str) -> dict:
     """The parameters `name` accepts (besides learning_rate), with their defaults."""
     check_name(name)
+    return dict(_parameters(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _parameters(name: str) -> tuple:
     sig = inspect.signature(_factory(name))
     out = {k: (p.default if p.default is not inspect.Parameter.empty else None)
            for k, p in sig.parameters.items() if k != "learning_rate" and p.kind != p.VAR_KEYWORD}
     out.update(_defaults(name))
-    return out
+    return tuple(out.items())
 
 
 def check_name(name: str) -> str:

@@ -132,6 +132,26 @@ def configure_compilation_cache() -> str | None:
     return path
 
 
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration", "/jax/compilation_cache/cache_retrieval_time_sec")
+_compile_seconds = [0.0, False]  # total, listener registered
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent tracing, lowering and compiling JAX programs (or
+    loading them from the compilation cache), from JAX's own monitoring events."""
+    if not _compile_seconds[1]:
+        import jax
+
+        def listen(event, duration, **_):
+            if event in _COMPILE_EVENTS:
+                _compile_seconds[0] += duration
+
+        jax.monitoring.register_event_duration_secs_listener(listen)
+        _compile_seconds[1] = True
+    return _compile_seconds[0]
+
+
 # ------------------------------------------------------------------ running tasks
 def run_tasks(tasks, on_event, workers: int | None = None, env: dict[str, str] | None = None, pin: bool = True,
               programs=None) -> None:

@@ -78,26 +78,38 @@ SUM_COLUMNS = ("sum", "sum_sq", "sum_abs", "n_zero", "n_pos")
 class StepGrads:
     """One optimizer step of a whole group of members, as every `GradQuantity` sees it.
 
-    `tensors`: the gradient arrays with the members' axes leading ([seed, config, *shape]),
-    in the model layout's tensor order (each layer's weight, then its bias).
+    `flat`: the gradients as the engine keeps them, one flat vector per member
+    ([seed, config, n_entries], see `vglab.train.flat`); `segments` (a `flat.Flat`) says
+    where each tensor lies. Everything per tensor is in *storage* order (`slot`: tensors
+    of equal shape side by side); the engine maps it to the layout's tensor order once
+    per record (`Flat.storage_order`).
     `sums`: [seed, config, n_tensors, len(columns)] per-tensor sums (of SUM_COLUMNS, those
     the selected quantities need; the divergence check needs sum_sq), computed once per
-    step and shared.
-    `params`, `updates`: the tensors before the step and the step's change (the update
-    quantities need them); `update_sums`: [seed, config, n_tensors, 2] sums of squares of
-    both, computed on first use.
-    `sizes`: [n_tensors] entries per tensor (NumPy, static)."""
+    step and shared. Tensors of equal shape are one reshape and one reduction per sum (a
+    deep MLP's 19 hidden 8x8 weights are one reduction, not 19); the five sums are five
+    plain reductions: stacking the five features first and reducing once was 5x slower
+    on CPU (the stack is materialized).
+    `params`, `updates`: the flat parameters before the step and the step's change (the
+    update quantities need them); `update_sums`: [seed, config, n_tensors, 2] sums of
+    squares of both, computed on first use.
+    `sizes`: [n_tensors] entries per tensor (NumPy, static, storage order)."""
 
-    def __init__(self, tensors, n_lead: int = 2, columns=SUM_COLUMNS, params=None, updates=None):
-        self.tensors = tuple(tensors)
-        self.n_lead = n_lead
-        self.lead = self.tensors[0].shape[:n_lead]
-        self.sizes = np.array([np.prod(t.shape[n_lead:], dtype=np.int64) for t in self.tensors], np.float32)
+    def __init__(self, flat, segments, n_lead: int = 2, columns=SUM_COLUMNS, params=None, updates=None):
+        self.flat, self.segments, self.n_lead = flat, segments, n_lead
+        self.lead = flat.shape[:n_lead]
+        self.sizes = segments.sizes()[segments.storage_order()]
         self.columns = tuple(c for c in SUM_COLUMNS if c in columns)
-        self.sums = _tensor_sums(self.tensors, n_lead, self.columns)
-        self.params = None if params is None else tuple(params)
-        self.updates = None if updates is None else tuple(updates)
+        self.sums = jnp.stack([segments.per_slot(flat, _SUMS[c]) for c in self.columns], -1)
+        self.params, self.updates = params, updates
         self._update_sums = None
+
+    @classmethod
+    def from_tensors(cls, tensors, n_lead: int = 2, **kw) -> "StepGrads":
+        """From separate gradient arrays ([*lead, *shape] each), in tensor order."""
+        from vglab.train.flat import Flat
+
+        segments = Flat.of_shapes([t.shape[n_lead:] for t in tensors])
+        return cls(segments.from_tensors(tensors), segments, n_lead, **kw)
 
     def column(self, name):
         return self.sums[..., self.columns.index(name)]
@@ -108,34 +120,15 @@ class StepGrads:
             if self.updates is None:
                 raise ValueError("this quantity needs the step's updates; the engine passes them when "
                                  "a quantity with needs_updates is selected")
-            sq = lambda ts: [t * t for t in ts]  # noqa: E731
-            u = _tensor_sums(sq(self.updates), self.n_lead, ("sum",))
-            p = _tensor_sums(sq(self.params), self.n_lead, ("sum",))
-            self._update_sums = jnp.concatenate([u, p], -1)
+            sq = _SUMS["sum_sq"]
+            self._update_sums = jnp.stack([self.segments.per_slot(self.updates, sq),
+                                           self.segments.per_slot(self.params, sq)], -1)
         return self._update_sums
 
 
-def _tensor_sums(tensors, n_lead, columns=SUM_COLUMNS):
-    """[*lead, n_tensors, len(columns)]: the SUM_COLUMNS named in `columns`, of every tensor.
-
-    Tensors of equal shape are stacked and reduced together (a deep MLP's 19 hidden
-    8x8 weights are one reduction, not 19), which keeps the compiled step small. The
-    five sums are five plain reductions: stacking the five features first and reducing
-    once was 5x slower on CPU (the stack is materialized)."""
-    by_shape: dict[tuple, list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_shape.setdefault(tuple(t.shape), []).append(i)
-    blocks, order = [], []
-    for idx in by_shape.values():
-        g = jnp.stack([tensors[i] for i in idx], n_lead)
-        g = g.reshape(g.shape[: n_lead + 1] + (-1,))  # [*lead, n_same, entries]
-        sums = {"sum": lambda: jnp.sum(g, -1), "sum_sq": lambda: jnp.sum(g * g, -1),
-                "sum_abs": lambda: jnp.sum(jnp.abs(g), -1), "n_zero": lambda: jnp.sum(g == 0, -1, dtype=g.dtype),
-                "n_pos": lambda: jnp.sum(g > 0, -1, dtype=g.dtype)}
-        blocks.append(jnp.stack([sums[c]() for c in columns], -1))
-        order += idx
-    rows = jnp.concatenate(blocks, -2)
-    return rows[..., np.argsort(order), :] if order != sorted(order) else rows
+_SUMS = {"sum": lambda g: jnp.sum(g, -1), "sum_sq": lambda g: jnp.sum(g * g, -1),
+         "sum_abs": lambda g: jnp.sum(jnp.abs(g), -1), "n_zero": lambda g: jnp.sum(g == 0, -1, dtype=g.dtype),
+         "n_pos": lambda g: jnp.sum(g > 0, -1, dtype=g.dtype)}
 
 
 class GradQuantity:
@@ -230,10 +223,10 @@ class GradHistogram(GradQuantity):
 
     def update(self, acc, step):
         n_members = int(np.prod(step.lead, dtype=np.int64))
-        bin_ = hist_bins(jnp.abs(jnp.concatenate([t.reshape(n_members, -1) for t in step.tensors], -1)))  # [member, entry]
-        n_tensors = len(step.tensors)
+        bin_ = hist_bins(jnp.abs(step.flat.reshape(n_members, -1)))  # [member, entry]
+        n_tensors = len(step.sizes)
         offset = (np.arange(n_members, dtype=np.int32)[:, None] * (n_tensors * (HIST_BINS + 1))
-                  + np.repeat(np.arange(n_tensors, dtype=np.int32) * (HIST_BINS + 1), step.sizes.astype(np.int64))[None, :])
+                  + step.segments.entry_slot()[None, :] * (HIST_BINS + 1))
         flat = acc.reshape(-1).at[(offset + bin_).reshape(-1)].add(1, mode="promise_in_bounds")
         return flat.reshape(acc.shape)
 
