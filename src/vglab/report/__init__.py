@@ -3,13 +3,14 @@
     >>> from vglab.report import write_report, write_index
     >>> write_report("results/large-params")          # -> results/large-params/report.html
 
-- `figures.py`: one function per figure type, each `Results -> matplotlib Figure`; `save`.
+- `figures.py`: one function per figure type, each `Results -> matplotlib Figure`; `save`;
+  `INSTRUMENTS`, the one registry of figures (what each needs, draws and shows).
 - `claims.py`: the reference study's claims as rules over the results -> verdicts.
 - `theory.py`: mean-field signal propagation (Poole et al. 2016; Schoenholz et al. 2017): per-layer
   gradient decay, the fixed points q* and c*, χ_1, the depth scale ξ_c and the trainable depth 6 ξ_c.
 - `stats.py`: seed-to-seed intervals of a compared difference (paired/Welch t, bootstrap) and
   whether a threshold is met by the means, by the whole interval, or neither.
-- `html.py`: self-contained pages (`write_report`, `write_index`).
+- `html.py`: offline pages with relative links (`write_report`, `write_index`).
 - `tables.py`: small shared views of a Results (final accuracies, label order, arms).
 """
 
