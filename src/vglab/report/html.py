@@ -22,6 +22,7 @@ import numpy as np
 from vglab.report import claims as claims_mod
 from vglab.report import figures as F
 from vglab.report import tables, theory
+from vglab.report import why as why_mod
 
 MAX_PANELS = 6  # per-configuration panel figures show at most this many configurations
 MAX_LINES = 8  # line figures colour at most this many configurations distinctly (more: a colour ramp)
@@ -300,7 +301,8 @@ def write_report(results_dir) -> Path:
     res = load(results_dir)
     preset = claims_mod.preset_of(res) or results_dir.name
     ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
-    figs = _render_figures(res, results_dir / "figures")
+    why_page = preset in why_mod.PRESETS  # the why presets draw their own figures (see `_why_figures`)
+    figs = _why_figures(res, preset, results_dir / "figures") if why_page else _render_figures(res, results_dir / "figures")
     pairs = claims_mod.evaluate({preset: res})
     mine = [(c, o) for c, o in pairs if claims_mod.relevant(c, preset)]
     others = [(c, o) for c, o in pairs if not claims_mod.relevant(c, preset)]
@@ -317,13 +319,17 @@ def write_report(results_dir) -> Path:
              '<h2 id="claims">Claims of the reference study</h2>']
     if mine:
         parts.append(_claims_table(mine))
+    elif why_page:
+        parts[-1] = '<h2 id="claims">Why: claims checked on this experiment</h2>'
+        parts.append(_claims_table([(c, o) for c, o in why_mod.evaluate({preset: res}) if why_mod.relevant(c, preset)]))
     else:
         parts.append("<p>No claim of the reference study is checked on this experiment.</p>")
     if others:
         parts.append("<details><summary>Claims checked on other experiments (" + str(len(others)) +
                      ") — not run here; see the index page of <code>vglab reproduce</code></summary>" +
                      _claims_table(others) + "</details>")
-    parts += ['<h2 id="runs">Runs</h2>', _runs_table(res), _theory_table(res), '<h2 id="figures">Figures</h2>']
+    parts += ['<h2 id="runs">Runs</h2>', _runs_table(res), "" if why_page else _theory_table(res),
+              '<h2 id="figures">Figures</h2>']
     if not figs:
         parts.append("<p>No figures: these results hold no per-epoch data.</p>")
     parts += [_figure_html(f, results_dir) for f in figs]
@@ -382,6 +388,7 @@ def write_index(results_dirs, out, refresh_pages: bool = True) -> Path:
             f'<p class="sub">{len(loaded)} experiments · {len(pairs)} claims · {tally}</p>',
             '<h2 id="claims">Claims</h2>',
             _claims_table(pairs, link_preset=lambda p: (pages.get(p, "") + "#claims") if p in pages else ""),
+            *_why_index_html(loaded, pages),
             '<h2 id="experiments">Experiments</h2>',
             "<table><thead><tr><th>experiment (preset)</th><th>dataset</th><th>runs</th><th>configurations</th>"
             "<th>best configuration — final val acc</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"]
@@ -389,3 +396,39 @@ def write_index(results_dirs, out, refresh_pages: bool = True) -> Path:
     tmp.write_text(_page("vglab · reproduction index", "\n".join(body)), encoding="utf-8")
     os.replace(tmp, out)
     return out
+
+
+# ------------------------------------------------------- the why presets (issue 16)
+def _why_figures(res, preset: str, fig_dir: Path) -> list[dict]:
+    """The figures of a why preset's page (`vglab.report.why_figures.PLAN`), in place of the
+    generic ones: those draw a line per configuration, and these presets hold 50 to 300."""
+    from vglab.report import why_figures
+
+    out = []
+    for name, fn, caption in why_figures.PLAN.get(preset, []):
+        try:
+            fig = fn(res)
+        except F.NoData:
+            continue
+        except Exception as e:  # one figure that cannot be drawn must not cost the whole page
+            warnings.warn(f"figure {name} could not be drawn: {type(e).__name__}: {e}", stacklevel=2)
+            out.append({"name": name, "error": f"{type(e).__name__}: {e}", "caption": caption})
+            continue
+        png, svg = F.save(fig, fig_dir / name)
+        fig.clf()
+        out.append({"name": name, "png": png, "svg": svg, "caption": caption})
+    return out
+
+
+def _why_index_html(loaded: dict, pages: dict) -> list[str]:
+    """The index's "Why" section: the why claims (`vglab.report.why`), apart from the
+    reference study's; a line saying how to run them when none of their presets ran."""
+    head = '<h2 id="why">Why the remedies work or fail</h2>'
+    if not any(p in loaded for p in why_mod.PRESETS):
+        return [head, "<p>Not run: <code>vglab reproduce --presets " + ",".join(why_mod.PRESETS) + "</code> checks "
+                "the optimizer's part, the rescaling identity and trainability against mean-field theory.</p>"]
+    pairs = why_mod.evaluate(loaded)
+    counts = {v: sum(o.verdict == v for _, o in pairs) for v in claims_mod.VERDICTS}
+    tally = " · ".join(f"{_verdict(v)} {n}" for v, n in counts.items() if n)
+    return [head, f'<p class="sub">{len(pairs)} claims · {tally}</p>',
+            _claims_table(pairs, link_preset=lambda p: (pages.get(p, "") + "#claims") if p in pages else "")]
