@@ -175,6 +175,10 @@ def test_decomposition_sums_to_the_total_and_checks_the_twins_start():
     assert sum(n[k] for k in why.PARTS) == pytest.approx(n["total"])
     assert "accounts for 63% of the effect, the parametrisation for 37%" in o.measured
     assert "starts as the α-network" in o.measured and "95 % interval" in o.measured
+    # a mean effect of 6 points whose seeds disagree: decomposed, but said to be unresolved
+    o = outcome("rescaling-decomposition", _decomp([0.3, 0.3, 0.3], 0.3, 0.32, [0.2, 0.5, 0.38]))
+    assert "accounts for" in o.measured and "so the shares are not resolved" in o.measured
+    assert o.measured.startswith("Effects whose whole 95 % interval is at least 3 points: 0 of 1")
     o = outcome("rescaling-decomposition", _decomp(0.5, 0.5, 0.51, 0.51, plain_loss0=2.0))
     assert "no effect to decompose" in o.measured and "does NOT start as the α-network" in o.measured
     b = Builder("rescaling-identity").arm(0.3, label="std")

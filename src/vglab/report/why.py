@@ -305,7 +305,8 @@ def _frozen(avail: dict) -> Outcome:
     d = deep_runs(res)
     if d.empty or "update_norm_mean" not in res.grads:
         return Outcome("not run", f"`{preset}` lacks the deep net's runs with the update_size probe")
-    d = d[np.isclose(d["alpha"], 1.0)]
+    d = d[np.isclose(d["alpha"], 1.0)].assign(_eps=lambda x: -x["opt_eps"].fillna(0.0))
+    d = d.sort_values(["opt_name", "opt_momentum", "learning_rate", "_eps"], kind="stable")
     rows, nums = [], {}
     for label, g in d.groupby("opt_label", sort=False):
         n, total = frozen_layers(res, g["run_id"])
@@ -379,35 +380,48 @@ def decompositions(res) -> list[Decomposition]:
     return out
 
 
+def _ci(d: stats.Difference) -> str:
+    """'+12.0 (+7.6 to +16.5)' points, or '+12.0 (no interval)'."""
+    if not d.has_interval:
+        return f"{d.diff * 100:+.1f} (no interval)"
+    return f"{d.diff * 100:+.1f} ({d.low * 100:+.1f} to {d.high * 100:+.1f})"
+
+
 def _decomposition(avail: dict) -> Outcome:
     preset, res = next(iter(avail.items()))
     decs = decompositions(res)
     if not decs:
         return Outcome("not run", f"`{preset}` lacks a standard net, an α-network and its plain and input-scaled "
                                   f"twins ({TWIN_MODEL}) of one setting")
-    rows, nums, shares = [], {}, []
+    rows, nums, resolved = [], {}, []
     for d in decs:
-        function = d.total.diff - d.parts[PARTS[2]].diff
-        bits = ", ".join(f"{k} {_pts(v)}" for k, v in d.parts.items())
-        if abs(d.total.diff) >= EFFECT:
-            share = function / d.total.diff
-            shares.append(share)
+        name = f"{d.setting}, α={d.alpha:g}"
+        effect = stats.check(d.total, **({"low": EFFECT} if d.total.diff >= 0 else {"high": -EFFECT}),
+                             scale=100, digits=1)
+        share = math.nan
+        if not effect.by_means:
+            summary = f"no effect to decompose (|total| < {EFFECT * 100:g} points)"
+        else:
+            share = 1.0 - d.parts[PARTS[2]].diff / d.total.diff
             summary = (f"the function (input scale, bias scale, output temperature) accounts for {share:.0%} of the "
                        f"effect, the parametrisation for {1 - share:.0%}")
-        else:
-            share = math.nan
-            summary = f"no effect to decompose (|total| < {EFFECT * 100:g} points)"
+            if effect.by_interval:
+                resolved.append(f"{name}: function {share:.0%}, parametrisation {1 - share:.0%}")
+            else:
+                summary += f" — but the total's {EFFECT * 100:g}-point threshold is {effect.text}, so the shares are " \
+                           "not resolved"
         start = ("the plain twin starts as the α-network (epoch-0 validation loss within "
                  f"{d.start_gap:.1e} relative)" if d.start_gap <= START_RTOL else
                  f"the plain twin does NOT start as the α-network (epoch-0 validation losses differ by {d.start_gap:.1e})")
-        rows.append(f"{d.setting}, α={d.alpha:g}: standard {_acc_text(d.arms['standard'])}, α-network "
-                    f"{_acc_text(d.arms['alpha-net'])}; total {_pts(d.total)} = {bits} → {summary}; {start}")
-        nums[f"{d.setting} · α={d.alpha:g}"] = {"total": d.total.diff, **{k: v.diff for k, v in d.parts.items()},
-                                                 "function_share": share, "start_gap": d.start_gap}
-    head = ""
-    if shares:
-        head = (f"Where rescaling changes final accuracy by at least {EFFECT * 100:g} points ({len(shares)} of "
-                f"{len(decs)} settings), the function's share is {min(shares):.0%} to {max(shares):.0%}. ")
+        bits = ", ".join(f"{k} {_ci(v)}" for k, v in d.parts.items())
+        rows.append(f"{name}: standard {_acc_text(d.arms['standard'])}, α-network {_acc_text(d.arms['alpha-net'])}; "
+                    f"total {_ci(d.total)} points = {bits} → {summary}; {start}")
+        nums[f"{d.setting} · α={d.alpha:g}"] = {"total": d.total.diff, "total_low": d.total.low,
+                                                 "total_high": d.total.high, **{k: v.diff for k, v in d.parts.items()},
+                                                 "function_share": share, "start_gap": d.start_gap,
+                                                 "effect_resolved": bool(effect.by_interval)}
+    head = (f"Effects whose whole 95 % interval is at least {EFFECT * 100:g} points: {len(resolved)} of {len(decs)} "
+            f"settings" + (" (" + "; ".join(resolved) + ")" if resolved else "") + ". ")
     return Outcome("answered", head + " ‖ ".join(rows), nums, preset)
 
 
@@ -463,7 +477,14 @@ class TrainabilityMap:
 
 def trainability_maps(res) -> list[TrainabilityMap]:
     """The heat maps of a trainability experiment: one per (width, α), tanh-type MLPs under
-    normal(sigma_w2=...) weights (σ_w² from `init_scale`), σ_b² from the bias law."""
+    normal(sigma_w2=...) weights (σ_w² from `init_scale`), σ_b² from the bias law. Cached on
+    the results (the chaotic phase's depth scales take ~0.1-0.5 s per σ_w²)."""
+    if "_why_maps" not in res._cache:
+        res._cache["_why_maps"] = _trainability_maps(res)
+    return res._cache["_why_maps"]
+
+
+def _trainability_maps(res) -> list[TrainabilityMap]:
     f = runs(res)
     f = f[(f["network"].astype(str) == "mlp") & (f["weight_init_kind"].astype(str) == "scaled_normal")]
     if f.empty:
@@ -557,9 +578,14 @@ WHY_CLAIMS: list[Claim] = [
           "Per network, optimizer and α, paired over seeds (95 % t intervals): total = α-network − standard net; "
           "input scale = input-scaled standard net (x/α) − standard; bias scale + output temperature = plain twin "
           "(own parameters started at b/α, α·W_out, inputs x/α) − input-scaled net; parametrisation = α-network − "
-          f"plain twin; they sum to the total. The function's share = 1 − parametrisation/total, where |total| ≥ "
-          f"{EFFECT * 100:g} points. The plain twin must start as the α-network (epoch-0 validation loss within "
-          f"{START_RTOL:g} relative).", _decomposition, source="why (issue 16)"),
+          f"plain twin; they sum to the total (points, with the paired 95 % t interval). The function's share = 1 − "
+          f"parametrisation/total where |total| ≥ {EFFECT * 100:g} points by the means, resolved where the whole "
+          f"interval is. The plain twin must start as the α-network (epoch-0 validation loss within {START_RTOL:g} "
+          "relative). Why the parametrisation matters (chain rule, vglab.nn.rescaling): in the twin's coordinates "
+          "the α-network's steps on the output weights are ×α² (SGD) or ×α (Adam) and on the hidden biases ÷α² or "
+          "÷α. What follows for the many-layers claim: the hidden weights enter the twin unchanged, so rescaling "
+          "cannot undo a vanishing weight product (see the optimizers experiment: the deep net at α = 2).",
+          _decomposition, source="why (issue 16)"),
     Claim("trainable-depth",
           "Networks train up to a depth of about 6 ξ_c and not beyond (mean-field theory, Schoenholz et al. 2017).",
           (TRAINABILITY,),

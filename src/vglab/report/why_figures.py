@@ -7,10 +7,12 @@ gradients' size, and the rescaling decomposition. One function per figure, each 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import matplotlib
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 
 from vglab.report import tables, theory, why
@@ -39,6 +41,21 @@ def _edges(v: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ trainability
+OUTLINE = [patheffects.withStroke(linewidth=3.2, foreground="black")]
+
+
+@functools.lru_cache(maxsize=16)
+def _curve(alpha: float, sigma_b2: float, lo: float, hi: float, n: int = 48):
+    """(σ_w² grid, 6 ξ_c on it, critical σ_w² or None) for the overlay (one per α, not per panel)."""
+    fine = np.linspace(lo, hi, n)
+    td = theory.depth_scale_grid("tanh", alpha, fine, sigma_b2).trainable_depth
+    try:
+        crit = theory.critical_sigma_w2("tanh", alpha, sigma_b2)
+    except ValueError:
+        crit = None
+    return fine, td, crit
+
+
 def trainability_map(res) -> Figure:
     """Mean final validation accuracy over depth (log2 axis) x σ_w², one panel per (width, α),
     with the mean-field trainable depth 6 ξ_c (solid), the critical σ_w² (dotted) and the cells
@@ -56,22 +73,18 @@ def trainability_map(res) -> Figure:
         ax = axes[widths.index(m.width)][alphas.index(m.alpha)]
         y = np.log2(m.depths.astype(float))
         mesh = ax.pcolormesh(_edges(m.sigma_w2), _edges(y), m.acc, cmap=cmap, vmin=0.0, vmax=1.0, shading="flat")
-        fine = np.linspace(m.sigma_w2.min(), m.sigma_w2.max(), 160)
-        td = theory.depth_scale_grid("tanh", m.alpha, fine, m.sigma_b2).trainable_depth
+        fine, td, crit = _curve(m.alpha, m.sigma_b2, float(m.sigma_w2.min()), float(m.sigma_w2.max()))
         ax.plot(fine, np.log2(np.clip(td, 2 ** (y.min() - 1), 2 ** (y.max() + 1))), color="white", lw=2.0,
-                label="6 ξ_c (mean field)")
-        try:
-            crit = theory.critical_sigma_w2("tanh", m.alpha, m.sigma_b2)
-            ax.axvline(crit, color="white", ls=":", lw=1.2, label="critical σ_w² (χ₁ = 1)")
-        except ValueError:
-            pass
+                label="6 ξ_c (mean field)", path_effects=OUTLINE)
+        if crit is not None:
+            ax.axvline(crit, color="white", ls=":", lw=1.4, label="critical σ_w² (χ₁ = 1)", path_effects=OUTLINE)
         wrong = (m.predicted != m.trains) & np.isfinite(m.acc)
         ii, jj = np.nonzero(wrong)
         ax.scatter(m.sigma_w2[jj], y[ii], marker="x", color="red", s=22, lw=1.2, label="against the prediction")
         ax.set_ylim(_edges(y)[0], _edges(y)[-1])
         ax.set_yticks(y, [str(int(d)) for d in m.depths])
-        ax.set_title(f"width {m.width} · {'tanh' if m.alpha == 1 else f'rescaled tanh α={m.alpha:g}'} · "
-                     f"agreement {m.agreement:.0%}")
+        ax.set_title(f"width {m.width} · {'tanh' if m.alpha == 1 else f'α={m.alpha:g} tanh'} · "
+                     f"{m.agreement:.0%} as predicted")
         ax.set_xlabel("σ_w² (weight variance × fan_in)")
         ax.set_ylabel("depth (hidden layers)")
         ax.grid(False)
@@ -79,7 +92,7 @@ def trainability_map(res) -> Figure:
     fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False)
     fig.colorbar(mesh, ax=axes.ravel().tolist(), label="final val acc (mean over seeds)", shrink=0.8)
     ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
-    fig.suptitle(f"Trainability: final accuracy vs depth and σ_w² (σ_b² = {maps[0].sigma_b2:g}) · {ds}")
+    fig.suptitle(f"Trainability: final accuracy vs depth and σ_w² (σ_b² = {maps[0].sigma_b2:.3g}) · {ds}")
     return fig
 
 
@@ -215,61 +228,71 @@ def large_params_optimizers(res) -> Figure:
 
 # ------------------------------------------------------------------ rescaling identity
 def rescaling_decomposition(res) -> Figure:
-    """Per setting (network, optimizer) and α: the total effect of rescaling on final
-    accuracy (α-network − standard, black) and its three parts (input scale; bias scale +
-    output temperature; parametrisation), each with its paired 95 % interval over seeds."""
+    """One panel per setting (network and optimizer); per α, the total effect of rescaling on
+    final accuracy (α-network − standard, black) and its three parts (input scale; bias scale
+    + output temperature; parametrisation), each with its paired 95 % interval over seeds."""
     decs = why.decompositions(res)
     if not decs:
         raise NoData("no complete decomposition")
     settings = list(dict.fromkeys(d.setting for d in decs))
-    fig = _figure(max(6.5, 2.2 * len(decs) + 1.5), 4.2)
-    ax = _axes(fig, 1, 1)[0][0]
+    ncols = min(2, len(settings))
+    nrows = -(-len(settings) // ncols)
+    fig = _figure(5.2 * ncols, 3.0 * nrows + 0.6)
+    axes = _axes(fig, nrows, ncols)
     names = ("total",) + why.PARTS
-    cmap = matplotlib.colormaps["tab10"]
-    ticks, labels = [], []
-    for i, d in enumerate(decs):
-        for k, name in enumerate(names):
-            v = d.total if name == "total" else d.parts[name]
-            x = i + (k - 1.5) * 0.2
-            err = None
-            if v.has_interval:
-                err = np.clip([[100 * (v.diff - v.low)], [100 * (v.high - v.diff)]], 0, None)
-            ax.bar(x, 100 * v.diff, 0.2, color="black" if name == "total" else cmap(k - 1),
-                   yerr=err, capsize=2, error_kw={"lw": 0.8}, label=name if i == 0 else None)
-        ticks.append(i)
-        labels.append(f"{d.setting}\nα={d.alpha:g}")
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(ticks, labels, fontsize=7)
-    ax.set_ylabel("effect on final val acc (points)")
-    ax.legend(frameon=False, ncol=4, loc="upper left")
-    ax.set_title("Rescaling's effect, decomposed (bars: paired 95 % t interval over seeds)")
+    colors = ["black"] + [matplotlib.colormaps["tab10"](k) for k in range(3)]
+    for n, setting in enumerate(settings):
+        ax = axes[n // ncols][n % ncols]
+        mine = [d for d in decs if d.setting == setting]
+        for i, d in enumerate(mine):
+            for k, name in enumerate(names):
+                v = d.total if name == "total" else d.parts[name]
+                err = np.clip([[100 * (v.diff - v.low)], [100 * (v.high - v.diff)]], 0, None) if v.has_interval \
+                    else None
+                ax.bar(i + (k - 1.5) * 0.2, 100 * v.diff, 0.2, color=colors[k], yerr=err, capsize=2,
+                       error_kw={"lw": 0.8}, label=name if (n, i) == (0, 0) else None)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(mine)), [f"α = {d.alpha:g}" for d in mine])
+        ax.set_title(setting, fontsize=8.5)
+        ax.set_ylabel("effect on final val acc (points)")
+    for n in range(len(settings), nrows * ncols):
+        axes[n // ncols][n % ncols].set_visible(False)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=4, frameon=False)
+    fig.suptitle("Rescaling's effect, decomposed (bars: paired 95 % t interval over seeds)")
     return fig
 
 
 def twin_curves(res) -> Figure:
-    """Validation accuracy per epoch of the four arms of each setting and α (mean over seeds)."""
-    f = why.runs(res)
+    """Validation accuracy per epoch of the four arms, one panel per setting (row) and α
+    (column), mean over seeds."""
     decs = why.decompositions(res)
     if not decs:
         raise NoData("no complete decomposition")
+    f = why.runs(res)
     f = f.assign(setting=why._setting_key(f))
     e = res.epochs.merge(f[["run_id", "setting", "twin_form", "twin_alpha"]], on="run_id")
-    fig = _figure(3.4 * len(decs), 3.2)
-    axes = _axes(fig, 1, len(decs), sharey=True)[0]
-    styles = {"standard": ("grey", "-"), "inputs twin": ("tab:blue", "--"), "plain twin": ("tab:orange", "-."),
-              "alpha-net": ("black", "-")}
-    for ax, d in zip(axes, decs):
+    settings = list(dict.fromkeys(d.setting for d in decs))
+    alphas = sorted({d.alpha for d in decs})
+    fig = _figure(4.3 * len(alphas) + 0.4, 2.3 * len(settings) + 0.6)
+    axes = _axes(fig, len(settings), len(alphas), sharex=True)
+    styles = {"standard": ("grey", "-", "standard net"), "inputs twin": ("tab:blue", "--", "input-scaled net (x/α)"),
+              "plain twin": ("tab:orange", "-.", "plain twin"), "alpha-net": ("black", "-", "α-network")}
+    for d in decs:
+        ax = axes[settings.index(d.setting)][alphas.index(d.alpha)]
         mine = e[e["setting"] == d.setting]
-        for form, (color, ls) in styles.items():
+        for form, (color, ls, label) in styles.items():
             sel = mine[mine["twin_form"] == form]
             if form != "standard":
                 sel = sel[np.isclose(sel["twin_alpha"], d.alpha)]
             m = sel.groupby("epoch")["val_acc"].mean()
-            ax.plot(m.index, m.values, color=color, ls=ls, label=form.replace("alpha-net", "α-network"))
-        ax.set_title(f"{d.setting}\nα={d.alpha:g}", fontsize=8)
+            ax.plot(m.index, m.values, color=color, ls=ls, label=label)
+        ax.set_title(f"{d.setting} · α={d.alpha:g}", fontsize=7)
+    for ax in axes[-1]:
         ax.set_xlabel("epoch")
-    axes[0].set_ylabel("val acc (mean over seeds)")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, frameon=False)
+    for row in axes:
+        row[0].set_ylabel("val acc")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=4, frameon=False)
+    fig.suptitle("Validation accuracy per epoch (mean over seeds)")
     return fig
 
 
