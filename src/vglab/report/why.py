@@ -50,7 +50,7 @@ def runs(res) -> pd.DataFrame:
     """The final-epoch table (`tables.final`) with typed columns for the rules:
     opt_name, opt_eps, opt_momentum (from optimizer_spec), twin_form and twin_alpha (from
     model_args of `vglab.nn.rescaling:twin` runs; form "alpha-net" for a built-in network at
-    α != 1, "standard" at α = 1), log10_acc not included. Cached on the results."""
+    α != 1, "standard" at α = 1) and opt_label. Cached on the results."""
     key = "_why_runs"
     if key in res._cache:
         return res._cache[key]
@@ -101,7 +101,7 @@ def _mean(x: dict) -> float:
     return float(v.mean()) if v.size else math.nan
 
 
-def _acc_text(x: dict, chance: float | None = None) -> str:
+def _acc_text(x: dict) -> str:
     """The mean over seeds with its 95 % t interval, '0.912 (0.880–0.944)', or '0.912 (1 seed)'."""
     vals = [v for v in x.values() if math.isfinite(v)]
     if len(vals) < 2:
@@ -115,8 +115,8 @@ def _pts(d: stats.Difference) -> str:
 
 
 def _merge(verdicts: list[str]) -> str:
-    """Several parts' verdicts as one (as the reference claims combine architectures): all the
-    same -> that verdict; 'inconclusive' parts are ignored unless all are; else partly."""
+    """Several parts' verdicts as one, as the reference claims combine architectures: all the
+    same -> that verdict; all inconclusive -> inconclusive; any other mix -> partly."""
     vs = set(verdicts) - {"not run"}
     if not vs:
         return "not run"
@@ -131,7 +131,7 @@ def _merge(verdicts: list[str]) -> str:
 
 
 # ------------------------------------------------------------------ optimizers
-def _large_params_arms(f: pd.DataFrame):
+def large_params_arms(f: pd.DataFrame):
     """The 1x8-type (shallowest) net's arms at α = 1: N(0, std=10) without and with L2 (r
     closest to 0.01), N(0, std=1) without penalty."""
     f = f[np.isclose(f["alpha"], 1.0) & (f["twin_form"] == "standard")]
@@ -189,7 +189,7 @@ def _rescue_text(name: str, x: dict) -> str:
 
 def _sgd_l2_rescues(avail: dict) -> Outcome:
     preset, res = next(iter(avail.items()))
-    f = _large_params_arms(runs(res))
+    f = large_params_arms(runs(res))
     chance = 1.0 / tables.n_classes(res)
     sgd = f[(f["opt_name"] == "sgd") & (f["opt_momentum"] == 0)]
     main = _rescue(sgd, chance) if not sgd.empty else None
@@ -338,7 +338,7 @@ class Decomposition:
     arms: dict  # {"standard", "inputs", "plain", "alpha-net"} -> {seed: final val acc}
 
 
-def _setting_key(f: pd.DataFrame) -> pd.Series:
+def setting_key(f: pd.DataFrame) -> pd.Series:
     """One setting per network (the twins' model_args without alpha/form) and optimizer."""
     def arch(row):
         if row["twin_form"].endswith("twin"):
@@ -355,7 +355,7 @@ def decompositions(res) -> list[Decomposition]:
     f = runs(res)
     if f.empty:
         return []
-    f = f.assign(setting=_setting_key(f))
+    f = f.assign(setting=setting_key(f))
     e0 = res.epochs[res.epochs["epoch"] == 0].set_index("run_id")["val_loss"]
     out = []
     for setting, g in f.groupby("setting", sort=False):

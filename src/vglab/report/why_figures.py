@@ -203,7 +203,7 @@ def eps_sweep(res) -> Figure:
 def large_params_optimizers(res) -> Figure:
     """Final accuracy of the large-parameters arms (shallowest net, α = 1) per optimizer and
     learning rate: N(0, std=10) without and with L2, N(0, std=1) (mean over seeds, bars: min–max)."""
-    f = why._large_params_arms(why.runs(res))
+    f = why.large_params_arms(why.runs(res))
     if f.empty:
         raise NoData("no large-parameters arms")
     settings = list(dict.fromkeys(f.sort_values(["opt_name", "learning_rate"])["opt_label"]))
@@ -269,7 +269,7 @@ def twin_curves(res) -> Figure:
     if not decs:
         raise NoData("no complete decomposition")
     f = why.runs(res)
-    f = f.assign(setting=why._setting_key(f))
+    f = f.assign(setting=why.setting_key(f))
     e = res.epochs.merge(f[["run_id", "setting", "twin_form", "twin_alpha"]], on="run_id")
     settings = list(dict.fromkeys(d.setting for d in decs))
     alphas = sorted({d.alpha for d in decs})
