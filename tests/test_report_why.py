@@ -247,3 +247,18 @@ def test_why_pages_and_the_index_section(tmp_path):
     other = Builder("large-params").arm(0.9, label="std1").write(tmp_path / "large-params")
     index = html.write_index([other], tmp_path / "other.html", refresh_pages=False).read_text()
     assert "Not run: <code>vglab reproduce --presets optimizers,rescaling-identity,trainability</code>" in index
+
+
+def test_why_figures_draw_from_the_tables(tmp_path):
+    from vglab.report import figures, why_figures
+
+    tmap = why_figures.trainability_map(_maps(lambda d, t: 0.9 if d <= t else 0.1))
+    ax = tmap.axes[0]
+    assert "100% as predicted" in ax.get_title() and len(ax.collections[-1].get_offsets()) == 0  # no cell against it
+    dec = why_figures.rescaling_decomposition(_decomp([0.30, 0.32, 0.34], 0.4, 0.5, [0.62, 0.60, 0.64]))
+    heights = sorted(round(p.get_height(), 6) for p in dec.axes[0].patches)
+    assert heights == [8.0, 10.0, 12.0, 30.0]  # input scale, bias + temperature, parametrisation; total
+    for fig, name in ((tmap, "tmap"), (dec, "dec"), (why_figures.twin_curves(_decomp(0.3, 0.4, 0.5, 0.6)), "tc")):
+        assert all(p.exists() for p in figures.save(fig, tmp_path / name))
+    with pytest.raises(figures.NoData):
+        why_figures.eps_sweep(_decomp(0.3, 0.4, 0.5, 0.6))
