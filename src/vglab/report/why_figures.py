@@ -188,7 +188,7 @@ def eps_sweep(res) -> Figure:
     ax_acc.set_ylabel("final val acc")
     ax_acc.set_title("final accuracy per eps (band: min–max over seeds)", fontsize=8.5)
     ax_acc.legend(frameon=False)
-    top = float(d["depth"].max())
+    top = ax_g.get_ylim()[1]
     for e in eps:
         ax_g.axvline(math.log10(e), color="grey", ls="--", lw=0.8)
         ax_g.text(math.log10(e), top, f"eps {e:g} ", rotation=90, fontsize=7, color="grey", va="top", ha="right")
