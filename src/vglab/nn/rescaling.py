@@ -30,8 +30,13 @@ hidden comes from `network.layers`. α may be a traced JAX value.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
 from vglab.nn import activations
-from vglab.nn.networks import Network
+from vglab.nn.model import Model
+from vglab.nn.networks import Network, build
 
 
 def _check(network: Network, tree: dict, alpha, what: str) -> None:
@@ -70,3 +75,87 @@ def grads_from_twin(network: Network, twin_grads: dict, alpha) -> dict:
         g = twin_grads[layer.name]
         out[layer.name] = {"w": g["w"], "b": g["b"] / alpha} if layer.hidden else {"w": alpha * g["w"], "b": g["b"]}
     return out
+
+
+# ------------------------------------------------------------------ the twins as models
+TWIN_FORMS = ("plain", "inputs", "same")
+
+
+@dataclass(frozen=True)
+class Twin(Model):
+    """A standard (α = 1) `network` that sees x/α, as a model the engine trains; `alpha` is
+    fixed here (the run's own alpha stays 1 and, if set, rescales the twin's φ).
+
+    `form` says which parameters it trains and where they start, given the same base draw
+    θ = (W, b, W_out, b_out) that the α-network starts from:
+
+    - "plain": the plainly parametrised twin. It trains θ̂ = (W, b̂, Ŵ_out, b_out) as its own
+      parameters, started at `twin_params(θ)` = (W, b/α, α W_out, b_out): at the start it
+      computes exactly what the α-network computes (identity above), but the optimizer sees
+      θ̂, not θ. Differences to the α-network are the parametrisation's.
+    - "inputs": the standard network at x/α with the draw θ as it is: only the input scale
+      of rescaling, no bias scale and no output temperature.
+    - "same": the twin that holds the α-network's parameters θ and computes with
+      `twin_params(θ)` at x/α: the α-network itself, written as its twin (equal gradients,
+      so it trains as the α-network does; an end-to-end check of the identity).
+    """
+
+    network: Network
+    alpha: float
+    form: str = "plain"
+
+    def __post_init__(self):
+        activations.check_alpha(self.alpha)
+        if self.form not in TWIN_FORMS:
+            raise ValueError(f"unknown twin form {self.form!r}; choose one of {list(TWIN_FORMS)} (plain: own biases "
+                             "and output weights started at b/alpha and alpha*W_out; inputs: x/alpha only; same: the "
+                             "alpha-network's parameters)")
+
+    # the engine reads these from the model: the network's
+    @property
+    def name(self) -> str:
+        return f"{self.form} twin (α={self.alpha:g}) of {self.network.name}"
+
+    @property
+    def in_shape(self):
+        return self.network.in_shape
+
+    @property
+    def activation(self) -> str:
+        return self.network.activation
+
+    @property
+    def layer_order(self):
+        return self.network.layer_order
+
+    def fans(self, name, param, shape):
+        return self.network.fans(name, param, shape)
+
+    def layout(self, x_example=None):
+        return self.network.layout()
+
+    def init(self, key, *args, **kw):
+        return self.network.init(key, *args, **kw)
+
+    def start_from(self, params):
+        """The plain twin starts at θ̂ = twin_params(θ) of the drawn θ (in its dtype); the
+        other forms start from θ as drawn."""
+        if self.form != "plain":
+            return params
+        out = twin_params(self.network, params, self.alpha)
+        return {k: {p: np.asarray(v, np.asarray(params[k][p]).dtype) for p, v in d.items()} for k, d in out.items()}
+
+    def apply(self, params, x, alpha=1.0, capture: bool = False):
+        if self.form == "same":
+            params = twin_params(self.network, params, self.alpha)
+        return self.network.apply(params, twin_inputs(x, self.alpha), alpha=alpha, capture=capture)
+
+
+def twin(alpha: float, form: str = "plain", network: str = "mlp", depth: int = 1, width: int = 8,
+         variant: str | None = None, *, in_shape, n_classes: int = 10, activation: str = "tanh") -> Twin:
+    """A `Twin` of a built-in network (`vglab.nn.networks.build`), for specs:
+    `model = "vglab.nn.rescaling:twin"`, `model_args = {alpha = 2, form = "plain", depth = 20, width = 8}`.
+    Started from the same base draw as the α-network of the same init law and seed (the
+    layouts are the network's), so runs of the two with one seed compare paired."""
+    return Twin(build(network, in_shape, depth=depth, width=width, variant=variant, activation=activation,
+                      n_out=n_classes), float(alpha), form)

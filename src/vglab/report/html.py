@@ -28,6 +28,8 @@ import numpy as np
 from vglab.report import claims as claims_mod
 from vglab.report import figures as F
 from vglab.report import tables, theory
+from vglab.report import why as why_mod
+from vglab.report import why_figures
 
 CSS = """
 :root { --fg:#1d232b; --muted:#5b6673; --line:#e3e7ec; --bg:#fff; --soft:#f6f8fa; --accent:#2458a6; }
@@ -109,9 +111,9 @@ class DrawnFigure:
     error: str = ""
 
 
-def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS) -> list[DrawnFigure]:
+def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS, instruments=F.INSTRUMENTS) -> list[DrawnFigure]:
     out = []
-    for inst in F.INSTRUMENTS:
+    for inst in instruments:
         use = inst.needs(res)
         if use is None:
             continue
@@ -305,7 +307,9 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
     res = load(results_dir)
     preset = claims_mod.preset_of(res) or results_dir.name
     ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
-    figs = _render_figures(res, results_dir / "figures", figure_formats)
+    why_page = preset in why_mod.PRESETS  # the why presets draw their own figures (`why_figures.INSTRUMENTS`)
+    figs = _render_figures(res, results_dir / "figures", figure_formats,
+                           instruments=why_figures.INSTRUMENTS if why_page else F.INSTRUMENTS)
     _write_summary_csv(res, results_dir / SUMMARY_CSV)
     desc = res.spec.get("description", "") if isinstance(res.spec, dict) else ""
     reference = res.spec.get("reference", "") if isinstance(res.spec, dict) else ""
@@ -323,10 +327,14 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
         parts.append(_claims_table(mine))
         parts.append(f'<p class="rule">{_esc(claims_mod.DIVERGED_NOTE)} The other claims of the reference study are '
                      "checked on other presets: see the index page of <code>vglab reproduce</code>.</p>")
+    elif why_page:
+        parts[-1] = '<h2 id="claims">Why: claims checked on this experiment</h2>'
+        parts.append(_claims_table([(c, o) for c, o in why_mod.evaluate({preset: res}) if why_mod.relevant(c, preset)]))
     else:
         parts.append(f"<p>{_esc(preset)} is not one of the reference study's presets, so no claim of the study is "
                      "checked on it; its runs and figures follow.</p>")
-    parts += ['<h2 id="runs">Runs</h2>', _runs_table(res), _theory_table(res), '<h2 id="figures">Figures</h2>']
+    parts += ['<h2 id="runs">Runs</h2>', _runs_table(res), "" if why_page else _theory_table(res),
+              '<h2 id="figures">Figures</h2>']
     if not figs:
         parts.append("<p>No figures: these results hold no per-epoch data.</p>")
     parts += [_figure_html(f, results_dir) for f in figs]
@@ -407,6 +415,7 @@ def render_index(results_dirs, out, refresh_pages: bool = True, figure_formats=F
     if unchecked and checked:
         body.append(f"<details><summary>Claims that need presets not run here ({len(unchecked)})</summary>"
                     + _claims_table(unchecked, link_preset=link) + "</details>")
+    body += _why_index_html(loaded, pages)
     body += ['<h2 id="experiments">Experiments</h2>',
              "<table><thead><tr><th>experiment (preset)</th><th>dataset</th><th>runs</th><th>configurations</th>"
              "<th>best configuration — final val acc</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"]
@@ -427,3 +436,18 @@ def write_index(results_dirs, out, refresh_pages: bool = True, figure_formats=FI
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, render_index(results_dirs, out, refresh_pages, figure_formats))
     return out
+
+
+# ------------------------------------------------------- the why presets (issue 16)
+def _why_index_html(loaded: dict, pages: dict) -> list[str]:
+    """The index's "Why" section: the why claims (`vglab.report.why`), apart from the
+    reference study's; a line saying how to run them when none of their presets ran."""
+    head = '<h2 id="why">Why the remedies work or fail</h2>'
+    if not any(p in loaded for p in why_mod.PRESETS):
+        return [head, "<p>Not run: <code>vglab reproduce --presets " + ",".join(why_mod.PRESETS) + "</code> checks "
+                "the optimizer's part, the rescaling identity and trainability against mean-field theory.</p>"]
+    pairs = why_mod.evaluate(loaded)
+    counts = {v: sum(o.verdict == v for _, o in pairs) for v in claims_mod.VERDICTS}
+    tally = " · ".join(f"{_verdict(v)} {n}" for v, n in counts.items() if n)
+    return [head, f'<p class="sub">{len(pairs)} claims · {tally}</p>',
+            _claims_table(pairs, link_preset=lambda p: (pages.get(p, "") + "#claims") if p in pages else "")]

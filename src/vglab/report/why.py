@@ -1,0 +1,624 @@
+"""Why the remedies work or fail: claims checked on the `optimizers`, `rescaling-identity` and
+`trainability` presets (issue 16), with the same `Claim`/`Outcome` types as the reference
+study's claims (`vglab.report.claims`) but in a list of their own (`WHY_CLAIMS`): the index
+shows them in a separate "Why" section.
+
+Every compared difference is measured over seeds with a 95 % interval
+(`vglab.report.stats.difference`): paired when both arms hold the same seeds (runs with one
+seed share the base draw of their initialization and every batch order), one-sample against
+a fixed reference (chance, a threshold). A verdict is decided by the means, as the reference
+claims are, and its text says whether the whole interval meets each threshold too
+(`stats.check`); one seed gives no interval, and the text says so.
+
+Arms are found by the `runs` columns: the optimizer by `optimizer_spec` (the resolved
+optimizer table, JSON) and the rescaling twins by `model_args` (JSON), both parsed once per
+results (`runs`); never by reading labels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from vglab.report import stats, tables, theory
+from vglab.report.claims import CHANCE_MARGIN, HELPS, SHALLOW_LEARNS, WITHIN, Claim, Outcome, preset_of
+
+# ------------------------------------------------------------------ thresholds
+# (shared with the reference claims: HELPS = 3 points "helps", WITHIN = 2 points "restores",
+# CHANCE_MARGIN = 5 points "at chance", SHALLOW_LEARNS = 20 points above chance "learns")
+L2_R = 0.01  # the penalty strength compared (the study's)
+EFFECT = HELPS  # rescaling has an effect to decompose when |α-network − standard| >= 3 points
+TRAINS_FRACTION = 0.5  # a trainability cell "trains": at least half-way from chance to its map's best cell
+AGREE = 0.80  # the trainable depth follows 6 ξ_c: at least 80 % of cells on the predicted side ...
+AGREE_PARTLY = 0.65  # ... 65-80 %: partly
+BEATS_CONSTANT = 0.10  # ... and at least 10 points more than the better constant prediction
+START_RTOL = 1e-4  # the plain twin starts as the α-network: epoch-0 validation losses this close
+
+OPTIMIZERS = "optimizers"
+RESCALING_IDENTITY = "rescaling-identity"
+TRAINABILITY = "trainability"
+PRESETS = (OPTIMIZERS, RESCALING_IDENTITY, TRAINABILITY)
+TWIN_MODEL = "vglab.nn.rescaling:twin"
+
+
+# ------------------------------------------------------------------ the runs, typed
+def runs(res) -> pd.DataFrame:
+    """The final-epoch table (`tables.final`) with typed columns for the rules:
+    opt_name, opt_eps, opt_momentum (from optimizer_spec), twin_form and twin_alpha (from
+    model_args of `vglab.nn.rescaling:twin` runs; form "alpha-net" for a built-in network at
+    α != 1, "standard" at α = 1) and opt_label. Cached on the results."""
+    key = "_why_runs"
+    if key in res._cache:
+        return res._cache[key]
+    f = tables.final(res).copy()
+    specs = [json.loads(s) if isinstance(s, str) and s else {} for s in f.get("optimizer_spec", pd.Series([""] * len(f)))]
+    f["opt_name"] = [s.get("name", "adam") for s in specs]
+    f["opt_eps"] = [float(s["eps"]) if "eps" in s else math.nan for s in specs]
+    f["opt_momentum"] = [float(s["momentum"]) if s.get("momentum") is not None else 0.0 for s in specs]
+    forms, alphas = [], []
+    for model, margs, alpha in zip(f.get("model", pd.Series([None] * len(f))),
+                                   f.get("model_args", pd.Series([""] * len(f))), f["alpha"]):
+        if isinstance(model, str) and model == TWIN_MODEL:
+            a = json.loads(margs) if isinstance(margs, str) and margs else {}
+            forms.append(f"{a.get('form', 'plain')} twin")
+            alphas.append(float(a.get("alpha", math.nan)))
+        elif isinstance(model, str) and model:
+            forms.append("other model")
+            alphas.append(math.nan)
+        else:
+            forms.append("standard" if np.isclose(alpha, 1.0) else "alpha-net")
+            alphas.append(float(alpha))
+    f["twin_form"], f["twin_alpha"] = forms, alphas
+    f["opt_label"] = [_opt_label(n, m, e, lr) for n, m, e, lr in
+                      zip(f["opt_name"], f["opt_momentum"], f["opt_eps"], f["learning_rate"].astype(float))]
+    res._cache[key] = f
+    return f
+
+
+def _opt_label(name: str, momentum: float, eps: float, lr: float) -> str:
+    if name == "adam":
+        return f"Adam lr {lr:g} eps {eps:g}" if math.isfinite(eps) else f"Adam lr {lr:g}"
+    if name == "momentum" or (name == "sgd" and momentum > 0):
+        return f"SGD+momentum {momentum:g} lr {lr:g}"
+    if name == "sgd":
+        return f"SGD lr {lr:g}"
+    return f"{name} lr {lr:g}"
+
+
+def by_seed(rows: pd.DataFrame, value: str = "val_acc") -> dict[int, float]:
+    """{seed: value} of one arm (one configuration): what `stats.difference` pairs."""
+    if rows["label"].nunique() > 1:
+        raise ValueError(f"an arm must be one configuration, got {sorted(rows['label'].unique())}")
+    return {int(s): float(v) for s, v in zip(rows["seed"], rows[value])}
+
+
+def _mean(x: dict) -> float:
+    v = np.array([y for y in x.values() if math.isfinite(y)])
+    return float(v.mean()) if v.size else math.nan
+
+
+def _acc_text(x: dict) -> str:
+    """The mean over seeds with its 95 % t interval, '0.912 (0.880–0.944)', or '0.912 (1 seed)'."""
+    vals = [v for v in x.values() if math.isfinite(v)]
+    if len(vals) < 2:
+        return f"{_mean(x):.3f} ({len(vals)} seed)"
+    d = stats.difference(x, 0.0)
+    return f"{d.diff:.3f} ({d.low:.3f}–{d.high:.3f})"
+
+
+def _pts(d: stats.Difference) -> str:
+    return d.text(scale=100, digits=1, unit=" points")
+
+
+def _merge(verdicts: list[str]) -> str:
+    """Several parts' verdicts as one, as the reference claims combine architectures: all the
+    same -> that verdict; all inconclusive -> inconclusive; any other mix -> partly."""
+    vs = set(verdicts) - {"not run"}
+    if not vs:
+        return "not run"
+    if vs == {"answered"}:
+        return "answered"
+    decided = vs - {"inconclusive"}
+    if not decided:
+        return "inconclusive"
+    if len(decided) == 1 and "inconclusive" not in vs:
+        return decided.pop()
+    return "partly"
+
+
+# ------------------------------------------------------------------ optimizers
+def large_params_arms(f: pd.DataFrame):
+    """The 1x8-type (shallowest) net's arms at α = 1: N(0, std=10) without and with L2 (r
+    closest to 0.01), N(0, std=1) without penalty."""
+    f = f[np.isclose(f["alpha"], 1.0) & (f["twin_form"] == "standard")]
+    f = pd.concat([tables.arms(f, spec="normal(std=10)"), tables.arms(f, spec="normal(std=1)")])
+    if f.empty:
+        return f
+    return f[f["depth"].astype(float) == f["depth"].astype(float).min()]
+
+
+def _rescue_at(g: pd.DataFrame, lr: float):
+    """(none, l2, ref) rows at one learning rate of one optimizer."""
+    at = g[np.isclose(g["learning_rate"].astype(float), lr)]
+    big, ref = tables.arms(at, spec="normal(std=10)"), tables.arms(at, spec="normal(std=1)", penalty="none")
+    none = big[big["penalty"] == "none"]
+    l2 = big[big["penalty"] == "l2"]
+    if not l2.empty:
+        r = min(l2["r"].unique(), key=lambda v: abs(math.log(v / L2_R)))
+        l2 = l2[np.isclose(l2["r"], r)]
+    return none, l2, ref
+
+
+def _rescue(g: pd.DataFrame, chance: float) -> dict | None:
+    """L2's rescue for one optimizer setting (all its learning rates): at the rate where
+    N(0, std=1) is best, the gain of L2 over no penalty and its gap to N(0, std=1)."""
+    rates = sorted(g["learning_rate"].astype(float).unique())
+    refs = {lr: _rescue_at(g, lr)[2] for lr in rates}
+    rates = [lr for lr in rates if not refs[lr].empty]
+    if not rates:
+        return None
+    best = max(rates, key=lambda lr: refs[lr]["val_acc"].mean())
+    none, l2, ref = _rescue_at(g, best)
+    if none.empty or l2.empty:
+        return None
+    a_none, a_l2, a_ref = by_seed(none), by_seed(l2), by_seed(ref)
+    gain, gap = stats.difference(a_l2, a_none), stats.difference(a_l2, a_ref)
+    helps, within = stats.check(gain, low=HELPS, scale=100, digits=1), stats.check(gap, low=-WITHIN, scale=100, digits=1)
+    per_lr = {}
+    for lr in sorted(g["learning_rate"].astype(float).unique()):
+        n, l, r = _rescue_at(g, lr)
+        per_lr[lr] = {k: float(x["val_acc"].mean()) if not x.empty else math.nan for k, x in
+                      (("none", n), ("l2", l), ("std1", r))}
+    at_chance = all(abs(_mean(x) - chance) <= CHANCE_MARGIN for x in (a_none, a_l2, a_ref))
+    return {"lr": best, "none": a_none, "l2": a_l2, "ref": a_ref, "gain": gain, "gap": gap, "helps": helps,
+            "within": within, "per_lr": per_lr, "at_chance": at_chance, "r": float(l2["r"].iloc[0])}
+
+
+def _rescue_text(name: str, x: dict) -> str:
+    rates = "; ".join(f"lr {lr:g}: none {v['none']:.3f}, L2 {v['l2']:.3f}, N(0, std=1) {v['std1']:.3f}"
+                      for lr, v in x["per_lr"].items())
+    return (f"{name} at lr {x['lr']:g} (N(0, std=1)'s best): N(0, std=10) + L2 r={x['r']:g} {_acc_text(x['l2'])} vs "
+            f"none {_acc_text(x['none'])} and N(0, std=1) {_acc_text(x['ref'])}; L2 − none {_pts(x['gain'])}, "
+            f"{HELPS * 100:g}-point threshold {x['helps'].text}; L2 − N(0, std=1) {_pts(x['gap'])}, "
+            f"−{WITHIN * 100:g}-point threshold {x['within'].text}. All rates (means): {rates}")
+
+
+def _sgd_l2_rescues(avail: dict) -> Outcome:
+    preset, res = next(iter(avail.items()))
+    f = large_params_arms(runs(res))
+    chance = 1.0 / tables.n_classes(res)
+    sgd = f[(f["opt_name"] == "sgd") & (f["opt_momentum"] == 0)]
+    main = _rescue(sgd, chance) if not sgd.empty else None
+    if main is None:
+        return Outcome("not run", f"`{preset}` lacks plain SGD runs of N(0, std=10) without and with L2 next to "
+                                  "N(0, std=1)")
+    helps, within = main["helps"].by_means, main["within"].by_means
+    verdict = "reproduced" if helps and within else ("partly" if helps or within else "not reproduced")
+    text = _rescue_text("SGD", main)
+    if main["at_chance"]:
+        verdict, text = "inconclusive", text + f" — every arm is within {CHANCE_MARGIN * 100:g} points of chance"
+    nums = {"sgd": {"lr": main["lr"], "gain": main["gain"].diff, "gain_low": main["gain"].low,
+                    "gain_high": main["gain"].high, "gap": main["gap"].diff, "acc_l2": _mean(main["l2"]),
+                    "acc_none": _mean(main["none"]), "acc_std1": _mean(main["ref"]), "per_lr": main["per_lr"]}}
+    others = []
+    for name, sel in (("SGD+momentum", (f["opt_name"] == "momentum") | ((f["opt_name"] == "sgd") & (f["opt_momentum"] > 0))),
+                      ("Adam", f["opt_name"] == "adam")):
+        x = _rescue(f[sel], chance) if sel.any() else None
+        if x is not None:
+            others.append(_rescue_text(name, x))
+            nums[name] = {"lr": x["lr"], "gain": x["gain"].diff, "gap": x["gap"].diff, "acc_l2": _mean(x["l2"]),
+                          "acc_none": _mean(x["none"]), "acc_std1": _mean(x["ref"])}
+    if others:
+        text += " ‖ For comparison: " + " ‖ ".join(others)
+    return Outcome(verdict, text, nums, preset)
+
+
+def deep_runs(res) -> pd.DataFrame:
+    """The deepest net's runs of the optimizers preset (built-in network, no penalty)."""
+    f = runs(res)
+    f = f[f["twin_form"].isin(["standard", "alpha-net"]) & (f["penalty"] == "none")]
+    if f.empty:
+        return f
+    return f[f["depth"].astype(float) == f["depth"].astype(float).max()]
+
+
+def layer_gradients(res, run_ids, epoch: int = 1) -> pd.Series:
+    """log10 of each weight's mean |∂J/∂w| in `epoch` (averaged over the runs in log10), by
+    layer_index: the gradient size Adam's eps is compared with."""
+    g = res.grads
+    g = g[g["run_id"].isin(list(run_ids)) & (g["param"] == "w") & (g["epoch"] == epoch)]
+    with np.errstate(divide="ignore"):
+        return g.assign(lg=np.log10(g["grad_abs_mean"].astype(float))).groupby("layer_index")["lg"].mean()
+
+
+def _eps_rule_one(res, d: pd.DataFrame, chance: float, alpha: float):
+    adam = d[(d["opt_name"] == "adam") & np.isclose(d["alpha"], alpha) & d["opt_eps"].notna()]
+    if adam["opt_eps"].nunique() < 2:
+        return None
+    grads = layer_gradients(res, adam["run_id"])
+    if grads.empty:
+        return None
+    smallest = float(grads.min())
+    eps = sorted(adam["opt_eps"].unique(), reverse=True)
+    arms = {e: by_seed(adam[np.isclose(adam["opt_eps"], e, rtol=1e-9, atol=0)]) for e in eps}
+    base_eps = max(eps)
+    below = [e for e in eps if math.log10(e) < smallest]
+    rows = [f"eps {e:g}: {_acc_text(arms[e])} ({int((grads > math.log10(e)).sum())}/{len(grads)} layers' |g| above eps)"
+            for e in eps]
+    head = (f"α={alpha:g}: first layer's mean |∂J/∂W| in epoch 1 10^{grads.iloc[0]:.1f}, smallest over layers "
+            f"10^{smallest:.1f}, output layer's 10^{grads.iloc[-1]:.1f}; final val acc " + "; ".join(rows))
+    nums = {"alpha": alpha, "log10_grad_min": smallest, "log10_grad_first": float(grads.iloc[0]),
+            "acc": {float(e): _mean(a) for e, a in arms.items()}}
+    if not below:
+        return "inconclusive", head + f" — no swept eps is below every layer's gradient (smallest 10^{smallest:.1f})", nums
+    best = max(below, key=lambda e: _mean(arms[e]))
+    gain = stats.difference(arms[best], arms[base_eps])
+    above_chance = stats.difference(arms[best], chance)
+    c_gain = stats.check(gain, low=HELPS, scale=100, digits=1)
+    c_trains = stats.check(above_chance, low=SHALLOW_LEARNS, scale=100, digits=1)
+    text = (head + f". Best eps below every gradient: {best:g}, gain over eps {base_eps:g} {_pts(gain)} "
+            f"({HELPS * 100:g}-point threshold {c_gain.text}); above chance {_pts(above_chance)} "
+            f"({SHALLOW_LEARNS * 100:g}-point 'trains' threshold {c_trains.text})")
+    nums.update(best_eps=best, gain=gain.diff, gain_low=gain.low, gain_high=gain.high,
+                above_chance=above_chance.diff)
+    verdict = ("reproduced" if c_gain.by_means and c_trains.by_means else "partly" if c_gain.by_means
+               else "not reproduced")
+    return verdict, text, nums
+
+
+def _eps_below_gradients(avail: dict) -> Outcome:
+    preset, res = next(iter(avail.items()))
+    d = deep_runs(res)
+    chance = 1.0 / tables.n_classes(res)
+    parts = [p for a in sorted(d["alpha"].unique()) if (p := _eps_rule_one(res, d, chance, float(a))) is not None] \
+        if not d.empty else []
+    if not parts:
+        return Outcome("not run", f"`{preset}` lacks the deep net under Adam at two or more eps values")
+    arch = f"mlp {int(d['depth'].iloc[0])}x{int(d['width'].iloc[0])} at {d['weight_init'].iloc[0]}, Adam"
+    text = arch + ": " + " ‖ ".join(f"{t} → {v}" for v, t, _ in parts)
+    return Outcome(_merge([v for v, _, _ in parts]), text, {f"alpha={n['alpha']:g}": n for _, _, n in parts}, preset)
+
+
+def frozen_layers(res, run_ids, epoch: int = 1) -> tuple[int, int]:
+    """(layers counted from the input whose weights did not change at all in `epoch` in any
+    of the runs, hidden+output layers): the update_size probe measures θ_after − θ_before
+    after float32 rounding, so an update below the weights' resolution reads exactly 0."""
+    g = res.grads
+    g = g[g["run_id"].isin(list(run_ids)) & (g["param"] == "w") & (g["epoch"] == epoch)]
+    if "update_norm_mean" not in g or g.empty:
+        raise ValueError("no update_size probe in these results")
+    moved = g.groupby("layer_index")["update_norm_mean"].max() > 0
+    n = 0
+    for _, m in moved.sort_index().items():
+        if m:
+            break
+        n += 1
+    return n, int(moved.size)
+
+
+def _frozen(avail: dict) -> Outcome:
+    preset, res = next(iter(avail.items()))
+    d = deep_runs(res)
+    if d.empty or "update_norm_mean" not in res.grads:
+        return Outcome("not run", f"`{preset}` lacks the deep net's runs with the update_size probe")
+    d = d[np.isclose(d["alpha"], 1.0)].assign(_eps=lambda x: -x["opt_eps"].fillna(0.0))
+    d = d.sort_values(["opt_name", "opt_momentum", "learning_rate", "_eps"], kind="stable")
+    rows, nums = [], {}
+    for label, g in d.groupby("opt_label", sort=False):
+        n, total = frozen_layers(res, g["run_id"])
+        grads = layer_gradients(res, g["run_id"])
+        moving = f"; the first layer that moves has |∂J/∂W| 10^{grads.iloc[n]:.1f}" if n < total else ""
+        rows.append(f"{label}: {n} of {total} layers never change in epoch 1{moving}")
+        nums[label] = {"frozen": n, "layers": total, "log10_grad_first_moving": float(grads.iloc[n]) if n < total
+                       else math.nan}
+    arch = f"mlp {int(d['depth'].iloc[0])}x{int(d['width'].iloc[0])} at {d['weight_init'].iloc[0]}, α=1"
+    return Outcome("answered", arch + ": " + "; ".join(rows), nums, preset)
+
+
+# ------------------------------------------------------------------ rescaling identity
+PARTS = ("input scale", "bias scale + output temperature", "parametrisation")
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    """Rescaling's effect on final accuracy for one network, optimizer and α, paired over
+    seeds: total = α-network − standard; input scale = input-scaled − standard; bias scale
+    + output temperature = plain twin − input-scaled; parametrisation = α-network − plain
+    twin (the three sum to the total)."""
+
+    setting: str  # the network and optimizer
+    alpha: float
+    total: stats.Difference
+    parts: dict  # PARTS -> stats.Difference
+    start_gap: float  # max over seeds of |val_loss(α-net) − val_loss(plain twin)| / val_loss at epoch 0
+    arms: dict  # {"standard", "inputs", "plain", "alpha-net"} -> {seed: final val acc}
+
+
+def setting_key(f: pd.DataFrame) -> pd.Series:
+    """One setting per network (the twins' model_args without alpha/form) and optimizer."""
+    def arch(row):
+        if row["twin_form"].endswith("twin"):
+            a = json.loads(row["model_args"]) if isinstance(row["model_args"], str) else {}
+            depth, width, net = a.get("depth", 1), a.get("width", 8), a.get("network", "mlp")
+        else:
+            depth, width, net = row["depth"], row["width"], row["network"]
+        return f"{net} {int(depth)}x{int(width)} · {row['weight_init']} · {row['opt_label']}"
+    return f.apply(arch, axis=1)
+
+
+def decompositions(res) -> list[Decomposition]:
+    """Every (setting, α) with all four arms (see `Decomposition`)."""
+    f = runs(res)
+    if f.empty:
+        return []
+    f = f.assign(setting=setting_key(f))
+    e0 = res.epochs[res.epochs["epoch"] == 0].set_index("run_id")["val_loss"]
+    out = []
+    for setting, g in f.groupby("setting", sort=False):
+        std = g[g["twin_form"] == "standard"]
+        if std.empty:
+            continue
+        for alpha in sorted(a for a in g["twin_alpha"].unique() if math.isfinite(a) and not np.isclose(a, 1.0)):
+            at = g[np.isclose(g["twin_alpha"], alpha)]
+            pick = {"alpha-net": at[at["twin_form"] == "alpha-net"], "plain": at[at["twin_form"] == "plain twin"],
+                    "inputs": at[at["twin_form"] == "inputs twin"]}
+            if any(v.empty for v in pick.values()):
+                continue
+            arms = {"standard": by_seed(std), **{k: by_seed(v) for k, v in pick.items()}}
+            parts = {PARTS[0]: stats.difference(arms["inputs"], arms["standard"]),
+                     PARTS[1]: stats.difference(arms["plain"], arms["inputs"]),
+                     PARTS[2]: stats.difference(arms["alpha-net"], arms["plain"])}
+            la = pick["alpha-net"].set_index("seed")["run_id"].map(e0)
+            lp = pick["plain"].set_index("seed")["run_id"].map(e0)
+            gap = float(np.nanmax(np.abs(la - lp.reindex(la.index)) / np.abs(la)))
+            out.append(Decomposition(setting, float(alpha), stats.difference(arms["alpha-net"], arms["standard"]),
+                                     parts, gap, arms))
+    return out
+
+
+def _ci(d: stats.Difference) -> str:
+    """'+12.0 (+7.6 to +16.5)' points, or '+12.0 (no interval)'."""
+    if not d.has_interval:
+        return f"{d.diff * 100:+.1f} (no interval)"
+    return f"{d.diff * 100:+.1f} ({d.low * 100:+.1f} to {d.high * 100:+.1f})"
+
+
+def _decomposition(avail: dict) -> Outcome:
+    preset, res = next(iter(avail.items()))
+    decs = decompositions(res)
+    if not decs:
+        return Outcome("not run", f"`{preset}` lacks a standard net, an α-network and its plain and input-scaled "
+                                  f"twins ({TWIN_MODEL}) of one setting")
+    rows, nums, resolved = [], {}, []
+    for d in decs:
+        name = f"{d.setting}, α={d.alpha:g}"
+        effect = stats.check(d.total, **({"low": EFFECT} if d.total.diff >= 0 else {"high": -EFFECT}),
+                             scale=100, digits=1)
+        share = math.nan
+        if not effect.by_means:
+            summary = f"no effect to decompose (|total| < {EFFECT * 100:g} points)"
+        else:
+            share = 1.0 - d.parts[PARTS[2]].diff / d.total.diff
+            summary = (f"the function (input scale, bias scale, output temperature) accounts for {share:.0%} of the "
+                       f"effect, the parametrisation for {1 - share:.0%}")
+            if effect.by_interval:
+                resolved.append(f"{name}: function {share:.0%}, parametrisation {1 - share:.0%}")
+            else:
+                summary += f" — but the total's {EFFECT * 100:g}-point threshold is {effect.text}, so the shares are " \
+                           "not resolved"
+        start = ("the plain twin starts as the α-network (epoch-0 validation loss within "
+                 f"{d.start_gap:.1e} relative)" if d.start_gap <= START_RTOL else
+                 f"the plain twin does NOT start as the α-network (epoch-0 validation losses differ by {d.start_gap:.1e})")
+        bits = ", ".join(f"{k} {_ci(v)}" for k, v in d.parts.items())
+        rows.append(f"{name}: standard {_acc_text(d.arms['standard'])}, α-network {_acc_text(d.arms['alpha-net'])}; "
+                    f"total {_ci(d.total)} points = {bits} → {summary}; {start}")
+        nums[f"{d.setting} · α={d.alpha:g}"] = {"total": d.total.diff, "total_low": d.total.low,
+                                                 "total_high": d.total.high, **{k: v.diff for k, v in d.parts.items()},
+                                                 "function_share": share, "start_gap": d.start_gap,
+                                                 "effect_resolved": bool(effect.by_interval)}
+    head = (f"Effects whose whole 95 % interval is at least {EFFECT * 100:g} points: {len(resolved)} of {len(decs)} "
+            f"settings" + (" (" + "; ".join(resolved) + ")" if resolved else "") + ". ")
+    return Outcome("answered", head + " ‖ ".join(rows), nums, preset)
+
+
+# ------------------------------------------------------------------ trainability
+@dataclass(frozen=True)
+class TrainabilityMap:
+    """One heat map: mean final accuracy over depth x σ_w² at one width and α, with the
+    mean-field prediction. `acc[i, j]` is at depths[i], sigma_w2[j]; `per_seed[i][j]` the
+    seeds' values; `predicted` is depth <= 6 ξ_c; `trains` the measured decision."""
+
+    width: int
+    alpha: float
+    sigma_b2: float
+    depths: np.ndarray
+    sigma_w2: np.ndarray
+    acc: np.ndarray
+    per_seed: list
+    trainable_depth: np.ndarray  # 6 ξ_c per σ_w²
+    threshold: float  # chance + TRAINS_FRACTION (best − chance)
+    trains: np.ndarray  # bool, mean >= threshold
+    decided: np.ndarray  # bool: the cell's whole 95 % interval lies on one side of the threshold
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.depths[:, None] <= self.trainable_depth[None, :]
+
+    @property
+    def agreement(self) -> float:
+        ok = np.isfinite(self.acc)
+        return float((self.predicted == self.trains)[ok].mean())
+
+    @property
+    def constant_agreement(self) -> float:
+        """The better of 'every cell trains' and 'no cell trains' under the same rule."""
+        ok = np.isfinite(self.acc)
+        t = self.trains[ok].mean()
+        return float(max(t, 1 - t))
+
+    def sides(self) -> dict[str, tuple[int, int]]:
+        """{'within': (cells with depth <= 6 ξ_c that train, such cells), 'beyond': (cells
+        deeper than 6 ξ_c that do not train, such cells)}: the two halves of the prediction,
+        "up to about 6 ξ_c" and "not beyond"."""
+        ok = np.isfinite(self.acc)
+        p, t = self.predicted[ok], self.trains[ok]
+        return {"within": (int((p & t).sum()), int(p.sum())), "beyond": (int((~p & ~t).sum()), int((~p).sum()))}
+
+    @property
+    def decided_agreement(self) -> tuple[int, int]:
+        """(cells whose interval lies wholly on the predicted side, cells decided by their interval)."""
+        ok = np.isfinite(self.acc) & self.decided
+        return int((self.predicted == self.trains)[ok].sum()), int(ok.sum())
+
+
+def trainability_maps(res) -> list[TrainabilityMap]:
+    """The heat maps of a trainability experiment: one per (width, α), tanh-type MLPs under
+    normal(sigma_w2=...) weights (σ_w² from `init_scale`), σ_b² from the bias law. Cached on
+    the results (the chaotic phase's depth scales take ~0.1-0.5 s per σ_w²)."""
+    if "_why_maps" not in res._cache:
+        res._cache["_why_maps"] = _trainability_maps(res)
+    return res._cache["_why_maps"]
+
+
+def _trainability_maps(res) -> list[TrainabilityMap]:
+    f = runs(res)
+    f = f[(f["network"].astype(str) == "mlp") & (f["weight_init_kind"].astype(str) == "scaled_normal")]
+    if f.empty:
+        return []
+    chance = 1.0 / tables.n_classes(res)
+    out = []
+    for (width, alpha, act), g in f.groupby(["width", "alpha", "activation"], sort=True):
+        depths = np.array(sorted(g["depth"].astype(int).unique()))
+        sw = np.array(sorted(g["init_scale"].astype(float).unique()))
+        sb2 = theory.bias_variance(str(g["bias_init"].iloc[0]))
+        acc = np.full((depths.size, sw.size), np.nan)
+        per = [[{} for _ in sw] for _ in depths]
+        for (d, s), c in g.groupby([g["depth"].astype(int), g["init_scale"].astype(float)]):
+            i, j = int(np.searchsorted(depths, d)), int(np.searchsorted(sw, s))
+            per[i][j] = {int(k): float(v) for k, v in zip(c["seed"], c["val_acc"])}
+            acc[i, j] = _mean(per[i][j])
+        grid = theory.depth_scale_grid(str(act), float(alpha), sw, sb2)
+        threshold = chance + TRAINS_FRACTION * (np.nanmax(acc) - chance)
+        trains = acc >= threshold
+        decided = np.zeros_like(trains)
+        for i in range(depths.size):
+            for j in range(sw.size):
+                vals = per[i][j]
+                if sum(math.isfinite(v) for v in vals.values()) >= 2:
+                    d = stats.difference(vals, threshold)
+                    decided[i, j] = d.has_interval and (d.low >= 0 or d.high < 0)
+        out.append(TrainabilityMap(int(width), float(alpha), sb2, depths, sw, acc, per, grid.trainable_depth,
+                                   float(threshold), trains, decided))
+    return out
+
+
+def _trainable_depth(avail: dict) -> Outcome:
+    preset, res = next(iter(avail.items()))
+    maps = trainability_maps(res)
+    if not maps:
+        return Outcome("not run", f"`{preset}` has no MLPs at normal(sigma_w2=...) weights")
+    parts = []
+    for m in maps:
+        agree, base = m.agreement, m.constant_agreement
+        ok, n_dec = m.decided_agreement
+        v = ("reproduced" if agree >= AGREE and agree >= base + BEATS_CONSTANT else
+             "partly" if agree >= AGREE_PARTLY and agree > base else "not reproduced")
+        deepest = []
+        for j, s in enumerate(m.sigma_w2):
+            t = m.depths[m.trains[:, j]]
+            deepest.append(f"σ_w²={s:g}: {int(t.max()) if t.size else '–'} vs {m.trainable_depth[j]:.0f}")
+        sides = m.sides()
+        text = (f"width {m.width}, α={m.alpha:g} (σ_b²={m.sigma_b2:.3g}): {agree:.0%} of {np.isfinite(m.acc).sum()} "
+                f"cells on the predicted side (constant prediction: {base:.0%}): {sides['within'][0]} of "
+                f"{sides['within'][1]} cells within 6 ξ_c train, {sides['beyond'][0]} of {sides['beyond'][1]} beyond it "
+                "do not; cells whose 95 % seed interval is "
+                f"wholly on one side of the threshold: {n_dec}, of which {ok} on the predicted side; trains = final "
+                f"val acc ≥ {m.threshold:.3f}. Deepest depth that trains vs 6 ξ_c: " + ", ".join(deepest))
+        parts.append((v, text, {"width": m.width, "alpha": m.alpha, "agreement": agree, "constant": base, **sides,
+                                "decided": n_dec, "decided_agree": ok, "threshold": m.threshold}))
+    return Outcome(_merge([v for v, _, _ in parts]), " ‖ ".join(f"{t} → {v}" for v, t, _ in parts),
+                   {f"width={n['width']} alpha={n['alpha']:g}": n for _, _, n in parts}, preset)
+
+
+# ------------------------------------------------------------------ the claims
+WHY_CLAIMS: list[Claim] = [
+    Claim("sgd-l2-rescues",
+          "L2 (r = 0.01) rescues a net started at large parameters (N(0, std=10)) under plain SGD, the setting of "
+          "Ven & Lederer's theory, where no normalisation hides small gradients.", (OPTIMIZERS,),
+          f"Shallowest net, α = 1, plain SGD at the learning rate where N(0, std=1) reaches its best mean final "
+          f"accuracy: N(0, std=10) + L2 (r closest to {L2_R:g}) gains at least {HELPS * 100:g} points over no penalty "
+          f"and is at most {WITHIN * 100:g} points below N(0, std=1): reproduced; one of the two: partly; neither: not "
+          "reproduced (inconclusive when all three are within "
+          f"{CHANCE_MARGIN * 100:g} points of chance). Differences paired over seeds, 95 % t intervals; decided by the "
+          "means, the text says whether the whole interval meets each threshold. Momentum and Adam shown beside it.",
+          _sgd_l2_rescues, source="why (issue 16)"),
+    Claim("eps-below-gradients",
+          "The deep net at N(0, std=0.05) is stuck because its gradients fall below Adam's eps: it trains once eps "
+          "is below its gradients.", (OPTIMIZERS,),
+          "Deepest net under Adam, per α: gradient size = each layer's mean |∂J/∂W| in epoch 1 (log10, mean over "
+          "seeds); an eps is 'below' when it is below every layer's. The best 'below' eps (mean final accuracy) "
+          f"gains at least {HELPS * 100:g} points over the largest eps swept (paired over seeds) and is at least "
+          f"{SHALLOW_LEARNS * 100:g} points above chance: reproduced; only the gain: partly; no gain: not reproduced; "
+          "no swept eps below every layer's gradient: inconclusive. α values combined as for architectures.",
+          _eps_below_gradients, source="why (issue 16)"),
+    Claim("frozen-layers",
+          "Which layers of the deep net at N(0, std=0.05) change at all under each optimizer?", (OPTIMIZERS,),
+          "A layer's weights change in epoch 1 when the update_size probe's mean ‖θ_after − θ_before‖ (after float32 "
+          "rounding, so an update below the weights' resolution is exactly 0) is above 0 in some seed; counted from "
+          "the input, per optimizer setting, α = 1, with the gradient size of the first layer that changes.",
+          _frozen, source="why (issue 16)"),
+    Claim("rescaling-decomposition",
+          "Open question: how much of rescaling's effect on final accuracy is the function it computes (input scale "
+          "x/α, hidden biases b/α, output temperature α·W_out) and how much the parametrisation the optimizer sees?",
+          (RESCALING_IDENTITY,),
+          "Per network, optimizer and α, paired over seeds (95 % t intervals): total = α-network − standard net; "
+          "input scale = input-scaled standard net (x/α) − standard; bias scale + output temperature = plain twin "
+          "(own parameters started at b/α, α·W_out, inputs x/α) − input-scaled net; parametrisation = α-network − "
+          f"plain twin; they sum to the total (points, with the paired 95 % t interval). The function's share = 1 − "
+          f"parametrisation/total where |total| ≥ {EFFECT * 100:g} points by the means, resolved where the whole "
+          f"interval is. The plain twin must start as the α-network (epoch-0 validation loss within {START_RTOL:g} "
+          "relative). Why the parametrisation matters (chain rule, vglab.nn.rescaling): in the twin's coordinates "
+          "the α-network's steps on the output weights are ×α² (SGD) or ×α (Adam) and on the hidden biases ÷α² or "
+          "÷α. What follows for the many-layers claim: the hidden weights enter the twin unchanged, so rescaling "
+          "cannot undo a vanishing weight product (see the optimizers experiment: the deep net at α = 2).",
+          _decomposition, source="why (issue 16)"),
+    Claim("trainable-depth",
+          "Networks train up to a depth of about 6 ξ_c and not beyond (mean-field theory, Schoenholz et al. 2017).",
+          (TRAINABILITY,),
+          f"Per heat map (width, α): a cell (depth, σ_w²) trains when its mean final accuracy is at least "
+          f"{TRAINS_FRACTION:.0%} of the way from chance to the map's best cell; predicted to train when depth ≤ 6 ξ_c "
+          f"(tanh, σ_w², σ_b²/α²). At least {AGREE:.0%} of cells on the predicted side and {BEATS_CONSTANT * 100:g} "
+          f"points above the better constant prediction (all train / none trains): reproduced; at least "
+          f"{AGREE_PARTLY:.0%} and above the constant: partly; else not reproduced; maps combined as for "
+          "architectures. Cells whose 95 % seed interval (one-sample t) lies wholly on one side are counted too.",
+          _trainable_depth, source="why (issue 16)"),
+]
+
+
+def by_id(claim_id: str) -> Claim:
+    for c in WHY_CLAIMS:
+        if c.id == claim_id:
+            return c
+    raise KeyError(f"no why claim {claim_id!r}; they are {[c.id for c in WHY_CLAIMS]}")
+
+
+def evaluate(results) -> list[tuple[Claim, Outcome]]:
+    """Evaluate every why claim, as `claims.evaluate` does the reference study's:
+    `results` is a Results, a list of them, or {preset: Results}."""
+    if isinstance(results, dict):
+        by = dict(results)
+    else:
+        by = {}
+        for r in results if isinstance(results, (list, tuple)) else [results]:
+            p = preset_of(r)
+            if p and p not in by:
+                by[p] = r
+    return [(c, c.evaluate(by)) for c in WHY_CLAIMS]
+
+
+def relevant(claim: Claim, preset: str | None) -> bool:
+    return preset is not None and preset in claim.presets
