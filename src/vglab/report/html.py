@@ -145,7 +145,7 @@ def _remove_stale_figures(fig_dir: Path, keep: list[DrawnFigure]) -> None:
     """Figure files of an earlier page that this one does not show (another format, an
     instrument these results no longer need), and temporary files of a killed writer
     (`.<name>.<pid>.tmp` whose process is gone)."""
-    from vglab.results.store import _alive
+    from vglab.results.store import pid_alive
 
     wanted = {p.name for f in keep for p in f.files}
     for p in fig_dir.glob("*") if fig_dir.is_dir() else []:
@@ -153,7 +153,7 @@ def _remove_stale_figures(fig_dir: Path, keep: list[DrawnFigure]) -> None:
             p.unlink(missing_ok=True)
         elif p.name.startswith(".") and p.suffix == ".tmp":
             pid = p.name.rsplit(".", 2)[-2]
-            if not (pid.isdigit() and _alive(int(pid))):
+            if not (pid.isdigit() and pid_alive(int(pid))):
                 p.unlink(missing_ok=True)
 
 

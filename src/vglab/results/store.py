@@ -208,6 +208,17 @@ def _acquire(lock: Path, out: Path, created: list[Path]) -> int:
     raise StoreError(f"could not take the lock {lock}: it keeps being replaced; is another program deleting it?")
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (the writer of a `.<name>.<pid>.tmp` file)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _read_pid(lock: Path) -> int | None:
     try:
         return int(lock.read_text().strip())
