@@ -381,3 +381,31 @@ def test_a_spawned_worker_importing_such_a_script_exits_with_the_same_words(monk
     monkeypatch.setattr(mp.current_process(), "_inheriting", True, raising=False)
     with pytest.raises(SystemExit, match="^error: each worker process imports the script"):
         runner._check_main_guard()
+
+
+def test_a_signal_lost_in_a_gc_callback_is_delivered_again():
+    """JAX's gc callback can be running when SIGTERM arrives: Python prints the handler's
+    exception as "Exception ignored" and goes on. The CLI's unraisable hook re-sends it."""
+    import gc
+
+    from vglab import cli
+
+    got, old_hook, old_handler = [], sys.unraisablehook, signal.getsignal(signal.SIGTERM)
+
+    def raise_in_gc(phase, info):
+        if phase == "start" and not got:
+            cli._on_sigterm(signal.SIGTERM, None)  # as if the signal arrived here
+
+    signal.signal(signal.SIGTERM, lambda s, f: got.append(s))
+    sys.unraisablehook = cli._redeliver_lost_signals
+    gc.callbacks.append(raise_in_gc)
+    try:
+        gc.collect()
+        deadline = time.time() + 5
+        while not got and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        gc.callbacks.remove(raise_in_gc)
+        sys.unraisablehook = old_hook
+        signal.signal(signal.SIGTERM, old_handler)
+    assert got == [signal.SIGTERM]

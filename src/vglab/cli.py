@@ -16,10 +16,13 @@ a traceback (VGLAB_DEBUG=1 shows it).
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import os
 import signal
+import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -66,6 +69,18 @@ class Terminated(BaseException):
 
 def _on_sigterm(signum, frame):
     raise Terminated()
+
+
+def _redeliver_lost_signals(unraisable) -> None:
+    """`sys.unraisablehook`: an exception raised by a signal handler while Python runs a gc
+    callback or a `__del__` (JAX registers a gc callback) is printed as "Exception ignored"
+    and lost, and the command went on to finish with exit 0. Deliver the signal again a
+    moment later, when the main thread is back in ordinary code."""
+    sig = {Terminated: signal.SIGTERM, KeyboardInterrupt: signal.SIGINT}.get(unraisable.exc_type)
+    if sig is None:
+        sys.__unraisablehook__(unraisable)
+        return
+    threading.Timer(0.01, _thread.interrupt_main, (sig,)).start()
 
 
 RESUME = "re-run the same command to resume"
@@ -400,6 +415,7 @@ def data_info(data_dir: Optional[Path] = DATA_DIR,
 def main() -> None:
     """Entry point (`vglab`, `python -m vglab.cli`)."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.unraisablehook = _redeliver_lost_signals
     try:
         app()
     except Terminated:  # outside a command's own handling (_user_errors)
