@@ -495,11 +495,8 @@ def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None 
     n_workers = _resolve_workers(workers, executor, device)
     jobs = []
     for spec, out in zip(specs, outs):
-        f = out / "experiment.toml"
-        try:
-            same = tomllib.loads(f.read_text()).get("fingerprint") == spec.to_dict()["fingerprint"]
-        except (OSError, ValueError):
-            same = False
+        old = store.read_spec(out)
+        same = old is not None and old.get("fingerprint") == spec.to_dict()["fingerprint"]
         done = store.completed_run_ids(out) if same else set()
         units = spec.units() if on_gpu else spec.units(one_run_inputs=ONE_RUN_INPUTS, max_runs=MLP_SLOTS)
         jobs.append(_Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
