@@ -81,7 +81,12 @@ def test_dispatcher_keeps_programs_on_their_worker_and_never_compiles_one_twice(
     assert d.take(1) == 4 and d.pending == []  # A is compiled (a task of it is done): worker 1 loads it
 
     d = parallel._Dispatcher(["A", "A"], workers=2)
-    assert d.take(0) == 0 and d.take(0) == 1 and d.take(1) is None  # two queued behind each other
+    assert d.take(0) == 0 and d.take(0) is None  # not queued behind task 0 while worker 1 idles
+    assert d.take(1) is None  # A is being compiled by worker 0
+    d.compiled.add("A")
+    assert d.take(1) == 1  # the idle worker gets it, loading A from the cache
+    d = parallel._Dispatcher(["A", "B", "A", "B"], workers=2)
+    assert (d.take(0), d.take(1), d.take(0), d.take(1)) == (0, 1, 2, 3)  # both busy: one queued behind each
     d = parallel._Dispatcher(["A", "A", "A"], workers=2, depth=1)
     assert d.take(0) == 0 and d.take(1) is None  # A is being compiled by worker 0: wait
     d.compiled.add("A")  # worker 0's task said "compiled"

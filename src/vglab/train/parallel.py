@@ -22,8 +22,9 @@ it compiles, e.g. a network's training step): a worker takes the first task whos
 it has in memory or no worker has started, and another worker's program only once that
 program is compiled (a task emits "compiled" once its programs are in the compilation
 cache, or is done), so it loads it instead of compiling it a second time beside the
-first. Each worker has one task queued behind the one it runs, so it never waits for the
-parent between tasks.
+first. Once every worker has a task, each gets one more queued behind the one it runs,
+so it never waits for the parent between tasks; while a worker is idle, no task is queued
+behind another's (it may be the task the idle one takes once a program is compiled).
 
 `workers=1` runs the tasks in this process (no spawn, simplest to debug); otherwise
 workers are started with the 'spawn' method (JAX is not fork-safe), their environment
@@ -194,6 +195,11 @@ class _Dispatcher:
     def take(self, worker: int) -> int | None:
         """The next task for `worker`, or None if it should wait (or stop: `pending` empty)."""
         if self.queued[worker] >= self.depth or not self.pending:
+            return None
+        if self.queued[worker] and min(self.queued) == 0:
+            # A task queued behind this worker's would wait while another worker idles
+            # (perhaps only until this worker's program is compiled): r-sweep's two
+            # tasks of one program both went to worker 0, 73 s instead of 46.
             return None
         started = set().union(*self.held)
         for ok in (lambda p: p in self.held[worker] or p not in started, lambda p: p in self.compiled):
