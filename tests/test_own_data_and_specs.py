@@ -116,15 +116,6 @@ def test_arrays_from_python_run_like_a_dataset(tmp_path, vglab_cache):
     assert again.runs["run_id"].tolist() == res.runs["run_id"].tolist()
 
 
-def test_a_user_model_from_a_spec_trains_to_a_report(tmp_path, vglab_cache):
-    pytest.importorskip("equinox")
-    r = vglab("run", ROOT / "examples" / "equinox_mlp.toml", "--epochs", "1", "--seeds", "1",
-              "--set", "model_args.depth=3", "--out", tmp_path / "out", "--workers", "1", "--quiet", check=True)
-    res = api.load_results(tmp_path / "out")
-    assert set(res.runs["network"]) == {"model"} and res.activations["deriv_mean"].notna().any()
-    assert r.stdout.strip().endswith("out")
-
-
 @pytest.mark.parametrize("factory, words", [
     ("nope_module_xyz:make", "cannot import 'nope_module_xyz'"),
     ("bad.py:make", "must return float logits shaped (2, 10)"),
@@ -164,3 +155,31 @@ def test_the_readmes_own_model_example_runs(tmp_path, vglab_cache):
     assert page.exists()
     res = api.load_results(page.parent)
     assert len(res.runs) == 16 and set(res.runs["weight_init_kind"]) == {"normal", "model"}
+
+
+@pytest.mark.parametrize("example, sets", [
+    ("equinox_mlp", ["model_args.depth=3", "arms.0.init=model"]),  # one group: one program to compile
+    ("flax_cnn", ["arms.0.init=model"]),
+])
+def test_the_examples_run_from_their_spec_and_their_script(tmp_path, vglab_cache, example, sets):
+    """examples/: each model runs from its TOML spec (the CLI) and from its script, small."""
+    pytest.importorskip("equinox" if example.startswith("equinox") else "flax")
+    import subprocess
+    import sys
+
+    small = ["epochs=1", "seeds=1", "train_size=100", *sets]
+    args = [a for s in small for a in ("--set", s)]
+    r = vglab("run", ROOT / "examples" / f"{example}.toml", *args, "--out", tmp_path / "spec", "--workers", "1",
+              "--quiet", check=True)
+    assert r.stdout.strip().endswith("spec")
+    from_spec = api.load_results(tmp_path / "spec")
+    assert set(from_spec.runs["network"]) == {"model"} and from_spec.epochs["val_acc"].notna().all()
+    assert from_spec.activations["deriv_mean"].notna().any()  # built with vglab.nn.activation: layer factors
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / f"{example}_run.py"), *small], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    page = Path(r.stdout.strip().splitlines()[-1])
+    page = page if page.is_absolute() else tmp_path / page
+    assert page.name == "report.html" and page.exists()
+    from_script = api.load_results(page.parent)
+    assert len(from_script.runs) > 0 and set(from_script.runs["train_size"]) == {100}
