@@ -761,9 +761,10 @@ def preset_of(res) -> str | None:
     return str(p) if p else None
 
 
-def evaluate(results) -> list[tuple[Claim, Outcome]]:
-    """Evaluate every claim. `results`: a Results, a list of them, or {preset: Results};
-    Results are keyed by their `preset` (experiment.toml)."""
+def evaluate(results, claims=None) -> list[tuple[Claim, Outcome]]:
+    """Evaluate every claim (of `claims`, default the reference study's `CLAIMS`).
+    `results`: a Results, a list of them, or {preset: Results}; Results are keyed by
+    their `preset` (experiment.toml)."""
     if isinstance(results, dict):
         by = dict(results)
     else:
@@ -773,7 +774,7 @@ def evaluate(results) -> list[tuple[Claim, Outcome]]:
             p = preset_of(r)
             if p and p not in by:
                 by[p] = r
-    return [(c, c.evaluate(by)) for c in CLAIMS]
+    return [(c, c.evaluate(by)) for c in (CLAIMS if claims is None else claims)]
 
 
 def relevant(claim: Claim, preset: str | None) -> bool:

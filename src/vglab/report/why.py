@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from vglab.report import stats, tables, theory
-from vglab.report.claims import CHANCE_MARGIN, HELPS, SHALLOW_LEARNS, WITHIN, Claim, Outcome, preset_of
+from vglab.report import claims, stats, tables, theory
+from vglab.report.claims import CHANCE_MARGIN, HELPS, SHALLOW_LEARNS, WITHIN, Claim, Outcome
 
 # ------------------------------------------------------------------ thresholds
 # (shared with the reference claims: HELPS = 3 points "helps", WITHIN = 2 points "restores",
@@ -609,16 +609,7 @@ def by_id(claim_id: str) -> Claim:
 def evaluate(results) -> list[tuple[Claim, Outcome]]:
     """Evaluate every why claim, as `claims.evaluate` does the reference study's:
     `results` is a Results, a list of them, or {preset: Results}."""
-    if isinstance(results, dict):
-        by = dict(results)
-    else:
-        by = {}
-        for r in results if isinstance(results, (list, tuple)) else [results]:
-            p = preset_of(r)
-            if p and p not in by:
-                by[p] = r
-    return [(c, c.evaluate(by)) for c in WHY_CLAIMS]
+    return claims.evaluate(results, WHY_CLAIMS)
 
 
-def relevant(claim: Claim, preset: str | None) -> bool:
-    return preset is not None and preset in claim.presets
+relevant = claims.relevant  # whether a claim is checked on a preset

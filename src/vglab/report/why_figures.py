@@ -16,6 +16,7 @@ from matplotlib import patheffects
 from matplotlib.figure import Figure
 
 from vglab.report import tables, theory, why
+from vglab.report.claims import preset_of
 from vglab.report.figures import RC, Instrument, NoData, Use
 
 ZERO = "update exactly 0"  # below the weights' float32 resolution
@@ -300,7 +301,7 @@ def twin_curves(res) -> Figure:
 # which figures each preset's page draws (name -> function, caption)
 def _on(preset: str):
     """`needs` of a why instrument: drawn on its preset's page, with its default arguments."""
-    return lambda res: Use() if why.preset_of(res) == preset else None
+    return lambda res: Use() if preset_of(res) == preset else None
 
 
 def _instruments(preset: str, *entries) -> tuple[Instrument, ...]:
