@@ -36,13 +36,46 @@ def test_step_sums_per_tensor_for_a_grid_of_members():
     assert list(slot) == [0, 2, 1, 3, 4]
 
 
+def test_moments_and_signs_summed_entrywise_over_steps_equal_the_per_step_means():
+    """GradMoments and GradSigns add entries over steps and reduce per tensor once; their
+    results must be the means over steps of each step's per-tensor statistics."""
+    rng = np.random.default_rng(4)
+    shapes = [(3, 4), (4,), (3, 4), (5,)]
+    steps = []
+    for k in range(3):
+        tensors = [rng.standard_normal((2, 3) + s).astype(np.float32) * 10.0**-k for s in shapes]
+        tensors[0][1, 2, 0, :2] = 0.0
+        steps.append(tensors)
+    n_steps = jnp.full((2, 3, 1), 3.0)
+    for q in (probes.GradMoments(), probes.GradSigns()):
+        segments = probes.StepGrads.from_tensors([jnp.asarray(t) for t in steps[0]]).segments
+        acc = q.zeros((2, 3), segments)
+        for tensors in steps:
+            acc = q.update(acc, probes.StepGrads.from_tensors([jnp.asarray(t) for t in tensors], columns=()))
+        got = q.finalize(acc, n_steps, segments)
+        slot = segments.tensor_order()
+        for t in range(len(shapes)):
+            per_step = [g[t].reshape(2, 3, -1) for g in steps]
+            expected = {
+                "grad_mean": np.mean([g.mean(-1) for g in per_step], 0),
+                "grad_abs_mean": np.mean([np.abs(g).mean(-1) for g in per_step], 0),
+                "zero_frac": np.mean([(g == 0).mean(-1) for g in per_step], 0),
+                "pos_frac": np.mean([(g > 0).mean(-1) for g in per_step], 0),
+            }
+            m2 = np.mean([(g.astype(np.float64) ** 2).mean(-1) for g in per_step], 0)
+            expected["grad_std"] = np.sqrt(np.maximum(m2 - expected["grad_mean"] ** 2, 0))
+            for col in q.columns:
+                np.testing.assert_allclose(np.asarray(got[col][:, :, slot[t]]), expected[col], rtol=2e-5, atol=1e-7,
+                                           err_msg=f"{q.name} {col} tensor {t}")
+
+
 def test_histogram_counts_every_entry_of_every_member_once():
     rng = np.random.default_rng(2)
     tensors = [jnp.asarray(rng.standard_normal((2, 3) + s).astype(np.float32) * 1e-3) for s in [(5, 4), (4,)]]
     step = probes.StepGrads.from_tensors(tensors, n_lead=2)
     q = probes.GradHistogram()
-    acc = q.update(q.update(q.zeros((2, 3), 2), step), step)  # two steps
-    hist = np.asarray(q.finalize(acc, None)["grad_hist"])
+    acc = q.update(q.update(q.zeros((2, 3), step.segments), step), step)  # two steps
+    hist = np.asarray(q.finalize(acc, None, step.segments)["grad_hist"])
     np.testing.assert_array_equal(hist.sum(-1), np.broadcast_to([40, 8], (2, 3, 2)))
     for s in range(2):
         for c in range(3):

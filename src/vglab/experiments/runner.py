@@ -44,6 +44,7 @@ from vglab.experiments.progress import NoProgress
 from vglab.experiments.spec import ExperimentSpec, SpecError, Unit, check_limit, check_sizes, load_spec
 from vglab.results import store
 from vglab.train import parallel
+from vglab.train.loop import penalty_terms
 
 EXECUTORS = ("local", "ray")
 ONE_RUN_INPUTS = ("images",)  # image models are trained one run per unit on CPU (see ExperimentSpec.units)
@@ -332,7 +333,8 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
         # What the compiled programs depend on (not the init family, the learning rate, the
         # number of epochs or records: see train.loop.train_group).
         program = (data, model, grid_slots(data.kind, max(len(u.runs) for u in chunk)),
-                   replace(config, epochs=1, record_every=1, learning_rate=1e-3))
+                   replace(config, epochs=1, record_every=1, learning_rate=1e-3),
+                   penalty_terms([m for _, members in payload.units for m in members]))
         out.append((compile_s + unit_s * len(chunk), key, payload, chunk, program, j))
     # Each program's first task before any program's second: workers that start tasks of
     # one program together both compile it (tens of seconds on one core each); after its

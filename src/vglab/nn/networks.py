@@ -126,7 +126,7 @@ class Network(Model):
             else:
                 if h.ndim > 2:  # first dense layer after the convolutions: Flatten
                     h = h.reshape(h.shape[0], -1)
-                z = jnp.matmul(h, p["w"], precision=PRECISION) + p["b"]
+                z = dense(h, p["w"]) + p["b"]
             if not layer.hidden:
                 return (z, preacts) if capture else z
             if capture:
@@ -138,6 +138,30 @@ class Network(Model):
 
 
 _DN = ("NHWC", "HWIO", "NHWC")
+
+
+@jax.custom_vjp
+def dense(h, w):
+    """h @ w, [batch, in] x [in, out]. Its weight gradient h^T @ g is written with h^T made
+    explicit: as autodiff writes it (contracting the batch axis, which is not h's minor
+    one), XLA CPU (jax 0.10) runs the members' small products of a vmapped group on Eigen's
+    generic batched loop instead of its fast library kernels: a 20x8 net's backward pass
+    took 1.58x as long per step (3.55 ms against 2.25 ms, 50 members, one core)."""
+    return jnp.matmul(h, w, precision=PRECISION)
+
+
+def _dense_fwd(h, w):
+    return dense(h, w), (h, w)
+
+
+def _dense_bwd(res, g):
+    h, w = res
+    # The barrier keeps XLA from folding the transpose back into the product.
+    h_t = lax.optimization_barrier(jnp.swapaxes(h, -1, -2))
+    return jnp.matmul(g, jnp.swapaxes(w, -1, -2), precision=PRECISION), jnp.matmul(h_t, g, precision=PRECISION)
+
+
+dense.defvjp(_dense_fwd, _dense_bwd)
 
 
 @jax.custom_vjp

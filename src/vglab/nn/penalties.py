@@ -14,11 +14,16 @@ PENALTIES = ("none", "l1", "l2")
 
 
 def penalty(params, l1=0.0, l2=0.0):
-    """l1 * sum|theta| + l2 * sum theta^2 over every weight and bias."""
+    """l1 * sum|theta| + l2 * sum theta^2 over every weight and bias. A strength of None
+    leaves its term out of the program (the engine does so when no member of a group uses
+    it: each term is a reduction over every parameter at every step)."""
     leaves = jax.tree_util.tree_leaves(params)
     total = jnp.zeros((), leaves[0].dtype)
     for leaf in leaves:
-        total = total + l1 * jnp.sum(jnp.abs(leaf)) + l2 * jnp.sum(leaf**2)
+        if l1 is not None:
+            total = total + l1 * jnp.sum(jnp.abs(leaf))
+        if l2 is not None:
+            total = total + l2 * jnp.sum(leaf**2)
     return total
 
 

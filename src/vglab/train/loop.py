@@ -219,16 +219,18 @@ def _opt_init(flat: Flat, optimizer, params):
     return t.init(params) if on_flat(optimizer.name) else t.init(flat.unflatten(params))
 
 
-def _member_update(model, flat: Flat, optimizer, params, opt_state, hyper, xb, yb):
+def _member_update(model, flat: Flat, optimizer, terms, params, opt_state, hyper, xb, yb):
     """One optimizer step of one member (`params` its flat vector): its new state, [data
     loss, penalty, total, accuracy] on the batch, and its (flat) gradient.
 
     The data loss is differentiated with respect to the model's pytree and the gradient
     concatenated into a flat vector (one kernel; through the slices of `unflatten`, XLA
-    built it from a pad and an add per tensor); the penalty, elementwise, on the flat vector."""
+    built it from a pad and an add per tensor); the penalty, elementwise, on the flat vector,
+    with only the `terms` ("l1", "l2") some member of the group uses."""
     (data_loss, correct), g_data = jax.value_and_grad(
         lambda t: _data_loss(model, t, xb, yb, hyper), has_aux=True)(flat.unflatten(params))
-    pen, g_pen = jax.value_and_grad(lambda f: penalty(f, hyper["l1"], hyper["l2"]))(params)
+    l1, l2 = (hyper[t] if t in terms else None for t in ("l1", "l2"))
+    pen, g_pen = jax.value_and_grad(lambda f: penalty(f, l1, l2))(params)
     grads = flat.flatten(g_data) + g_pen
     total = data_loss + pen
     transformation = optimizer.transformation({k: hyper["opt/" + k] for k in optimizer.traced})
@@ -243,16 +245,15 @@ def _member_update(model, flat: Flat, optimizer, params, opt_state, hyper, xb, y
 def _zero_acc(flat: Flat, config, grid):
     """The accumulators a record's epochs add to (per tensor: in storage order)."""
     grad_qs, _ = probes_mod.select(config.probes)
-    n_tensors = flat.n_tensors
     return {
         "metrics": jnp.zeros(grid + (4,)),  # data loss, penalty, total loss, accuracy
         "steps": jnp.zeros(grid, jnp.int32),
         "probed": jnp.zeros(grid, jnp.int32),
-        "grads": {q.name: q.zeros(grid, n_tensors) for q in grad_qs},
+        "grads": {q.name: q.zeros(grid, flat) for q in grad_qs},
     }
 
 
-def _grid_epoch(model, flat: Flat, config, optimizer, state, acc, hyper, order, x, y):
+def _grid_epoch(model, flat: Flat, config, optimizer, terms, state, acc, hyper, order, x, y):
     """One epoch of a [seed, config] grid of members, adding to the accumulators `acc`.
 
     Members that share a seed share every minibatch, so the inner vmap multiplies one
@@ -261,7 +262,7 @@ def _grid_epoch(model, flat: Flat, config, optimizer, state, acc, hyper, order, 
     grad_qs, _ = probes_mod.select(config.probes)  # order: [step, seed, batch]
     columns = {"sum_sq"}.union(*(q.sums for q in grad_qs))
     needs_updates = any(q.needs_updates for q in grad_qs)
-    update_grid = jax.vmap(jax.vmap(functools.partial(_member_update, model, flat, optimizer),
+    update_grid = jax.vmap(jax.vmap(functools.partial(_member_update, model, flat, optimizer, terms),
                                     in_axes=(0, 0, 0, None, None)))
     every = config.probe_every
 
@@ -321,7 +322,7 @@ def _finalize(flat: Flat, config, acc):
     n_probed = acc["probed"].astype(jnp.float32)[..., None]
     order = flat.tensor_order()
     for q in grad_qs:
-        out.update({k: v[:, :, order] for k, v in q.finalize(acc["grads"][q.name], n_probed).items()})
+        out.update({k: v[:, :, order] for k, v in q.finalize(acc["grads"][q.name], n_probed, flat).items()})
     return out
 
 
@@ -419,11 +420,12 @@ def _grid(f, **kw):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(model, flat: Flat, config: TrainConfig):
+def _compiled(model, flat: Flat, config: TrainConfig, terms: tuple[str, ...] = ("l1", "l2")):
     """jit of epoch, observe and end_grads over a [seed, config] grid (cached: the init
-    families do not enter them, so groups that differ only in those share the programs)."""
+    families do not enter them, so groups that differ only in those share the programs).
+    `terms`: the penalty terms the epoch computes (those some member uses)."""
     optimizer = config.optimizer
-    epoch = jax.jit(functools.partial(_grid_epoch, model, flat, config, optimizer), donate_argnums=(0, 1))
+    epoch = jax.jit(functools.partial(_grid_epoch, model, flat, config, optimizer, terms), donate_argnums=(0, 1))
     member_observe = _grid(functools.partial(_member_observe, model, flat, config),
                            in_axes=(0, 0, 0, None, None, None, None))
 
@@ -432,6 +434,11 @@ def _compiled(model, flat: Flat, config: TrainConfig):
 
     end_grads = jax.jit(_grid(functools.partial(_member_end_grads, model, flat), in_axes=(0, 0, None, None)))
     return epoch, jax.jit(observe), end_grads
+
+
+def penalty_terms(members: list[Member]) -> tuple[str, ...]:
+    """The penalty terms ("l1", "l2") some member uses: the only ones a group's program computes."""
+    return tuple(t for t in ("l1", "l2") if any(getattr(m, t) > 0 for m in members))
 
 
 def group_key(member: Member) -> tuple[str, str]:
@@ -530,7 +537,7 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
                         if config.optimizer.schedule.name != "constant" else None)
     program = replace(config, epochs=1, record_every=1, learning_rate=1e-3, optimizer=optimizer)
     flat = Flat.of(layout)
-    epoch_fn, observe, end_grads = _compiled(model, flat, program)
+    epoch_fn, observe, end_grads = _compiled(model, flat, program, penalty_terms(members))
     _, layer_qs = probes_mod.select(config.probes)
     keep_initial = any(q.needs_initial for q in layer_qs)
     where = [tuple(np.argwhere(slots == k)[0]) for k in range(len(members))]  # member -> (seed, slot)
