@@ -334,3 +334,25 @@ def test_every_product_runs_in_full_float32(make):
     assert len(eqns) >= 3 * len(net.layers) - 1  # forward, and the backward products of each layer
     for eqn in eqns:
         assert set(eqn.params["precision"]) == {jax.lax.Precision.HIGHEST}, eqn
+
+
+def test_dense_gradients_equal_autodiff_of_the_plain_product():
+    """`networks.dense` writes its weight gradient out (hᵀ made explicit, for XLA CPU's
+    library kernels); under a group's vmap (weights per member, the input batch shared
+    or per member) it must give the plain product's value and gradients."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((32, 7)).astype(np.float32))
+    w1 = jnp.asarray(rng.standard_normal((4, 7, 6)).astype(np.float32))  # 4 members
+    w2 = jnp.asarray(rng.standard_normal((4, 6, 3)).astype(np.float32))
+
+    def loss(product):
+        def member(w1, w2):
+            return jnp.sum(jnp.tanh(product(jnp.tanh(product(x, w1)), w2)) ** 2)
+        return jax.vmap(jax.value_and_grad(member, argnums=(0, 1)))
+
+    plain = loss(lambda h, w: jnp.matmul(h, w, precision=networks.PRECISION))
+    (v_plain, g_plain), (v_dense, g_dense) = jax.jit(plain)(w1, w2), jax.jit(loss(networks.dense))(w1, w2)
+    np.testing.assert_allclose(v_dense, v_plain, rtol=1e-5)
+    for a, b in zip(g_dense, g_plain):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(g_plain[0]).max()) > 1e-2  # the gradients compared are not all zero

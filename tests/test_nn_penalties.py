@@ -80,3 +80,12 @@ def test_unknown_penalty_lists_the_choices(kind):
 def test_negative_strength_raises(r):
     with pytest.raises(ValueError, match="r must be >= 0"):
         penalties.strengths("l2", r)
+
+
+def test_a_term_left_out_equals_a_zero_strength():
+    """The engine leaves out the terms no member of a group uses (strength None)."""
+    params = jax.tree_util.tree_map(jnp.asarray, _params(4))
+    assert float(penalties.penalty(params, None, 0.3)) == float(penalties.penalty(params, 0.0, 0.3))
+    assert float(penalties.penalty(params, 0.2, None)) == float(penalties.penalty(params, 0.2, 0.0))
+    assert float(penalties.penalty(params, None, None)) == 0.0
+    assert float(penalties.penalty(params, 0.2, 0.3)) > float(penalties.penalty(params, 0.2, None)) > 0

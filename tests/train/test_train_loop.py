@@ -43,6 +43,16 @@ def test_group_members_match_training_alone():
     assert not np.allclose(together[0].epochs.val_loss, together[1].epochs.val_loss)
 
 
+def test_batch_cross_entropy_is_the_mean_of_the_per_example_one():
+    rng = np.random.default_rng(6)
+    logits = jnp.asarray(rng.standard_normal((32, 10)).astype(np.float32) * 30)
+    y = jnp.asarray(rng.integers(0, 10, 32))
+    np.testing.assert_allclose(loop.mean_cross_entropy(logits, y), loop.cross_entropy(logits, y).mean(), rtol=1e-5)
+    g_batch = jax.grad(loop.mean_cross_entropy)(logits, y)
+    g_each = jax.grad(lambda z: loop.cross_entropy(z, y).mean())(logits)
+    np.testing.assert_allclose(g_batch, g_each, rtol=1e-5, atol=1e-8)
+
+
 def test_padding_the_grid_with_copies_leaves_the_members_results():
     members = [Member(seed=0, weight_init=init.normal(std=1.0)), Member(seed=0, weight_init=init.normal(std=2.0), l2=0.01)]
     plain = train_group(NET, DATA, members, CONFIG)
