@@ -1,18 +1,25 @@
 """The whole MNIST study on one GPU, measured end to end (benchmarks/gpu_reproduce.sh runs it).
 
-    python benchmarks/gpu_reproduce.py                       # every preset, full size (3 seeds, full epochs)
+    python benchmarks/gpu_reproduce.py --budget 540          # on the GPU machine: every stage, in 540 s at most
     python benchmarks/gpu_reproduce.py --small               # a smoke run on the CPU: digits, 2 presets, 1 epoch
 
-Prints:
-1. the device and its FP32 peak (a table of known GPUs; TF32 is off: vglab asks for full
-   float32 products, see vglab.nn.networks.PRECISION);
-2. `reproduce` on MNIST, every preset: wall time split into training (compile and train,
-   from JAX's monitoring events per task) and writing the reports;
-3. per CNN group: model-epochs/s and achieved TFLOP/s against the peak (FLOPs: 6 per
-   multiply-add of the forward pass per example, i.e. forward plus backward, as
-   benchmarks/train_speed.py counts them; the runner's `_macs` gives the forward's);
-4. a group-size curve: K = 1 ... 512 members of the 1x8 MLP in one vmapped program,
-   seconds per epoch and model-epochs/s, showing where the device saturates.
+A lent GPU machine gives one run of at most 10 minutes, so the stages run as separate
+processes, each under its share of `--budget` (a stage that runs out is stopped, its
+workers with it, and the next one starts; what it printed stays in the log):
+1. `agree`: the device and its FP32 peak (a table of known GPUs; TF32 is off: vglab asks for
+   full float32 products, see vglab.nn.networks.PRECISION), and the largest relative
+   difference GPU vs CPU of a 4-member group's losses and gradient statistics
+   (benchmarks/gpu_check.py, ~1e-6 expected);
+2. `study`: `reproduce` on MNIST, every preset at full size (3 seeds, full epochs, CNNs
+   included), reports included, on `--workers` processes sharing the GPU (their programs
+   compile side by side on the host's cores; one process would compile ~25 programs in
+   turn). Prints one line per finished group, then the wall time split into training
+   (compile and train, summed over the workers' tasks) and the reports written after the
+   last group, the claims' verdicts, and per CNN group model-epochs/s and achieved TFLOP/s
+   against the peak (FLOPs: 6 per multiply-add of the forward pass per example, forward
+   plus backward, as benchmarks/train_speed.py counts them);
+3. `curve`: K = 1 ... 512 members of the 1x8 MLP in one vmapped program (all probes),
+   seconds per epoch and model-epochs/s: where the device saturates.
 MNIST comes from --data-dir (or $VGLAB_DATA). CIFAR-10 is not part of the study's MNIST
 run; its 180 MB do not travel to a lent GPU machine.
 """
@@ -22,6 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,10 +38,104 @@ from pathlib import Path
 
 # FP32 (non-tensor-core) peak in TFLOP/s, from the vendors' data sheets.
 FP32_PEAK = {"H200": 67.0, "H100": 67.0, "A100": 19.5, "L40S": 91.6, "A10": 31.2, "V100": 15.7, "T4": 8.1}
+SMALL = {"dataset": "digits", "presets": ["large-params", "cnn-large-params"], "epochs": 1, "seeds": 1, "max_k": 8}
 
 
 def _peak(device: str) -> float | None:
     return next((v for k, v in FP32_PEAK.items() if k.lower() in device.lower()), None)
+
+
+def _device_line() -> tuple[str, float | None]:
+    import jax
+
+    dev = jax.devices()[0]
+    kind = getattr(dev, "device_kind", str(dev))
+    return f"{dev.platform} {kind}", _peak(kind)
+
+
+def stage_agree(args) -> None:
+    import jax
+    from gpu_check import agreement  # benchmarks/gpu_check.py
+
+    name, peak = _device_line()
+    print(f"device: {name} (FP32 peak {peak or '?'} TFLOP/s), jax {jax.__version__}", flush=True)
+    if jax.default_backend() == "cpu":
+        print("no GPU: the agreement check compares a device with itself; skipped", flush=True)
+        return
+    agreement(2000)
+
+
+def stage_study(args) -> None:
+    # Several processes share the GPU: none may take most of its memory up front (this one included).
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    import vglab
+    from vglab.experiments import runner
+    from vglab.experiments.spec import REPRODUCE, load_spec
+    from vglab.report import claims
+    from vglab.train import parallel
+
+    device = "gpu" if parallel.gpu_platforms_installed() and not args.small else "cpu"
+    presets = SMALL["presets"] if args.small else list(REPRODUCE)
+    small = {"epochs": SMALL["epochs"], "seeds": SMALL["seeds"]} if args.small else {}
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    vglab.reproduce(args.dataset, out=out, presets=presets, data_dir=args.data_dir, workers=args.workers,
+                    device=device, progress=True, **small)
+    wall = time.perf_counter() - t0
+    name, peak = _device_line()
+    metas = {p: json.loads((out / p / "meta.json").read_text())["invocations"][-1] for p in presets}
+    tasks = [(p, t) for p, m in metas.items() for t in m.get("tasks", [])]
+    compile_s = sum(t.get("compile_seconds", 0.0) for _, t in tasks)
+    train_s = sum(t["seconds"] - t.get("compile_seconds", 0.0) for _, t in tasks)
+    trained = max(m.get("seconds", 0.0) for m in metas.values())  # the last experiment's runs stored
+    print(f"\nreproduce --dataset {args.dataset}, {len(presets)} presets on {name}, {args.workers} workers: "
+          f"{wall:.1f} s wall in all, reports included. Training until the last group: {trained:.1f} s "
+          f"(worker-seconds: compile {compile_s:.1f}, train {train_s:.1f}); reports after it: {wall - trained:.1f} s",
+          flush=True)
+
+    results = [vglab.load_results(out / p) for p in presets]
+    print(f"\n{'claim':<28} {'verdict':<16} measured")
+    for claim, outcome in claims.evaluate(results):
+        if outcome.verdict != "not run":
+            print(f"{claim.id:<28} {outcome.verdict:<16} {outcome.measured}", flush=True)
+
+    print(f"\n{'CNN preset':<24} {'runs':>4} {'epochs':>6} {'train s':>8} {'model-ep/s':>10} {'TFLOP/s':>8} {'of peak':>7}")
+    for p in presets:
+        spec = load_spec(p, dataset=args.dataset, **small)
+        runs = spec.expand()
+        if runs[0].model_spec().kind != "cnn":
+            continue
+        arrays = runner._arrays(runner._data_key(runs[0], args.data_dir))
+        model = runs[0].model_spec().build(arrays.x_train.shape[1:], arrays.n_classes)
+        macs = sum(runner._macs(model).values())
+        secs = max(sum(t["seconds"] - t.get("compile_seconds", 0.0) for q, t in tasks if q == p), 1e-9)
+        tflops = 6 * macs * arrays.x_train.shape[0] * len(runs) * spec.epochs / secs / 1e12
+        print(f"{p:<24} {len(runs):>4} {spec.epochs:>6} {secs:>8.1f} {len(runs) * spec.epochs / secs:>10.2f} "
+              f"{tflops:>8.2f} {(f'{100 * tflops / peak:.0f} %') if peak else '?':>7}", flush=True)
+    print(f"results: {out}", flush=True)
+
+
+def stage_curve(args) -> None:
+    from vglab import nn
+    from vglab.experiments import runner
+    from vglab.nn import init
+    from vglab.train import Member, TrainConfig, train_group
+
+    arrays = runner._arrays(runner.DataKey(args.dataset, "mlp", args.data_dir, None, None))
+    net = nn.mlp(1, 8, arrays.x_train.shape[1])
+    print(f"\ngroup-size curve, 1x8 MLP, all probes, {arrays.x_train.shape[0]} examples")
+    print(f"{'K':>5} {'s/epoch':>8} {'model-ep/s':>10} {'compile s':>13}", flush=True)
+    k = 1
+    while k <= args.max_k:
+        members = [Member(seed=i % 8, weight_init=init.normal(std=10.0), l2=0.01 * (1 + i // 8)) for i in range(k)]
+        res = train_group(net, arrays, members, TrainConfig(epochs=3, probes="full"))
+        sec = res[0].epochs.seconds.to_numpy()  # rows: the initial record (compiles the probes), epochs 1-3
+        s = float(sec[2])  # epoch 2: compiled, and before the last (which adds the end-of-training probes)
+        print(f"{k:>5} {s:>8.3f} {k / s:>10.1f} {float(sec[0] + sec[1] - s):>13.1f}", flush=True)
+        k *= 4 if k < args.max_k // 4 else 2
+
+
+STAGES = {"agree": (stage_agree, 0.12), "study": (stage_study, 0.66), "curve": (stage_curve, 0.22)}
 
 
 def main() -> None:
@@ -41,75 +144,33 @@ def main() -> None:
     ap.add_argument("--data-dir", default=os.environ.get("VGLAB_DATA"))
     ap.add_argument("--small", action="store_true", help="digits, two presets, one epoch and seed, K <= 8")
     ap.add_argument("--out", default=None, help="results folder (default: a temporary one)")
+    ap.add_argument("--workers", type=int, default=8, help="processes sharing the GPU in the study")
     ap.add_argument("--max-k", type=int, default=512)
+    ap.add_argument("--budget", type=float, default=540.0, help="seconds for all stages together")
+    ap.add_argument("--stage", choices=list(STAGES), default=None, help="run one stage in this process")
     args = ap.parse_args()
-    import jax
-
-    import vglab
-    from vglab.experiments import runner
-    from vglab.experiments.spec import REPRODUCE, load_spec
-
-    dev = jax.devices()[0]
-    peak = _peak(getattr(dev, "device_kind", str(dev)))
-    print(f"device: {dev.platform} {getattr(dev, 'device_kind', dev)}  (FP32 peak {peak or '?'} TFLOP/s)", flush=True)
-    dataset = "digits" if args.small else args.dataset
-    presets = ["large-params", "cnn-large-params"] if args.small else list(REPRODUCE)
-    small = {"epochs": 1, "seeds": 1} if args.small else {}
-    out = Path(args.out or tempfile.mkdtemp(prefix="vglab-gpu-"))
-
-    # 2. the study: training, then the reports
-    t0 = time.perf_counter()
-    vglab.reproduce(dataset, out=out, presets=presets, data_dir=args.data_dir, report=False, progress=False, **small)
-    t_train = time.perf_counter() - t0
-    compile_s = train_s = 0.0
-    groups = []
-    for p in presets:
-        call = json.loads((out / p / "meta.json").read_text())["invocations"][-1]
-        for t in call.get("tasks", []):
-            compile_s += t.get("compile_seconds", 0.0)
-            train_s += t["seconds"] - t.get("compile_seconds", 0.0)
-            groups.append((p, t))
-    t0 = time.perf_counter()
-    from vglab.report import html
-
-    pages = [html.write_report(out / p) for p in presets]
-    html.write_index([out / p for p in presets], out / "index.html", refresh_pages=False)
-    t_report = time.perf_counter() - t0
-    print(f"reproduce --dataset {dataset}, {len(presets)} presets: training {t_train:.1f} s wall (compile {compile_s:.1f} s,"
-          f" train {train_s:.1f} s), reports {t_report:.1f} s ({len(pages)} pages): {t_train + t_report:.1f} s in all",
-          flush=True)
-
-    # 3. CNN groups (each CNN preset is one group): throughput against the peak
-    print(f"{'CNN preset':<24} {'runs':>4} {'epochs':>6} {'train s':>8} {'model-ep/s':>10} {'TFLOP/s':>8} {'of peak':>7}")
-    for p in presets:
-        spec = load_spec(p, dataset=dataset, **small)
-        runs = spec.expand()
-        if runs[0].model_spec().kind != "cnn":
-            continue
-        arrays = runner._arrays(runner._data_key(runs[0], args.data_dir))
-        model = runs[0].model_spec().build(arrays.x_train.shape[1:], arrays.n_classes)
-        macs = sum(runner._macs(model).values())
-        secs = max(sum(t["seconds"] - t.get("compile_seconds", 0.0) for q, t in groups if q == p), 1e-9)
-        tflops = 6 * macs * arrays.x_train.shape[0] * len(runs) * spec.epochs / secs / 1e12
-        print(f"{p:<24} {len(runs):>4} {spec.epochs:>6} {secs:>8.1f} {len(runs) * spec.epochs / secs:>10.2f} "
-              f"{tflops:>8.2f} {(f'{100 * tflops / peak:.0f} %') if peak else '?':>7}", flush=True)
-
-    # 4. the group-size curve
-    from vglab import nn
-    from vglab.nn import init
-    from vglab.train import Member, TrainConfig, train_group
-
-    arrays = runner._arrays(runner.DataKey(dataset, "mlp", args.data_dir, None, None))
-    net = nn.mlp(1, 8, arrays.x_train.shape[1])
-    print(f"{'K':>5} {'s/epoch':>8} {'model-ep/s':>10}")
-    k = 1
-    while k <= (8 if args.small else args.max_k):
-        members = [Member(seed=i % 8, weight_init=init.normal(std=10.0), l2=0.01 * (1 + i // 8)) for i in range(k)]
-        res = train_group(net, arrays, members, TrainConfig(epochs=3, probes="full"))
-        s = float(res[0].epochs.seconds.iloc[2])  # the second epoch: compiled, before the last
-        print(f"{k:>5} {s:>8.3f} {k / s:>10.1f}", flush=True)
-        k *= 2
-    print(f"results: {out}")
+    if args.small:
+        args.dataset, args.max_k, args.workers = SMALL["dataset"], SMALL["max_k"], min(args.workers, 2)
+    args.out = args.out or tempfile.mkdtemp(prefix="vglab-gpu-")
+    if args.stage:
+        return STAGES[args.stage][0](args)
+    # Each stage in its own process under its share of the budget (unused time passes on).
+    t_end = time.perf_counter() + args.budget
+    share_left = sum(f for _, f in STAGES.values())
+    for stage, (_, share) in STAGES.items():
+        left = t_end - time.perf_counter()
+        limit = left * share / share_left
+        share_left -= share
+        cmd = [sys.executable, __file__, "--stage", stage, *sys.argv[1:], "--out", args.out]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the stage and its workers
+            proc.wait()
+            rc = "stopped at its time limit"
+        print(f"== stage {stage}: {time.perf_counter() - t0:.1f} s (limit {limit:.0f} s), exit {rc}", flush=True)
 
 
 if __name__ == "__main__":

@@ -129,12 +129,13 @@ def test_a_write_failing_mid_run_loses_nothing_and_the_same_command_resumes(tmp_
 
 
 # ------------------------------------------------------------------ options and data
-def test_device_gpu_without_a_gpu_build_of_jax(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
+def test_device_gpu_without_a_gpu_build_of_jax(tmp_path, monkeypatch, dry_run):
     from vglab.train import parallel
 
     monkeypatch.setattr(parallel, "gpu_platforms_installed", lambda: [])
     monkeypatch.setattr(parallel, "configure_this_process", lambda env: True)  # keep this process on the CPU
-    r = invoke("run", write_spec(tmp_path), "--out", tmp_path / "out", "--device", "gpu", "--quiet")
+    r = invoke("run", write_spec(tmp_path), "--out", tmp_path / "out", "--device", "gpu", "--quiet", *dry_run)
     assert error(r) == ("error: --device gpu needs a GPU build of JAX, and none is installed (pip install -U "
                         "'jax[cuda12]' on a machine with an NVIDIA GPU); or use --device cpu")
     assert not (tmp_path / "out").exists()

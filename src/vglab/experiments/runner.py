@@ -493,6 +493,7 @@ def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None 
     anything (the data are prepared, which fits and caches the PCA once). Runs complete in
     `outs` count as done when the folder holds the same experiment."""
     outs = [Path(o) for o in outs] if outs is not None else [default_out(s) for s in specs]
+    _check_device(device)  # the data are prepared on the chosen platform
     on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
     n_workers = _resolve_workers(workers, executor, device)
     jobs = []
@@ -568,11 +569,17 @@ def _validate_before_writing(specs: list[ExperimentSpec], workers: int | None, n
     on_this_machine = executor == "local" or not address
     if workers is not None and on_this_machine:
         check_limit("workers", n_workers, allow_large, "--workers ")
-    if device == "gpu" and on_this_machine and not parallel.gpu_platforms_installed():
-        raise ValueError("--device gpu needs a GPU build of JAX, and none is installed (pip install -U "
-                         "'jax[cuda12]' on a machine with an NVIDIA GPU); or use --device cpu")
+    if on_this_machine:
+        _check_device(device)
     if n_workers > 1 and executor == "local":
         _check_main_guard()
+
+
+def _check_device(device: str | None) -> None:
+    """`--device gpu` on this machine needs a GPU build of JAX (checked before JAX starts)."""
+    if device == "gpu" and not parallel.gpu_platforms_installed():
+        raise ValueError("--device gpu needs a GPU build of JAX, and none is installed (pip install -U "
+                         "'jax[cuda12]' on a machine with an NVIDIA GPU); or use --device cpu")
 
 
 MAIN_GUARD = ("each worker process imports the script that calls vglab.run() (they are started with 'spawn'), so a "
