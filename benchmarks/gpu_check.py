@@ -11,7 +11,8 @@ makes progress.
    epochs on the GPU and on the CPU; prints the largest relative difference of the losses
    and of the per-layer gradient statistics, under JAX's default matmul precision and under
    "highest". The networks ask for full float32 in every product (`nn.networks.PRECISION`),
-   so both lines must read ~1e-6; with JAX's default, GPUs use TF32 and read ~5e-3.
+   so both lines read the same (H200 vs this 2-core VM: losses 4e-7, layer statistics 1.5e-5,
+   gradient statistics 7e-5 after 3 epochs); with TF32, GPUs read ~5e-3.
 2. Speed: seconds per epoch (median after the first) and compile time per network.
 """
 

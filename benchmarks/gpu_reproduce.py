@@ -10,10 +10,11 @@ workers with it, and the next one starts; what it printed stays in the log):
    full float32 products, see vglab.nn.networks.PRECISION), and the largest relative
    difference GPU vs CPU of a 4-member group's losses and gradient statistics
    (benchmarks/gpu_check.py, ~1e-6 expected);
-2. `study`: `reproduce` on MNIST, every preset at full size (3 seeds, full epochs, CNNs
-   included), reports included, on `--workers` processes sharing the GPU (their programs
-   compile side by side on the host's cores; one process would compile ~25 programs in
-   turn). Prints one line per finished group, then the wall time split into training
+2. `study`: `reproduce` on MNIST, every preset (or `--presets`) at full size (3 seeds, full
+   epochs, CNNs included), reports included, on `--workers` processes (default 1, the
+   runner's GPU default: on an H200, 8 processes sharing the GPU ran each MLP group ~20x
+   slower than it runs alone, since the GPU time-slices between processes and the CNN
+   groups kept it busy). Prints one line per finished group, then the wall time split into training
    (compile and train, summed over the workers' tasks) and the reports written after the
    last group, the claims' verdicts, and per CNN group model-epochs/s and achieved TFLOP/s
    against the peak (FLOPs: 6 per multiply-add of the forward pass per example, forward
@@ -75,7 +76,7 @@ def stage_study(args) -> None:
     from vglab.train import parallel
 
     device = "gpu" if parallel.gpu_platforms_installed() and not args.small else "cpu"
-    presets = SMALL["presets"] if args.small else list(REPRODUCE)
+    presets = args.presets.split(",") if args.presets else SMALL["presets"] if args.small else list(REPRODUCE)
     small = {"epochs": SMALL["epochs"], "seeds": SMALL["seeds"]} if args.small else {}
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -144,13 +145,14 @@ def main() -> None:
     ap.add_argument("--data-dir", default=os.environ.get("VGLAB_DATA"))
     ap.add_argument("--small", action="store_true", help="digits, two presets, one epoch and seed, K <= 8")
     ap.add_argument("--out", default=None, help="results folder (default: a temporary one)")
-    ap.add_argument("--workers", type=int, default=8, help="processes sharing the GPU in the study")
+    ap.add_argument("--presets", default=None, help="comma-separated presets for the study (default: all)")
+    ap.add_argument("--workers", type=int, default=1, help="processes sharing the GPU in the study")
     ap.add_argument("--max-k", type=int, default=512)
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for all stages together")
     ap.add_argument("--stage", choices=list(STAGES), default=None, help="run one stage in this process")
     args = ap.parse_args()
     if args.small:
-        args.dataset, args.max_k, args.workers = SMALL["dataset"], SMALL["max_k"], min(args.workers, 2)
+        args.dataset, args.max_k = SMALL["dataset"], SMALL["max_k"]
     args.out = args.out or tempfile.mkdtemp(prefix="vglab-gpu-")
     if args.stage:
         return STAGES[args.stage][0](args)

@@ -93,8 +93,25 @@ def test_the_plan_says_hours_and_the_ways_out():
         assert way in text
     short = runner.Plan(rows[1:], 2, "cpu", 90.0).lines()
     assert not any("Ways out" in line for line in short)
-    gpu = runner.Plan(rows, 1, "gpu", 0.0).lines()
-    assert "no time estimate" in gpu[0]
+    gpu = runner.Plan(rows, 1, "gpu", 300.0).lines()
+    assert "calibrated on an NVIDIA H200" in gpu[0] and "other GPUs differ" in gpu[0]
+    assert "estimated time: 5 min 00 s" in "\n".join(gpu) and not any("Ways out" in line for line in gpu)
+
+
+def test_a_gpu_plan_uses_the_gpu_calibration(monkeypatch, vglab_cache):
+    """The same CNN experiment: hours of CPU work on a CPU, minutes on a GPU (one process,
+    the reports on the CPU's cores); each from its own calibration of the cost model."""
+    from vglab.experiments.spec import load_spec
+    from vglab.train import parallel
+
+    monkeypatch.setattr(parallel, "gpu_platforms_installed", lambda: ["cuda"])
+    spec = [load_spec("cnn-large-params", dataset="digits")]
+    cpu = runner.plan_experiments(spec, workers=2, device="cpu")
+    gpu = runner.plan_experiments(spec, device="gpu")
+    assert (cpu.device, gpu.device, gpu.workers) == ("cpu", "gpu", 1)
+    (c,), (g,) = cpu.rows, gpu.rows
+    assert g.runs == c.runs and 0 < g.train_s < c.train_s / 10 and 0 < g.compile_s < c.compile_s
+    assert g.compile_s + g.train_s <= gpu.wall_s < cpu.wall_s
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, vglab_cache):

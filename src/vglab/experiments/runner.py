@@ -49,23 +49,50 @@ from vglab.train.loop import penalty_terms
 EXECUTORS = ("local", "ray")
 ONE_RUN_INPUTS = ("images",)  # image models are trained one run per unit on CPU (see ExperimentSpec.units)
 DEFAULT_ROOT = Path("vglab-results")
-# The cost model (`_costs`): CPU seconds on one core, to order tasks, decide splits and
-# print the plan. Calibrated with benchmarks/cost_model.py (process time, one core, jax 0.10,
-# AMD EPYC; the machine was shared, so a few % high), which prints measured against
-# estimated for the built-in programs: per step, an 8-member MLP grid took 0.12 ms (1x8)
-# to 0.68 ms (20x8) on digits and 0.22 ms (1x8) on MNIST; one CNN run 2.4 ms (paper_cnn
-# layers) to 11.7 ms (paper_cnn parameters) on digits. A step costs STEP_OVERHEAD_S, plus
-# LAYER_STEP_S per layer (many small ops), plus its multiply-accumulates (forward + backward
-# = 3 forwards) at MACS_PER_S: convolutions ran at 1.7e10 on digits' 8x8 images and 7e9 on
-# MNIST's 28x28 (0.2 s per step of the 4-conv CNN). Compiling a group's programs from a
-# cold cache took 11 s (1x8 MLP) to 26 s (4-conv CNN with 8 dense layers) on digits, and
-# 76 s for the 4-conv CNN on MNIST: it grows with the convolutions' size.
-COMPILE_S, COMPILE_S_PER_LAYER, COMPILE_S_PER_CONV_MAC = 10.0, {"dense": 0.45, "conv": 0.8}, 4.7e-6
-STEP_OVERHEAD_S, LAYER_STEP_S = 4.4e-5, {"dense": 2.3e-5, "conv": 3e-4}
-MACS_PER_S = {"dense": 7.7e9, "conv": 1e10}
-RECORD_S, LAYER_RECORD_S = 0.01, {"dense": 1e-3, "conv": 0.02}  # a record: validation, probe batch, layer factors
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds a task takes on one worker (`_costs`): to order tasks, decide splits, print
+    the plan and the progress ETA. A step costs `step_overhead_s`, plus `layer_step_s` per
+    layer (many small ops), plus its multiply-accumulates (forward + backward = 3 forwards)
+    at `macs_per_s`; a record (validation, the probe batch's layer factors) likewise;
+    compiling a group's programs `compile_s` plus per layer, plus per convolution MAC."""
+
+    calibrated: str  # where and how the constants were measured
+    compile_s: float
+    compile_s_per_layer: dict
+    compile_s_per_conv_mac: float
+    step_overhead_s: float
+    layer_step_s: dict
+    macs_per_s: dict
+    record_s: float
+    layer_record_s: dict
+    load_s: float  # a program another task compiled, loaded from the compilation cache
+
+
+# Calibrated with benchmarks/cost_model.py (process time, one core, jax 0.10, AMD EPYC; the
+# machine was shared, so a few % high), which prints measured against estimated for the
+# built-in programs: per step, an 8-member MLP grid took 0.12 ms (1x8) to 0.68 ms (20x8) on
+# digits and 0.22 ms (1x8) on MNIST; one CNN run 2.4 ms (paper_cnn layers) to 11.7 ms
+# (paper_cnn parameters) on digits. Convolutions ran at 1.7e10 MAC/s on digits' 8x8 images
+# and 7e9 on MNIST's 28x28 (0.2 s per step of the 4-conv CNN). Compiling a group's programs
+# from a cold cache took 11 s (1x8 MLP) to 26 s (4-conv CNN with 8 dense layers) on digits,
+# and 76 s for the 4-conv CNN on MNIST: it grows with the convolutions' size.
+CPU_COSTS = CostModel(
+    calibrated="one CPU core", compile_s=10.0, compile_s_per_layer={"dense": 0.45, "conv": 0.8},
+    compile_s_per_conv_mac=4.7e-6, step_overhead_s=4.4e-5, layer_step_s={"dense": 2.3e-5, "conv": 3e-4},
+    macs_per_s={"dense": 7.7e9, "conv": 1e10}, record_s=0.01, layer_record_s={"dense": 1e-3, "conv": 0.02},
+    load_s=1.0)
+# One process on an NVIDIA H200 (jax 0.11.2, full float32, every probe; benchmarks/gpu_reproduce.py,
+# 2026-11-30). A step is latency-bound for MLPs: 44 us (1x8, 1 member), 71 us (1x8, 64 members),
+# 158-222 us (20x8, 1-64 members); the 4-conv CNN's 4-member unit took 1.49 ms per step on MNIST
+# (3.8e12 MAC/s, 11 % of the FP32 peak). Compiling: 3-5 s (1x8), 11 s (20x8), 15 s (4-conv CNN).
+# Other GPUs differ: the plan says which machine the estimate is for.
+GPU_COSTS = CostModel(
+    calibrated="an NVIDIA H200, one process", compile_s=2.0, compile_s_per_layer={"dense": 0.45, "conv": 3.0},
+    compile_s_per_conv_mac=0.0, step_overhead_s=3.2e-5, layer_step_s={"dense": 6e-6, "conv": 2e-5},
+    macs_per_s={"dense": 2.9e11, "conv": 3.8e12}, record_s=0.02, layer_record_s={"dense": 1e-3, "conv": 2e-3},
+    load_s=1.0)
 PROBE_BATCH = 512
-LOAD_S = 1.0  # a program another task compiled, loaded from the compilation cache
 REPORT_S, REPORT_S_PER_LINE = 4.5, 0.05  # drawing a report page (one core): fixed + per configuration x layer (measured 4-20 s on digits)
 # On CPU, MLP units hold at most 8 runs and train as a grid of 8 members (the copies are
 # trained and discarded): so small, extra members cost little, while every distinct
@@ -274,31 +301,34 @@ def _layer_kinds(network) -> dict[str, int]:
     return kinds
 
 
-def _step_seconds(network, batch_size: int, members: int) -> float:
-    """One optimizer step of a unit of `members` (one core)."""
-    forward = sum(m / MACS_PER_S[k] for k, m in _macs(network).items())  # one example
-    return (STEP_OVERHEAD_S + sum(n * LAYER_STEP_S[k] for k, n in _layer_kinds(network).items())
+def _step_seconds(network, batch_size: int, members: int, costs: CostModel = CPU_COSTS) -> float:
+    """One optimizer step of a unit of `members` (one worker)."""
+    forward = sum(m / costs.macs_per_s[k] for k, m in _macs(network).items())  # one example
+    return (costs.step_overhead_s + sum(n * costs.layer_step_s[k] for k, n in _layer_kinds(network).items())
             + 3 * members * batch_size * forward)  # forward + backward: about 3 forwards
 
 
-def _record_seconds(network, n_test: int, members: int) -> float:
-    """One record: validation on the test set, the probe batch's layer factors (one core)."""
-    forward = sum(m / MACS_PER_S[k] for k, m in _macs(network).items())
-    return (RECORD_S + sum(n * LAYER_RECORD_S[k] for k, n in _layer_kinds(network).items())
+def _record_seconds(network, n_test: int, members: int, costs: CostModel = CPU_COSTS) -> float:
+    """One record: validation on the test set, the probe batch's layer factors (one worker)."""
+    forward = sum(m / costs.macs_per_s[k] for k, m in _macs(network).items())
+    return (costs.record_s + sum(n * costs.layer_record_s[k] for k, n in _layer_kinds(network).items())
             + members * (n_test + PROBE_BATCH) * forward)
 
 
-def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int) -> tuple[float, float]:
+def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int,
+           costs: CostModel = CPU_COSTS) -> tuple[float, float]:
     """(seconds to compile the group's programs, seconds to train one unit of `members`)
-    on one core, from the constants above."""
+    on one worker, from `costs`."""
     records = len(set(range(spec.record_every, spec.epochs + 1, spec.record_every)) | {spec.epochs}) + 1
-    compile_s = (COMPILE_S + sum(n * COMPILE_S_PER_LAYER[k] for k, n in _layer_kinds(network).items())
-                 + COMPILE_S_PER_CONV_MAC * _macs(network)["conv"])
-    return compile_s, (spec.epochs * (n_train // spec.batch_size) * _step_seconds(network, spec.batch_size, members)
-                       + records * _record_seconds(network, n_test, members))
+    compile_s = (costs.compile_s + sum(n * costs.compile_s_per_layer[k] for k, n in _layer_kinds(network).items())
+                 + costs.compile_s_per_conv_mac * _macs(network)["conv"])
+    steps = spec.epochs * (n_train // spec.batch_size)
+    return compile_s, (steps * _step_seconds(network, spec.batch_size, members, costs)
+                       + records * _record_seconds(network, n_test, members, costs))
 
 
-def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple[float, str, dict, list[Unit], tuple]]:
+def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict,
+           costs: CostModel = CPU_COSTS) -> list[tuple[float, str, dict, list[Unit], tuple]]:
     """(estimated seconds, key, payload, units, program) per task: the first task of every
     program largest first, then the others by experiment, those with the most to draw
     in their report first, each largest first."""
@@ -316,7 +346,7 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict) -> list[tuple
             network = model.build(arrays.x_train.shape[1:], arrays.n_classes)
             layers[j] = max(layers.get(j, 0), len(network.layout().layers))
             compile_s, unit_s = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                                       grid_slots(data.kind, max(len(u.runs) for u in units)))
+                                       grid_slots(data.kind, max(len(u.runs) for u in units)), costs)
             chunks = [[u] for u in units] if unit_s > compile_s else [units]
             for chunk in chunks:
                 tasks.append([compile_s, unit_s, j, data, (model, r.train_config()), chunk])
@@ -403,7 +433,7 @@ class Plan:
     rows: tuple[PlanRow, ...]
     workers: int
     device: str  # "cpu" | "gpu"
-    wall_s: float  # training and reports, scheduled on the workers (CPU only)
+    wall_s: float  # training and reports, scheduled on the workers (on a GPU: reports on the CPU's cores)
     group_seconds: dict = field(default_factory=dict, compare=False)  # "<experiment>/<group>" -> compile + train
 
     @property
@@ -415,13 +445,15 @@ class Plan:
         head = (f"plan: {len(self.rows)} experiment{'s' if len(self.rows) != 1 else ''}, {runs} runs to train"
                 + (f" ({done} complete already)" if done else "") + f" on {self.workers} "
                 + ("GPU " if self.device == "gpu" else "CPU ") + f"worker{'s' if self.workers != 1 else ''}")
-        if self.device == "gpu":
-            return [head + "; no time estimate: the cost model is calibrated on CPUs"] + \
-                [f"  {r.experiment:<24} {r.runs:>5} runs" for r in self.rows]
-        out = [head + " (estimates from the cost model, within about 2x)",
+        costs = GPU_COSTS if self.device == "gpu" else CPU_COSTS
+        out = [head + f" (estimates from the cost model, calibrated on {costs.calibrated}, within about 2x"
+               + ("; other GPUs differ)" if self.device == "gpu" else ")"),
                f"  {'experiment':<24} {'runs':>5} {'compile':>9} {'train':>9} {'report':>8}"]
         for r in self.rows:
             out.append(f"  {r.experiment:<24} {r.runs:>5} {_dur(r.compile_s):>9} {_dur(r.train_s):>9} {_dur(r.report_s):>8}")
+        if self.device == "gpu":
+            out.append(f"  estimated time: {_dur(self.wall_s)} (reports drawn on the CPU's cores while training goes on)")
+            return out
         out.append(f"  estimated time: {_dur(self.wall_s)} ({_dur(self.cpu_s)} of CPU time on {self.workers} "
                    f"core{'s' if self.workers != 1 else ''})")
         slow = [r for r in self.rows if r.train_s > LONG_S]
@@ -454,8 +486,10 @@ def _report_seconds(job: _Job, layers: int) -> float:
 
 def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> Plan:
     """Each experiment's estimated compile, train and report time, and the wall time of
-    the tasks (in their order) and reports scheduled on `workers` cores: a program is
-    compiled by its first task and loaded (LOAD_S) by the others."""
+    the tasks (in their order) and reports scheduled on `workers` cores (on a GPU: the
+    tasks on its workers, the reports on the CPU's cores): a program is compiled by its
+    first task and loaded (`CostModel.load_s`) by the others."""
+    costs = GPU_COSTS if on_gpu else CPU_COSTS
     job_of = {u.id: j for j, job in enumerate(jobs) for u in job.units}
     compile_s, train_s, layers = [0.0] * len(jobs), [0.0] * len(jobs), [0] * len(jobs)
     group_s: dict[str, float] = {}
@@ -467,8 +501,8 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
         network = payload.model.build(arrays.x_train.shape[1:], arrays.n_classes)
         layers[j] = max(layers[j], len(network.layout().layers))
         c, u = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                      grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)))
-        c = c if program not in compiled else LOAD_S
+                      grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)), costs)
+        c = c if program not in compiled else costs.load_s
         compiled.add(program)
         compile_s[j] += c
         train_s[j] += u * len(chunk)
@@ -478,13 +512,14 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
         free[w] += c + u * len(chunk)
         ends[j] = free[w]
     report_s = [_report_seconds(job, layers[j]) if job.units else 0.0 for j, job in enumerate(jobs)]
+    drawers = [0.0] * parallel.default_workers() if on_gpu else free  # on a GPU, reports go to the CPU's cores
     for j in sorted(ends, key=ends.get):  # each report starts once its experiment is trained
-        w = free.index(min(free))
-        free[w] = max(free[w], ends[j]) + report_s[j]
+        w = drawers.index(min(drawers))
+        drawers[w] = max(drawers[w], ends[j]) + report_s[j]
     rows = tuple(PlanRow(job.spec.name, job.spec.dataset, job.pending_runs, job.skipped,
                          len({u.group for u in job.units}), compile_s[j], train_s[j], report_s[j])
                  for j, job in enumerate(jobs))
-    return Plan(rows, workers, "gpu" if on_gpu else "cpu", max(free), group_s)
+    return Plan(rows, workers, "gpu" if on_gpu else "cpu", max(free + drawers), group_s)
 
 
 def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None = None, *, workers: int | None = None,
@@ -505,7 +540,8 @@ def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None 
         jobs.append(_Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
                          skipped=len(done)))
     shapes = _prepare_data(jobs, data_dir)
-    return _plan(jobs, _tasks(jobs, data_dir, n_workers, shapes), shapes, n_workers, on_gpu)
+    return _plan(jobs, _tasks(jobs, data_dir, n_workers, shapes, GPU_COSTS if on_gpu else CPU_COSTS), shapes,
+                 n_workers, on_gpu)
 
 
 # ------------------------------------------------------------------ meta data
@@ -677,7 +713,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
             shapes = _prepare_data(jobs, data_dir)
             prepare_seconds = round(time.perf_counter() - t_prepare, 2)
             _check_batch_sizes(jobs, shapes)
-            tasks = _tasks(jobs, data_dir, n_workers, shapes)
+            tasks = _tasks(jobs, data_dir, n_workers, shapes, GPU_COSTS if on_gpu else CPU_COSTS)
             plan = _plan(jobs, tasks, shapes, n_workers, on_gpu)
             shapes.clear()
             for t in tasks:
