@@ -337,7 +337,9 @@ def test_more_workers_than_cores(tmp_path):
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_interrupted_or_terminated_run_says_how_to_resume(tmp_path, vglab_cache, sig, code, word):
     spec = write_spec(tmp_path)
-    spec.write_text(spec.read_text().replace("epochs = 2", "epochs = 40"))  # ~1 s per unit: time to interrupt
+    # Units long enough (1,750 steps) that the last ones cannot end together with the first:
+    # the signal must find work in flight.
+    spec.write_text(spec.read_text().replace("epochs = 2", "epochs = 40").replace("train_size = 256", "train_size = 1400"))
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "vglab.cli", "run", str(spec), "--out", str(out), "--workers", "2",
                              "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
