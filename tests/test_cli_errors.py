@@ -341,11 +341,16 @@ def test_interrupted_or_terminated_run_says_how_to_resume(tmp_path, vglab_cache,
     # the signal must find work in flight.
     spec.write_text(spec.read_text().replace("epochs = 2", "epochs = 40").replace("train_size = 256", "train_size = 1400"))
     out = tmp_path / "out"
-    # SIGINT at its default in the command, as in a terminal: a shell's background job (pytest ... &)
-    # ignores it, and a Python started with SIGINT ignored keeps ignoring it (no KeyboardInterrupt).
-    proc = subprocess.Popen([sys.executable, "-m", "vglab.cli", "run", str(spec), "--out", str(out), "--workers", "2",
-                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # SIGINT handled in the command, as in a terminal: a shell's background job (pytest ... &)
+    # ignores it, a child inherits that, and a Python started with SIGINT ignored keeps ignoring
+    # it (no KeyboardInterrupt). A handler, unlike "ignore", is reset to the default by exec.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "vglab.cli", "run", str(spec), "--out", str(out), "--workers",
+                                 "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, handler)
     deadline = time.time() + 240
     while not store.completed_run_ids(out) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
