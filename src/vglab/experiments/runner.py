@@ -92,6 +92,13 @@ GPU_COSTS = CostModel(
     compile_s_per_conv_mac=0.0, step_overhead_s=3.2e-5, layer_step_s={"dense": 6e-6, "conv": 2e-5},
     macs_per_s={"dense": 2.9e11, "conv": 3.8e12}, record_s=0.02, layer_record_s={"dense": 1e-3, "conv": 2e-3},
     load_s=1.0)
+
+
+def cost_model(on_gpu: bool) -> CostModel:
+    """The calibration for where a task trains."""
+    return GPU_COSTS if on_gpu else CPU_COSTS
+
+
 PROBE_BATCH = 512
 REPORT_S, REPORT_S_PER_LINE = 4.5, 0.05  # drawing a report page (one core): fixed + per configuration x layer (measured 4-20 s on digits)
 # On CPU, MLP units hold at most 8 runs and train as a grid of 8 members (the copies are
@@ -445,7 +452,7 @@ class Plan:
         head = (f"plan: {len(self.rows)} experiment{'s' if len(self.rows) != 1 else ''}, {runs} runs to train"
                 + (f" ({done} complete already)" if done else "") + f" on {self.workers} "
                 + ("GPU " if self.device == "gpu" else "CPU ") + f"worker{'s' if self.workers != 1 else ''}")
-        costs = GPU_COSTS if self.device == "gpu" else CPU_COSTS
+        costs = cost_model(self.device == "gpu")
         out = [head + f" (estimates from the cost model, calibrated on {costs.calibrated}, within about 2x"
                + ("; other GPUs differ)" if self.device == "gpu" else ")"),
                f"  {'experiment':<24} {'runs':>5} {'compile':>9} {'train':>9} {'report':>8}"]
@@ -489,7 +496,7 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
     the tasks (in their order) and reports scheduled on `workers` cores (on a GPU: the
     tasks on its workers, the reports on the CPU's cores): a program is compiled by its
     first task and loaded (`CostModel.load_s`) by the others."""
-    costs = GPU_COSTS if on_gpu else CPU_COSTS
+    costs = cost_model(on_gpu)
     job_of = {u.id: j for j, job in enumerate(jobs) for u in job.units}
     compile_s, train_s, layers = [0.0] * len(jobs), [0.0] * len(jobs), [0] * len(jobs)
     group_s: dict[str, float] = {}
@@ -540,8 +547,7 @@ def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None 
         jobs.append(_Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
                          skipped=len(done)))
     shapes = _prepare_data(jobs, data_dir)
-    return _plan(jobs, _tasks(jobs, data_dir, n_workers, shapes, GPU_COSTS if on_gpu else CPU_COSTS), shapes,
-                 n_workers, on_gpu)
+    return _plan(jobs, _tasks(jobs, data_dir, n_workers, shapes, cost_model(on_gpu)), shapes, n_workers, on_gpu)
 
 
 # ------------------------------------------------------------------ meta data
@@ -713,7 +719,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
             shapes = _prepare_data(jobs, data_dir)
             prepare_seconds = round(time.perf_counter() - t_prepare, 2)
             _check_batch_sizes(jobs, shapes)
-            tasks = _tasks(jobs, data_dir, n_workers, shapes, GPU_COSTS if on_gpu else CPU_COSTS)
+            tasks = _tasks(jobs, data_dir, n_workers, shapes, cost_model(on_gpu))
             plan = _plan(jobs, tasks, shapes, n_workers, on_gpu)
             shapes.clear()
             for t in tasks:
