@@ -86,7 +86,8 @@ CPU_COSTS = CostModel(
 # 2026-11-30). A step is latency-bound for MLPs: 44 us (1x8, 1 member), 71 us (1x8, 64 members),
 # 158-222 us (20x8, 1-64 members); the 4-conv CNN's 4-member unit took 1.49 ms per step on MNIST
 # (3.8e12 MAC/s, 11 % of the FP32 peak). Compiling: 3-5 s (1x8), 11 s (20x8), 15 s (4-conv CNN).
-# Other GPUs differ: the plan says which machine the estimate is for.
+# Other GPUs differ: the plan says which machine the estimate is for (recalibrate with
+# `benchmarks/cost_model.py --device gpu`, which prints measured against estimated).
 GPU_COSTS = CostModel(
     calibrated="an NVIDIA H200, one process", compile_s=2.0, compile_s_per_layer={"dense": 0.45, "conv": 3.0},
     compile_s_per_conv_mac=0.0, step_overhead_s=3.2e-5, layer_step_s={"dense": 6e-6, "conv": 2e-5},
