@@ -39,7 +39,7 @@ from pathlib import Path
 
 # FP32 (non-tensor-core) peak in TFLOP/s, from the vendors' data sheets.
 FP32_PEAK = {"H200": 67.0, "H100": 67.0, "A100": 19.5, "L40S": 91.6, "A10": 31.2, "V100": 15.7, "T4": 8.1}
-SMALL = {"dataset": "digits", "presets": ["large-params", "cnn-large-params"], "epochs": 1, "seeds": 1, "max_k": 8}
+SMALL = {"dataset": "digits", "presets": ["large-params", "cnn-large-params"], "epochs": 1, "seeds": 1, "max_k": 2}
 
 
 def _peak(device: str) -> float | None:
@@ -143,7 +143,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--data-dir", default=os.environ.get("VGLAB_DATA"))
-    ap.add_argument("--small", action="store_true", help="digits, two presets, one epoch and seed, K <= 8")
+    ap.add_argument("--small", action="store_true", help="digits, two presets, one epoch and seed, K <= 2")
     ap.add_argument("--out", default=None, help="results folder (default: a temporary one)")
     ap.add_argument("--presets", default=None, help="comma-separated presets for the study (default: all)")
     ap.add_argument("--workers", type=int, default=1, help="processes sharing the GPU in the study")
