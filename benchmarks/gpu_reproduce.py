@@ -20,7 +20,11 @@ workers with it, and the next one starts; what it printed stays in the log):
    against the peak (FLOPs: 6 per multiply-add of the forward pass per example, forward
    plus backward, as benchmarks/train_speed.py counts them);
 3. `curve`: K = 1 ... 512 members of the 1x8 MLP in one vmapped program (all probes),
-   seconds per epoch and model-epochs/s: where the device saturates.
+   seconds per epoch and model-epochs/s: where the device saturates;
+4. `cnn_curve`: the same for the study's CNN (cnn-large-params' network), K = 4 (what the
+   runner trains per program on a GPU today: one seed's 4 arms), 12 (the group's 3 seeds in
+   one program) and 24, on `--cnn-train` examples, with TFLOP/s against the peak: whether
+   a GPU unit should hold a whole group (on an H200, 4 members reached 11 % of the FP32 peak).
 MNIST comes from --data-dir (or $VGLAB_DATA). CIFAR-10 is not part of the study's MNIST
 run; its 180 MB do not travel to a lent GPU machine.
 """
@@ -39,7 +43,9 @@ from pathlib import Path
 
 # FP32 (non-tensor-core) peak in TFLOP/s, from the vendors' data sheets.
 FP32_PEAK = {"H200": 67.0, "H100": 67.0, "A100": 19.5, "L40S": 91.6, "A10": 31.2, "V100": 15.7, "T4": 8.1}
-SMALL = {"dataset": "digits", "presets": ["large-params", "cnn-large-params"], "epochs": 1, "seeds": 1, "max_k": 2}
+SMALL = {"dataset": "digits", "presets": ["large-params", "cnn-large-params"], "epochs": 1, "seeds": 1, "max_k": 2,
+         "cnn_ks": (1, 2)}
+CNN_KS = (4, 12, 24)
 
 
 def _peak(device: str) -> float | None:
@@ -136,7 +142,47 @@ def stage_curve(args) -> None:
         k *= 4 if k < args.max_k // 4 else 2
 
 
-STAGES = {"agree": (stage_agree, 0.12), "study": (stage_study, 0.66), "curve": (stage_curve, 0.22)}
+def stage_cnn_curve(args) -> None:
+    from dataclasses import replace
+
+    from vglab.experiments import runner
+    from vglab.experiments.spec import load_spec
+    from vglab.nn import init
+    from vglab.train import Member, TrainConfig, train_group
+
+    run = load_spec("cnn-large-params", dataset=args.dataset).expand()[0]
+    arrays = runner._arrays(runner._data_key(run, args.data_dir))
+    n = min(args.cnn_train, arrays.x_train.shape[0])
+    arrays = replace(arrays, x_train=arrays.x_train[:n], y_train=arrays.y_train[:n])
+    net = run.model_spec().build(arrays.x_train.shape[1:], arrays.n_classes)
+    macs = sum(runner._macs(net).values())
+    name, peak = _device_line()
+    print(f"\ngroup-size curve, {net.name} (cnn-large-params), all probes, {n} examples, on {name}")
+    print(f"{'K':>5} {'s/epoch':>8} {'ms/step':>8} {'model-ep/s':>10} {'TFLOP/s':>8} {'of peak':>7} {'compile s':>9}",
+          flush=True)
+    arms = [(std, l2) for std in (10.0, 1.0) for l2 in (0.0, 0.01)]  # the preset's 4 arms; seeds make K
+    for k in SMALL["cnn_ks"] if args.small else CNN_KS:
+        members = [Member(seed=i // len(arms), weight_init=init.normal(std=arms[i % len(arms)][0]),
+                          l2=arms[i % len(arms)][1]) for i in range(k)]
+        res = train_group(net, arrays, members, TrainConfig(epochs=3, probes="full"))
+        sec = res[0].epochs.seconds.to_numpy()  # as in stage_curve: epoch 2 is the steady one
+        s = float(sec[2])
+        tflops = 6 * macs * n * k / s / 1e12
+        print(f"{k:>5} {s:>8.3f} {1e3 * s / (n // 32):>8.2f} {k / s:>10.2f} {tflops:>8.3f} "
+              f"{(f'{100 * tflops / peak:.0f} %') if peak else '?':>7} {float(sec[0] + sec[1] - s):>9.1f}", flush=True)
+
+
+STAGES = {"agree": (stage_agree, 0.10), "study": (stage_study, 0.56), "curve": (stage_curve, 0.16),
+          "cnn_curve": (stage_cnn_curve, 0.18)}
+
+
+def _stages(text: str) -> list[str]:
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise SystemExit(f"--stages: unknown stage(s) {unknown or text!r}; choose from {', '.join(STAGES)}, "
+                         "comma-separated (e.g. --stages agree,cnn_curve)")
+    return stages
 
 
 def main() -> None:
@@ -148,8 +194,10 @@ def main() -> None:
     ap.add_argument("--presets", default=None, help="comma-separated presets for the study (default: all)")
     ap.add_argument("--workers", type=int, default=1, help="processes sharing the GPU in the study")
     ap.add_argument("--max-k", type=int, default=512)
+    ap.add_argument("--cnn-train", type=int, default=12000, help="training examples in the CNN curve")
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for all stages together")
     ap.add_argument("--stage", choices=list(STAGES), default=None, help="run one stage in this process")
+    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to run (default: all)")
     args = ap.parse_args()
     if args.small:
         args.dataset, args.max_k = SMALL["dataset"], SMALL["max_k"]
@@ -157,9 +205,10 @@ def main() -> None:
     if args.stage:
         return STAGES[args.stage][0](args)
     # Each stage in its own process under its share of the budget (unused time passes on).
+    chosen = {stage: STAGES[stage] for stage in _stages(args.stages)}
     t_end = time.perf_counter() + args.budget
-    share_left = sum(f for _, f in STAGES.values())
-    for stage, (_, share) in STAGES.items():
+    share_left = sum(f for _, f in chosen.values())
+    for stage, (_, share) in chosen.items():
         left = t_end - time.perf_counter()
         limit = left * share / share_left
         share_left -= share

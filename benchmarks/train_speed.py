@@ -1,9 +1,10 @@
 """Training throughput of the engine: seconds per epoch, model-epochs per second, achieved
 GFLOP/s, compile time and peak memory; probes on and off, one process and one per core;
-your own model (Equinox) against the built-in; and the cost of each probe tier.
+the plain-JAX floor; your own model (Equinox) against the built-in; and the cost of each
+probe tier.
 
     python benchmarks/train_speed.py                 # MNIST-PCA if found, else same-shape synthetic data
-    python benchmarks/train_speed.py --quick         # a smoke run (small data, shallow cases; CI runs it)
+    python benchmarks/train_speed.py --quick         # a smoke run (small data, shallow cases; the tests run it)
 
 Cases: MLP 153->8->10 and deep 20x8, (a) one model, (b) K = 10 r-values x 5 seeds = 50
 members with L2, at N(0, std=10). "s/epoch" is the median over the epochs after the
@@ -12,6 +13,11 @@ the first epoch's extra time. FLOP count: the forward and backward
 passes' multiply-adds, 3 per weight per example (one forward, two backward), i.e.
 GFLOP/epoch = 6 x weights x examples x members / 1e9 (biases, the optimizer and the probes
 are not counted): a 1x8 epoch on MNIST is 6 x 1,304 x 60,000 = 0.47 GFLOP per member.
+"plain" rows: the same network, members, L2 penalty and batches trained the obvious way, by
+a plain JAX + Optax loop (`optax.adam` over the parameter pytree, one scan per epoch) with
+nothing measured, no flat parameter vector, no divergence check and no per-epoch validation.
+They show what the engine adds besides its probes (its "off" rows include the per-epoch
+validation on the test set) and what a probe-free step costs on this machine.
 Run it on an otherwise idle machine: it measures wall time.
 """
 
@@ -85,7 +91,7 @@ def one_case(kind: str, depth: int, members: int, probes: str, epochs: int, n_tr
     weights = sum(t.size for t in model.layout().weights)
     examples = arrays.x_train.shape[0] // config.batch_size * config.batch_size
     return {
-        "source": source, "network": f"{kind} {depth}x8", "members": len(group), "probes": probes,
+        "source": source, "network": f"{kind} {depth}x8", "members": len(group), "probes": probes, "processes": 1,
         "s_per_epoch": steady, "model_epochs_per_s": len(group) / steady,
         "gflops": 6 * weights * examples * len(group) / steady / 1e9,
         "compile_s": float(sec[0] - steady), "total_s": total,
@@ -93,7 +99,64 @@ def one_case(kind: str, depth: int, members: int, probes: str, epochs: int, n_tr
     }
 
 
-def per_core(kind: str, depth: int, epochs: int, cores: int, n_train: int | None) -> dict:
+def plain_case(depth: int, members: int, epochs: int, n_train: int | None, seeds: list[int] | None = None) -> dict:
+    """A "plain" row (see the module docstring): the engine's step written plainly, timed like `one_case`."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from vglab.nn import init
+    from vglab.train.loop import ADAM_EPS, batch_order, mean_cross_entropy
+
+    arrays, source = _arrays(n_train)
+    model = _model("builtin", depth, arrays.x_train.shape[1])
+    seeds = (seeds if seeds is not None else list(range(5)))[:members]
+    per_seed = min(10, members // len(seeds))  # the engine's grid: [seed, r]
+    rs = jnp.asarray(np.logspace(-3, 2, 10)[:per_seed], jnp.float32)
+    x, y = jnp.asarray(arrays.x_train), jnp.asarray(arrays.y_train, jnp.int32)
+    draw = jax.vmap(lambda k: model.init(k, init.normal(std=10.0), init.normal(std=10.0)))
+    params = jax.vmap(lambda k: draw(jax.random.split(k, per_seed)))(jax.random.split(jax.random.key(0), len(seeds)))
+    adam = optax.adam(1e-3, eps=ADAM_EPS)
+
+    def member(p, opt_state, r, xb, yb):
+        def objective(q):
+            return mean_cross_entropy(model.apply(q, xb), yb) + r * sum(jnp.sum(t * t) for t in jax.tree.leaves(q))
+
+        updates, opt_state = adam.update(jax.grad(objective)(p), opt_state, p)
+        return optax.apply_updates(p, updates), opt_state
+
+    grid = jax.vmap(jax.vmap(member, in_axes=(0, 0, 0, None, None)), in_axes=(0, 0, None, 0, 0))
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def epoch(p, opt_state, order):
+        def step(carry, idx):  # idx: [seed, batch]
+            return grid(*carry, rs, x[idx], y[idx]), None
+
+        return jax.lax.scan(step, (p, opt_state), order)[0]
+
+    state = (params, jax.vmap(jax.vmap(adam.init))(params))
+    sec = []
+    t_start = time.perf_counter()
+    for e in range(1, epochs + 1):
+        order = jnp.asarray(np.stack([batch_order(s, e, x.shape[0], 32) for s in seeds], 1))
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(epoch(*state, order))
+        sec.append(time.perf_counter() - t0)
+    steady = float(np.median(sec[1:])) if len(sec) > 1 else sec[0]
+    n = len(seeds) * per_seed
+    weights = sum(t.size for t in model.layout().weights)
+    examples = x.shape[0] // 32 * 32
+    return {
+        "source": source, "network": f"plain {depth}x8", "members": n, "probes": "off", "processes": 1,
+        "s_per_epoch": steady, "model_epochs_per_s": n / steady, "gflops": 6 * weights * examples * n / steady / 1e9,
+        "compile_s": float(sec[0] - steady), "total_s": time.perf_counter() - t_start,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def per_core(kind: str, depth: int, probes: str, epochs: int, cores: int, n_train: int | None) -> dict:
     """`cores` processes, each pinned to one core with single-threaded XLA, splitting the seeds."""
     seeds = list(range(5))
     chunks = [seeds[i::cores] for i in range(cores)]
@@ -101,7 +164,8 @@ def per_core(kind: str, depth: int, epochs: int, cores: int, n_train: int | None
     t0 = time.perf_counter()
     procs = [
         subprocess.Popen(
-            ["taskset", "-c", str(i), sys.executable, __file__, "--worker", json.dumps([kind, depth, chunk, epochs, n_train])],
+            ["taskset", "-c", str(i), sys.executable, __file__, "--worker",
+             json.dumps([kind, depth, chunk, probes, epochs, n_train])],
             stdout=subprocess.PIPE, env=env, text=True,
         )
         for i, chunk in enumerate(chunks)
@@ -110,29 +174,33 @@ def per_core(kind: str, depth: int, epochs: int, cores: int, n_train: int | None
     wall = time.perf_counter() - t0
     n = sum(o["members"] for o in outs)
     steady = max(o["s_per_epoch"] for o in outs)
-    return {"network": outs[0]["network"], "members": n, "probes": "full", "processes": cores, "s_per_epoch": steady,
+    return {"network": outs[0]["network"], "members": n, "probes": outs[0]["probes"], "processes": cores,
+            "s_per_epoch": steady,
             "model_epochs_per_s": n / steady, "gflops": sum(o["gflops"] * o["s_per_epoch"] for o in outs) / steady,
             "compile_s": max(o["compile_s"] for o in outs), "wall_s": wall,
             "peak_rss_mb": sum(o["peak_rss_mb"] for o in outs)}
 
 
-def _row(r: dict, procs: int = 1) -> str:
-    return (f"{r['network']:<13} {r['members']:>3} {r['probes']:<7} {procs:>5} {r['s_per_epoch']:>8.3f} "
+def _row(r: dict) -> str:
+    return (f"{r['network']:<13} {r['members']:>3} {r['probes']:<7} {r['processes']:>5} {r['s_per_epoch']:>8.3f} "
             f"{r['model_epochs_per_s']:>10.1f} {r['gflops']:>7.1f} {r['compile_s']:>9.1f} {r['peak_rss_mb']:>8.0f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--quick", action="store_true", help="small data, shallow cases, 4 epochs (a smoke run)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small data, the shallow 50-member cases, 3 epochs (a smoke run; the tests run it)")
     ap.add_argument("--only", choices=("engine", "equinox", "tiers"), help="one section")
+    ap.add_argument("--json", metavar="FILE", help="also write every row, unrounded, to FILE (a JSON list)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        kind, depth, seeds, epochs, n_train = json.loads(args.worker)
-        print(json.dumps(one_case(kind, depth, 10 * len(seeds), "full", epochs, n_train, seeds)))
+        kind, depth, seeds, probes, epochs, n_train = json.loads(args.worker)
+        print(json.dumps(plain_case(depth, 10 * len(seeds), epochs, n_train, seeds) if kind == "plain"
+                         else one_case(kind, depth, 10 * len(seeds), probes, epochs, n_train, seeds)))
         return
-    epochs, n_train = (4, 2048) if args.quick else (args.epochs, None)
+    epochs, n_train = (3, 2048) if args.quick else (args.epochs, None)
     depths = (1,) if args.quick else (1, 20)
     import jax
 
@@ -141,25 +209,37 @@ def main() -> None:
     print(f"{'network':<13} {'K':>3} {'probes':<7} {'procs':>5} {'s/epoch':>8} {'model-ep/s':>10} {'GFLOP/s':>7} "
           f"{'compile s':>9} {'peak MB':>8}")
     cores = os.cpu_count() or 1
+    rows = []
+
+    def show(r: dict, section: str, suffix: str = "") -> dict:
+        rows.append({**r, "section": section})
+        print(_row(r) + suffix, flush=True)
+        return r
+
     if args.only in (None, "engine"):
         for depth in depths:
-            for members in (1, 50):
+            for members in (50,) if args.quick else (1, 50):
                 for probes in ("full", "off"):
-                    print(_row(one_case("builtin", depth, members, probes, epochs, n_train)), flush=True)
+                    show(one_case("builtin", depth, members, probes, epochs, n_train), "engine")
+                show(plain_case(depth, members, epochs, n_train), "engine")
             if cores > 1:
-                r = per_core("builtin", depth, epochs, cores, n_train)
-                print(_row(r, cores), flush=True)
+                for kind, probes in (("builtin", "full"), ("plain", "off")) + (() if args.quick else (("builtin", "off"),)):
+                    show(per_core(kind, depth, probes, epochs, cores, n_train), "engine")
     if args.only in (None, "equinox"):
         print("your own model: the Equinox MLP of examples/ against the built-in one (50 members, all probes)")
         for kind in ("builtin", "equinox"):
-            print(_row(one_case(kind, 1, 50, "full", epochs, n_train)), flush=True)
+            show(one_case(kind, 1, 50, "full", epochs, n_train), "equinox")
     if args.only in (None, "tiers"):
         print("probe tiers on the Equinox example (deep 20x8 unless --quick), 50 members, one process:")
         base = None
         for tier in TIERS:
             r = one_case("equinox", depths[-1], 50, tier, epochs, n_train)
             base = base or r["s_per_epoch"]
-            print(_row(r) + f"   {100 * (r['s_per_epoch'] / base - 1):+.0f} % over off", flush=True)
+            show(r, "tiers", f"   {100 * (r['s_per_epoch'] / base - 1):+.0f} % over off")
+    if args.json:
+        tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
+        tmp.write_text(json.dumps(rows, indent=1))
+        tmp.replace(args.json)  # atomic: a reader never sees half a file
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
-"""The GPU benchmark script, small on the CPU: a lent GPU machine gives it one run, so it
-must not break between sessions (benchmarks/gpu_reproduce.py --small)."""
+"""The benchmark scripts, small on the CPU. The GPU script: a lent GPU machine gives it one
+run, so it must not break between sessions (benchmarks/gpu_reproduce.py --small). The
+throughput benchmark's --quick mode is its CI smoke run."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from experiments_helpers import vglab_cache  # noqa: F401
 
@@ -16,9 +21,40 @@ def test_gpu_reproduce_runs_every_stage_small_on_the_cpu(tmp_path, vglab_cache):
                           capture_output=True, text=True, timeout=600)
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for stage in ("agree", "study", "curve"):
+    for stage in ("agree", "study", "curve", "cnn_curve"):
         assert f"== stage {stage}: " in out and out.split(f"== stage {stage}: ")[1].split("\n")[0].endswith("exit 0"), out
     assert "reproduce --dataset digits, 1 presets on cpu" in out and "large-params-slow" in out
-    curve = out.split("group-size curve")[1].splitlines()[2:]
-    assert [int(line.split()[0]) for line in curve if line.strip()[:1].isdigit()] == [1, 2]
+    mlp, cnn = (part.split("== stage")[0].splitlines()[2:] for part in out.split("group-size curve, ")[1:3])
+    assert [int(line.split()[0]) for line in mlp if line.strip()[:1].isdigit()] == [1, 2]
+    rows = [line.split() for line in cnn if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 2]
+    for k, s_epoch, ms_step, model_ep_s, *_ in rows:  # the figures follow from each other (to their printed digits)
+        rel = 0.0005 / float(s_epoch) + 0.01
+        assert float(model_ep_s) == pytest.approx(int(k) / float(s_epoch), rel=rel)
+        assert float(ms_step) == pytest.approx(1e3 * float(s_epoch) / (1437 // 32), rel=rel)
     assert (tmp_path / "out" / "large-params" / "report.html").exists()
+
+
+def test_train_speed_quick_prints_consistent_rows_and_the_plain_floor(tmp_path, vglab_cache):
+    """`train_speed.py --quick` (the CI smoke run of the throughput benchmark): every engine
+    row and its plain-JAX floor, with figures that follow from each other (model-epochs/s
+    from members and s/epoch; GFLOP/s from the stated FLOP count)."""
+    from vglab import nn
+
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "train_speed.py"), "--quick", "--only", "engine",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    kinds = {(r["network"], r["members"], r["probes"], r["processes"]) for r in rows}
+    assert {("builtin 1x8", 50, "full", 1), ("builtin 1x8", 50, "off", 1), ("plain 1x8", 50, "off", 1)} <= kinds
+    if (os.cpu_count() or 1) > 1:
+        assert {("builtin 1x8", 50, "full", os.cpu_count()), ("plain 1x8", 50, "off", os.cpu_count())} <= kinds
+    n_in = 154 if rows[0]["source"].startswith("MNIST") else 153
+    weights = sum(t.size for t in nn.mlp(1, 8, n_in).layout().weights)
+    examples = 2048 // 32 * 32
+    for r in rows:
+        assert r["s_per_epoch"] > 0 and r["compile_s"] > -r["s_per_epoch"], r
+        assert r["model_epochs_per_s"] == pytest.approx(r["members"] / r["s_per_epoch"], rel=1e-9)
+        assert r["gflops"] == pytest.approx(6 * weights * examples * r["members"] / r["s_per_epoch"] / 1e9, rel=1e-6)
+        assert f"{r['network']:<13} {r['members']:>3} {r['probes']:<7} {r['processes']:>5} " in proc.stdout
