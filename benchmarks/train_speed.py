@@ -190,7 +190,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--quick", action="store_true",
-                    help="small data, the shallow 50-member cases, 3 epochs (a smoke run; the tests run it)")
+                    help="small data, the shallow 50-member cases (per core: the engine only), 3 epochs "
+                         "(a smoke run; the tests run it)")
     ap.add_argument("--only", choices=("engine", "equinox", "tiers"), help="one section")
     ap.add_argument("--json", metavar="FILE", help="also write every row, unrounded, to FILE (a JSON list)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -223,7 +224,9 @@ def main() -> None:
                     show(one_case("builtin", depth, members, probes, epochs, n_train), "engine")
                 show(plain_case(depth, members, epochs, n_train), "engine")
             if cores > 1:
-                for kind, probes in (("builtin", "full"), ("plain", "off")) + (() if args.quick else (("builtin", "off"),)):
+                per_core_kinds = (("builtin", "full"),) if args.quick else (("builtin", "full"), ("builtin", "off"),
+                                                                          ("plain", "off"))
+                for kind, probes in per_core_kinds:
                     show(per_core(kind, depth, probes, epochs, cores, n_train), "engine")
     if args.only in (None, "equinox"):
         print("your own model: the Equinox MLP of examples/ against the built-in one (50 members, all probes)")

@@ -27,7 +27,7 @@ def test_gpu_reproduce_runs_every_stage_small_on_the_cpu(tmp_path, vglab_cache):
     mlp, cnn = (part.split("== stage")[0].splitlines()[2:] for part in out.split("group-size curve, ")[1:3])
     assert [int(line.split()[0]) for line in mlp if line.strip()[:1].isdigit()] == [1, 2]
     rows = [line.split() for line in cnn if line.strip()[:1].isdigit()]
-    assert [int(r[0]) for r in rows] == [1, 2]
+    assert [int(r[0]) for r in rows] == [2]
     for k, s_epoch, ms_step, model_ep_s, *_ in rows:  # the figures follow from each other (to their printed digits)
         rel = 0.0005 / float(s_epoch) + 0.01
         assert float(model_ep_s) == pytest.approx(int(k) / float(s_epoch), rel=rel)
@@ -49,7 +49,7 @@ def test_train_speed_quick_prints_consistent_rows_and_the_plain_floor(tmp_path, 
     kinds = {(r["network"], r["members"], r["probes"], r["processes"]) for r in rows}
     assert {("builtin 1x8", 50, "full", 1), ("builtin 1x8", 50, "off", 1), ("plain 1x8", 50, "off", 1)} <= kinds
     if (os.cpu_count() or 1) > 1:
-        assert {("builtin 1x8", 50, "full", os.cpu_count()), ("plain 1x8", 50, "off", os.cpu_count())} <= kinds
+        assert ("builtin 1x8", 50, "full", os.cpu_count()) in kinds
     n_in = 154 if rows[0]["source"].startswith("MNIST") else 153
     weights = sum(t.size for t in nn.mlp(1, 8, n_in).layout().weights)
     examples = 2048 // 32 * 32
