@@ -1,7 +1,7 @@
 """Training throughput of the engine: seconds per epoch, model-epochs per second, achieved
 GFLOP/s, compile time and peak memory; probes on and off, one process and one per core;
-the plain-JAX floor; your own model (Equinox) against the built-in; and the cost of each
-probe tier.
+a plain JAX + Optax loop of the same step; your own model (Equinox) against the built-in;
+and the cost of each probe tier.
 
     python benchmarks/train_speed.py                 # MNIST-PCA if found, else same-shape synthetic data
     python benchmarks/train_speed.py --quick         # a smoke run (small data, shallow cases; the tests run it)

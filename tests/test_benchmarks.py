@@ -35,9 +35,9 @@ def test_gpu_reproduce_runs_every_stage_small_on_the_cpu(tmp_path, vglab_cache):
     assert (tmp_path / "out" / "large-params" / "report.html").exists()
 
 
-def test_train_speed_quick_prints_consistent_rows_and_the_plain_floor(tmp_path, vglab_cache):
+def test_train_speed_quick_prints_consistent_rows_and_the_plain_loop(tmp_path, vglab_cache):
     """`train_speed.py --quick` (the CI smoke run of the throughput benchmark): every engine
-    row and its plain-JAX floor, with figures that follow from each other (model-epochs/s
+    row and its plain JAX + Optax loop, with figures that follow from each other (model-epochs/s
     from members and s/epoch; GFLOP/s from the stated FLOP count)."""
     from vglab import nn
 
