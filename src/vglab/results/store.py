@@ -180,8 +180,8 @@ def _acquire(lock: Path, out: Path, created: list[Path]) -> int:
     import fcntl  # POSIX (Linux, macOS): reading results needs no lock
 
     for _ in range(100):
-        created += _make_dirs(out)
         try:
+            created += _make_dirs(out)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, file_mode())
         except FileNotFoundError:  # a refused writer removed the folder it had made: make it again
             continue
@@ -227,7 +227,13 @@ def _read_pid(lock: Path) -> int | None:
 
 
 def _make_dirs(out: Path) -> list[Path]:
-    """Create `out` and its missing parents; returns those created, outermost first."""
+    """Create `out` and its missing parents; returns those this call created, outermost first.
+
+    Another process may make or remove the same folders meanwhile (a refused writer removes
+    the empty ones it made): one it made is not ours to remove, and one removed under us
+    raises FileNotFoundError, for the caller to try again. (`mkdir(exist_ok=True)` raised
+    FileExistsError when the folder was gone again by the time it looked: 8 processes
+    starting together, with two test processes loading the machine.)"""
     missing = []
     for p in (out, *out.parents):
         if p.is_dir():
@@ -235,9 +241,16 @@ def _make_dirs(out: Path) -> list[Path]:
         if p.exists() or p.is_symlink():
             raise StoreError(f"{p} is a file, not a folder; choose another --out")
         missing.append(p)
+    made = []
     for p in reversed(missing):
-        p.mkdir(exist_ok=True)
-    return missing[::-1]
+        try:
+            p.mkdir()
+        except FileExistsError:
+            if not p.is_dir() and p.exists():
+                raise StoreError(f"{p} is a file, not a folder; choose another --out") from None
+            continue  # made by another process: not ours
+        made.append(p)
+    return made
 
 
 def _remove_empty(dirs: list[Path]) -> None:
