@@ -82,7 +82,7 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
         spec = load_spec(spec, sets=set, allow_large=allow_large, **overrides)
     if dry_run:
         return runner.plan_experiments([spec], None if out is None else [out], workers=workers, executor=executor,
-                                       data_dir=data_dir, device=device)
+                                       data_dir=data_dir, device=device, address=address)
     path = runner.run_experiments([spec], None if out is None else [out], workers=workers, executor=executor,
                                   address=address, data_dir=data_dir, tensorboard=tensorboard, device=device,
                                   progress=_progress or _default_progress(progress), overwrite=overwrite,
@@ -133,7 +133,7 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
     outs = [root / s.name for s in specs]
     if dry_run:
         return runner.plan_experiments(specs, outs, workers=workers, executor=executor, data_dir=data_dir,
-                                       device=device)
+                                       device=device, address=address)
     shown = _progress or _default_progress(progress)
     run = functools.partial(runner.run_experiments, specs, outs, workers=workers, executor=executor, address=address,
                             data_dir=data_dir, tensorboard=tensorboard, device=device, progress=shown,
