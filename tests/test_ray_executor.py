@@ -164,6 +164,14 @@ def test_an_address_that_is_no_ray_cluster_is_refused(answer):
     assert time.perf_counter() - t0 < 0.9  # never waits past the timeout
 
 
+def test_a_cluster_is_used_whole_unless_workers_cap_it():
+    from vglab.experiments.ray_executor import Cluster
+
+    cluster = Cluster("10.0.0.5:6379", nodes=3, cpus=48)
+    assert [cluster.workers(w) for w in (None, 8, 100)] == [48, 8, 48]
+    assert cluster.describe() == "Ray cluster at 10.0.0.5:6379: 3 nodes, 48 CPUs"
+
+
 def test_missing_ray_is_a_clear_error(monkeypatch):
     import builtins
 

@@ -115,8 +115,8 @@ def connected(address: str, **init_kwargs):
     """Connect this process to the cluster at `address` (checked first, see `check_address`)
     and yield its `Cluster`; disconnect at the end. Ray's retry messages are not shown
     (VGLAB_DEBUG=1 shows them when connecting fails)."""
+    check_address(address)  # before importing Ray (~1 s)
     ray = _ray()
-    check_address(address)
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, **init_kwargs}
     with tempfile.TemporaryFile() as said, _stderr_to(said), _environ(_QUICK_GCS):
         try:
