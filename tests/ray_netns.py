@@ -19,6 +19,7 @@ writing what the tests check to the JSON file RESULTS:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -140,41 +141,46 @@ def _kill_worker_node_mid_sweep(args: list, port: int) -> dict:
 
 
 def _cluster(spec: Path, out: Path) -> dict:
-    temp = tempfile.mkdtemp(prefix="vr", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env_ports = {"head": ["--port", HEAD_PORT], "worker": ["--node-manager-port", 6390, "--object-manager-port", 6391,
                                                             "--min-worker-port", 20000, "--max-worker-port", 20999]}
-    # A home of its own: Ray reads ~/.ray (an auth token there, left by another Ray, made the worker node's start fail).
-    os.environ["HOME"] = os.path.join(temp, "home")
-    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        os.environ.pop(name, None)
-    try:
-        common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
-        _ray("start", "--head", *map(str, env_ports["head"]), "--include-dashboard", "false", "--temp-dir", temp,
-             *common)
-        _ray("start", "--address", f"127.0.0.1:{HEAD_PORT}", *map(str, env_ports["worker"]), *common)
-        found = {"addresses": _node_addresses()}
-        address = ["--executor", "ray", "--address", f"127.0.0.1:{HEAD_PORT}"]
-        found["dry_run"] = _cli("run", spec, "--out", out / "two-nodes", *address, "--dry-run")
-        found["two_nodes"] = _cli("run", spec, "--out", out / "two-nodes", *address)  # progress lines on stderr
-        found["lost_node"] = _kill_worker_node_mid_sweep(["run", spec, "--out", out / "lost-node", *address, "-q"],
-                                                         6390)
-        return found
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    _ray("start", "--head", *map(str, env_ports["head"]), "--include-dashboard", "false", *common)
+    _ray("start", "--address", f"127.0.0.1:{HEAD_PORT}", *map(str, env_ports["worker"]), *common)
+    found = {"addresses": _node_addresses()}
+    address = ["--executor", "ray", "--address", f"127.0.0.1:{HEAD_PORT}"]
+    found["dry_run"] = _cli("run", spec, "--out", out / "two-nodes", *address, "--dry-run")
+    found["two_nodes"] = _cli("run", spec, "--out", out / "two-nodes", *address)  # progress lines on stderr
+    found["lost_node"] = _kill_worker_node_mid_sweep(["run", spec, "--out", out / "lost-node", *address, "-q"], 6390)
+    return found
 
 
 def main(name: str, results: str, spec: str, out: str) -> None:
     assert os.getpid() == 1, "run this through scenario(), in a namespace of its own"
     out_dir = Path(out)
-    if name == "local":
-        found = {"run": _cli("run", spec, "--out", out_dir / "local-ray", "--executor", "ray", "--workers", "2", "-q")}
-        deadline = time.time() + 30  # what the instance vglab started left running, once it had time to exit
-        while (left := [cmd for pid, (_, cmd) in _processes().items() if pid != 1]) and time.time() < deadline:
-            time.sleep(0.5)
-        found["left"] = left
-    else:
-        found = _cluster(Path(spec), out_dir)
-    Path(results).write_text(json.dumps(found))
+    # Ray's files (sessions, logs) and home of their own, removed at the end: Ray reads ~/.ray
+    # (an auth token there, left by another Ray, made a worker node's start fail). Short: Ray's
+    # socket paths must fit 107 bytes.
+    temp = tempfile.mkdtemp(prefix="vr", dir="/tmp")
+    os.environ.update(RAY_TMPDIR=temp, HOME=os.path.join(temp, "home"))
+    for var in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        os.environ.pop(var, None)
+    try:
+        if name == "local":
+            found = {"run": _cli("run", spec, "--out", out_dir / "local-ray", "--executor", "ray", "--workers", "2",
+                                 "-q")}
+            deadline = time.time() + 30  # what the instance vglab started left running, once it had time to exit
+            while (left := [cmd for pid, (_, cmd) in _processes().items() if pid != 1]) and time.time() < deadline:
+                time.sleep(0.5)
+            found["left"] = left
+        else:
+            found = _cluster(Path(spec), out_dir)
+        Path(results).write_text(json.dumps(found))
+    finally:
+        for pid in _processes():  # (the kernel would, once this process ends: not while rmtree runs)
+            if pid != 1:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 if __name__ == "__main__":

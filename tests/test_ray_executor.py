@@ -11,10 +11,12 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -189,6 +191,15 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
         ray_executor.run_tasks([], lambda *a: None)
 
 
+@pytest.fixture
+def ray_tmpdir():
+    """A folder for Ray's session files (not the shared /tmp/ray), removed afterwards; short,
+    since Ray's socket paths must fit 107 bytes."""
+    folder = tempfile.mkdtemp(prefix="vr", dir="/tmp")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _processes() -> dict[int, tuple[int, str, str, bytes]]:
     """{pid: (parent pid, start time, command line, environment)} of the live processes."""
     table = {}
@@ -223,7 +234,7 @@ def _instance(driver: int, tag: str, known: dict) -> dict[int, tuple[str, str]]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through /proc")
 @needs_namespace
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path, vglab_cache, sig):
+def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path, vglab_cache, sig, ray_tmpdir):
     """Killing the driver left ray::DashboardAgent and ray::RuntimeEnvAgent running."""
     tag = uuid.uuid4().hex
     spec = write_spec(tmp_path)
@@ -233,7 +244,8 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path, vglab_cache, sig
     proc = subprocess.Popen(["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
                              sys.executable, "-m", "vglab.cli", "run", str(spec), "--out", str(tmp_path / "out"),
                              "--executor", "ray", "--workers", "2", "--quiet"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "VGLAB_TEST_TAG": tag})
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "VGLAB_TEST_TAG": tag, "RAY_TMPDIR": ray_tmpdir})
     # Wait until a task runs and the agents are up (ray.init has returned: a SIGTERM while
     # it starts the instance meets Ray's own C++ handler, which aborts the driver).
     known, deadline = {}, time.time() + 180
