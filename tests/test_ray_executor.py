@@ -81,7 +81,8 @@ def test_ray_gives_the_same_results_as_local_workers(sweep):
 
 @pytest.fixture(scope="module")
 def cluster(sweep):
-    """A two-node cluster on loopback (ray_netns' `cluster` scenario): a sweep on it, then one losing its worker node."""
+    """A two-node cluster on loopback (ray_netns' `cluster` scenario): a sweep on it, then
+    one that loses its worker node."""
     return _scenario("cluster", sweep)
 
 
@@ -161,7 +162,8 @@ def test_an_address_that_is_no_ray_cluster_is_refused(answer):
 
     threading.Thread(target=serve, daemon=True).start()
     t0 = time.perf_counter()
-    with server, pytest.raises(ValueError, match=f"127.0.0.1:{port} .*(no answer|not as a Ray cluster).*ray start --head"):
+    refused = f"127.0.0.1:{port} .*(no answer|not as a Ray cluster).*ray start --head"
+    with server, pytest.raises(ValueError, match=refused):
         check_address(f"127.0.0.1:{port}", timeout=0.5)
     assert time.perf_counter() - t0 < 0.9  # never waits past the timeout
 

@@ -96,8 +96,8 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         return
     host, sep, port = host_port.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise ValueError(f"--address {address!r} is not HOST:PORT; give the head node's host and GCS port, "
-                         "e.g. 10.0.0.5:6379 (or ray://10.0.0.5:10001, or auto for the cluster started on this machine)")
+        raise ValueError(f"--address {address!r} is not HOST:PORT; give the head node's host and GCS port, e.g. "
+                         "10.0.0.5:6379 (or ray://10.0.0.5:10001, or auto for the cluster started on this machine)")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as s:
             s.settimeout(timeout)
