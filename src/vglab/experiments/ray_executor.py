@@ -123,7 +123,7 @@ def connected(address: str, **init_kwargs):
         try:
             ray.init(address=address, **kwargs)
             failed = None
-        except (ConnectionError, TimeoutError, RuntimeError) as e:  # what ray.init raises for a cluster it cannot use
+        except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError (versions), AuthenticationError, ...
             failed = e
     if failed is not None:
         ray.shutdown()
