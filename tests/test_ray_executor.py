@@ -79,16 +79,10 @@ def test_ray_gives_the_same_results_as_local_workers(sweep):
     assert local["invocations"][-1]["executor"] == "local"
 
 
-@pytest.fixture(scope="module")
-def cluster(sweep):
-    """A two-node cluster on loopback (ray_netns' `cluster` scenario): a sweep on it, then
-    one that loses its worker node."""
-    return _scenario("cluster", sweep)
-
-
-@pytest.mark.slow  # starts two Ray nodes (~50 s on a 2-core machine, with the next test)
+@pytest.mark.slow  # starts two Ray nodes (~40 s on a 2-core machine)
 @needs_namespace
-def test_a_sweep_on_a_two_node_cluster_is_spread_over_both_and_equals_local(cluster, sweep):
+def test_a_sweep_on_a_two_node_cluster_is_spread_over_both_and_equals_local(sweep):
+    cluster = _scenario("two-nodes", sweep)
     folder = sweep[1]
     assert cluster["addresses"] == ["127.0.0.1", "127.0.0.1"]  # ray.nodes(): both nodes, loopback only
     plan = cluster["dry_run"]
@@ -111,9 +105,11 @@ def test_a_sweep_on_a_two_node_cluster_is_spread_over_both_and_equals_local(clus
         assert group and float(group[1]) >= t["seconds"] - 0.1, run["stderr"]  # each group is one task here
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # starts two Ray nodes (~35 s on a 2-core machine)
 @needs_namespace
-def test_a_worker_node_lost_mid_sweep_costs_its_task_only(cluster, sweep):
+def test_a_worker_node_lost_mid_sweep_costs_its_task_only(sweep):
+    cluster = _scenario("lost-node", sweep)
+    assert cluster["addresses"] == ["127.0.0.1", "127.0.0.1"]
     folder = sweep[1]
     lost = cluster["lost_node"]
     assert "ray::_run" in lost["first"]["killed"], lost  # the node was running a task when it was killed
