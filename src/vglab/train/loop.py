@@ -48,6 +48,8 @@ from vglab.train.flat import Flat, tree_update
 from vglab.train.flat import optimizer_on_flat as on_flat
 
 PARAMS = model_mod.PARAMS
+# The `epochs` table's metric columns (DESIGN.md), NaN where not measured.
+EPOCH_METRICS = ("train_loss", "train_penalty", "train_total_loss", "train_acc", "val_loss", "val_acc")
 ADAM_EPS = 1e-7  # Keras' default; the reference study trained with Keras
 
 
@@ -597,7 +599,7 @@ def _member_result(layout: model_mod.Layout, history: list[dict], k: int) -> Run
     for r, h in enumerate(history):
         e = int(h["epoch"])
         row = {"epoch": e, "seconds": float(h["seconds"]), "diverged": bool(not alive[r])}
-        for col in ("train_loss", "train_penalty", "train_total_loss", "train_acc", "val_loss", "val_acc"):
+        for col in EPOCH_METRICS:
             row[col] = float(h[col][k]) if col in h else np.nan  # training means are NaN at epoch 0
         epoch_rows.append(row)
         for i, layer in enumerate(layout.layers):
