@@ -172,20 +172,23 @@ class Recorder:
         self.n_records += 1
         store.write_runs_table(self.out)
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         """Mark every run complete (DONE), write runs.parquet and meta.json, release the
-        folder. Idempotent; `with Recorder(...) as rec:` calls it."""
+        folder. Idempotent. `with Recorder(...) as rec:` calls it; when the block raises,
+        with `complete=False`: the runs stay readable, marked as still recording (no DONE)."""
         if self.closed:
             return
         try:
             for run in self.runs or []:
-                run.row[store.RECORDING] = False
-                store.write_json(store.run_dir(self.out, run.run_id) / "run.json", run.row)
-                store.atomic_write_text(store.run_dir(self.out, run.run_id) / store.DONE, "")
+                if complete:
+                    run.row[store.RECORDING] = False
+                    store.write_json(store.run_dir(self.out, run.run_id) / "run.json", run.row)
+                    store.atomic_write_text(store.run_dir(self.out, run.run_id) / store.DONE, "")
                 if run.tb is not None:
                     run.tb.close()
-            store.write_runs_table(self.out)
-            self._write_meta(finished=_now())
+            if complete:
+                store.write_runs_table(self.out)
+                self._write_meta(finished=_now())
         finally:
             self.closed = True
             self._lock.__exit__(None, None, None)
@@ -193,8 +196,8 @@ class Recorder:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(complete=exc_type is None)
         return False
 
     # ------------------------------------------------------------------ helpers
