@@ -185,3 +185,17 @@ def test_a_record_cut_off_before_its_epochs_row_is_not_read(tmp_path, tiny, monk
     assert list(res.epochs["epoch"].unique()) == [1]
     assert list(res.grads["epoch"].unique()) == [1] and list(res.activations["epoch"].unique()) == [1]
     assert all(res.histogram(r)[0].shape[0] == 1 for r in res.runs["run_id"])
+
+
+def test_the_readmes_watch_section_runs(tmp_path, monkeypatch, capsys):
+    section = (ROOT / "README.md").read_text().split("## Watch your own training step", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 20
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    columns, page = capsys.readouterr().out.strip().splitlines()[-1].rsplit(" ", 1)
+    assert "grad_norm_mean" in columns and (tmp_path / page).exists()
+    res = vglab.load_results(tmp_path / "watched-run")
+    assert list(res.epochs["epoch"]) == [50, 100, 150, 200]
+    assert sorted(res.grads["layer"].unique()) == [f"dense{i}" for i in range(6)]
+    assert res.activations.groupby("epoch").size().tolist() == [6] * 4
