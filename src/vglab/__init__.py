@@ -20,7 +20,12 @@ import types
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "reproduce", "load_results", "list_presets", "report", "__version__"]
+__all__ = ["run", "reproduce", "load_results", "list_presets", "report", "watch", "watch_table", "watch_reset",
+           "layer_factors", "Recorder", "__version__"]
+
+# Names served lazily from their home modules (watching your own training step).
+_LAZY = {"watch": "vglab.train.watch", "watch_table": "vglab.train.watch", "watch_reset": "vglab.train.watch",
+         "layer_factors": "vglab.train.watch", "Recorder": "vglab.results.recorder"}
 
 
 def list_presets() -> list[dict]:
@@ -226,6 +231,10 @@ def __getattr__(name):  # `vglab.nn.activation(...)` after a plain `import vglab
         import importlib
 
         return importlib.import_module(f"vglab.{name}")
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'vglab' has no attribute {name!r}")
 
 
