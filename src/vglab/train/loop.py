@@ -544,7 +544,7 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
     optimizer = replace(config.optimizer, total_steps=steps * config.epochs
                         if config.optimizer.schedule.name != "constant" else None)
     program = replace(config, epochs=1, record_every=1, learning_rate=1e-3, optimizer=optimizer)
-    flat = Flat.of(layout)
+    flat = Flat.of(layout, swap_matrices=model.weight_layout == "in_out")
     epoch_fn, observe, end_grads = _compiled(model, flat, program, penalty_terms(members))
     _, layer_qs = probes_mod.select(config.probes)
     keep_initial = any(q.needs_initial for q in layer_qs)

@@ -30,7 +30,9 @@ The static description of what is watched (`WatchPlan`) travels as the state's p
 metadata, so `watch_table(state)` needs nothing else; under `jax.vmap` the accumulators
 get leading member axes and the table a `member` column (flat index over those axes).
 `init` must run under the same vmap as `update` (the layout is read from one member's
-parameter shapes).
+parameter shapes). Under vmap, `every`'s `lax.cond` becomes a select (both branches
+run), so thinning saves time only outside vmap. It works as the `tx` of
+`flax.nnx.Optimizer` (read `optimizer.opt_state`) and with Equinox's filtered transforms.
 """
 
 from __future__ import annotations
