@@ -15,6 +15,14 @@ Where the gradient thins out, measured two ways:
   k = 0 (the epochs table's `log10_grad_lag<k>` columns, TensorBoard `metrics/...`).
 The layer factors (the activations table) give each GRU layer's log ||W||_2 and the
 mean log phi'(z) of its gates (sigmoid) and of its candidate (tanh).
+
+What it shows (the default run, measured): the gradient reaching an input 63 characters
+back is 3.2 decades below the one at lag 0 at step 50 (16 back: 2.3) and still 2.8
+decades at step 400 (loss 1.0 nats/char). Through depth, in the first record (steps
+1-50), the embedding's gradient is 1.4 decades below the output layer's, the gates' 1.1,
+the candidates' 0.3-0.4. The gates saturate as training goes on: mean log sigmoid'(z)
+-2.0 (gru0) and -2.8 (gru1) at step 50, -3.0 and -4.3 at step 400, with 17 % and 36 % of
+the gate units saturated (phi'(z) < 0.01).
 """
 
 import argparse

@@ -8,10 +8,13 @@ axis and the Recorder writes one run per seed.
     python examples/watch_equinox.py --steps 100 --seeds 2 --out /tmp/we
     vglab report watch-equinox
 
-What it shows: with Equinox's default init (uniform +-1/sqrt(fan_in): weight variance
-1/(3 fan_in), a gain well below 1) a 20-layer tanh net passes back a gradient that
-shrinks layer after layer, for every seed: the first layer's weight gradient is decades
-below the last's. The gradients are measured as they enter the chain, before clipping.
+What it shows (the default run, measured; means over the 4 seeds): with Equinox's default
+init each hidden tanh layer's mean log tanh'(z) (down to -2.1 in the middle layers, where
+|z| ~ 1.7) outweighs its log ||W||_2 (+0.4 to +0.7), and the weight gradient thins from
+the output layer (0.27 at step 600) to the middle of the net: 2.4 decades below it at
+layers[9] in the first record (steps 1-100), 3.9 decades at layers[11] in the last (steps
+501-600); layers[0], fed the raw pixels, keeps a large one (0.28). The losses stay near
+chance (ln 10 = 2.30). The gradients are measured as they enter the chain, before clipping.
 """
 
 import argparse

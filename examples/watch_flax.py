@@ -6,11 +6,12 @@ the optimizer (`vglab.watch`) and records (`vglab.Recorder`).
     python examples/watch_flax.py --steps 200 --out /tmp/wf
     vglab report watch-flax                                # the per-layer pages (the script writes it too)
 
-What it shows: sigmoid'(z) <= 1/4, so with Flax's default (LeCun normal) weights every
-layer the gradient passes back through shrinks it; the first layer's weight gradient is
-decades below the last layer's, and `layer_factors` (the activations table) says how
-much of that is the derivative product (mean log sigmoid'(z) per layer) and how much
-the weight product (log ||W||_2).
+What it shows (the default run, measured): sigmoid'(z) <= 1/4, and each hidden layer's
+mean log sigmoid'(z) (-1.5 to -3.0, the activations table from `layer_factors`)
+outweighs its log ||W||_2 (+0.7 to +2.1), so the gradient shrinks on its way back. In
+the first record (means over steps 1-300) the weight gradient norm falls from 0.46 at the
+output layer to 6.0e-4 at layers.2 (2.9 decades below); layers.0, fed the raw inputs,
+gets 2.4e-3. The report's gradient-flow figure draws this per layer and record.
 """
 
 import argparse
