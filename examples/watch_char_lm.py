@@ -9,7 +9,7 @@ jitted loop, wrapped by `vglab.watch` and recorded by `vglab.Recorder`.
 
 Where the gradient thins out, measured two ways:
 - through depth, per layer: the watch tables (`grad_norm_mean` of embed, gru0.*, gru1.*,
-  out), the report's per-layer pages;
+  out), drawn per layer by the report;
 - through time: at each record, the norm of the gradient of the last position's loss
   with respect to the input embedding k characters earlier, as log10 of its ratio to
   k = 0 (the epochs table's `log10_grad_lag<k>` columns, TensorBoard `metrics/...`).
