@@ -77,8 +77,9 @@ def main(steps: int = 600, depth: int = 20, width: int = 16, seeds: int = 4, rec
             params, state, loss = step(params, state, x_all[idx], y_all[idx])
             if i % every == 0:
                 x = x_all[idx]
-                factors = pd.concat([vglab.layer_factors(apply_batched, jax.tree_util.tree_map(lambda a: a[m], params), x)
-                                     .assign(member=m) for m in range(seeds)])
+                member = [jax.tree_util.tree_map(lambda a: a[m], params) for m in range(seeds)]
+                factors = pd.concat([vglab.layer_factors(apply_batched, member[m], x).assign(member=m)
+                                     for m in range(seeds)])
                 rec.record(i, state, {"train_loss": loss}, factors=factors)
                 print(f"step {i}: loss per seed {' '.join(f'{v:.3f}' for v in np.asarray(loss))}", flush=True)
                 state = vglab.watch_reset(state)

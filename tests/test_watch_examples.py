@@ -44,14 +44,16 @@ def _check_folder(out, page, layers, steps, n_runs=1):
         e = res.epochs[res.epochs["run_id"] == run_id]
         assert list(e["epoch"]) == steps and np.isfinite(e["train_loss"]).all()
         g = res.grads[res.grads["run_id"] == run_id]
-        assert list(g.loc[g["epoch"] == steps[0]].drop_duplicates("layer").sort_values("layer_index")["layer"]) == layers
+        first = g.loc[g["epoch"] == steps[0]].drop_duplicates("layer").sort_values("layer_index")
+        assert list(first["layer"]) == layers
         assert len(g) == len(steps) * 2 * len(layers)  # every layer has a weight and a bias
         assert (g["grad_norm_mean"] > 0).all() and np.isfinite(g["update_ratio"]).all()
         a = res.activations[res.activations["run_id"] == run_id]
         assert sorted(a["layer"].unique()) == sorted(layers) and len(a) == len(steps) * len(layers)
     page = Path(page)
     assert page == Path(out) / "report.html" and page.exists()
-    assert 'src="figures/gradient_flow.png"' in page.read_text() and (Path(out) / "figures" / "gradient_flow.png").exists()
+    assert 'src="figures/gradient_flow.png"' in page.read_text()
+    assert (Path(out) / "figures" / "gradient_flow.png").exists()
     return res
 
 
@@ -61,7 +63,8 @@ def test_flax_example_own_loss_and_data(tmp_path, examples, capsys):
     layers = [f"layers.{i}" for i in range(5)]
     res = _check_folder(out, page, layers, [6, 12])
     counts, _ = res.histogram(res.runs["run_id"].item())
-    assert counts.shape == (2, 5, 2, 61) and (counts.sum(-1) == 6 * np.array([[16 * 8, 8]] + [[64, 8]] * 3 + [[8, 1]])).all()
+    entries = np.array([[16 * 8, 8]] + [[8 * 8, 8]] * 3 + [[8, 1]])  # (w, b) of each layer
+    assert counts.shape == (2, 5, 2, 61) and (counts.sum(-1) == 6 * entries).all()  # x 6 steps per record
     a = res.activations
     hidden = a[a["layer"] != "layers.4"]
     assert (hidden["deriv_mean"] <= 0.25).all() and (hidden["deriv_mean"] > 0.1).all()  # sigmoid' <= 1/4
