@@ -430,7 +430,7 @@ def _prepare_data(jobs: list[_Job], data_dir) -> dict:
             model = models[key, run.model_spec()]
             alphas = sorted({r.alpha for r in unit.runs if r.alpha != 1})
             if alphas and not model.accepts_alpha:  # known once the forward pass was traced (layout)
-                raise SpecError(f"{job.spec.name}: {model.name} does not take alpha (the rescaled activation), and "
+                raise SpecError(f"{job.spec.name}: model {run.model or model.name!r} does not take alpha (the rescaled activation), and "
                                 f"the spec asks for alpha = {', '.join(f'{a:g}' for a in alphas)}; build the model's "
                                 "nonlinearity with vglab.nn.activation(...) or give its apply an alpha argument, "
                                 "or drop the alpha sweep")
@@ -447,8 +447,9 @@ def _takes_images_hint(run, arrays):
     except Exception as e:
         from vglab.nn.model import ModelError
 
-        if isinstance(e, ModelError) or run.network != "model" or run.input != "features":
-            raise  # a message of vglab's own already says what to change
+        if isinstance(e, ModelError) or not isinstance(e, (ValueError, TypeError)) or run.network != "model" \
+                or run.input != "features":
+            raise  # vglab's own message says what to change; another error (a name, an import) is a bug in the model
 
         raise ModelError(f"model {run.model!r} failed on flat inputs of shape {tuple(arrays.x_train.shape[1:])} "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); if this model takes "
