@@ -1,10 +1,33 @@
-"""Models a new user brings, as files a spec names (`model = "factories.py:NAME"`), and tiny
-own datasets: written into a folder by `write_models` / `write_npz` for the tests of your
-own model and data (test_own_model_and_data.py)."""
+"""A new user's setting for the tests of your own model and data (test_own_model_and_data.py,
+test_new_user.py): models a spec names as files (`model = "factories.py:NAME"`), tiny own
+datasets (`write_models` / `write_npz`), and the `fresh` fixture: an empty working directory
+with one worker."""
 
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
+from experiments_helpers import vglab_cache  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def one_core():
+    """One worker (training in this process), as `vglab.run` chooses on a one-core machine: the
+    process's CPU affinity is one core (a run's numbers do not depend on the worker count)."""
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(old)})
+    yield
+    os.sched_setaffinity(0, old)
+
+
+@pytest.fixture
+def fresh(tmp_path, monkeypatch, vglab_cache, one_core):  # noqa: F811
+    """An empty working directory (the models and data live elsewhere, under `tmp_path`)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
 
 # A module beside the factory file: the factory imports it as a script would.
 HELPERS = '''

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from experiments_helpers import vglab_cache  # noqa: F401
-from own_models import arrays, write_models, write_npz
+from own_models import arrays, fresh, one_core, write_models, write_npz  # noqa: F401
 from typer.testing import CliRunner
 
 import vglab
@@ -21,24 +21,6 @@ from vglab.cli import app
 from vglab.results import store
 
 cli = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def one_core():
-    """One worker (training in this process), as `vglab.run` chooses on a one-core machine."""
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(old)})
-    yield
-    os.sched_setaffinity(0, old)
-
-
-@pytest.fixture
-def fresh(tmp_path, monkeypatch, vglab_cache, one_core):  # noqa: F811
-    """An empty working directory; the models and data live elsewhere (`tmp_path/mine`)."""
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return work
 
 
 def invoke(*args):
