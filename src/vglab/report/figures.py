@@ -27,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from vglab.data.own import dataset_name  # noqa: E402
 from vglab.report import tables, theory  # noqa: E402
 
 BAND_NOTE = "line: mean over seeds · band: min–max over seeds"
@@ -224,7 +225,7 @@ def _note(fig, text):
 
 def _title(fig, res, text, shared=""):
     preset = res.spec.get("preset", "") if isinstance(res.spec, dict) else ""
-    ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
+    ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
     head = f"{text}" + (f" — {preset}" if preset else "") + (f" ({ds})" if ds else "")
     fig.suptitle(head + (f"\n{shared}" if shared else ""), fontsize=10)
 
@@ -840,7 +841,7 @@ def theory_overlay(res, labels=None) -> Figure:
         note += (f" · the runs record every {comp[0].epoch} epochs: the measurement pools the steps of {span}, "
                  "while the network trains away from its initialization")
     if any(c.input_assumed for c in comp):
-        note += " · input ‖x‖² not available: assumed E x_i² = 1/3"
+        note += " · input ‖x‖² not stored with the runs: assumed E x_i² = 1/3"
     # The note is the legend's title: both sit below the panels (a separate note and an
     # outside legend were laid over each other).
     fig.legend(handles, texts, loc="outside lower center", ncol=3 if ncol > 1 else 1, frameon=False, fontsize=8,

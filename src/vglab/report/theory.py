@@ -606,7 +606,7 @@ class Comparison:
     pred_backward: np.ndarray  # [depth]
     pred_full: np.ndarray  # [depth]
     measured: np.ndarray  # [seed, depth]
-    input_assumed: bool  # True when E‖x‖² was not available and 1/3 per feature was assumed
+    input_assumed: bool  # True when E‖x‖² was not stored with the runs and 1/3 per feature was assumed
     prediction: Prediction
     epoch: int = 1  # the recorded epoch measured (its statistics cover every step since epoch 0)
     diverged: int = 0  # runs of this configuration left out: they diverged
