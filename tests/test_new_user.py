@@ -57,6 +57,7 @@ def test_the_readme_python_snippets_are_the_ones_tested():
     blocks = snippets("python")
     assert len(blocks) == 4
     assert 'vglab.run("large-params"' in blocks[0] and "eqx.Module" in blocks[1]
+    assert len(blocks[1].strip().splitlines()) <= 20  # the own-model example stays short
     assert "return init, apply" in blocks[2] and "np.savez" in blocks[3] and "data=" in blocks[3]
 
 
@@ -79,6 +80,7 @@ def test_readme_equinox_model(fresh, capsys):
     assert out.strip().endswith(str(Path("vglab-results/digits/my-mlp/report.html")))
     res = vglab.load_results("vglab-results/digits/my-mlp")
     assert len(res.runs) == 8 and set(res.runs["activation"]) == {"tanh"}  # the model's vglab.nn.activation
+    assert set(res.runs["weight_init_kind"]) == {"normal", "model"}
     assert (fresh / "vglab-results/digits/my-mlp/report.html").is_file()
 
 
@@ -131,7 +133,7 @@ def test_example_equinox_script(fresh, capsys):
     assert results_in(fresh) == [Path("vglab-results/digits/equinox-deep-mlp")]
     assert out.strip().endswith("report.html")
     res = vglab.load_results("vglab-results/digits/equinox-deep-mlp")
-    assert len(res.runs) == 4 and set(res.runs["activation"]) == {"tanh"}
+    assert len(res.runs) == 4 and set(res.runs["activation"]) == {"tanh"} and set(res.runs["train_size"]) == {200}
 
 
 def test_example_equinox_spec(fresh):
@@ -139,7 +141,10 @@ def test_example_equinox_spec(fresh):
                          "--train-size", "200", "--set", "model_args.depth=3", "--quiet"])
     assert r.exit_code == 0, r.output
     assert results_in(fresh) == [Path("vglab-results/digits/equinox_mlp")]
-    assert len(vglab.load_results("vglab-results/digits/equinox_mlp").runs) == 5
+    from_spec = vglab.load_results("vglab-results/digits/equinox_mlp")
+    assert len(from_spec.runs) == 5 and set(from_spec.runs["network"]) == {"model"}
+    assert from_spec.epochs["val_acc"].notna().all()
+    assert from_spec.activations["deriv_mean"].notna().any()  # built with vglab.nn.activation: layer factors
 
 
 def test_example_flax_script(fresh, capsys):
@@ -155,4 +160,6 @@ def test_example_flax_spec(fresh):
                          "--train-size", "200", "--quiet"])
     assert r.exit_code == 0, r.output
     assert results_in(fresh) == [Path("vglab-results/digits/flax_cnn")]
-    assert len(vglab.load_results("vglab-results/digits/flax_cnn").runs) == 4
+    from_spec = vglab.load_results("vglab-results/digits/flax_cnn")
+    assert len(from_spec.runs) == 4 and set(from_spec.runs["network"]) == {"model"}
+    assert from_spec.epochs["val_acc"].notna().all() and from_spec.activations["deriv_mean"].notna().any()

@@ -76,6 +76,7 @@ def test_arrays_from_python_get_a_folder_of_their_hash_and_the_dataset_column_sa
     # the same arrays again: the same folder, nothing trained again
     again = vglab.run({"name": "mine", "epochs": 1, "seeds": 1, "batch_size": 16}, data=data, progress=False)
     assert again.path == res.path and again.runs["run_id"].tolist() == res.runs["run_id"].tolist()
+    assert again.meta["invocations"][-1]["trained"] == 0 and res.meta["invocations"][-1]["trained"] == 1
 
 
 def test_messages_from_python_name_out_and_a_dry_run_under_a_file_is_a_clear_error(fresh):
