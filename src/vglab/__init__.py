@@ -83,9 +83,9 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
     `(x_train, y_train, x_test, y_test)` or a dict of them (see `vglab.data.own`), instead
     of `dataset`. `set`: assignments to any spec field, like the CLI's --set
     (["optimizer.eps=1e-10", "arms.0.alpha=[1, 2]"]). `out` defaults to
-    `vglab-results/<dataset>/<name>` (an own .npz: its stem; `data=` arrays: `arrays-<hash>`); `workers` to one process per core (1 trains in this
-    process); `executor` is "local" or "ray" (`address`: a cluster, else a local Ray
-    instance); `device` "cpu" | "gpu" | "auto" must be chosen before JAX starts.
+    `vglab-results/<dataset>/<name>` (an own .npz: its stem; `data=` arrays: `arrays-<hash>`);
+    `workers` to one process per core (1 trains in this process); `executor` is "local" or
+    "ray" (`address`: a cluster, else a local Ray instance); `device` "cpu" | "gpu" | "auto" must be chosen before JAX starts.
     `allow_large` lifts the size limits (`vglab.experiments.spec.LIMITS`).
     With several workers, a script must call this under `if __name__ == "__main__":`.
     With `progress`, the plan (estimated time per experiment) is shown before training;

@@ -257,7 +257,7 @@ def show(preset: str = typer.Argument(..., help="A preset name or a spec .toml f
             cells[keys.index("activation")] = "model's own"
         arms.add_row(str(i), *cells)
     out.print(arms)
-    models = sorted({m for arm in spec.arms for m in arm["model"] if m})
+    models = sorted({m for arm in spec.arms for m in arm["model"] if m and not m.startswith("vglab.")})
     if models:
         out.print(f"note: this spec names your own model ({', '.join(models)}): vglab imports that code and runs it "
                   "to build the model, for `vglab run` (even with --dry-run) and in every worker, as any Python "
