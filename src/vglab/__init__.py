@@ -85,7 +85,8 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
     (["optimizer.eps=1e-10", "arms.0.alpha=[1, 2]"]). `out` defaults to
     `vglab-results/<dataset>/<name>` (an own .npz: its stem; `data=` arrays: `arrays-<hash>`);
     `workers` to one process per core (1 trains in this process); `executor` is "local" or
-    "ray" (`address`: a cluster, else a local Ray instance); `device` "cpu" | "gpu" | "auto" must be chosen before JAX starts.
+    "ray" (`address`: a cluster, else a local Ray instance); `device` "cpu" | "gpu" | "auto"
+    must be chosen before JAX starts.
     `allow_large` lifts the size limits (`vglab.experiments.spec.LIMITS`).
     With several workers, a script must call this under `if __name__ == "__main__":`.
     With `progress`, the plan (estimated time per experiment) is shown before training;
