@@ -114,8 +114,11 @@ def grid_slots(kind: str, runs: int) -> int:
 
 
 def default_out(spec: ExperimentSpec, root: Path | str = DEFAULT_ROOT) -> Path:
-    """`vglab-results/<dataset>/<experiment>`."""
-    return Path(root) / spec.dataset / spec.name
+    """`vglab-results/<dataset>/<experiment>`, the dataset by its short name (an .npz file's
+    stem, `arrays-<hash>` for arrays from Python: `vglab.data.own.dataset_name`)."""
+    from vglab.data.own import dataset_name
+
+    return Path(root) / dataset_name(spec.dataset) / spec.name
 
 
 # ------------------------------------------------------------------ worker side
@@ -142,6 +145,16 @@ def _arrays(key: DataKey):
     variance = "auto" if key.pca is None else (key.pca or None)
     with threadpool_limits(limits=1):
         return prepare(key.dataset, key.kind, key.data_dir, variance=variance, train_size=key.train_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _input_facts(key: DataKey) -> dict:
+    """What the report's theory needs of the inputs as the model sees them, measured here
+    and stored with each run: the input width n_in and E‖x‖² over the training inputs."""
+    import numpy as np
+
+    x = np.asarray(_arrays(key).x_train, np.float64).reshape(len(_arrays(key).x_train), -1)
+    return {"n_in": int(x.shape[1]), "input_sq_norm": float(np.mean(np.sum(x * x, axis=1)))}
 
 
 def _data_key(run, data_dir) -> DataKey:
@@ -208,7 +221,8 @@ def train_task(task: Task, emit) -> dict:
             emit("compiled")
         emit("unit", {"unit": unit_id, "results": results, "seconds": time.perf_counter() - t0,
                       "n_params": n_params, "n_train": int(arrays.x_train.shape[0]),
-                      "n_classes": int(arrays.n_classes)})
+                      "n_classes": int(arrays.n_classes),
+                      "facts": {**_input_facts(task.data), "activation": model.activation}})
     return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid(),
             "compile_seconds": parallel.compile_seconds() - compile0}
 
@@ -253,7 +267,8 @@ def _check_out(spec: ExperimentSpec, out: Path, overwrite: bool) -> tuple[set[st
                         "record_every", "probe_every", "schedule", "pca", "arms")
                 diff = [k for k in keys if old.get(k) != new.get(k)] or ["runs"]
                 why = f"results of a different experiment (differs in: {', '.join(diff)})"
-            raise store.StoreError(f"{out} holds {why}; choose another --out, or pass --overwrite to delete them")
+            raise store.StoreError(f"{out} holds {why}; choose another {store.option('out')}, or pass "
+                                   f"{store.option('overwrite')} to delete them")
         return set(), True
     return done, False
 
@@ -393,22 +408,52 @@ def _prepare_data(jobs: list[_Job], data_dir) -> dict:
     """Each dataset prepared once here (see step 4), and every group's model built and
     checked against it (shapes only): a factory that fails, a model whose output is not
     [batch, n_classes], is reported before anything trains."""
+    from vglab.nn.adapters import check_activation
     from vglab.nn.model import check_output
 
-    shapes, checked = {}, set()
+    shapes, models = {}, {}
     for job in jobs:
         for unit in job.units:
             run = unit.runs[0]
             key = _data_key(run, data_dir)
             if key not in shapes:
                 shapes[key] = _arrays(key)
-            if (key, run.model_spec()) not in checked:
-                checked.add((key, run.model_spec()))
+            if (key, run.model_spec()) not in models:
                 arrays = shapes[key]
-                model = run.model_spec().build(arrays.x_train.shape[1:], arrays.n_classes)
-                model.layout(arrays.x_train[:2])  # the model's parameters can be read as layers
-                check_output(model, jax_shapes(model), arrays.x_train[:2], arrays.n_classes)
+                with _takes_images_hint(run, arrays):
+                    model = run.model_spec().build(arrays.x_train.shape[1:], arrays.n_classes)
+                    model.layout(arrays.x_train[:2])  # the model's parameters can be read as layers
+                    check_output(model, jax_shapes(model), arrays.x_train[:2], arrays.n_classes)
+                if run.network == "model":
+                    check_activation(model, run.activation, run.model)
+                models[key, run.model_spec()] = model
+            model = models[key, run.model_spec()]
+            alphas = sorted({r.alpha for r in unit.runs if r.alpha != 1})
+            if alphas and not model.accepts_alpha:  # known once the forward pass was traced (layout)
+                raise SpecError(f"{job.spec.name}: model {run.model or model.name!r} does not take alpha (the rescaled activation), and "
+                                f"the spec asks for alpha = {', '.join(f'{a:g}' for a in alphas)}; build the model's "
+                                "nonlinearity with vglab.nn.activation(...) or give its apply an alpha argument, "
+                                "or drop the alpha sweep")
     return shapes
+
+
+@contextlib.contextmanager
+def _takes_images_hint(run, arrays):
+    """A model given flat features that fails to build on them, while its parameters hold
+    a convolution kernel (rank 4) or it fails on a rank mismatch, most likely takes
+    images: say so instead of the shape error from deep inside it."""
+    try:
+        yield
+    except Exception as e:
+        from vglab.nn.model import ModelError
+
+        if isinstance(e, ModelError) or not isinstance(e, (ValueError, TypeError)) or run.network != "model" \
+                or run.input != "features":
+            raise  # vglab's own message says what to change; another error (a name, an import) is a bug in the model
+
+        raise ModelError(f"model {run.model!r} failed on flat inputs of shape {tuple(arrays.x_train.shape[1:])} "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); if this model takes "
+                         "images: set input = \"images\" in the spec (it then gets (H, W, C) examples)") from None
 
 
 def jax_shapes(model):
@@ -541,6 +586,8 @@ def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None 
     `outs` count as done when the folder holds the same experiment. With `address`, the
     plan is for that Ray cluster's CPUs (connected to read them)."""
     outs = [Path(o) for o in outs] if outs is not None else [default_out(s) for s in specs]
+    for out in outs:
+        store.check_folder(out)  # a file in the way: the same error as a run gives
     _check_device(device)  # the data are prepared on the chosen platform
     on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
     n_workers = _resolve_workers(workers, executor, device)
@@ -907,7 +954,7 @@ def _store_unit(job: _Job, unit: Unit, payload: dict, tensorboard: bool, live: _
     for run, result in zip(unit.runs, payload["results"], strict=True):
         if run.run_id in job.done:
             continue  # complete from an earlier invocation; retrained only to keep the unit whole
-        row = run.row(payload["n_params"], payload["n_train"], payload.get("n_classes"))
+        row = run.row(payload["n_params"], payload["n_train"], payload.get("n_classes"), payload.get("facts"))
         store.write_run(job.out, run.run_id, row, result)
         job.done.add(run.run_id)
         job.written += 1

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vglab.data.own import dataset_name
 from vglab.report import claims as claims_mod
 from vglab.report import figures as F
 from vglab.report import tables, theory
@@ -240,7 +241,7 @@ def _theory_table(res) -> str:
         rows.append(f"<tr><td>{_esc(label)}</td><td class=\"num\">{c.prediction.chi[0]:.3g}</td>"
                     f"<td class=\"num\">{c.slope_backward:+.2f}</td><td class=\"num\">{c.slope_full:+.2f}</td>"
                     f"<td class=\"num\">{fl['backward']:+.1f}</td><td class=\"num\">{fl['full']:+.1f}</td>{measured}</tr>")
-    note = " E‖x‖² was not available locally; 1/3 per input feature was assumed." if any(c.input_assumed for c in comp) else ""
+    note = " E‖x‖² was not stored with the runs; 1/3 per input feature was assumed." if any(c.input_assumed for c in comp) else ""
     return ("<h3>Mean-field theory vs measured</h3><p class=\"sub\">Slope: least-squares change of log10‖∂J/∂W^[l]‖² "
             "per hidden layer (positive: smaller towards the input). First/last: log10‖∂J/∂W^[1]‖² − "
             "log10‖∂J/∂W^[L]‖² (L = last hidden layer). χ₁: the first layer's predicted per-layer factor. Measured: "
@@ -306,7 +307,7 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
     results_dir = Path(results_dir)
     res = load(results_dir)
     preset = claims_mod.preset_of(res) or results_dir.name
-    ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
+    ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
     why_page = preset in why_mod.PRESETS  # the why presets draw their own figures (`why_figures.INSTRUMENTS`)
     figs = _render_figures(res, results_dir / "figures", figure_formats,
                            instruments=why_figures.INSTRUMENTS if why_page else F.INSTRUMENTS)
@@ -388,7 +389,7 @@ def render_index(results_dirs, out, refresh_pages: bool = True, figure_formats=F
         rel = Path(os.path.relpath(d / "report.html", out.parent)).as_posix()
         pages.setdefault(preset, rel)
         loaded.setdefault(preset, res)
-        ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
+        ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
         if ds and ds not in datasets:
             datasets.append(ds)
         s = tables.summary(res)
