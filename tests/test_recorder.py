@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,11 @@ def test_a_recorded_watched_run_loads_reports_and_shows_in_tensorboard(tmp_path,
             f = factors[factors["member"] == m]
             np.testing.assert_array_equal(a["log_weight_norm"].to_numpy(), f["log_weight_norm"].to_numpy())
             assert a["saturated_frac"].iloc[0] > 0  # the hidden layer's inputs are scaled up
-    page = vglab.report(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every figure drawn: a watched run has no class count, so no chance line
+        page = vglab.report(out)
     assert page.exists() and "2 runs" in page.read_text()
+    assert (out / "figures" / "learning_curves.png").exists()
     assert len(list((out / "figures").glob("*.png"))) >= 3
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -241,7 +241,7 @@ def learning_curves(res, labels=None, *, log_loss: bool = True) -> Figure:
     sty = _styles(labels)
     fig = _figure(9.0, 6.2 + 0.18 * max(0, len(labels) - 4))
     axes = _subplots(fig, 2, 2)
-    chance = 1.0 / tables.n_classes(res)
+    chance = tables.chance(res)
     spots = [("train_acc", axes[0, 0], "training accuracy"), ("val_acc", axes[0, 1], "validation accuracy"),
              ("train_loss", axes[1, 0], "training loss (cross-entropy, nats)"),
              ("val_loss", axes[1, 1], "validation loss (cross-entropy, nats)")]
@@ -258,8 +258,10 @@ def learning_curves(res, labels=None, *, log_loss: bool = True) -> Figure:
         ax.set_xlabel("epoch")
         if colname.endswith("acc"):
             ax.set_ylabel("accuracy (fraction correct)")
-            ax.axhline(chance, color="0.4", ls=":", lw=1)
-            ax.text(ax.get_xlim()[0], chance, f" chance {chance:.2f}", va="bottom", ha="left", fontsize=7.5, color="0.35")
+            if chance is not None:
+                ax.axhline(chance, color="0.4", ls=":", lw=1)
+                ax.text(ax.get_xlim()[0], chance, f" chance {chance:.2f}", va="bottom", ha="left", fontsize=7.5,
+                        color="0.35")
             ax.set_ylim(0, 1.02)
         else:
             ax.set_ylabel("loss (nats)")

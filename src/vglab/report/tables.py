@@ -74,12 +74,34 @@ def n_classes(res) -> int:
         stored = pd.to_numeric(r["n_classes"], errors="coerce").dropna()
         if len(stored):
             return int(stored.mode().iloc[0])  # one count per experiment (several folders: the commonest)
+    if watched(res):
+        raise ValueError(f"{res.path or 'these results'}: runs recorded with vglab.Recorder from your own loop store "
+                         "no class count; pass n_classes in the Recorder's config to get a chance level")
     ds = r["dataset"].iloc[0] if len(r) and "dataset" in r.columns else None
     if str(ds) in N_CLASSES:
         return N_CLASSES[str(ds)]
     raise ValueError(f"{res.path or 'these results'}: the runs do not say how many classes they were trained on "
                      "(no n_classes in run.json: stored by an older vglab); delete the runs folder and re-run the same "
                      "`vglab run` command to store them again")
+
+
+def watched(res) -> bool:
+    """Whether the runs were recorded from the user's own loop (`vglab.Recorder`: run.json's
+    `x_unit` is "step"), not trained by vglab: their loss is the user's, their accuracy and
+    class count whatever the user recorded."""
+    r = res.runs
+    return "x_unit" in r.columns and bool((r["x_unit"].astype(str) == "step").any())
+
+
+def chance(res) -> float | None:
+    """1/n_classes, or None for runs that store no class count (a watched run of a regression
+    net or language model): figures then draw no chance line."""
+    try:
+        return 1.0 / n_classes(res)
+    except ValueError:
+        if watched(res):
+            return None
+        raise
 
 
 def final(res) -> pd.DataFrame:
