@@ -188,7 +188,7 @@ def train_task(task: Task, emit) -> dict:
 
     from vglab.train import train_group
 
-    compile0 = parallel.compile_seconds()
+    compile0, cpu0, wall0 = parallel.compile_seconds(), time.process_time(), time.perf_counter()
     arrays = _arrays(task.data)
     model = task.model.build(arrays.x_train.shape[1:], arrays.n_classes)
     n_params = model.layout().n_params
@@ -200,17 +200,26 @@ def train_task(task: Task, emit) -> dict:
         emit("epoch", EpochEvent(unit_id, int(epoch), task.config.epochs, layers, tensors,
                                  _live_metrics(metrics) if task.live else None))
 
+    unit_cpu, share = [], 1.0
     for i, (unit_id, members) in enumerate(task.units):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         results = train_group(model, arrays, members, task.config, min_slots=grid_slots(task.data.kind, len(members)),
                               on_epoch=functools.partial(on_epoch, unit_id))
+        unit_cpu.append(time.process_time() - c0)
         if i == 0:  # epoch, observe and end_grads have all run
             emit("compiled")
+            share = min(1.0, (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9))
         emit("unit", {"unit": unit_id, "results": results, "seconds": time.perf_counter() - t0,
-                      "n_params": n_params, "n_train": int(arrays.x_train.shape[0]),
+                      "cpu_seconds": unit_cpu[-1], "n_params": n_params, "n_train": int(arrays.x_train.shape[0]),
                       "n_classes": int(arrays.n_classes)})
+    compile_s = parallel.compile_seconds() - compile0
+    # CPU seconds (this process's) are what the cost model is calibrated in: on a shared
+    # machine wall time is inflated by the others. JAX reports compiling in wall seconds;
+    # times the share of a core this process had while compiling (the first unit) it is CPU.
+    compile_cpu = min(compile_s * share, unit_cpu[0] if unit_cpu else compile_s)
     return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid(),
-            "compile_seconds": parallel.compile_seconds() - compile0}
+            "compile_seconds": compile_s, "compile_cpu_seconds": compile_cpu,
+            "cpu_seconds": time.process_time() - cpu0, "unit_cpu_seconds": unit_cpu}
 
 
 # ------------------------------------------------------------------ planning
@@ -309,30 +318,44 @@ def _layer_kinds(network) -> dict[str, int]:
     return kinds
 
 
-def _step_seconds(network, batch_size: int, members: int, costs: CostModel = CPU_COSTS) -> float:
-    """One optimizer step of a unit of `members` (one worker)."""
-    forward = sum(m / costs.macs_per_s[k] for k, m in _macs(network).items())  # one example
-    return (costs.step_overhead_s + sum(n * costs.layer_step_s[k] for k, n in _layer_kinds(network).items())
-            + 3 * members * batch_size * forward)  # forward + backward: about 3 forwards
+def task_features(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int) -> dict:
+    """What the cost model reads of a group's program and one unit of `members` (recorded
+    per task in meta.json, where `benchmarks/cost_model.py --calibrate` fits the constants)."""
+    layers, macs = _layer_kinds(network), _macs(network)
+    records = len(set(range(spec.record_every, spec.epochs + 1, spec.record_every)) | {spec.epochs}) + 1
+    return {"dense_layers": layers["dense"], "conv_layers": layers["conv"], "dense_macs": macs["dense"],
+            "conv_macs": macs["conv"], "members": members, "batch_size": spec.batch_size,
+            "steps": spec.epochs * (n_train // spec.batch_size), "records": records, "n_test": n_test}
 
 
-def _record_seconds(network, n_test: int, members: int, costs: CostModel = CPU_COSTS) -> float:
+def _step_seconds(f: dict, costs: CostModel) -> float:
+    """One optimizer step of a unit (one worker)."""
+    forward = f["dense_macs"] / costs.macs_per_s["dense"] + f["conv_macs"] / costs.macs_per_s["conv"]  # one example
+    return (costs.step_overhead_s + f["dense_layers"] * costs.layer_step_s["dense"]
+            + f["conv_layers"] * costs.layer_step_s["conv"]
+            + 3 * f["members"] * f["batch_size"] * forward)  # forward + backward: about 3 forwards
+
+
+def _record_seconds(f: dict, costs: CostModel) -> float:
     """One record: validation on the test set, the probe batch's layer factors (one worker)."""
-    forward = sum(m / costs.macs_per_s[k] for k, m in _macs(network).items())
-    return (costs.record_s + sum(n * costs.layer_record_s[k] for k, n in _layer_kinds(network).items())
-            + members * (n_test + PROBE_BATCH) * forward)
+    forward = f["dense_macs"] / costs.macs_per_s["dense"] + f["conv_macs"] / costs.macs_per_s["conv"]
+    return (costs.record_s + f["dense_layers"] * costs.layer_record_s["dense"]
+            + f["conv_layers"] * costs.layer_record_s["conv"] + f["members"] * (f["n_test"] + PROBE_BATCH) * forward)
+
+
+def estimate(f: dict, costs: CostModel = CPU_COSTS) -> tuple[float, float]:
+    """(seconds to compile the group's programs, seconds to train one unit) on one worker,
+    from a task's features (`task_features`) and `costs`."""
+    compile_s = (costs.compile_s + f["dense_layers"] * costs.compile_s_per_layer["dense"]
+                 + f["conv_layers"] * costs.compile_s_per_layer["conv"] + costs.compile_s_per_conv_mac * f["conv_macs"])
+    return compile_s, f["steps"] * _step_seconds(f, costs) + f["records"] * _record_seconds(f, costs)
 
 
 def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int,
            costs: CostModel = CPU_COSTS) -> tuple[float, float]:
     """(seconds to compile the group's programs, seconds to train one unit of `members`)
     on one worker, from `costs`."""
-    records = len(set(range(spec.record_every, spec.epochs + 1, spec.record_every)) | {spec.epochs}) + 1
-    compile_s = (costs.compile_s + sum(n * costs.compile_s_per_layer[k] for k, n in _layer_kinds(network).items())
-                 + costs.compile_s_per_conv_mac * _macs(network)["conv"])
-    steps = spec.epochs * (n_train // spec.batch_size)
-    return compile_s, (steps * _step_seconds(network, spec.batch_size, members, costs)
-                       + records * _record_seconds(network, n_test, members, costs))
+    return estimate(task_features(network, spec, n_train, n_test, members), costs)
 
 
 def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict,
@@ -443,6 +466,7 @@ class Plan:
     device: str  # "cpu" | "gpu"
     wall_s: float  # training and reports, scheduled on the workers (on a GPU: reports on the CPU's cores)
     group_seconds: dict = field(default_factory=dict, compare=False)  # "<experiment>/<group>" -> compile + train
+    task_features: dict = field(default_factory=dict, compare=False)  # task key -> `task_features` + "first"
 
     @property
     def cpu_s(self) -> float:
@@ -501,6 +525,7 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
     job_of = {u.id: j for j, job in enumerate(jobs) for u in job.units}
     compile_s, train_s, layers = [0.0] * len(jobs), [0.0] * len(jobs), [0] * len(jobs)
     group_s: dict[str, float] = {}
+    features: dict[str, dict] = {}
     free, compiled, ends = [0.0] * max(workers, 1), set(), {}
     for _, _key, payload, chunk, program in tasks:
         j = job_of[chunk[0].id]
@@ -508,8 +533,10 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
         arrays = shapes[payload.data]
         network = payload.model.build(arrays.x_train.shape[1:], arrays.n_classes)
         layers[j] = max(layers[j], len(network.layout().layers))
-        c, u = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                      grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)), costs)
+        f = task_features(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
+                          grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)))
+        c, u = estimate(f, costs)
+        features[_key] = {**f, "first": program not in compiled}
         c = c if program not in compiled else costs.load_s
         compiled.add(program)
         compile_s[j] += c
@@ -527,7 +554,7 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
     rows = tuple(PlanRow(job.spec.name, job.spec.dataset, job.pending_runs, job.skipped,
                          len({u.group for u in job.units}), compile_s[j], train_s[j], report_s[j])
                  for j, job in enumerate(jobs))
-    return Plan(rows, workers, "gpu" if on_gpu else "cpu", max(free + drawers), group_s)
+    return Plan(rows, workers, "gpu" if on_gpu else "cpu", max(free + drawers), group_s, features)
 
 
 def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None = None, *, workers: int | None = None,
@@ -803,7 +830,12 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
             info.update(backend=payload.get("backend"), device=payload.get("device"))
             info["tasks"].append({"task": key, "units": len(by_key[key]),
                                   "compile_seconds": round(payload.get("compile_seconds", 0.0), 2),
-                                  "seconds": round(time.perf_counter() - task_started.get(key, time.perf_counter()), 2)})
+                                  "seconds": round(time.perf_counter() - task_started.get(key, time.perf_counter()), 2),
+                                  # CPU seconds of the worker (the cost model's unit; benchmarks/cost_model.py)
+                                  "cpu_seconds": round(payload.get("cpu_seconds", 0.0), 2),
+                                  "compile_cpu_seconds": round(payload.get("compile_cpu_seconds", 0.0), 2),
+                                  "unit_cpu_seconds": [round(x, 3) for x in payload.get("unit_cpu_seconds", [])],
+                                  "features": plan.task_features.get(key, {})})
             for j in {units[u.id][0] for u in by_key[key]}:
                 if units_left[j] == 0:
                     finish(j)
