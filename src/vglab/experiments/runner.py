@@ -51,11 +51,16 @@ ONE_RUN_INPUTS = ("images",)  # image models are trained one run per unit on CPU
 DEFAULT_ROOT = Path("vglab-results")
 @dataclass(frozen=True)
 class CostModel:
-    """Seconds a task takes on one worker (`_costs`): to order tasks, decide splits, print
+    """Seconds a task takes on one worker (`estimate`): to order tasks, decide splits, print
     the plan and the progress ETA. A step costs `step_overhead_s`, plus `layer_step_s` per
     layer (many small ops), plus its multiply-accumulates (forward + backward = 3 forwards)
     at `macs_per_s`; a record (validation, the probe batch's layer factors) likewise;
-    compiling a group's programs `compile_s` plus per layer, plus per convolution MAC."""
+    compiling a group's programs `compile_s` plus per layer, plus per convolution MAC.
+    A report page (`report_seconds`, drawn on one CPU core): `report_s`, plus `report_s_per_run`
+    (reading each run's tables), plus `report_s_per_panel` per configuration and layer, the
+    configurations capped at REPORT_PANELS (the report draws at most that many per figure).
+    The constants live in costs.json (`COSTS_FILE`), fitted by `benchmarks/cost_model.py
+    --calibrate` from the CPU seconds that runs record in meta.json."""
 
     calibrated: str  # where and how the constants were measured
     compile_s: float
@@ -67,32 +72,27 @@ class CostModel:
     record_s: float
     layer_record_s: dict
     load_s: float  # a program another task compiled, loaded from the compilation cache
+    report_s: float = 0.0
+    report_s_per_run: float = 0.0
+    report_s_per_panel: float = 0.0
 
 
-# Calibrated with benchmarks/cost_model.py (process time, one core, jax 0.10, AMD EPYC; the
-# machine was shared, so a few % high), which prints measured against estimated for the
-# built-in programs: per step, an 8-member MLP grid took 0.12 ms (1x8) to 0.68 ms (20x8) on
-# digits and 0.22 ms (1x8) on MNIST; one CNN run 2.4 ms (paper_cnn layers) to 11.7 ms
-# (paper_cnn parameters) on digits. Convolutions ran at 1.7e10 MAC/s on digits' 8x8 images
-# and 7e9 on MNIST's 28x28 (0.2 s per step of the 4-conv CNN). Compiling a group's programs
-# from a cold cache took 11 s (1x8 MLP) to 26 s (4-conv CNN with 8 dense layers) on digits,
-# and 76 s for the 4-conv CNN on MNIST: it grows with the convolutions' size.
-CPU_COSTS = CostModel(
-    calibrated="one CPU core", compile_s=10.0, compile_s_per_layer={"dense": 0.45, "conv": 0.8},
-    compile_s_per_conv_mac=4.7e-6, step_overhead_s=4.4e-5, layer_step_s={"dense": 2.3e-5, "conv": 3e-4},
-    macs_per_s={"dense": 7.7e9, "conv": 1e10}, record_s=0.01, layer_record_s={"dense": 1e-3, "conv": 0.02},
-    load_s=1.0)
-# One process on an NVIDIA H200 (jax 0.11.2, full float32, every probe; benchmarks/gpu_reproduce.py,
-# 2026-11-30). A step is latency-bound for MLPs: 44 us (1x8, 1 member), 71 us (1x8, 64 members),
-# 158-222 us (20x8, 1-64 members); the 4-conv CNN's 4-member unit took 1.49 ms per step on MNIST
-# (3.8e12 MAC/s, 11 % of the FP32 peak). Compiling: 3-5 s (1x8), 11 s (20x8), 15 s (4-conv CNN).
-# Other GPUs differ: the plan says which machine the estimate is for (recalibrate with
-# `benchmarks/cost_model.py --device gpu`, which prints measured against estimated).
-GPU_COSTS = CostModel(
-    calibrated="an NVIDIA H200, one process", compile_s=2.0, compile_s_per_layer={"dense": 0.45, "conv": 3.0},
-    compile_s_per_conv_mac=0.0, step_overhead_s=3.2e-5, layer_step_s={"dense": 6e-6, "conv": 2e-5},
-    macs_per_s={"dense": 2.9e11, "conv": 3.8e12}, record_s=0.02, layer_record_s={"dense": 1e-3, "conv": 2e-3},
-    load_s=1.0)
+# The calibrations, one home: costs.json beside this file ("cpu": one core, the unit of every
+# CPU plan; "gpu": one process on a GPU, reports still drawn on the CPU). Each says what it
+# was measured on ("calibrated", "machine", "date", "versions") and how it was fitted.
+COSTS_FILE = Path(__file__).with_name("costs.json")
+REPORT_PANELS = 6  # = report.figures.MAX_PANELS: configurations a per-configuration figure draws at most
+
+
+def load_costs(device: str, path: Path = COSTS_FILE) -> CostModel:
+    """The calibration for `device` ("cpu" | "gpu") from `path`."""
+    entry = json.loads(Path(path).read_text(encoding="utf-8"))[device]
+    names = {f for f in CostModel.__dataclass_fields__}
+    return CostModel(calibrated=entry["calibrated"], **{k: v for k, v in entry["constants"].items() if k in names})
+
+
+CPU_COSTS = load_costs("cpu")
+GPU_COSTS = load_costs("gpu")
 
 
 def cost_model(on_gpu: bool) -> CostModel:
@@ -101,7 +101,6 @@ def cost_model(on_gpu: bool) -> CostModel:
 
 
 PROBE_BATCH = 512
-REPORT_S, REPORT_S_PER_LINE = 4.5, 0.05  # drawing a report page (one core): fixed + per configuration x layer (measured 4-20 s on digits)
 # On CPU, MLP units hold at most 8 runs and train as a grid of 8 members (the copies are
 # trained and discarded): so small, extra members cost little, while every distinct
 # size is another program to compile (10-30 s on one core). CNNs are compute-bound.
@@ -188,7 +187,7 @@ def train_task(task: Task, emit) -> dict:
 
     from vglab.train import train_group
 
-    compile0, cpu0, wall0 = parallel.compile_seconds(), time.process_time(), time.perf_counter()
+    compile0, hits0, cpu0, wall0 = parallel.compile_seconds(), parallel.cache_hits(), time.process_time(), time.perf_counter()
     arrays = _arrays(task.data)
     model = task.model.build(arrays.x_train.shape[1:], arrays.n_classes)
     n_params = model.layout().n_params
@@ -218,7 +217,7 @@ def train_task(task: Task, emit) -> dict:
     # times the share of a core this process had while compiling (the first unit) it is CPU.
     compile_cpu = min(compile_s * share, unit_cpu[0] if unit_cpu else compile_s)
     return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid(),
-            "compile_seconds": compile_s, "compile_cpu_seconds": compile_cpu,
+            "compile_seconds": compile_s, "compile_cpu_seconds": compile_cpu, "cache_hits": parallel.cache_hits() - hits0,
             "cpu_seconds": time.process_time() - cpu0, "unit_cpu_seconds": unit_cpu}
 
 
@@ -467,6 +466,7 @@ class Plan:
     wall_s: float  # training and reports, scheduled on the workers (on a GPU: reports on the CPU's cores)
     group_seconds: dict = field(default_factory=dict, compare=False)  # "<experiment>/<group>" -> compile + train
     task_features: dict = field(default_factory=dict, compare=False)  # task key -> `task_features` + "first"
+    report_features: dict = field(default_factory=dict, compare=False)  # experiment -> `report_features`
 
     @property
     def cpu_s(self) -> float:
@@ -510,10 +510,17 @@ def _dur(seconds: float) -> str:
     return f"{s // 3600} h {s // 60 % 60:02d} min"
 
 
-def _report_seconds(job: _Job, layers: int) -> float:
-    """Drawing one report page (one core): REPORT_S plus REPORT_S_PER_LINE per configuration and layer."""
-    configs = len({r.label for r in job.spec.expand()})
-    return REPORT_S + REPORT_S_PER_LINE * configs * layers
+def report_features(job: _Job, layers: int) -> dict:
+    """What a report page's cost depends on (`report_seconds`): its runs (all of the
+    experiment's: the page shows every one), configurations and the deepest network's layers."""
+    runs = job.spec.expand()
+    return {"runs": len(runs), "configs": len({r.label for r in runs}), "layers": layers}
+
+
+def report_seconds(f: dict, costs: CostModel = CPU_COSTS) -> float:
+    """Drawing one report page (one CPU core), from `report_features`: see `CostModel`."""
+    return (costs.report_s + costs.report_s_per_run * f["runs"]
+            + costs.report_s_per_panel * min(f["configs"], REPORT_PANELS) * f["layers"])
 
 
 def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> Plan:
@@ -546,7 +553,8 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
         w = free.index(min(free))
         free[w] += c + u * len(chunk)
         ends[j] = free[w]
-    report_s = [_report_seconds(job, layers[j]) if job.units else 0.0 for j, job in enumerate(jobs)]
+    pages = {job.spec.name: report_features(job, layers[j]) for j, job in enumerate(jobs) if job.units}
+    report_s = [report_seconds(pages[job.spec.name]) if job.units else 0.0 for j, job in enumerate(jobs)]
     drawers = [0.0] * parallel.default_workers() if on_gpu else free  # on a GPU, reports go to the CPU's cores
     for j in sorted(ends, key=ends.get):  # each report starts once its experiment is trained
         w = drawers.index(min(drawers))
@@ -554,7 +562,7 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
     rows = tuple(PlanRow(job.spec.name, job.spec.dataset, job.pending_runs, job.skipped,
                          len({u.group for u in job.units}), compile_s[j], train_s[j], report_s[j])
                  for j, job in enumerate(jobs))
-    return Plan(rows, workers, "gpu" if on_gpu else "cpu", max(free + drawers), group_s, features)
+    return Plan(rows, workers, "gpu" if on_gpu else "cpu", max(free + drawers), group_s, features, pages)
 
 
 def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None = None, *, workers: int | None = None,
@@ -609,6 +617,24 @@ def _write_meta(out: Path, invocation: dict, executor: str) -> None:
                 invocations=calls + [invocation])
     meta["seconds"] = round(sum(c.get("seconds") or 0 for c in meta["invocations"]), 2)
     store.write_json(f, meta)
+
+
+def _load_average() -> list[float] | None:
+    """The machine's 1, 5 and 15 minute load: how many others shared it (wall times inflate)."""
+    with contextlib.suppress(OSError, AttributeError):
+        return [round(x, 2) for x in os.getloadavg()]
+    return None
+
+
+def _plan_record(plan: Plan | None, j: int) -> dict | None:
+    """Experiment j's share of the plan (seconds of one core), as meta.json keeps it: what
+    benchmarks/cost_model.py compares the measured times with."""
+    if plan is None:
+        return None
+    row = plan.rows[j]
+    return {"compile_s": round(row.compile_s, 2), "train_s": round(row.train_s, 2), "report_s": round(row.report_s, 2),
+            "report_features": plan.report_features.get(row.experiment), "wall_s": round(plan.wall_s, 2),
+            "workers": plan.workers, "device": plan.device}
 
 
 def _now() -> str:
@@ -739,7 +765,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
             job = _Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
                        skipped=len(done))
             jobs.append(job)
-        tasks, prepare_seconds = [], 0.0
+        tasks, prepare_seconds, plan = [], 0.0, None
         if any(job.units for job in jobs):
             if n_workers == 1 and executor == "local":
                 parallel.configure_this_process(env)
@@ -758,7 +784,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
                 _clear_out(job.out)
             _open_out(job.spec, job.out)
         invocation = {"started": started, "finished": None, "command": " ".join(sys.argv), "executor": executor,
-                      "workers": n_workers, "device": device or "auto"}
+                      "workers": n_workers, "device": device or "auto", "load_average_at_start": _load_average()}
         for job in jobs:
             _write_meta(job.out, {**invocation, "runs": len(job.spec.expand()), "skipped": job.skipped}, executor)
 
@@ -779,7 +805,8 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
             mine = [t for t in info["tasks"] if t["task"].startswith(job.spec.name + "/")]
             _write_meta(job.out, {**invocation, **info, "finished": _now(), "seconds": round(time.perf_counter() - t0, 2),
                                   "runs": len(job.spec.expand()), "skipped": job.skipped, "trained": job.written,
-                                  "worker_seconds": round(job.unit_seconds, 2), "tasks": mine}, executor)
+                                  "worker_seconds": round(job.unit_seconds, 2), "tasks": mine,
+                                  "load_average": _load_average(), "plan": _plan_record(plan, j)}, executor)
             if on_complete:
                 on_complete(job.out)
 
@@ -834,6 +861,7 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
                                   # CPU seconds of the worker (the cost model's unit; benchmarks/cost_model.py)
                                   "cpu_seconds": round(payload.get("cpu_seconds", 0.0), 2),
                                   "compile_cpu_seconds": round(payload.get("compile_cpu_seconds", 0.0), 2),
+                                  "cache_hits": payload.get("cache_hits"),  # programs loaded, not compiled
                                   "unit_cpu_seconds": [round(x, 3) for x in payload.get("unit_cpu_seconds", [])],
                                   "features": plan.task_features.get(key, {})})
             for j in {units[u.id][0] for u in by_key[key]}:
