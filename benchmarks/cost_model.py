@@ -121,10 +121,13 @@ def measured_wall(root: Path, ms: list[dict]) -> float | None:
 
 def idle_wall(plan, ms: list[dict]) -> float:
     """The measured CPU seconds scheduled as the plan schedules its estimates: each task (in
-    the plan's order) on the worker free first, each page once its experiment is trained."""
+    the plan's order; tasks the plan now splits otherwise after them, largest first) on the
+    worker free first, each page once its experiment is trained."""
     cost = {k: t["compile"] + t["train"] for m in ms for k, t in m["tasks"].items()}
+    order = [k for k in plan.task_features if k in cost]
+    order += sorted(set(cost) - set(order), key=lambda k: -cost[k])
     free, ends = [0.0] * plan.workers, {}
-    for key in plan.task_features:
+    for key in order:
         w = free.index(min(free))
         free[w] += cost.get(key, 0.0)
         ends[key.split("/")[0]] = free[w]
@@ -214,6 +217,8 @@ def samples(paths, data_dir=None) -> dict:
                 f = t["features"] or plan.task_features.get(key)
                 if not f:
                     continue
+                if "penalties" not in f:  # recorded before the feature was: the plan's (same tasks) or none
+                    f = {**f, "penalties": plan.task_features.get(key, {}).get("penalties", 0)}
                 if f.get("first") and not t["cache_hits"]:  # compiled here (a warm cache's hits are loads)
                     out["compiles"].append((f, t["compile"]))
                 elif not f.get("first"):
@@ -233,10 +238,10 @@ def fit(data: dict, prior) -> dict:
     from vglab.experiments import runner
 
     c = prior
-    comp = _fit([[1.0, f["dense_layers"], f["conv_layers"], f["conv_macs"]] for f, _ in data["compiles"]],
-                [s for _, s in data["compiles"]],
-                [c.compile_s, c.compile_s_per_layer["dense"], c.compile_s_per_layer["conv"], c.compile_s_per_conv_mac],
-                ["c0", "cd", "cc", "cm"])
+    comp = _fit([[1.0, f["dense_layers"], f["conv_layers"], f["conv_macs"], f.get("penalties", 0)]
+                 for f, _ in data["compiles"]], [s for _, s in data["compiles"]],
+                [c.compile_s, c.compile_s_per_layer["dense"], c.compile_s_per_layer["conv"], c.compile_s_per_conv_mac,
+                 max(c.compile_s_per_penalty, 0.1)], ["c0", "cd", "cc", "cm", "cp"])
     a = []
     for f, u, _ in data["tasks"]:
         fwd = 3 * f["steps"] * f["members"] * f["batch_size"] + f["records"] * f["members"] * (
@@ -253,11 +258,11 @@ def fit(data: dict, prior) -> dict:
                 ["p0", "pr", "pp"])
     constants = {
         "compile_s": comp["c0"], "compile_s_per_layer": {"dense": comp["cd"], "conv": comp["cc"]},
-        "compile_s_per_conv_mac": comp["cm"], "step_overhead_s": train["so"],
+        "compile_s_per_conv_mac": comp["cm"], "compile_s_per_penalty": comp["cp"], "step_overhead_s": train["so"],
         "layer_step_s": {"dense": train["sd"], "conv": train["sc"]},
         "macs_per_s": {"dense": 1 / max(train["md"], 1e-15), "conv": 1 / max(train["mc"], 1e-15)},
         "record_s": train["r0"], "layer_record_s": {"dense": train["rd"], "conv": train["rc"]},
-        "load_s": float(np.median(data["loads"])) if data["loads"] else c.load_s,
+        "load_s": float(np.mean(data["loads"])) if data["loads"] else c.load_s,  # in-memory (0) and cache loads, as they mix
         "report_s": page["p0"], "report_s_per_run": page["pr"], "report_s_per_panel": page["pp"]}
     return json.loads(json.dumps(constants, default=float), parse_float=lambda x: float(f"{float(x):.3g}"))
 

@@ -72,6 +72,7 @@ class CostModel:
     record_s: float
     layer_record_s: dict
     load_s: float  # a program another task compiled, loaded from the compilation cache
+    compile_s_per_penalty: float = 0.0  # each penalty term (L1, L2) the program computes
     report_s: float = 0.0
     report_s_per_run: float = 0.0
     report_s_per_panel: float = 0.0
@@ -317,14 +318,15 @@ def _layer_kinds(network) -> dict[str, int]:
     return kinds
 
 
-def task_features(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int) -> dict:
+def task_features(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int, penalties: int = 0) -> dict:
     """What the cost model reads of a group's program and one unit of `members` (recorded
     per task in meta.json, where `benchmarks/cost_model.py --calibrate` fits the constants)."""
     layers, macs = _layer_kinds(network), _macs(network)
     records = len(set(range(spec.record_every, spec.epochs + 1, spec.record_every)) | {spec.epochs}) + 1
     return {"dense_layers": layers["dense"], "conv_layers": layers["conv"], "dense_macs": macs["dense"],
             "conv_macs": macs["conv"], "members": members, "batch_size": spec.batch_size,
-            "steps": spec.epochs * (n_train // spec.batch_size), "records": records, "n_test": n_test}
+            "steps": spec.epochs * (n_train // spec.batch_size), "records": records, "n_test": n_test,
+            "penalties": penalties}
 
 
 def _step_seconds(f: dict, costs: CostModel) -> float:
@@ -346,15 +348,16 @@ def estimate(f: dict, costs: CostModel = CPU_COSTS) -> tuple[float, float]:
     """(seconds to compile the group's programs, seconds to train one unit) on one worker,
     from a task's features (`task_features`) and `costs`."""
     compile_s = (costs.compile_s + f["dense_layers"] * costs.compile_s_per_layer["dense"]
-                 + f["conv_layers"] * costs.compile_s_per_layer["conv"] + costs.compile_s_per_conv_mac * f["conv_macs"])
+                 + f["conv_layers"] * costs.compile_s_per_layer["conv"] + costs.compile_s_per_conv_mac * f["conv_macs"]
+                 + costs.compile_s_per_penalty * f.get("penalties", 0))
     return compile_s, f["steps"] * _step_seconds(f, costs) + f["records"] * _record_seconds(f, costs)
 
 
 def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int,
-           costs: CostModel = CPU_COSTS) -> tuple[float, float]:
+           costs: CostModel = CPU_COSTS, penalties: int = 0) -> tuple[float, float]:
     """(seconds to compile the group's programs, seconds to train one unit of `members`)
     on one worker, from `costs`."""
-    return estimate(task_features(network, spec, n_train, n_test, members), costs)
+    return estimate(task_features(network, spec, n_train, n_test, members, penalties), costs)
 
 
 def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict,
@@ -376,7 +379,8 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict,
             network = model.build(arrays.x_train.shape[1:], arrays.n_classes)
             layers[j] = max(layers.get(j, 0), len(network.layout().layers))
             compile_s, unit_s = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                                       grid_slots(data.kind, max(len(u.runs) for u in units)), costs)
+                                       grid_slots(data.kind, max(len(u.runs) for u in units)), costs,
+                                       len(penalty_terms([r.member() for u in units for r in u.runs])))
             chunks = [[u] for u in units] if unit_s > compile_s else [units]
             for chunk in chunks:
                 tasks.append([compile_s, unit_s, j, data, (model, r.train_config()), chunk])
@@ -541,7 +545,8 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
         network = payload.model.build(arrays.x_train.shape[1:], arrays.n_classes)
         layers[j] = max(layers[j], len(network.layout().layers))
         f = task_features(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                          grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)))
+                          grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)),
+                          len(program[-1]))
         c, u = estimate(f, costs)
         features[_key] = {**f, "first": program not in compiled}
         c = c if program not in compiled else costs.load_s
@@ -752,7 +757,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
     n_workers = _resolve_workers(workers, executor, device)
     _validate_before_writing(specs, workers, n_workers, executor, address, device, allow_large)
     env = parallel.worker_env(None if device == "auto" else device, n_workers)
-    started, t0 = _now(), time.perf_counter()
+    started, t0, cpu0 = _now(), time.perf_counter(), time.process_time()
 
     with contextlib.ExitStack() as stack:
         for out in outs:
@@ -806,7 +811,9 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
             _write_meta(job.out, {**invocation, **info, "finished": _now(), "seconds": round(time.perf_counter() - t0, 2),
                                   "runs": len(job.spec.expand()), "skipped": job.skipped, "trained": job.written,
                                   "worker_seconds": round(job.unit_seconds, 2), "tasks": mine,
-                                  "load_average": _load_average(), "plan": _plan_record(plan, j)}, executor)
+                                  "load_average": _load_average(), "plan": _plan_record(plan, j),
+                                  # this process: preparing the data, storing every unit's runs
+                                  "main_cpu_seconds": round(time.process_time() - cpu0, 2)}, executor)
             if on_complete:
                 on_complete(job.out)
 
