@@ -1,6 +1,7 @@
 """The runner's cost model against measurements, and its calibration.
 
     PYTHONPATH=src python benchmarks/cost_model.py --compare RESULTS...     # estimate vs measured, per term
+    PYTHONPATH=src python benchmarks/cost_model.py --compare RESULTS... --costs OLD.json   # another calibration's plan
     PYTHONPATH=src python benchmarks/cost_model.py --calibrate RESULTS...   # fit costs.json's "cpu" from them
     PYTHONPATH=src python benchmarks/cost_model.py --programs [PROGRAM...]  # one program, cold compile, per epoch
 
@@ -55,7 +56,14 @@ def experiment_folders(paths: list[str | Path]) -> dict[Path, list[Path]]:
                 raise SystemExit(f"error: {p} holds no results folder (no meta.json in it or below it); "
                                  "give a folder of `vglab run --out` or `vglab reproduce --out`")
             out.setdefault(p, []).extend(found)
-    return out
+    for root, folders in out.items():  # an experiment still training (or killed) has no finished record yet
+        done = [f for f in folders if any(c.get("tasks") for c in json.loads((f / "meta.json").read_text())
+                                          .get("invocations", []))]
+        if len(done) < len(folders):
+            print(f"note: {root}: left out, not trained yet: {', '.join(f.name for f in folders if f not in done)}",
+                  file=sys.stderr)
+        out[root] = done
+    return {root: folders for root, folders in out.items() if folders}
 
 
 def _last_training(meta: dict) -> dict:
@@ -182,7 +190,22 @@ def compare(paths, data_dir=None, out=sys.stdout) -> list[dict]:
         print(f"  wall: plan {_dur(plan.wall_s)}, measured {_dur(wall)} (ratio {_ratio(plan.wall_s, wall)}); the "
               f"measured CPU seconds on {plan.workers} idle workers: {_dur(idle)} (ratio {_ratio(plan.wall_s, idle)})",
               file=out)
+    summary(rows, out)
     return rows
+
+
+def summary(rows: list[dict], out=sys.stdout) -> None:
+    """One line per results root and term: the plan against the measurement (CPU seconds of
+    one core for compile, train and report; for wall, the measured CPU seconds scheduled on
+    the workers and, in brackets, the measured wall time, which a shared machine inflates)."""
+    print(f"\n{'results':<28} {'term':<8} {'plan':>7} {'measured':>9} {'ratio':>6}", file=out)
+    for r in rows:
+        if r["experiment"] != "all":
+            continue
+        meas = r.get("idle", r["measured"])
+        extra = f"  (wall {_dur(r['measured'])}, ratio {_ratio(r['estimate'], r['measured'])})" if "idle" in r else ""
+        print(f"{Path(r['root']).name:<28} {r['term']:<8} {_dur(r['estimate']):>7} {_dur(meas):>9} "
+              f"{_ratio(r['estimate'], meas):>6}{extra}", file=out)
 
 
 # ------------------------------------------------------------------ --calibrate
@@ -370,6 +393,11 @@ def main(argv: list[str]) -> None:
     if "--data-dir" in argv:
         i = argv.index("--data-dir")
         data_dir, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    if "--costs" in argv:  # another calibration (e.g. the one before a re-fit): the plan with its constants
+        from vglab.experiments import runner
+
+        i = argv.index("--costs")
+        runner.CPU_COSTS, argv = runner.load_costs("cpu", Path(argv[i + 1])), argv[:i] + argv[i + 2:]
     if argv and argv[0] == "--one":
         preset, dataset, epochs, size = argv[1], argv[2], int(argv[3]), int(argv[4]) or None
         print(json.dumps(measure(preset, dataset, epochs, size, gpu)))

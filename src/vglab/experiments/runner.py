@@ -559,7 +559,8 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
         free[w] += c + u * len(chunk)
         ends[j] = free[w]
     pages = {job.spec.name: report_features(job, layers[j]) for j, job in enumerate(jobs) if job.units}
-    report_s = [report_seconds(pages[job.spec.name]) if job.units else 0.0 for j, job in enumerate(jobs)]
+    report_s = [report_seconds(pages[job.spec.name], cost_model(False)) if job.units else 0.0  # on the CPU
+                for j, job in enumerate(jobs)]
     drawers = [0.0] * parallel.default_workers() if on_gpu else free  # on a GPU, reports go to the CPU's cores
     for j in sorted(ends, key=ends.get):  # each report starts once its experiment is trained
         w = drawers.index(min(drawers))
