@@ -209,14 +209,15 @@ def summary(rows: list[dict], out=sys.stdout) -> None:
 
 
 # ------------------------------------------------------------------ --calibrate
-def _fit(a, b, prior, names):
-    """Non-negative x minimizing sum((a x - b) / b)^2 + PRIOR_WEIGHT^2 * sum((x - prior) / prior)^2."""
+def _fit(a, b, prior, names, w=None):
+    """Non-negative x minimizing sum(w ((a x - b) / b)^2) + PRIOR_WEIGHT^2 * sum((x - prior) / prior)^2."""
     import numpy as np
     from scipy.optimize import nnls
 
     a, b, prior = np.asarray(a, float), np.asarray(b, float), np.asarray(prior, float)
+    w = np.sqrt(np.ones(len(b)) if w is None else np.asarray(w, float))
     keep = b > 0
-    a, b = a[keep] / b[keep, None], np.ones(keep.sum())
+    a, b = a[keep] * (w[keep] / b[keep])[:, None], w[keep]
     scale = np.where(prior > 0, prior, 1.0)  # solve in units of the prior: comparable columns
     a = a * scale
     a = np.vstack([a, PRIOR_WEIGHT * np.eye(len(prior))])
@@ -229,8 +230,10 @@ def samples(paths, data_dir=None) -> dict:
     """What the folders' meta.json recorded, as the fit reads it: compiles (features, CPU
     seconds), cache loads, tasks' training (features, units, CPU seconds), pages (features,
     CPU seconds); and the machine and versions they were measured with."""
-    out = {"compiles": [], "loads": [], "tasks": [], "pages": [], "sources": [], "machine": {}, "versions": {}}
+    out = {"compiles": [], "loads": [], "tasks": [], "pages": [], "sources": [], "machine": {}, "versions": {},
+           "weights": {"compiles": [], "tasks": [], "pages": []}}
     for root, folders in experiment_folders(paths).items():
+        counts = {k: len(out[k]) for k in out["weights"]}
         ms = [measured(f) for f in folders]
         plan = replan(folders, ms[0]["workers"], data_dir)
         out["sources"].append(str(root))
@@ -250,6 +253,8 @@ def samples(paths, data_dir=None) -> dict:
             pf = plan.report_features.get(r.experiment)
             if m["report"] and pf:
                 out["pages"].append((pf, m["report"]))
+        for k, n in counts.items():  # each results root weighs the same: a small run counts as much as a study
+            out["weights"][k] += [1 / (len(out[k]) - n)] * (len(out[k]) - n)
     return out
 
 
@@ -264,7 +269,8 @@ def fit(data: dict, prior) -> dict:
     comp = _fit([[1.0, f["dense_layers"], f["conv_layers"], f["conv_macs"], f.get("penalties", 0)]
                  for f, _ in data["compiles"]], [s for _, s in data["compiles"]],
                 [c.compile_s, c.compile_s_per_layer["dense"], c.compile_s_per_layer["conv"], c.compile_s_per_conv_mac,
-                 max(c.compile_s_per_penalty, 0.1)], ["c0", "cd", "cc", "cm", "cp"])
+                 max(c.compile_s_per_penalty, 0.1)], ["c0", "cd", "cc", "cm", "cp"],
+                data.get("weights", {}).get("compiles"))
     a = []
     for f, u, _ in data["tasks"]:
         fwd = 3 * f["steps"] * f["members"] * f["batch_size"] + f["records"] * f["members"] * (
@@ -275,10 +281,10 @@ def fit(data: dict, prior) -> dict:
     train = _fit(a, [s for _, _, s in data["tasks"]],
                  [c.step_overhead_s, c.layer_step_s["dense"], c.layer_step_s["conv"], 1 / c.macs_per_s["dense"],
                   1 / c.macs_per_s["conv"], c.record_s, c.layer_record_s["dense"], c.layer_record_s["conv"]],
-                 ["so", "sd", "sc", "md", "mc", "r0", "rd", "rc"])
+                 ["so", "sd", "sc", "md", "mc", "r0", "rd", "rc"], data.get("weights", {}).get("tasks"))
     page = _fit([[1.0, f["runs"], min(f["configs"], runner.REPORT_PANELS) * f["layers"]] for f, _ in data["pages"]],
                 [s for _, s in data["pages"]], [c.report_s, max(c.report_s_per_run, 1e-3), c.report_s_per_panel],
-                ["p0", "pr", "pp"])
+                ["p0", "pr", "pp"], data.get("weights", {}).get("pages"))
     constants = {
         "compile_s": comp["c0"], "compile_s_per_layer": {"dense": comp["cd"], "conv": comp["cc"]},
         "compile_s_per_conv_mac": comp["cm"], "compile_s_per_penalty": comp["cp"], "step_overhead_s": train["so"],
