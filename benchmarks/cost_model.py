@@ -210,7 +210,8 @@ def summary(rows: list[dict], out=sys.stdout) -> None:
 
 # ------------------------------------------------------------------ --calibrate
 def _fit(a, b, prior, names, w=None):
-    """Non-negative x minimizing sum(w ((a x - b) / b)^2) + PRIOR_WEIGHT^2 * sum((x - prior) / prior)^2."""
+    """Non-negative x minimizing sum(w ((a x - b) / b)^2) + PRIOR_WEIGHT^2 * sum((x - prior) / prior)^2,
+    then scaled so that the weighted geometric mean of estimate / measured is 1."""
     import numpy as np
     from scipy.optimize import nnls
 
@@ -223,6 +224,12 @@ def _fit(a, b, prior, names, w=None):
     a = np.vstack([a, PRIOR_WEIGHT * np.eye(len(prior))])
     b = np.concatenate([b, PRIOR_WEIGHT * (prior > 0)])
     x, _ = nnls(a, b)
+    # The relative error penalizes estimating high more than low: centre the log ratios
+    # (one factor for the term, so estimate / measured is 1 in the geometric mean).
+    n = int(keep.sum())
+    ratio = (a[:n] @ x) / b[:n]
+    if n and (ratio > 0).all():
+        x = x * np.exp(-np.sum(w[keep] ** 2 * np.log(ratio)) / np.sum(w[keep] ** 2))
     return dict(zip(names, x * scale))
 
 
