@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,7 @@ class DrawnFigure:
     caption: str
     files: tuple[Path, ...] = ()
     error: str = ""
+    cpu_seconds: float = 0.0  # drawing and saving it (this process), for the cost model (meta.json "report")
 
 
 def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS, instruments=F.INSTRUMENTS) -> list[DrawnFigure]:
@@ -118,6 +120,7 @@ def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS, instruments=F.IN
         use = inst.needs(res)
         if use is None:
             continue
+        t0 = time.process_time()
         try:
             fig = inst.draw(res, **use.kwargs)
         except F.NoData:
@@ -128,7 +131,7 @@ def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS, instruments=F.IN
             continue
         files = F.save(fig, fig_dir / inst.name, formats=tuple(formats))
         fig.clf()
-        out.append(DrawnFigure(inst.name, inst.caption + use.note, tuple(files)))
+        out.append(DrawnFigure(inst.name, inst.caption + use.note, tuple(files), cpu_seconds=time.process_time() - t0))
     return out
 
 
@@ -304,8 +307,10 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
     index page to link back to (default: an index.html in the parent folder, if any)."""
     from vglab.results.store import atomic_write_text, load
 
+    t0, cpu0 = time.perf_counter(), time.process_time()
     results_dir = Path(results_dir)
     res = load(results_dir)
+    load_cpu = time.process_time() - cpu0
     preset = claims_mod.preset_of(res) or results_dir.name
     ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
     why_page = preset in why_mod.PRESETS  # the why presets draw their own figures (`why_figures.INSTRUMENTS`)
@@ -344,7 +349,28 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
     out = results_dir / "report.html"
     atomic_write_text(out, _page(f"vglab · {preset}", "\n".join(parts)))  # last: what it links exists
     _remove_stale_figures(results_dir / "figures", figs)
+    _record_timing(results_dir, {"written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                 "seconds": round(time.perf_counter() - t0, 2),
+                                 "cpu_seconds": round(time.process_time() - cpu0, 2),
+                                 "load_cpu_seconds": round(load_cpu, 2), "runs": len(res.runs),
+                                 "figures": {f.name: round(f.cpu_seconds, 2) for f in figs if not f.error}})
     return out
+
+
+def _record_timing(results_dir: Path, record: dict) -> None:
+    """What drawing this page cost (CPU seconds of this process: loading the results, each
+    figure, the whole page) into meta.json's "report", where the runner's cost model is
+    calibrated from (benchmarks/cost_model.py --calibrate). A folder without meta.json
+    (results made elsewhere) gets none."""
+    from vglab.results.store import write_json
+
+    f = results_dir / "meta.json"
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return
+    meta["report"] = record
+    write_json(f, meta)
 
 
 def _stale(results_dir: Path) -> bool:
