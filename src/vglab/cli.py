@@ -177,6 +177,21 @@ def _print_plan(plan) -> None:
         out.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
+def _print_ending(results_dirs: list[Path], last: str) -> None:
+    """The end of `run` and `reproduce` on stderr: the claims' verdict counts, the diagnosis
+    headline of each experiment (`vglab.report.doctor.ending`), then where the report is."""
+    from rich.markup import escape
+
+    try:
+        from vglab.report.doctor import ending
+
+        for line in ending(results_dirs):
+            err.print(escape(line), soft_wrap=True, highlight=False)
+    except Exception as e:  # the summary must not turn a finished run into a failure
+        err.print(f"[yellow]warning:[/yellow] no summary: {escape(f'{type(e).__name__}: {e}')}", highlight=False)
+    err.print(last, soft_wrap=True, highlight=False)
+
+
 def _cell(v) -> str:
     if isinstance(v, float):
         return f"{v:g}"
@@ -292,7 +307,7 @@ def run(preset: str = typer.Argument(..., help="A preset name (vglab list) or a 
         _print_plan(res)
         return
     if not quiet:
-        err.print(f"{len(res.runs)} runs complete; report: [bold]vglab report {res.path}[/bold]", soft_wrap=True)
+        _print_ending([Path(res.path)], f"{len(res.runs)} runs complete; report: [bold]vglab report {res.path}[/bold]")
     typer.echo(str(res.path))
 
 
@@ -335,6 +350,9 @@ def reproduce(dataset: str = typer.Option("digits", "--dataset", "-d", help="dig
     if dry_run:
         _print_plan(index)
         return
+    if not quiet:
+        root = Path(index) if Path(index).is_dir() else Path(index).parent
+        _print_ending(sorted(p.parent for p in root.glob("*/experiment.toml")), f"report: [bold]{index}[/bold]")
     typer.echo(str(index))
 
 
@@ -364,6 +382,83 @@ def report(results_dir: Path = typer.Argument(..., help="A results directory (vg
     with _user_errors():
         page = vglab.report(results_dir, open=open_, figure_formats=("png", "svg") if svg else ("png",))
     typer.echo(str(page))
+
+
+@app.command()
+def doctor(results_dir: Path = typer.Argument(..., help="A results directory (a preset's, your own model's, a "
+                                                        "vglab.Recorder's)."),
+           json_: bool = typer.Option(False, "--json", help="Print the findings as one JSON list (for other tools)."),
+           try_: bool = typer.Option(False, "--try", help="Write a remedy sweep on the same model and data "
+                                                          "(RESULTS-remedies.toml)."),
+           run_: bool = typer.Option(False, "--run", help="With --try: run the sweep and say which remedy moved "
+                                                          "which finding."),
+           label: Optional[str] = typer.Option(None, "--label", help="With --try: the configuration to treat "
+                                                                     "(default: the first with a finding)."),
+           seeds: int = typer.Option(3, "--seeds", min=2, help="With --try: seeds of the sweep (intervals need 2+)."),
+           epochs: Optional[int] = EPOCHS, workers: Optional[int] = WORKERS, quiet: bool = QUIET):
+    """Diagnose a results directory: per run and layer, vanishing / exploding / saturated / dead /
+    frozen, the cause, from which epoch, and the remedies measured to move it.
+
+    Examples:
+      [bold]vglab doctor vglab-results/digits/many-layers[/bold]
+      [bold]vglab doctor vglab-results/digits/many-layers --json[/bold]
+      [bold]vglab doctor vglab-results/digits/many-layers --try --run[/bold]
+    """
+    import json
+
+    from vglab.report import doctor as doctor_mod
+    from vglab.report import remedies
+    from vglab.results.store import StoreError, load
+
+    with _user_errors(resumable=run_):
+        if run_ and not try_:
+            raise ValueError("--run runs the remedy sweep of --try; give both (vglab doctor PATH --try --run)")
+        if not (results_dir / "runs").is_dir():
+            raise StoreError(f"no results directory at {results_dir} (no runs/ folder); give a folder written by "
+                             "vglab run, vglab reproduce or vglab.Recorder")
+        d = doctor_mod.diagnose(load(results_dir))
+        if json_ and not try_:
+            typer.echo(json.dumps([f for f in d.to_json()], indent=1))
+            return
+        for line in [f"vglab doctor {results_dir} ({len(d.runs)} runs)"] + d.lines():
+            out.print(line, highlight=False, soft_wrap=True, markup=False)
+        eff = remedies.effects(load(results_dir), d)
+        if eff:
+            out.print("\nremedy sweep (each arm against the baseline, paired over seeds):", highlight=False, markup=False)
+            for e in eff:
+                out.print("  " + e.text(), highlight=False, soft_wrap=True, markup=False)
+        if not try_:
+            return
+        treat = label or next((f.label for f in d.findings if f.finding), None)
+        if treat is None:
+            out.print("\n--try: no configuration has a finding; give --label to sweep remedies anyway", markup=False)
+            return
+        if not (results_dir / "experiment.toml").exists():
+            out.print(f"\n--try: {results_dir} was not trained by vglab (no experiment.toml), so vglab cannot run "
+                      f"its loop; the changes a sweep would try, in your own training step:", markup=False)
+            for line in remedies.suggested_changes(d, treat):
+                out.print("  " + line, highlight=False, soft_wrap=True, markup=False)
+            return
+        spec_file = remedies.write_sweep(results_dir, treat, seeds=seeds, epochs=epochs)
+        out.print(f"\nremedy sweep for {treat}: {spec_file}", highlight=False, soft_wrap=True, markup=False)
+        if not run_:
+            out.print(f"run it: vglab run {spec_file} --out {remedies.sweep_dir(results_dir)}", highlight=False,
+                      soft_wrap=True, markup=False)
+            return
+        import vglab
+
+        res = vglab.run(str(spec_file), out=remedies.sweep_dir(results_dir), workers=workers, progress=not quiet,
+                        _progress=_progress(quiet))
+        sweep_d = doctor_mod.diagnose(res, remedies=False)
+        eff = remedies.effects(res, sweep_d)
+        out.print(f"\nwhich remedy moved which finding ({res.path}; paired over {seeds} seeds):", highlight=False,
+                  soft_wrap=True, markup=False)
+        for e in eff or []:
+            out.print("  " + e.text(), highlight=False, soft_wrap=True, markup=False)
+        if not eff:
+            out.print("  the baseline of the sweep has no finding in these runs", markup=False)
+        page = vglab.report(res.path)
+        out.print(f"report: {page}", highlight=False, soft_wrap=True, markup=False)
 
 
 @data_app.command("fetch")

@@ -1,0 +1,154 @@
+"""Planted pathologies and healthy nets, diagnosed by `vglab doctor`: the confusion table.
+
+    python benchmarks/doctor_cases.py                        # digits, 3 seeds per case
+    python benchmarks/doctor_cases.py --data-dir ../shared/data --dataset mnist
+    python benchmarks/doctor_cases.py --cases tanh-20x8-small,healthy-tanh-1x8 --seeds 1 --epochs 2
+    python benchmarks/doctor_cases.py --json cases.json      # also the per-case numbers (for DESIGN.md's thresholds)
+
+Each case trains with `vglab.run` (one worker, no progress) into OUT/<case>, is diagnosed with
+`vglab.report.doctor.diagnose`, and counts per seed: a planted case is *found* in a seed when that
+seed's run has its expected finding (with its expected cause, where one is expected); a healthy case
+is clean in a seed when that run has no finding at all. The table is planted case × diagnosed
+finding (cells: seeds whose run has that finding, over the case's seeds), then found/clean per case.
+`--measure` prints the per-layer numbers the thresholds of `vglab.report.doctor` were set from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    spec: dict  # the keys of a spec file (name, dataset, epochs and seeds are filled in)
+    expected: str | None  # the planted finding; None: a healthy net (no finding expected)
+    cause: str | None = None  # the expected cause (None: any)
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+CASES = (
+    Case("tanh-20x8-small", {"depth": 20, "width": 8, "activation": "tanh", "init": "normal(std=0.05)"},
+         "vanishing", "weights", "20x8 tanh, N(0, std=0.05)"),
+    Case("tanh-1x8-large", {"depth": 1, "width": 8, "activation": "tanh", "init": "normal(std=10)"},
+         "saturated", "derivatives", "1x8 tanh, N(0, std=10)"),
+    Case("sigmoid-20x8-glorot", {"depth": 20, "width": 8, "activation": "sigmoid", "init": "glorot_uniform"},
+         "vanishing", "derivatives", "20x8 sigmoid, Glorot uniform"),
+    Case("relu-5x64-dead", {"depth": 5, "width": 64, "activation": "relu", "init": "he_normal",
+                            "bias_init": "normal(std=5)"},
+         "dead", None, "5x64 ReLU, He normal, biases N(0, std=5): units whose bias is far below zero never fire"),
+    Case("relu-20x64-2he", {"depth": 20, "width": 64, "activation": "relu", "init": "normal(sigma_w2=4)"},
+         "exploding", "weights", "20x64 ReLU at twice He's variance (σ_w² = 4)"),
+    Case("healthy-tanh-1x8", {"depth": 1, "width": 8, "activation": "tanh", "init": "glorot_uniform"},
+         None, None, "1x8 tanh, Glorot uniform"),
+    Case("healthy-relu-5x64", {"depth": 5, "width": 64, "activation": "relu", "init": "he_normal"},
+         None, None, "5x64 ReLU, He normal"),
+    Case("healthy-equinox", {"model": str(EXAMPLES / "equinox_mlp.py") + ":make",
+                             "model_args": {"depth": 20, "width": 8}, "init": "model"},
+         None, None, "the Equinox example (20x8 tanh) at its own init"),
+)
+
+
+def case_spec(case: Case, dataset: str, epochs: int, seeds: int, train_size: int | None = None) -> dict:
+    spec = {"name": case.name, "dataset": dataset, "epochs": epochs, "seeds": seeds, **case.spec}
+    return {**spec, "train_size": train_size} if train_size else spec
+
+
+def run_case(case: Case, out: Path, dataset: str, epochs: int, seeds: int, data_dir=None,
+             train_size: int | None = None):
+    import vglab
+
+    return vglab.run(case_spec(case, dataset, epochs, seeds, train_size), out=out / case.name, workers=1,
+                     progress=False, data_dir=data_dir)
+
+
+def score(case: Case, diagnosis) -> dict:
+    """Per seed: the findings of its run; whether the planted one was found (with its cause)."""
+    rows = {}
+    for run in diagnosis.runs:
+        fs = [f for f in diagnosis.findings if f.run_id == run.run_id and f.finding]
+        kinds = sorted({f.finding for f in fs})
+        if case.expected is None:
+            ok = not fs
+        else:
+            ok = any(f.finding == case.expected and (case.cause is None or f.cause == case.cause) for f in fs)
+        rows[run.seed] = {"findings": kinds, "causes": sorted({f"{f.finding}:{f.cause}" for f in fs}), "ok": ok}
+    return rows
+
+
+FINDINGS = ("vanishing", "exploding", "saturated", "dead", "frozen")
+
+
+def table(results: dict) -> str:
+    """The confusion table: planted × diagnosed (seeds with that finding / seeds)."""
+    head = ["planted case", "expected"] + list(FINDINGS) + ["none", "found / clean"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case, per_seed in results.values():
+        n = len(per_seed)
+        cells = [case.note, f"{case.expected or 'nothing'}" + (f", cause {case.cause}" if case.cause else "")]
+        for k in FINDINGS:
+            cells.append(f"{sum(k in s['findings'] for s in per_seed.values())}/{n}")
+        cells.append(f"{sum(not s['findings'] for s in per_seed.values())}/{n}")
+        cells.append(f"{sum(s['ok'] for s in per_seed.values())}/{n}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    p.add_argument("--out", default=None, help="where the runs go (default: a temporary folder)")
+    p.add_argument("--json", default=None, help="write the per-case diagnosis (doctor's JSON) and scores here")
+    p.add_argument("--measure", action="store_true", help="print the per-layer numbers behind the thresholds")
+    a = p.parse_args(argv)
+    if a.data_dir and a.dataset == "digits":
+        a.dataset = "mnist"
+    names = a.cases.split(",") if a.cases else [c.name for c in CASES]
+    unknown = [n for n in names if n not in {c.name for c in CASES}]
+    if unknown:
+        p.error(f"unknown case(s) {unknown}; choose from {[c.name for c in CASES]}")
+    from vglab.report import doctor
+    from vglab.results import load
+
+    tmp = None
+    if a.out is None:
+        tmp = tempfile.TemporaryDirectory(prefix="doctor-cases-")
+        out = Path(tmp.name)
+    else:
+        out = Path(a.out)
+    results, dumped = {}, {}
+    for case in (c for c in CASES if c.name in names):
+        res = run_case(case, out, a.dataset, a.epochs, a.seeds, a.data_dir)
+        d = doctor.diagnose(load(res.path))
+        results[case.name] = (case, score(case, d))
+        dumped[case.name] = {"note": case.note, "expected": case.expected, "cause": case.cause,
+                             "scores": results[case.name][1], "diagnosis": d.to_json(), "measure": d.measurements()}
+        print(f"== {case.name} ({case.note}): " + "; ".join(
+            f"seed {s}: {', '.join(v['causes']) or 'nothing'}" for s, v in results[case.name][1].items()), flush=True)
+        if a.measure:
+            for line in doctor.measurement_lines(d):
+                print("   " + line)
+    print(f"\nconfusion table ({a.dataset}, {a.epochs} epochs, {a.seeds} seeds per case):\n")
+    print(table(results))
+    if a.json:
+        Path(a.json).write_text(json.dumps(dumped, indent=1, default=str))
+    ok = all(s["ok"] for _, per in results.values() for s in per.values())
+    print("\nevery planted case found with its cause in every seed, no healthy run with a finding: "
+          + ("yes" if ok else "NO"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
