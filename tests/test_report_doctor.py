@@ -201,6 +201,6 @@ def test_forest_arms_are_mean_and_t_interval_over_seeds(report_dirs):
     for label, mean, lo, hi, n in forest.arms(res):
         v = f.loc[f["label"] == label, "val_acc"].to_numpy(float)
         assert n == len(v) == 2 and mean == pytest.approx(v.mean())
-        half = 12.706 * v.std(ddof=1) / math.sqrt(2)  # t_{0.975, 1}
-        assert lo == pytest.approx(mean - half, abs=1e-9) and hi == pytest.approx(mean + half, abs=1e-9)
+        half = 12.7062047362 * v.std(ddof=1) / math.sqrt(2)  # t_{0.975, 1}
+        assert lo == pytest.approx(mean - half, rel=1e-7) and hi == pytest.approx(mean + half, rel=1e-7)
     assert np.isfinite(lo)

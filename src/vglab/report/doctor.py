@@ -119,6 +119,7 @@ class RunCheck:
     diverged_epoch: int | None = None
     extremes: dict = field(default_factory=dict)  # the extreme values each threshold was compared with
     last: dict = field(default_factory=dict)  # the same at the last readable epoch (what a remedy sweep compares)
+    unit: str = "epoch"  # what the records count: epochs, or steps (a vglab.Recorder folder: run.json x_unit)
 
 
 @dataclass
@@ -186,7 +187,7 @@ class Diagnosis:
                 out.append(f"  no finding: {', '.join(runs[0].checked)} checked in every recorded epoch")
             for g in gs:
                 out.append("  " + _group_text(g, runs[0]))
-                ev = _factor_text(g)
+                ev = _factor_text(g, runs[0].unit)
                 if ev:
                     out.append("      " + ev)
                 if remedies:
@@ -231,32 +232,33 @@ def _group_text(g: dict, run: RunCheck) -> str:
             "exploding": f"gradient up to 10^{level:+.1f} of the output layer's" if level is not None else "gradient explodes",
             "saturated": "saturated (φ′ < 0.01)", "dead": "dead units (gradient exactly zero)",
             "frozen": "frozen (the weights do not move)"}[g["finding"]]
-    when = f"from epoch {g['onset']}" + ("" if g["persists"] else ", not in every later epoch")
+    when = f"from {run.unit} {g['onset']}" + ("" if g["persists"] else ", not in every later epoch")
     seeds = f"{g['seeds']}/{g['runs']} runs"
     return f"{g['finding']}: {where}: {what} {when}; cause: {CAUSE_TEXT.get(g['cause'], g['cause'])} ({seeds})"
 
 
-def _factor_text(g: dict) -> str:
+def _factor_text(g: dict, unit: str = "epoch") -> str:
     f = g["findings"][0]
     e = f.evidence
     parts = []
     if "weight_log10" in e:
         parts.append(f"Σ log10‖W‖₂ {_fmt(e['weight_log10'], '{:+.1f}')}, Σ log10 φ′ {_fmt(e.get('deriv_log10'), '{:+.1f}')}"
-                     f" (layer {f.layer}, run {f.run_id}, epoch {e.get('factor_epoch')})")
+                     f" (layer {f.layer}, run {f.run_id}, {unit} {e.get('factor_epoch')})")
     if "saturated_frac" in e:
-        parts.append(f"saturated fraction {e['saturated_frac']:.0%} (layer {f.layer}, epoch {f.onset_epoch})")
+        parts.append(f"saturated fraction {e['saturated_frac']:.0%} (layer {f.layer}, {unit} {f.onset_epoch})")
     if "zero_frac" in e:
-        parts.append(f"zero-gradient fraction {e['zero_frac']:.0%} (layer {f.layer}, epoch {f.onset_epoch})")
+        parts.append(f"zero-gradient fraction {e['zero_frac']:.0%} (layer {f.layer}, {unit} {f.onset_epoch})")
     if "update_ratio" in e:
-        parts.append(f"‖Δθ‖/‖θ‖ {e['update_ratio']:.2g} per step (layer {f.layer}, epoch {f.onset_epoch})")
+        parts.append(f"‖Δθ‖/‖θ‖ {e['update_ratio']:.2g} per step (layer {f.layer}, {unit} {f.onset_epoch})")
     return "; ".join(parts)
 
 
 def mean_field_text(mf: dict) -> str:
     s = (f"{mf['activation']} at σ_w² {mf['sigma_w2']:.3g}, σ_b² {mf['sigma_b2']:.3g}, α {mf['alpha']:g}: "
-         f"χ₁ {mf['chi_1']:.3g} ({mf['phase']}), ξ_c {_fmt(mf['xi_c'], '{:.3g}')}, trainable depth 6ξ_c "
+         f"χ₁ {_fmt(mf['chi_1'], '{:.3g}')} ({mf['phase']}), ξ_c {_fmt(mf['xi_c'], '{:.3g}')}, trainable depth 6ξ_c "
          f"{_fmt(mf['trainable_depth'], '{:.3g}')} vs depth {mf['depth']}"
-         + (" — predicted untrainable" if mf["trainable_depth"] < mf["depth"] else " — predicted trainable"))
+         + ("" if not np.isfinite(mf["trainable_depth"]) and not mf["trainable_depth"] == math.inf else
+            " — predicted untrainable" if mf["trainable_depth"] < mf["depth"] else " — predicted trainable"))
     if mf.get("predicted_first_last") is not None:
         s += (f"; log10 ‖∂J/∂W^[1]‖/‖∂J/∂W^[L]‖ predicted {mf['predicted_first_last']:+.1f} (χ product), measured "
               f"{_fmt(mf.get('measured_first_last'), '{:+.1f}')}")
@@ -351,6 +353,8 @@ def _mean_field(row: pd.Series, res, label: str) -> dict | None:
 
 def _runs_frame(res) -> pd.DataFrame:
     r = tables.runs(res)
+    # the activation as recorded (tables.runs fills in tanh where a folder has none: a watched model's)
+    r["activation_given"] = res.runs["activation"].values if "activation" in res.runs else None
     for col in ("seed", "network", "depth", "width", "weight_init_spec", "bias_init"):
         if col not in r:
             r[col] = None
@@ -401,9 +405,11 @@ def diagnose(res, remedies: bool = True, evidence=None) -> Diagnosis:
 
 
 def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple[list[Finding], RunCheck]:
-    act_name = str(row.get("activation"))
+    act_name = str(row.get("activation_given"))
     relu = act_name in RELU_TYPE
-    sigmoid = act_name in SIGMOID_TYPE
+    # sigmoid-type, or not named (a watched model) but with its saturation recorded
+    sigmoid = act_name in SIGMOID_TYPE or (act_name not in RELU_TYPE and "saturated_frac" in a
+                                           and a["saturated_frac"].notna().any())
     parts = [t[["layer_index", "layer"]] for t in (g, a) if {"layer_index", "layer"} <= set(t.columns) and len(t)]
     names = (pd.concat(parts) if parts else pd.DataFrame(columns=["layer_index", "layer"])).drop_duplicates(
         "layer_index").sort_values("layer_index")
@@ -432,7 +438,8 @@ def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple
     div = None if div is None or (isinstance(div, float) and math.isnan(div)) else int(div)
     checked = [k for k in FINDINGS if k not in missing and not (k == "saturated" and not sigmoid)
                and not (k == "dead" and not relu) and not (k == "exploding" and "vanishing" in missing)]
-    check = RunCheck("", "", None, [layer_of[i] for i in order], epochs, param, tuple(checked), diverged_epoch=div)
+    check = RunCheck("", "", None, [layer_of[i] for i in order], epochs, param, tuple(checked), diverged_epoch=div,
+                     unit="step" if row.get("x_unit") == "step" else "epoch")
     extremes = {}
     holds: dict[tuple[str, int], dict[int, dict]] = {}
 
@@ -442,7 +449,8 @@ def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple
     def factors(li, e):
         if actf.empty or "log_weight_norm" not in actf.columns.get_level_values(0):
             return None, None, None
-        fe = e - 1 if (e - 1) in actf.index else (e if e in actf.index else None)
+        before = [k for k in actf.index if k < e]  # the factors at the start of the pooled steps
+        fe = max(before) if before else (e if e in actf.index else None)
         if fe is None:
             return None, None, None
         wn = actf.loc[fe, "log_weight_norm"].astype(float)
@@ -543,12 +551,13 @@ def html_section(d: Diagnosis, effects=None) -> str:
             cells.append(f"no finding ({e(', '.join(runs[0].checked))} checked in every recorded epoch)")
         for g in gs:
             rem = [r for r in g["findings"][0].remedies if r["moved"]]
+            ft = _factor_text(g, runs[0].unit)
             cells.append(f"<b>{e(g['finding'])}</b>: {e(_group_text(g, runs[0]).split(': ', 1)[1])}"
-                         + (f'<div class="rule">{e(_factor_text(g))}</div>' if _factor_text(g) else "")
+                         + (f'<div class="rule">{e(ft)}</div>' if ft else "")
                          + "".join(f'<div class="rule">remedy: {e(r["text"])}</div>' for r in rem))
         if mf:
             cells.append(f'<div class="rule">mean-field: {e(mean_field_text(mf))}</div>')
-        rows.append(f"<tr><td>{e(label)}</td><td>{'<br>'.join(cells)}</td></tr>")
+        rows.append(f'<tr><td class="cfg">{e(label)}</td><td>{"<br>".join(cells)}</td></tr>')
     for why in d.missing.values():
         rows.append(f'<tr><td>not looked for</td><td>{e(why)}</td></tr>')
     eff = ""
