@@ -204,3 +204,18 @@ def test_forest_arms_are_mean_and_t_interval_over_seeds(report_dirs):
         half = 12.7062047362 * v.std(ddof=1) / math.sqrt(2)  # t_{0.975, 1}
         assert lo == pytest.approx(mean - half, rel=1e-7) and hi == pytest.approx(mean + half, rel=1e-7)
     assert np.isfinite(lo)
+
+
+def test_run_ends_with_the_verdict_counts_and_the_diagnosis_headline(tmp_path, vglab_cache):
+    from experiments_helpers import write_spec
+
+    from vglab.cli import app
+
+    spec, out = write_spec(tmp_path, probes='"moments"'), tmp_path / "out"
+    r = CliRunner().invoke(app, ["run", str(spec), "--out", str(out), "--workers", "1", "--epochs", "1", "--seeds",
+                                 "1"])
+    assert r.exit_code == 0, r.output
+    tail = r.output.strip().splitlines()
+    assert tail[-1] == str(out) and tail[-2].startswith("4 runs complete; report: vglab report")
+    assert tail[-4] == "claims: none of the reference study's claims is checked on these experiments"
+    assert tail[-3].startswith("diagnosis: tanh · N(0, std=10): saturated: layer 1 of 1")
