@@ -24,14 +24,18 @@ Per run and hidden layer l, at every recorded epoch e:
   resolution 2⁻²³ = 1.2e-7, most entries' updates round away: the update_size probe measures
   θ_after − θ_before after rounding).
 
-**Cause**: for vanishing and exploding, the two factors of δ^[l]/δ^[out] from the layer factors at
-the start of the epoch (epoch e − 1): the weight product W = Σ_{k>l} log10 ‖W^[k]‖₂ (every later
-layer, the output's included) and the derivative product D = Σ_{k≥l} log10 φ′ (mean log φ′ per hidden
-layer; ReLU-type: log10 of the mean φ′, the active fraction, since log 0 is −∞). Vanishing is blamed
-on the factors below 1 (negative logs), exploding on those above: one factor when its share is at
-least `claims.DOMINANCE` times the other's, else `both`. Without φ′ (a model not built with
-`vglab.nn.activation`), `weights` when W alone makes at least half the measured level, else unknown
-(None). `saturated` and `dead` are φ′ findings (cause `derivatives`). `frozen`: `optimizer` when the
+**Cause**: for vanishing and exploding, the level of δ^[l] against δ^[out] is the product of the
+derivative factors and the weight factors between them. The derivative product D = Σ_{k≥l} log10 φ′
+is measured at the start of the pooled steps (the previous record: mean log φ′ per hidden layer;
+ReLU-type: ½ log10 of the mean φ′, the active fraction, which the mask keeps of δ's squared norm;
+log 0 would be −∞); the rest of the level,
+W = level − D, is what the weight product made. (Σ_{k>l} log10 ‖W^[k]‖₂ is shown beside it: only an
+upper bound of the weights' gain, e.g. −0.1 against a measured −4.7 for the Equinox example, whose
+random 8x8 matrices at σ_w² = 1/3 shrink a typical vector by √(1/3) per layer while their spectral norm
+is about 1.) Vanishing is blamed on the factors below 1 (negative logs), exploding on those above:
+one factor when its share is at least `claims.DOMINANCE` times the other's, else `both`. Without φ′
+(a model not built with `vglab.nn.activation`), `weights` when the spectral-norm bound alone makes at
+least half the level, else not determined (None). `saturated` and `dead` are φ′ findings (cause `derivatives`). `frozen`: `optimizer` when the
 layer's gradient is not vanishing (the update is zero while the gradient is not: a masked layer, a
 zero learning rate), else the vanishing's cause.
 
@@ -58,9 +62,9 @@ from vglab.report import claims as claims_mod
 from vglab.report import tables, theory
 
 VANISH_DECADES = 3.0  # a hidden layer's mean |gradient| this many decades below the output layer's
-EXPLODE_DECADES = 1.5  # ... or this many above
+EXPLODE_DECADES = 1.0  # ... or this many above
 SATURATED_FRAC = 0.5  # fraction of (unit, probe example) with φ' < 0.01
-DEAD_FRAC = 0.1  # fraction of a ReLU layer's units with an exactly zero gradient (mean over the epoch's steps)
+DEAD_FRAC = 0.4  # fraction of a ReLU layer's units with an exactly zero gradient (mean over the epoch's steps)
 FROZEN_RATIO = 1e-7  # ‖Δθ‖/‖θ‖ per step below float32's relative resolution (2^-23 = 1.2e-7)
 DOMINANCE = claims_mod.DOMINANCE  # one factor is the cause when its log is at least twice the other's
 
@@ -241,9 +245,11 @@ def _factor_text(g: dict, unit: str = "epoch") -> str:
     f = g["findings"][0]
     e = f.evidence
     parts = []
-    if "weight_log10" in e:
-        parts.append(f"Σ log10‖W‖₂ {_fmt(e['weight_log10'], '{:+.1f}')}, Σ log10 φ′ {_fmt(e.get('deriv_log10'), '{:+.1f}')}"
-                     f" (layer {f.layer}, run {f.run_id}, {unit} {e.get('factor_epoch')})")
+    if "level_decades" in e:
+        parts.append(f"level {_fmt(e['level_decades'], '{:+.1f}')} = φ′ product Σ log10 φ′ "
+                     f"{_fmt(e.get('deriv_log10'), '{:+.1f}')} + weight product {_fmt(e.get('weight_log10'), '{:+.1f}')}"
+                     f" (its bound Σ log10‖W‖₂ {_fmt(e.get('weight_norm_bound_log10'), '{:+.1f}')}; layer {f.layer}, "
+                     f"run {f.run_id}, factors at {unit} {e.get('factor_epoch')})")
     if "saturated_frac" in e:
         parts.append(f"saturated fraction {e['saturated_frac']:.0%} (layer {f.layer}, {unit} {f.onset_epoch})")
     if "zero_frac" in e:
@@ -291,25 +297,30 @@ def _pivot(df: pd.DataFrame, value: str) -> pd.DataFrame:
     return df.pivot_table(index="epoch", columns="layer_index", values=value, aggfunc="mean")
 
 
-def _cause(w: float, d: float, level: float, vanishing: bool) -> str | None:
-    """Which factor made the level: the factors on the level's side, by DOMINANCE."""
+def _cause(w_bound: float | None, d: float | None, level: float, vanishing: bool) -> tuple[str | None, float | None]:
+    """(cause, the weight product's share of the level). The level splits into the φ′ product D
+    (measured) and the rest, W = level − D, which the weight product made; the cause is the
+    factor(s) on the level's side, one when its share is at least DOMINANCE times the other's.
+    Without φ′: `weights` when the spectral-norm sum `w_bound` (an upper bound of the weights'
+    gain) is itself at least half the level on its side, else not determined."""
     sign = -1.0 if vanishing else 1.0
-    if w is None or not np.isfinite(w):
-        return None
-    if d is None or not np.isfinite(d):
-        return "weights" if np.isfinite(level) and sign * w >= 0.5 * sign * level > 0 else None
+    if d is None or not np.isfinite(d) or not np.isfinite(level):
+        ok = w_bound is not None and np.isfinite(w_bound) and np.isfinite(level)
+        return ("weights" if ok and sign * w_bound >= 0.5 * sign * level > 0 else None), None
+    w = level - d
     a, b = max(sign * w, 0.0), max(sign * d, 0.0)
     if a == 0 and b == 0:
-        return None
+        return None, w
     if a >= DOMINANCE * b:
-        return "weights"
+        return "weights", w
     if b >= DOMINANCE * a:
-        return "derivatives"
-    return "both"
+        return "derivatives", w
+    return "both", w
 
 
 def _deriv_log10(act: pd.DataFrame, epoch: int, relu: bool) -> pd.Series:
-    """log10 φ′ per hidden layer at `epoch`: mean log φ′ (sigmoid-type), log10 mean φ′ (ReLU-type)."""
+    """log10 φ′ per hidden layer at `epoch`: mean log φ′ (sigmoid-type), ½ log10 of the mean φ′, the
+    active fraction (ReLU-type)."""
     if epoch not in act.index:
         return pd.Series(dtype=float)
     if relu:
@@ -317,7 +328,7 @@ def _deriv_log10(act: pd.DataFrame, epoch: int, relu: bool) -> pd.Series:
         if v is None:
             return pd.Series(dtype=float)
         with np.errstate(divide="ignore"):
-            return np.log10(v.astype(float))
+            return 0.5 * np.log10(v.astype(float))  # the mask keeps that fraction of δ's squared norm
     if "log_deriv_mean" not in act.columns.get_level_values(0):
         return pd.Series(dtype=float)
     return act.loc[epoch, "log_deriv_mean"].astype(float) / math.log(10)
@@ -477,12 +488,16 @@ def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple
                     extremes["level_max"] = max(extremes.get("level_max", -np.inf), float(x))
                 if x <= -VANISH_DECADES and not dead:
                     w, d, fe = factors(li, e)
-                    mark("vanishing", li, e, {"level_decades": float(x), "weight_log10": w, "deriv_log10": d,
-                                              "factor_epoch": fe, "cause": _cause(w, d, x, True), "param": param})
+                    cause, share = _cause(w, d, x, True)
+                    mark("vanishing", li, e, {"level_decades": float(x), "weight_log10": share, "deriv_log10": d,
+                                              "weight_norm_bound_log10": w, "factor_epoch": fe, "cause": cause,
+                                              "param": param})
                 elif x >= EXPLODE_DECADES:
                     w, d, fe = factors(li, e)
-                    mark("exploding", li, e, {"level_decades": float(x), "weight_log10": w, "deriv_log10": d,
-                                              "factor_epoch": fe, "cause": _cause(w, d, x, False), "param": param})
+                    cause, share = _cause(w, d, x, False)
+                    mark("exploding", li, e, {"level_decades": float(x), "weight_log10": share, "deriv_log10": d,
+                                              "weight_norm_bound_log10": w, "factor_epoch": fe, "cause": cause,
+                                              "param": param})
         for li in order:
             u = upd.at[e, li] if (e in upd.index and li in upd.columns) else np.nan
             if np.isfinite(u):
