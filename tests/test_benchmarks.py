@@ -58,3 +58,18 @@ def test_train_speed_quick_prints_consistent_rows_and_the_plain_loop(tmp_path, v
         assert r["model_epochs_per_s"] == pytest.approx(r["members"] / r["s_per_epoch"], rel=1e-9)
         assert r["gflops"] == pytest.approx(6 * weights * examples * r["members"] / r["s_per_epoch"] / 1e9, rel=1e-6)
         assert f"{r['network']:<13} {r['members']:>3} {r['probes']:<7} {r['processes']:>5} " in proc.stdout
+
+
+def test_watch_speed_quick_writes_every_model_and_tier(tmp_path):
+    """`watch_speed.py --quick`: one row per model and tier with the issue's JSON keys (the
+    script itself checks that the watched run trained exactly as the unwatched one)."""
+    sys.path.insert(0, str(BENCH))
+    import watch_speed
+
+    watch_speed.main(["--quick", "--json", str(tmp_path / "w.json")])
+    rows = json.loads((tmp_path / "w.json").read_text())
+    assert [(r["model"], r["tier"]) for r in rows] == [(m, t) for m in ("mlp1x8x50", "char_lm")
+                                                       for t in ("norms", "moments", "full")]
+    for r in rows:
+        assert {"model", "tier", "watched_s_per_step", "unwatched_s_per_step"} <= set(r)
+        assert r["watched_s_per_step"] > 0 and r["unwatched_s_per_step"] > 0

@@ -337,7 +337,7 @@ def test_every_product_runs_in_full_float32(make):
 
 
 def test_dense_gradients_equal_autodiff_of_the_plain_product():
-    """`networks.dense` writes its weight gradient out (hᵀ made explicit, for XLA CPU's
+    """`networks.dense` writes its weight gradient out (gᵀ made explicit, for XLA CPU's
     library kernels); under a group's vmap (weights per member, the input batch shared
     or per member) it must give the plain product's value and gradients."""
     rng = np.random.default_rng(5)

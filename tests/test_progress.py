@@ -43,6 +43,9 @@ def test_eta_is_the_estimate_until_epochs_are_measured_then_their_pace():
     assert t.calibration() == pytest.approx(0.8)  # took 80 s of an estimated 100
     assert t.remaining("e/b") == pytest.approx(40.0)  # the estimate, calibrated
     assert t.groups_done() == (1, 2)
+    t.started("e/b", ago=30.0)  # known only when it ends (a Ray task's events arrive together)
+    t.done("e/b")
+    assert t.seconds("e/b") == pytest.approx(30.0)
 
 
 def test_plain_progress_prints_one_line_per_group_and_report():

@@ -1,34 +1,175 @@
-"""The Ray executor: the same spec gives the same results table as local workers, and
-the local Ray instance it starts is stopped however the driver ends."""
+"""The Ray executor: the same spec gives the same results table as local workers, on a
+local Ray instance and on a two-node cluster, also when a node is lost mid-sweep; a bad
+address is refused in seconds with nothing written; the local Ray instance it starts is
+stopped however the driver ends.
+
+Every test that starts Ray runs it in a private network namespace holding only `lo`
+(`ray_netns`): no Ray address can be anything but loopback, and the tests check that it
+is 127.0.0.1. Where no namespace can be made, they skip and say why."""
 
 import contextlib
+import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+import ray_netns
 from experiments_helpers import epochs_table, runs_table, vglab_cache, write_spec  # noqa: F401
 
 import vglab
 
 ray = pytest.importorskip("ray", reason="the Ray executor is optional: pip install 'vglab[ray]'")
+needs_namespace = pytest.mark.skipif(ray_netns.namespace_problem() is not None,
+                                     reason=str(ray_netns.namespace_problem()))
 
 
-@pytest.mark.slow  # starts a local Ray instance (~10-30 s on a 2-core machine)
-def test_ray_gives_the_same_results_as_local_workers(tmp_path, vglab_cache):
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, vglab_cache):
+    """The tiny spec (8 runs, 3 groups) and its results from local workers, to compare with."""
+    folder = tmp_path_factory.mktemp("ray")
+    spec = write_spec(folder)
+    vglab.run(spec, out=folder / "local", workers=2, progress=False)
+    return spec, folder
+
+
+def _scenario(name: str, sweep) -> dict:
+    """Scenario `name` of ray_netns, run in a namespace; no process of it is left afterwards."""
+    spec, folder = sweep
+    tag = uuid.uuid4().hex
+    found = ray_netns.scenario(name, folder / f"{name}.json", spec, folder, env={**os.environ, "VGLAB_TEST_TAG": tag})
+    left = [cmd for p, (_, _, cmd, env) in _processes().items() if f"VGLAB_TEST_TAG={tag}".encode() in env.split(b"\0")]
+    assert not left, f"left running: {left}"
+    return found
+
+
+def _meta(out: Path) -> dict:
+    return json.loads((out / "meta.json").read_text())
+
+
+def _same_as_local(out: Path, folder: Path) -> None:
+    runs = runs_table(out)
+    assert len(runs) == 8 and runs.run_id.is_unique
+    assert runs.equals(runs_table(folder / "local"))
+    assert epochs_table(out).equals(epochs_table(folder / "local"))
+
+
+@pytest.mark.slow  # starts a local Ray instance (~15 s on a 2-core machine)
+@needs_namespace
+def test_ray_gives_the_same_results_as_local_workers(sweep):
+    found = _scenario("local", sweep)
+    run = found["run"]
+    assert run["rc"] == 0, run["stderr"]
+    assert found["left"] == []  # the instance vglab started stopped with it
+    folder = sweep[1]
+    _same_as_local(folder / "local-ray", folder)
+    meta, local = _meta(folder / "local-ray"), _meta(folder / "local")
+    call = meta["invocations"][-1]
+    assert call["executor"] == "ray" and "ray" in meta["versions"] and "cluster" not in call
+    assert {t["node_ip"] for t in call["tasks"]} == {"127.0.0.1"}
+    assert local["invocations"][-1]["executor"] == "local"
+
+
+@pytest.mark.slow  # starts two Ray nodes (~40 s on a 2-core machine)
+@needs_namespace
+def test_a_sweep_on_a_two_node_cluster_is_spread_over_both_and_equals_local(sweep):
+    cluster = _scenario("two-nodes", sweep)
+    folder = sweep[1]
+    assert cluster["addresses"] == ["127.0.0.1", "127.0.0.1"]  # ray.nodes(): both nodes, loopback only
+    plan = cluster["dry_run"]
+    assert plan["rc"] == 0, plan["stderr"]
+    assert "on 2 CPU workers (Ray cluster at 127.0.0.1:6379: 2 nodes, 2 CPUs)" in plan["stdout"]
+    run = cluster["two_nodes"]
+    assert run["rc"] == 0, run["stderr"]
+    _same_as_local(folder / "two-nodes", folder)
+    call = _meta(folder / "two-nodes")["invocations"][-1]
+    assert call["workers"] == 2 and call["cluster"] == {"address": "127.0.0.1:6379", "nodes": 2, "cpus": 2}
+    tasks = call["tasks"]
+    assert len({t["node_id"] for t in tasks}) == 2 and {t["node_ip"] for t in tasks} == {"127.0.0.1"}
+    for t in tasks:  # timed where it ran: compiling is part of a task's time (was: 4.12 s compiling in 0.14 s)
+        assert 0 < t["seconds"] and t["compile_seconds"] <= t["seconds"]
+        # its progress line names the node
+        said = re.search(rf"{re.escape(t['task'])}: {t['units']} units? in ([0-9.]+) s on node 127\.0\.0\.1 "
+                         rf"\({t['node_id'][:8]}\)", run["stderr"])
+        assert said and abs(float(said[1]) - t["seconds"]) < 0.06, run["stderr"]
+        group = re.search(rf"\] {re.escape(t['task'].rsplit('/', 1)[0])}: \d+ runs in ([0-9.]+) s", run["stderr"])
+        assert group and float(group[1]) >= t["seconds"] - 0.1, run["stderr"]  # each group is one task here
+
+
+@pytest.mark.slow  # starts two Ray nodes (~35 s on a 2-core machine)
+@needs_namespace
+def test_a_worker_node_lost_mid_sweep_costs_its_task_only(sweep):
+    cluster = _scenario("lost-node", sweep)
+    assert cluster["addresses"] == ["127.0.0.1", "127.0.0.1"]
+    folder = sweep[1]
+    lost = cluster["lost_node"]
+    assert "ray::_run" in lost["first"]["killed"], lost  # the node was running a task when it was killed
+    finished = lost["first"] if lost["first"]["rc"] == 0 else lost["again"]  # finished, or resumed on a re-run
+    assert finished is not None and finished["rc"] == 0, lost
+    _same_as_local(folder / "lost-node", folder)  # every run once, as computed locally
+    calls = _meta(folder / "lost-node")["invocations"]
+    assert sum(c.get("trained", 0) for c in calls) == 8
+    for c in calls:
+        assert len({t["task"] for t in c.get("tasks", [])}) == len(c.get("tasks", []))
+
+
+@pytest.mark.slow  # ~5 s: a process importing vglab and Ray
+@needs_namespace
+def test_an_unreachable_address_is_refused_in_seconds_with_nothing_written(tmp_path):
     spec = write_spec(tmp_path)
-    local = vglab.run(spec, out=tmp_path / "local", workers=2, progress=False)
-    on_ray = vglab.run(spec, out=tmp_path / "ray", executor="ray", workers=2, progress=False)
-    assert not ray.is_initialized()  # the local instance it started is stopped again
-    assert len(on_ray.runs) == 8
-    assert runs_table(tmp_path / "ray").equals(runs_table(tmp_path / "local"))
-    assert epochs_table(tmp_path / "ray").equals(epochs_table(tmp_path / "local"))
-    assert on_ray.meta["invocations"][-1]["executor"] == "ray" and "ray" in on_ray.meta["versions"]
-    assert local.meta["invocations"][-1]["executor"] == "local"
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    proc = ray_netns.in_namespace([sys.executable, "-m", "vglab.cli", "run", spec, "--out", out, "--executor", "ray",
+                                   "--address", "127.0.0.1:1", "-q"], timeout=60)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Ray cluster at 127.0.0.1:1 "), lines
+    assert "ray start --head" in lines[0]
+    assert seconds <= 10, seconds
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.0 400 Bad Request\r\n\r\n"])
+def test_an_address_that_is_no_ray_cluster_is_refused(answer):
+    """What a TCP connection alone would pass: a port that never answers, or answers but not in gRPC."""
+    from vglab.experiments.ray_executor import check_address
+
+    server = socket.create_server(("127.0.0.1", 0))
+    host, port = server.getsockname()[:2]
+    assert host == "127.0.0.1"
+
+    def serve():
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            with conn:
+                if answer:
+                    conn.sendall(answer)
+                time.sleep(1.0)
+
+    threading.Thread(target=serve, daemon=True).start()
+    t0 = time.perf_counter()
+    refused = f"127.0.0.1:{port} .*(no answer|not as a Ray cluster).*ray start --head"
+    with server, pytest.raises(ValueError, match=refused):
+        check_address(f"127.0.0.1:{port}", timeout=0.5)
+    assert time.perf_counter() - t0 < 0.9  # never waits past the timeout
+
+
+def test_a_cluster_is_used_whole_unless_workers_cap_it():
+    from vglab.experiments.ray_executor import Cluster
+
+    cluster = Cluster("10.0.0.5:6379", nodes=3, cpus=48)
+    assert [cluster.workers(w) for w in (None, 8, 100)] == [48, 8, 48]
+    assert cluster.describe() == "Ray cluster at 10.0.0.5:6379: 3 nodes, 48 CPUs"
 
 
 def test_missing_ray_is_a_clear_error(monkeypatch):
@@ -46,6 +187,15 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ImportError, match=r"pip install 'vglab\[ray\]'"):
         ray_executor.run_tasks([], lambda *a: None)
+
+
+@pytest.fixture
+def ray_tmpdir():
+    """A folder for Ray's session files (not the shared /tmp/ray), removed afterwards; short,
+    since Ray's socket paths must fit 107 bytes."""
+    folder = tempfile.mkdtemp(prefix="vr", dir="/tmp")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _processes() -> dict[int, tuple[int, str, str, bytes]]:
@@ -80,15 +230,20 @@ def _instance(driver: int, tag: str, known: dict) -> dict[int, tuple[str, str]]:
 
 @pytest.mark.slow  # starts a local Ray instance
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through /proc")
+@needs_namespace
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path, vglab_cache, sig):
+def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path, vglab_cache, sig, ray_tmpdir):
     """Killing the driver left ray::DashboardAgent and ray::RuntimeEnvAgent running."""
     tag = uuid.uuid4().hex
     spec = write_spec(tmp_path)
     spec.write_text(spec.read_text().replace("epochs = 2", "epochs = 40"))
-    proc = subprocess.Popen([sys.executable, "-m", "vglab.cli", "run", str(spec), "--out", str(tmp_path / "out"),
+    # In a private network namespace (no process-id namespace: vglab's own clean-up is tested);
+    # `exec` keeps the driver's pid.
+    proc = subprocess.Popen(["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+                             sys.executable, "-m", "vglab.cli", "run", str(spec), "--out", str(tmp_path / "out"),
                              "--executor", "ray", "--workers", "2", "--quiet"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "VGLAB_TEST_TAG": tag})
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "VGLAB_TEST_TAG": tag, "RAY_TMPDIR": ray_tmpdir})
     # Wait until a task runs and the agents are up (ray.init has returned: a SIGTERM while
     # it starts the instance meets Ray's own C++ handler, which aborts the driver).
     known, deadline = {}, time.time() + 180

@@ -20,7 +20,12 @@ import types
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "reproduce", "load_results", "list_presets", "report", "__version__"]
+__all__ = ["run", "reproduce", "load_results", "list_presets", "report", "watch", "watch_table", "watch_reset",
+           "layer_factors", "Recorder", "__version__"]
+
+# Names served lazily from their home modules (watching your own training step).
+_LAZY = {"watch": "vglab.train.watch", "watch_table": "vglab.train.watch", "watch_reset": "vglab.train.watch",
+         "layer_factors": "vglab.train.watch", "Recorder": "vglab.results.recorder"}
 
 
 def list_presets() -> list[dict]:
@@ -67,6 +72,7 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
     With `progress`, the plan (estimated time per experiment) is shown before training;
     `dry_run=True` returns that `runner.Plan` without training or writing anything.
     """
+    _check_ray_address(executor, address)
     from vglab.experiments import runner
     from vglab.experiments.spec import ExperimentSpec, load_spec
 
@@ -82,12 +88,21 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
         spec = load_spec(spec, sets=set, allow_large=allow_large, **overrides)
     if dry_run:
         return runner.plan_experiments([spec], None if out is None else [out], workers=workers, executor=executor,
-                                       data_dir=data_dir, device=device)
+                                       data_dir=data_dir, device=device, address=address)
     path = runner.run_experiments([spec], None if out is None else [out], workers=workers, executor=executor,
                                   address=address, data_dir=data_dir, tensorboard=tensorboard, device=device,
                                   progress=_progress or _default_progress(progress), overwrite=overwrite,
                                   allow_large=allow_large)[0]
     return load_results(path)
+
+
+def _check_ray_address(executor: str, address: str | None) -> None:
+    """An unreachable Ray cluster is refused before the runner's imports (JAX, pandas, Ray:
+    3 of the 7 s a refusal took on a busy 2-core machine); the runner checks it again."""
+    if executor == "ray" and address:
+        from vglab.experiments.ray_executor import check_address
+
+        check_address(address)
 
 
 def _save_data(data):
@@ -113,6 +128,7 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
     `figure_formats`: ("png",) or ("png", "svg")."""
     from pathlib import Path
 
+    _check_ray_address(executor, address)
     from vglab.experiments import runner
     from vglab.experiments.spec import REPRODUCE, load_spec, preset_names
 
@@ -133,7 +149,7 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
     outs = [root / s.name for s in specs]
     if dry_run:
         return runner.plan_experiments(specs, outs, workers=workers, executor=executor, data_dir=data_dir,
-                                       device=device)
+                                       device=device, address=address)
     shown = _progress or _default_progress(progress)
     run = functools.partial(runner.run_experiments, specs, outs, workers=workers, executor=executor, address=address,
                             data_dir=data_dir, tensorboard=tensorboard, device=device, progress=shown,
@@ -215,6 +231,10 @@ def __getattr__(name):  # `vglab.nn.activation(...)` after a plain `import vglab
         import importlib
 
         return importlib.import_module(f"vglab.{name}")
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'vglab' has no attribute {name!r}")
 
 

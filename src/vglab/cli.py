@@ -150,10 +150,12 @@ TRAIN_SIZE = typer.Option(None, "--train-size", min=1, help="Train on a fixed st
 DATA_DIR = typer.Option(None, "--data-dir", help="Folder with the dataset files (else $VGLAB_DATA, the cache, a download).")
 DEVICE = typer.Option(Device.auto, "--device", case_sensitive=False, help="JAX platform: cpu, gpu or auto.")
 WORKERS = typer.Option(None, "--workers", "-w", min=1,
-                       help="Worker processes (default: one per core; 1 trains in this process).")
+                       help="Worker processes (default: one per core; 1 trains in this process). With --address: "
+                            "at most this many Ray tasks at once (default: one per CPU of the cluster).")
 EXECUTOR = typer.Option(Executor.local, "--executor", case_sensitive=False,
                         help="local worker processes, or a Ray cluster.")
-ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray instance).")
+ADDRESS = typer.Option(None, "--address", help="Ray cluster address, HOST:PORT of its head (checked before anything "
+                                                "is written; default: start a local Ray instance).")
 TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard events to OUT/tensorboard/.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 SET = typer.Option(None, "--set", help="Set any spec field, e.g. --set optimizer.eps=1e-10 or "

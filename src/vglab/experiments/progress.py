@@ -74,10 +74,12 @@ class Tracker:
     def add(self, plan: GroupPlan) -> None:
         self.groups.setdefault(plan.key, _Group(plan))
 
-    def started(self, key: str) -> None:
+    def started(self, key: str, ago: float = 0.0) -> None:
+        """Group `key` started `ago` seconds before now (Ray: a task's events all arrive
+        at its end, with the seconds it ran)."""
         g = self.groups[key]
         if g.started is None:
-            g.started = self.clock()
+            g.started = self.clock() - ago
 
     def unit_epoch(self, key: str, unit: str, fraction: float) -> None:
         g = self.groups[key]
@@ -174,8 +176,8 @@ class NoProgress:
         for g in groups:
             self.tracker.add(g)
 
-    def group_started(self, key: str) -> None:
-        self.tracker.started(key)
+    def group_started(self, key: str, ago: float = 0.0) -> None:
+        self.tracker.started(key, ago)
 
     def unit_epoch(self, key: str, unit: str, fraction: float) -> None:
         self.tracker.unit_epoch(key, unit, fraction)
@@ -299,8 +301,8 @@ class RichProgress(NoProgress):
             done, total = self.tracker.runs()
             self._bars.update(self._overall, completed=int(1000 * self.tracker.fraction()), count=f"{done}/{total} runs")
 
-    def group_started(self, key: str) -> None:
-        super().group_started(key)
+    def group_started(self, key: str, ago: float = 0.0) -> None:
+        super().group_started(key, ago)
         if key not in self._ids:
             g = self.tracker.groups[key]
             self._ids[key] = self._bars.add_task(f"  {key}", total=1000, count=f"0/{g.plan.runs} runs", key=key)

@@ -7,18 +7,35 @@ the tasks go to that cluster, whose nodes need vglab installed and the dataset r
 (a --data-dir path there, or the download cache). Workers get the same single-threaded
 XLA environment as local workers, so a run's numbers match the local executor's.
 
+A cluster's address is checked before the runner writes anything (`connected`): a TCP
+connection to it, then the HTTP/2 greeting every gRPC server (Ray's GCS, its client
+server) answers, each within `CONNECT_TIMEOUT_S`, then `ray.init` with Ray's own GCS
+timeouts shortened (`_QUICK_GCS`) and its stderr held back. Measured: `ray.init` alone on
+an unreachable address retried for ~15 min (20 tries of ~45 s), printing "Failed to connect
+to GCS" each time, and 8 s with the shortened timeouts; the TCP check refuses it at once
+(the whole `vglab run`: 2.3 s on a busy 2-core machine, most of it Python's imports).
+
+A task is timed inside the Ray worker (`_run`): its events arrive together when it
+finishes, so a clock in the driver measured only their replay. It also says which node
+ran it (the node's id and address), for meta.json and the progress lines.
+
 Progress is per task: a task's events (epochs, units) arrive together when it finishes.
 Ray is optional: `pip install vglab[ray]`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import uuid
+from dataclasses import dataclass
 
 TAG = "VGLAB_RAY_INSTANCE"  # in the environment of every process of a Ray instance vglab started
 
@@ -32,54 +49,159 @@ def _ray():
 
 
 def _run(fn, args):
-    """Inside a Ray worker: run one task, collecting its events."""
+    """Inside a Ray worker: run one task, collecting its events, timed here."""
+    import ray
+
     from vglab.train.parallel import configure_compilation_cache
 
+    t0 = time.perf_counter()
     configure_compilation_cache()
     events = []
     out = fn(*args, emit=lambda kind, payload=None: events.append((kind, payload)))
-    return events, out
+    where = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+             "pid": os.getpid()}
+    return events, out, {**where, "seconds": time.perf_counter() - t0}
+
+
+CONNECT_TIMEOUT_S = 3.0  # each step of the address check (TCP, then the gRPC server's greeting)
+# Ray's GCS connection timeouts while ray.init connects to a cluster (seconds; Ray's
+# defaults 5, 30 and ~20 tries): a GCS that answers the greeting connects in well under these.
+_QUICK_GCS = {"RAY_gcs_rpc_server_connect_timeout_s": "2", "RAY_py_gcs_connect_timeout_s": "3",
+              "RAY_gcs_server_port_wait_time_s": "1"}
+ADDRESS_HELP = ("check that the cluster's head node runs (`ray start --head` there) and that the address is its "
+                "host and GCS port (HOST:6379 by default; ray://HOST:10001 for Ray Client), reachable from here")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The Ray cluster a sweep runs on, as `ray.init` found it."""
+
+    address: str
+    nodes: int  # alive
+    cpus: int
+
+    def workers(self, limit: int | None) -> int:
+        """Tasks at once: one per CPU of the cluster, at most `limit` (--workers)."""
+        return max(1, min(self.cpus, limit or self.cpus))
+
+    def describe(self) -> str:
+        return f"Ray cluster at {self.address}: {self.nodes} node{'s' if self.nodes != 1 else ''}, {self.cpus} CPUs"
+
+
+def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise ValueError (one line: the address, what failed, what to check) unless a gRPC
+    server answers at `address` within `timeout` per step. "auto" is checked by ray.init."""
+    host_port = address.removeprefix("ray://")
+    if address == "auto":
+        return
+    host, sep, port = host_port.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"--address {address!r} is not HOST:PORT; give the head node's host and GCS port, e.g. "
+                         "10.0.0.5:6379 (or ray://10.0.0.5:10001, or auto for the cluster started on this machine)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as s:
+            s.settimeout(timeout)
+            # The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server answers with its SETTINGS.
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+            head = s.recv(9)
+    except OSError as e:
+        why = "no answer" if isinstance(e, (TimeoutError, socket.timeout)) else (e.strerror or str(e)).lower()
+        raise ValueError(f"cannot reach the Ray cluster at {address} ({why}); {ADDRESS_HELP}") from None
+    if len(head) < 4 or head[3] != 4:
+        raise ValueError(f"{address} answers, but not as a Ray cluster (no gRPC server there); {ADDRESS_HELP}")
+
+
+@contextlib.contextmanager
+def connected(address: str, **init_kwargs):
+    """Connect this process to the cluster at `address` (checked first, see `check_address`)
+    and yield its `Cluster`; disconnect at the end. Ray's retry messages are not shown
+    (VGLAB_DEBUG=1 shows them when connecting fails)."""
+    check_address(address)  # before importing Ray (~1 s)
+    ray = _ray()
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, **init_kwargs}
+    with tempfile.TemporaryFile() as said, _stderr_to(said), _environ(_QUICK_GCS):
+        try:
+            ray.init(address=address, **kwargs)
+            failed = None
+        except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError (versions), AuthenticationError, ...
+            failed = e
+    if failed is not None:
+        ray.shutdown()
+        if os.environ.get("VGLAB_DEBUG"):
+            said.seek(0)
+            sys.stderr.write(said.read().decode(errors="replace"))
+        first = str(failed).strip().splitlines()[0] if str(failed).strip() else type(failed).__name__
+        raise ValueError(f"cannot connect to the Ray cluster at {address} ({first}); {ADDRESS_HELP}") from None
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        yield Cluster(address, len(nodes), int(ray.cluster_resources().get("CPU", 0)))
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _stderr_to(file):
+    """File descriptor 2 (Ray's C++ core writes there) goes to `file` for a while."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(file.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]):
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_tasks(tasks, on_event, address: str | None = None, num_cpus: int | None = None,
-              env: dict[str, str] | None = None) -> None:
-    """Run `tasks` [(key, fn, args)] as Ray tasks of one CPU each; events go to `on_event`
-    as in `vglab.train.parallel.run_tasks`."""
+              env: dict[str, str] | None = None, at_once: int | None = None) -> None:
+    """Run `tasks` [(key, fn, args)] as Ray tasks of one CPU each, at most `at_once` at a
+    time; events go to `on_event` as in `vglab.train.parallel.run_tasks`, the "start" and
+    "done" payloads with the task's node (`node_id`, `node_ip`) and, in "done", the
+    seconds it took on that node. Uses the cluster this process is connected to
+    (`connected`), else the one at `address`, else a local instance of `num_cpus`."""
     ray = _ray()
     started_here = not ray.is_initialized()
-    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
-              "runtime_env": {"env_vars": dict(env or {})}}
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     local = _LocalRay(ray) if started_here and not address else None
-    with local or _Nothing():
-        try:
-            if local:
-                local.init(num_cpus=num_cpus, **kwargs)
-            elif started_here:
-                ray.init(address=address, **kwargs)
-            remote = ray.remote(num_cpus=1)(_run)
-            pending = {remote.remote(fn, args): key for key, fn, args in tasks}
-            while pending:
-                with _SignalsDeferred():  # a handler raising inside ray.wait's C code made a SystemError
-                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
-                if not ready:
-                    continue
-                key = pending.pop(ready[0])
-                events, out = ray.get(ready[0])
-                on_event("start", key, {"ray": True})
-                for kind, payload in events:
-                    on_event(kind, key, payload)
-                on_event("done", key, out)
-        finally:
-            if started_here:
-                ray.shutdown()
-
-
-class _Nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    with contextlib.ExitStack() as stack:
+        if local:
+            stack.enter_context(local)
+            stack.callback(ray.shutdown)  # before the reaper's pipe closes (local's exit)
+            local.init(num_cpus=num_cpus, **kwargs)
+        elif started_here:
+            stack.enter_context(connected(address))
+        remote = ray.remote(num_cpus=1)(_run).options(runtime_env={"env_vars": dict(env or {})})
+        waiting = list(reversed(tasks))
+        pending = {}
+        while pending or waiting:
+            while waiting and len(pending) < (at_once or len(tasks)):
+                key, fn, args = waiting.pop()
+                pending[remote.remote(fn, args)] = key
+            with _SignalsDeferred():  # a handler raising inside ray.wait's C code made a SystemError
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
+            if not ready:
+                continue
+            key = pending.pop(ready[0])
+            events, out, where = ray.get(ready[0])
+            on_event("start", key, {"ray": True, **where})
+            for kind, payload in events:
+                on_event(kind, key, payload)
+            on_event("done", key, {**out, **where})
 
 
 class _LocalRay:

@@ -443,6 +443,7 @@ class Plan:
     device: str  # "cpu" | "gpu"
     wall_s: float  # training and reports, scheduled on the workers (on a GPU: reports on the CPU's cores)
     group_seconds: dict = field(default_factory=dict, compare=False)  # "<experiment>/<group>" -> compile + train
+    cluster: str = ""  # the Ray cluster the workers are on (`ray_executor.Cluster.describe`), else ""
 
     @property
     def cpu_s(self) -> float:
@@ -452,7 +453,8 @@ class Plan:
         runs, done = sum(r.runs for r in self.rows), sum(r.done for r in self.rows)
         head = (f"plan: {len(self.rows)} experiment{'s' if len(self.rows) != 1 else ''}, {runs} runs to train"
                 + (f" ({done} complete already)" if done else "") + f" on {self.workers} "
-                + ("GPU " if self.device == "gpu" else "CPU ") + f"worker{'s' if self.workers != 1 else ''}")
+                + ("GPU " if self.device == "gpu" else "CPU ") + f"worker{'s' if self.workers != 1 else ''}"
+                + (f" ({self.cluster})" if self.cluster else ""))
         costs = cost_model(self.device == "gpu")
         out = [head + f" (estimates from the cost model, calibrated on {costs.calibrated}, within about 2x"
                + ("; other GPUs differ)" if self.device == "gpu" else ")"),
@@ -492,7 +494,7 @@ def _report_seconds(job: _Job, layers: int) -> float:
     return REPORT_S + REPORT_S_PER_LINE * configs * layers
 
 
-def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> Plan:
+def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool, cluster=None) -> Plan:
     """Each experiment's estimated compile, train and report time, and the wall time of
     the tasks (in their order) and reports scheduled on `workers` cores (on a GPU: the
     tasks on its workers, the reports on the CPU's cores): a program is compiled by its
@@ -527,18 +529,23 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool) -> 
     rows = tuple(PlanRow(job.spec.name, job.spec.dataset, job.pending_runs, job.skipped,
                          len({u.group for u in job.units}), compile_s[j], train_s[j], report_s[j])
                  for j, job in enumerate(jobs))
-    return Plan(rows, workers, "gpu" if on_gpu else "cpu", max(free + drawers), group_s)
+    return Plan(rows, workers, "gpu" if on_gpu else "cpu", max(free + drawers), group_s,
+                cluster.describe() if cluster else "")
 
 
 def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None = None, *, workers: int | None = None,
-                     executor: str = "local", data_dir=None, device: str | None = None) -> Plan:
+                     executor: str = "local", data_dir=None, device: str | None = None,
+                     address: str | None = None) -> Plan:
     """The plan of `run_experiments` with the same arguments, without training or writing
     anything (the data are prepared, which fits and caches the PCA once). Runs complete in
-    `outs` count as done when the folder holds the same experiment."""
+    `outs` count as done when the folder holds the same experiment. With `address`, the
+    plan is for that Ray cluster's CPUs (connected to read them)."""
     outs = [Path(o) for o in outs] if outs is not None else [default_out(s) for s in specs]
     _check_device(device)  # the data are prepared on the chosen platform
     on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
     n_workers = _resolve_workers(workers, executor, device)
+    with _cluster(executor, address) as cluster:
+        n_workers = cluster.workers(workers) if cluster else n_workers
     jobs = []
     for spec, out in zip(specs, outs):
         old = store.read_spec(out)
@@ -548,7 +555,18 @@ def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None 
         jobs.append(_Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
                          skipped=len(done)))
     shapes = _prepare_data(jobs, data_dir)
-    return _plan(jobs, _tasks(jobs, data_dir, n_workers, shapes, cost_model(on_gpu)), shapes, n_workers, on_gpu)
+    return _plan(jobs, _tasks(jobs, data_dir, n_workers, shapes, cost_model(on_gpu)), shapes, n_workers, on_gpu,
+                 cluster)
+
+
+def _cluster(executor: str, address: str | None):
+    """A context: connected to the Ray cluster at `address` (its `ray_executor.Cluster`),
+    else nothing (None). An unreachable address is a ValueError within seconds."""
+    if executor != "ray" or not address:
+        return contextlib.nullcontext()
+    from vglab.experiments import ray_executor
+
+    return ray_executor.connected(address)
 
 
 # ------------------------------------------------------------------ meta data
@@ -698,10 +716,12 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
     on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
     n_workers = _resolve_workers(workers, executor, device)
     _validate_before_writing(specs, workers, n_workers, executor, address, device, allow_large)
-    env = parallel.worker_env(None if device == "auto" else device, n_workers)
     started, t0 = _now(), time.perf_counter()
 
     with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(_cluster(executor, address))  # checked before anything is written
+        n_workers = cluster.workers(workers) if cluster else n_workers
+        env = parallel.worker_env(None if device == "auto" else device, n_workers)
         for out in outs:
             stack.enter_context(store.locked(out))
         jobs, clear = [], []
@@ -721,7 +741,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
             prepare_seconds = round(time.perf_counter() - t_prepare, 2)
             _check_batch_sizes(jobs, shapes)
             tasks = _tasks(jobs, data_dir, n_workers, shapes, cost_model(on_gpu))
-            plan = _plan(jobs, tasks, shapes, n_workers, on_gpu)
+            plan = _plan(jobs, tasks, shapes, n_workers, on_gpu, cluster)
             shapes.clear()
             for t in tasks:
                 t[2].live = tensorboard  # per-record metrics for live TensorBoard events
@@ -732,6 +752,8 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
             _open_out(job.spec, job.out)
         invocation = {"started": started, "finished": None, "command": " ".join(sys.argv), "executor": executor,
                       "workers": n_workers, "device": device or "auto"}
+        if cluster:
+            invocation["cluster"] = {"address": cluster.address, "nodes": cluster.nodes, "cpus": cluster.cpus}
         for job in jobs:
             _write_meta(job.out, {**invocation, "runs": len(job.spec.expand()), "skipped": job.skipped}, executor)
 
@@ -784,7 +806,7 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
         if kind == "start":
             task_started[key] = time.perf_counter()
             for g in dict.fromkeys(group_of[u.id] for u in by_key[key]):
-                progress.group_started(g)
+                progress.group_started(g, ago=payload.get("seconds", 0.0) if payload else 0.0)
         elif kind == "epoch":
             if live is not None:
                 live.epoch(payload)
@@ -801,9 +823,15 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
                 progress.group_done(g)
         elif kind == "done":
             info.update(backend=payload.get("backend"), device=payload.get("device"))
-            info["tasks"].append({"task": key, "units": len(by_key[key]),
-                                  "compile_seconds": round(payload.get("compile_seconds", 0.0), 2),
-                                  "seconds": round(time.perf_counter() - task_started.get(key, time.perf_counter()), 2)})
+            # Timed where it ran when the executor says (Ray: its events arrive only at the end).
+            seconds = payload.get("seconds", time.perf_counter() - task_started.get(key, time.perf_counter()))
+            record = {"task": key, "units": len(by_key[key]),
+                      "compile_seconds": round(payload.get("compile_seconds", 0.0), 2), "seconds": round(seconds, 2)}
+            if "node_id" in payload:
+                record.update(node_id=payload["node_id"], node_ip=payload["node_ip"])
+                progress.log(f"{key}: {len(by_key[key])} unit{'s' if len(by_key[key]) != 1 else ''} in {seconds:.1f} s "
+                             f"on node {payload['node_ip']} ({payload['node_id'][:8]})")
+            info["tasks"].append(record)
             for j in {units[u.id][0] for u in by_key[key]}:
                 if units_left[j] == 0:
                     finish(j)
@@ -822,7 +850,8 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
             if executor == "ray":
                 from vglab.experiments import ray_executor
 
-                ray_executor.run_tasks(work, on_event, address=address, num_cpus=n_workers, env=env)
+                ray_executor.run_tasks(work, on_event, address=address, num_cpus=n_workers, env=env,
+                                       at_once=n_workers)
             else:
                 parallel.run_tasks(work, on_event, workers=n_workers, env=env, programs=[t[4] for t in tasks])
     finally:

@@ -57,6 +57,7 @@ class FunctionModel(Model):
         self.layer_order = None if layer_order is None else tuple(layer_order)
         self.per_example = per_example
         self._fans = FAN_LAYOUTS[fans]
+        self.weight_layout = fans
         self._takes_alpha = _takes(apply_fn, "alpha")
         self._takes_capture = _takes(apply_fn, "capture")
         self._activation = activation

@@ -55,6 +55,9 @@ class Model:
     - `in_shape`: one example's shape, or None when any shape is accepted.
     - `layer_order`: layer names in network order, or None to take the natural order of
       the tree paths (`layers[2]` before `layers[10]`, `Dense_2` before `Dense_10`).
+    - `weight_layout`: "in_out" when a matrix weight is (in, out), applied as x @ W (JAX,
+      Flax, Keras, the built-in networks), "out_in" when (out, in) (Equinox, PyTorch); the
+      engine stores (in, out) matrices transposed (`vglab.train.flat.Flat.of`).
     """
 
     # `name` and `in_shape` are left to subclasses (plain attributes or dataclass fields:
@@ -64,6 +67,7 @@ class Model:
     activation: str | None = None
     accepts_alpha: bool = True
     layer_order: tuple[str, ...] | None = None
+    weight_layout: str = "in_out"
 
     def init(self, key: jax.Array):
         raise NotImplementedError

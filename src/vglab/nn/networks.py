@@ -142,12 +142,22 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 @jax.custom_vjp
 def dense(h, w):
-    """h @ w, [batch, in] x [in, out]. Its weight gradient h^T @ g is written with h^T made
-    explicit: as autodiff writes it (contracting the batch axis, which is not h's minor
-    one), XLA CPU (jax 0.10) runs the members' small products of a vmapped group on Eigen's
-    generic batched loop instead of its fast library kernels: a 20x8 net's backward pass
-    took 1.58x as long per step (3.55 ms against 2.25 ms, 50 members, one core)."""
-    return jnp.matmul(h, w, precision=PRECISION)
+    """h @ w, [batch, in] x [in, out]. Its weight gradient is written as (g^T h)^T with g^T
+    made explicit: as autodiff writes it (contracting the batch axis, which is not the
+    operand's minor one), XLA CPU (jax 0.10) runs the members' small products of a vmapped
+    group on Eigen's generic batched loop instead of its fast library kernels: a 20x8 net's
+    backward pass took 1.58x as long per step (3.55 ms against 2.25 ms, 50 members, one
+    core; measured with h^T made explicit, the form before the engine stored weights
+    transposed: the products are the same kind)."""
+    return _product(h, w)
+
+
+def _product(h, w):
+    """h @ w written as (w^T h^T)^T: with the engine's transposed storage of w, w^T is the
+    stored matrix, so members that share h multiply it in one product that reads their
+    weights in place (h @ w made XLA copy them into [in, (member, out)] first)."""
+    t = jnp.matmul(jnp.swapaxes(w, -1, -2), jnp.swapaxes(h, -1, -2), precision=PRECISION)
+    return jnp.swapaxes(t, -1, -2)
 
 
 def _dense_fwd(h, w):
@@ -156,9 +166,14 @@ def _dense_fwd(h, w):
 
 def _dense_bwd(res, g):
     h, w = res
-    # The barrier keeps XLA from folding the transpose back into the product.
-    h_t = lax.optimization_barrier(jnp.swapaxes(h, -1, -2))
-    return jnp.matmul(g, jnp.swapaxes(w, -1, -2), precision=PRECISION), jnp.matmul(h_t, g, precision=PRECISION)
+    # The weight gradient as (g^T h)^T with g^T explicit (the barrier keeps XLA from folding
+    # the transpose back into the product): the engine stores (in, out) weights transposed
+    # (`vglab.train.flat.Flat.of`), so it keeps g^T h as it is (the two transposes cancel),
+    # and members that share a batch (the first layer) get their gradients from one product
+    # [(member, out), batch] x [batch, in] with no copy (h^T h-made-explicit needed two).
+    g_t = lax.optimization_barrier(jnp.swapaxes(g, -1, -2))
+    return jnp.matmul(g, jnp.swapaxes(w, -1, -2), precision=PRECISION), \
+        jnp.swapaxes(jnp.matmul(g_t, h, precision=PRECISION), -1, -2)
 
 
 dense.defvjp(_dense_fwd, _dense_bwd)

@@ -128,6 +128,10 @@ class Twin(Model):
     def layer_order(self):
         return self.network.layer_order
 
+    @property
+    def weight_layout(self):
+        return self.network.weight_layout
+
     def fans(self, name, param, shape):
         return self.network.fans(name, param, shape)
 

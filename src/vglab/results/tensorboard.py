@@ -63,6 +63,11 @@ def hparams_of(row: dict) -> dict:
     return out
 
 
+def hist_tag(layer: str, param: str) -> str:
+    """The tag of a layer's tensor's log10|g| histogram."""
+    return f"grad_log10|g|/{layer}/{param}"
+
+
 def _histogram(counts: np.ndarray, edges: np.ndarray):
     from tensorboard.compat.proto.summary_pb2 import HistogramProto
 
@@ -130,7 +135,7 @@ class RunWriter:
                         scalars[f"{section}/{layer}"] = metrics[col][k][t]
         hists = {}
         if "grad_hist" in metrics and epoch > 0:
-            hists = {f"grad_log10|g|/{layer}/{param}": metrics["grad_hist"][k][t]
+            hists = {hist_tag(layer, param): metrics["grad_hist"][k][t]
                      for t, (layer, param) in enumerate(self.tensors)}
         self.add(epoch, scalars, hists)
 
@@ -138,7 +143,7 @@ class RunWriter:
         self.writer.close()
 
 
-def _per_epoch_layer_scalars(grads, activations) -> dict[int, dict[str, float]]:
+def layer_scalars(grads, activations) -> dict[int, dict[str, float]]:
     """{epoch: {tag: value}} of the per-layer scalars, from a run's stored tables."""
     out: dict[int, dict[str, float]] = {}
     tables = {"grads": grads[grads["param"] == "w"] if grads is not None and len(grads) else None,
@@ -162,7 +167,7 @@ def write_run(out: Path, run_id: str, epochs, histograms: np.ndarray | None, lay
     present = None  # the (layer, param) tensors the grads table holds (a layer may have no bias)
     if grads is not None and len(grads):
         present = set(zip(grads["layer"], grads["param"]))
-    per_layer = _per_epoch_layer_scalars(grads, activations)
+    per_layer = layer_scalars(grads, activations)
     hist_epochs = sorted(e for e in (grads["epoch"].unique() if grads is not None and len(grads) else []))
     if histograms is not None and len(hist_epochs) != len(histograms):
         hist_epochs = list(range(1, len(histograms) + 1))  # grads not given: one row per epoch 1..E
@@ -178,7 +183,7 @@ def write_run(out: Path, run_id: str, epochs, histograms: np.ndarray | None, lay
         scalars.update(per_layer.get(e, {}))
         hists = {}
         if e in hist_at:
-            hists = {f"grad_log10|g|/{layer}/{p}": hist_at[e][i][j]
+            hists = {hist_tag(layer, p): hist_at[e][i][j]
                      for i, layer in enumerate(layers) for j, p in enumerate(PARAMS)
                      if present is None or (layer, p) in present}
         w.add(e, scalars, hists, wall_time=w.start + t)

@@ -54,17 +54,29 @@ class Flat:
     offsets: tuple[int, ...]  # per tensor: its first entry
     size: int
     layout: Layout | None = None
+    swapped: frozenset[int] = frozenset()  # tensors stored with their last two axes swapped
 
     @classmethod
-    def of(cls, layout: Layout) -> "Flat":
-        return cls.of_shapes([t.shape for t in layout.tensors], layout)
+    def of(cls, layout: Layout, swap_matrices: bool = False) -> "Flat":
+        """`swap_matrices`: store every matrix weight (rank 2) transposed, for a model whose
+        weights are (in, out) (`x @ W`; `Model.weight_layout`). Members that share a batch
+        multiply it by all their weights in one product, [batch, in] x [in, (member, out)],
+        which needs each member's output axis beside the member axis: stored (out, in), the
+        members' weights are already [(member, out), in] and the product reads them in
+        place, as it does Equinox's (out, in) weights; stored (in, out), XLA copied the
+        first layer's weights and weight gradients into and out of the product's layout at
+        every step (see DESIGN.md, "train")."""
+        swapped = frozenset(i for i, t in enumerate(layout.tensors)
+                            if swap_matrices and t.param == "w" and len(t.shape) == 2)
+        return cls.of_shapes([t.shape for t in layout.tensors], layout, swapped)
 
     @classmethod
-    def of_shapes(cls, shapes, layout: Layout | None = None) -> "Flat":
+    def of_shapes(cls, shapes, layout: Layout | None = None, swapped=frozenset()) -> "Flat":
         shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+        swapped = frozenset(swapped)
         by_shape: dict[tuple, list[int]] = {}
         for i, shape in enumerate(shapes):
-            by_shape.setdefault(shape, []).append(i)
+            by_shape.setdefault(_stored(shape) if i in swapped else shape, []).append(i)
         blocks, offsets, start = [], [0] * len(shapes), 0
         for shape, idx in by_shape.items():
             block = Block(start, len(idx), shape, tuple(idx))
@@ -72,7 +84,7 @@ class Flat:
                 offsets[i] = start + j * block.size
             blocks.append(block)
             start += block.n * block.size
-        return cls(shapes, tuple(blocks), tuple(offsets), start, layout)
+        return cls(shapes, tuple(blocks), tuple(offsets), start, layout, swapped)
 
     @property
     def n_tensors(self) -> int:
@@ -81,37 +93,34 @@ class Flat:
     # ------------------------------------------------------------ pytree <-> vector
     def unflatten(self, flat):
         """The model's parameter pytree from a flat vector (the last axis)."""
-        lead = flat.shape[:-1]
         leaves = [None] * self.layout.n_leaves
-        for t, off in zip(self.layout.tensors, self.offsets):
-            leaves[t.leaf] = flat[..., off:off + t.size].reshape(lead + t.shape)
+        for i, t in enumerate(self.layout.tensors):
+            leaves[t.leaf] = self.tensor(flat, i)
         return self.layout.unflatten(leaves)
 
     def flatten(self, params):
         """The flat vector of a parameter pytree (NumPy or JAX leaves; leading axes kept)."""
         leaves = self.layout.leaves(params)
-        xp = np if all(isinstance(leaf, np.ndarray) for leaf in leaves) else jnp
-        parts = []
-        for block in self.blocks:
-            for i in block.tensors:
-                t = self.layout.tensors[i]
-                leaf = leaves[t.leaf]
-                parts.append(xp.reshape(leaf, leaf.shape[: leaf.ndim - len(t.shape)] + (t.size,)))
-        return xp.concatenate(parts, -1)
+        return self.from_tensors([leaves[t.leaf] for t in self.layout.tensors])
 
     def tensor(self, flat, i: int):
         """Tensor i from a flat vector, shaped."""
         shape, off = self.shapes[i], self.offsets[i]
-        return flat[..., off:off + math.prod(shape)].reshape(flat.shape[:-1] + shape)
+        t = flat[..., off:off + math.prod(shape)]
+        if i in self.swapped:
+            return t.reshape(flat.shape[:-1] + _stored(shape)).swapaxes(-1, -2)
+        return t.reshape(flat.shape[:-1] + shape)
 
     def from_tensors(self, tensors):
-        """The flat vector [..., size] of tensors given in tensor order (leading axes `n_lead`)."""
+        """The flat vector [..., size] of tensors given in tensor order (leading axes kept;
+        all NumPy: NumPy)."""
+        xp = np if all(isinstance(t, np.ndarray) for t in tensors) else jnp
         parts = []
         for block in self.blocks:
             for i in block.tensors:
-                t = tensors[i]
-                parts.append(t.reshape(t.shape[: t.ndim - len(self.shapes[i])] + (-1,)))
-        return jnp.concatenate(parts, -1)
+                t = xp.swapaxes(tensors[i], -1, -2) if i in self.swapped else tensors[i]
+                parts.append(xp.reshape(t, t.shape[: t.ndim - len(self.shapes[i])] + (-1,)))
+        return xp.concatenate(parts, -1)
 
     # ------------------------------------------------------------ per-tensor reductions
     def storage_order(self) -> np.ndarray:
@@ -143,6 +152,10 @@ class Flat:
 
     def sizes(self) -> np.ndarray:
         return np.array([math.prod(s) for s in self.shapes], np.float32)
+
+
+def _stored(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape[:-2] + (shape[-1], shape[-2])
 
 
 def optimizer_on_flat(name: str) -> bool:

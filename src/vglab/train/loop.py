@@ -48,6 +48,8 @@ from vglab.train.flat import Flat, tree_update
 from vglab.train.flat import optimizer_on_flat as on_flat
 
 PARAMS = model_mod.PARAMS
+# The `epochs` table's metric columns (DESIGN.md), NaN where not measured.
+EPOCH_METRICS = ("train_loss", "train_penalty", "train_total_loss", "train_acc", "val_loss", "val_acc")
 ADAM_EPS = 1e-7  # Keras' default; the reference study trained with Keras
 
 
@@ -268,7 +270,7 @@ def _grid_epoch(model, flat: Flat, config, optimizer, terms, state, acc, hyper, 
     batch by all their weights in one matrix product instead of one per member. The
     gradient probes then see the whole grid's gradients at once (`probes.StepGrads`)."""
     grad_qs, _ = probes_mod.select(config.probes)  # order: [step, seed, batch]
-    columns = {"sum_sq"}.union(*(q.sums for q in grad_qs))
+    columns = probes_mod.step_columns(grad_qs)
     needs_updates = any(q.needs_updates for q in grad_qs)
     update_grid = jax.vmap(jax.vmap(functools.partial(_member_update, model, flat, optimizer, terms),
                                     in_axes=(0, 0, 0, None, None)))
@@ -328,9 +330,7 @@ def _finalize(flat: Flat, config, acc):
     out = {"train_loss": metrics[..., 0], "train_penalty": metrics[..., 1],
            "train_total_loss": metrics[..., 2], "train_acc": metrics[..., 3]}
     n_probed = acc["probed"].astype(jnp.float32)[..., None]
-    order = flat.tensor_order()
-    for q in grad_qs:
-        out.update({k: v[:, :, order] for k, v in q.finalize(acc["grads"][q.name], n_probed, flat).items()})
+    out.update(probes_mod.finalize(grad_qs, acc["grads"], n_probed, flat, n_lead=2))
     return out
 
 
@@ -359,11 +359,11 @@ def _member_observe(model, flat: Flat, config, params, initial, hyper, x_probe, 
     out["val_loss"] = jnp.sum(losses) / x_test.shape[0]
     out["val_acc"] = jnp.sum(corrects) / x_test.shape[0]
     if layer_qs:
-        out.update(_layer_factors(model, layout, layer_qs, params, initial, alpha, x_probe))
+        out.update(measure_layer_factors(model, layout, layer_qs, params, initial, alpha, x_probe))
     return out
 
 
-def _layer_factors(model, layout, layer_qs, params, initial, alpha, x_probe) -> dict:
+def measure_layer_factors(model, layout, layer_qs, params, initial, alpha, x_probe) -> dict:
     """The factors of the backprop product on the probe batch, one number per layer per
     quantity. Layers of equal shapes (a deep MLP's 19 hidden 8x8 layers) are measured as
     one stacked batch: each quantity is traced and compiled once per shape, not once per
@@ -544,7 +544,7 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
     optimizer = replace(config.optimizer, total_steps=steps * config.epochs
                         if config.optimizer.schedule.name != "constant" else None)
     program = replace(config, epochs=1, record_every=1, learning_rate=1e-3, optimizer=optimizer)
-    flat = Flat.of(layout)
+    flat = Flat.of(layout, swap_matrices=model.weight_layout == "in_out")
     epoch_fn, observe, end_grads = _compiled(model, flat, program, penalty_terms(members))
     _, layer_qs = probes_mod.select(config.probes)
     keep_initial = any(q.needs_initial for q in layer_qs)
@@ -593,13 +593,13 @@ def _member_result(layout: model_mod.Layout, history: list[dict], k: int) -> Run
 
     epoch_rows, grad_rows, act_rows, hists = [], [], [], []
     layer_cols = [c for q in probes_mod.LAYER_QUANTITIES.values() for c in q.columns if c in history[0]]
-    grad_cols = [c for q in probes_mod.GRAD_QUANTITIES.values() for c in q.columns if c in history[-1]]
+    grad_cols = probes_mod.grad_columns(history[-1])
     tensors = layout.tensors
     n_layers = len(layout.layers)
     for r, h in enumerate(history):
         e = int(h["epoch"])
         row = {"epoch": e, "seconds": float(h["seconds"]), "diverged": bool(not alive[r])}
-        for col in ("train_loss", "train_penalty", "train_total_loss", "train_acc", "val_loss", "val_acc"):
+        for col in EPOCH_METRICS:
             row[col] = float(h[col][k]) if col in h else np.nan  # training means are NaN at epoch 0
         epoch_rows.append(row)
         for i, layer in enumerate(layout.layers):

@@ -406,6 +406,28 @@ def resolve(names) -> tuple[str, ...]:
     return tuple(n for n in ALL if n in chosen)
 
 
+def step_columns(grad_qs) -> set[str]:
+    """The per-step per-tensor sums (of SUM_COLUMNS) that `StepGrads` must take for
+    `grad_qs`: sum_sq always (the norm, and the engine's divergence check)."""
+    return {"sum_sq"}.union(*(q.sums for q in grad_qs))
+
+
+def finalize(grad_qs, accs: dict, n_steps, segments, n_lead: int) -> dict:
+    """Every quantity's per-tensor results {column or array: [*lead, n_tensors, ...]}, in
+    *tensor* order (`segments.tensor_order()`), from its accumulator `accs[q.name]`;
+    `n_steps` is [*lead, 1], the steps measured. Shared by the engine and `vglab.watch`."""
+    order = segments.tensor_order()
+    out = {}
+    for q in grad_qs:
+        out.update({k: jnp.take(v, order, axis=n_lead) for k, v in q.finalize(accs[q.name], n_steps, segments).items()})
+    return out
+
+
+def grad_columns(present) -> list[str]:
+    """The gradient table's columns among `present`, in the registry's order."""
+    return [c for q in GRAD_QUANTITIES.values() for c in q.columns if c in present]
+
+
 def select(names) -> tuple[list[GradQuantity], list[LayerQuantity]]:
     """The quantities called `names` (see `resolve`)."""
     names = resolve(names)
