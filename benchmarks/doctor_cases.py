@@ -50,6 +50,10 @@ CASES = (
          "dead", None, "5x32 ReLU, He normal, biases N(0, std=10): units whose bias is far below zero never fire"),
     Case("relu-20x64-2he", {"depth": 20, "width": 64, "activation": "relu", "init": "normal(sigma_w2=4)"},
          "exploding", "weights", "20x64 ReLU at twice He's variance (σ_w² = 4)"),
+    # Trained by the user's own loop through `vglab.watch` + `vglab.Recorder` (not vglab's engine): layer dense2
+    # of a 3x16 tanh MLP (Glorot) is masked out of the optimizer, optax.chain(optax.masked(set_to_zero), adam).
+    Case("watched-masked-layer", {"watched": True, "depth": 3, "width": 16, "masked": "dense2"},
+         "frozen", "optimizer", "a layer masked out of the optimizer (optax.masked), own loop with vglab.watch"),
     Case("healthy-tanh-1x8", {"depth": 1, "width": 8, "activation": "tanh", "init": "glorot_uniform"},
          None, None, "1x8 tanh, Glorot uniform"),
     Case("healthy-relu-5x32", {"depth": 5, "width": 32, "activation": "relu", "init": "he_normal"},
@@ -75,8 +79,79 @@ def run_case(case: Case, out: Path, dataset: str, epochs: int, seeds: int, data_
              train_size: int | None = None):
     import vglab
 
+    if case.spec.get("watched"):
+        return vglab.load_results(run_watched(case, out, dataset, epochs, seeds, data_dir, train_size))
     return vglab.run(case_spec(case, dataset, epochs, seeds, train_size), out=out / case.name, workers=1,
                      progress=False, data_dir=data_dir)
+
+
+def run_watched(case: Case, out: Path, dataset: str, epochs: int, seeds: int, data_dir=None,
+                train_size: int | None = None) -> Path:
+    """A planted case in the user's own training loop: an MLP (Glorot uniform, zero biases, tanh through
+    `vglab.nn.activation`) trained by a jitted Adam step vmapped over the seeds, the layer `masked` left
+    out of the optimizer (`optax.masked(optax.set_to_zero(), mask)` before Adam), watched with
+    `vglab.watch` and recorded with `vglab.Recorder` once per epoch (with `vglab.layer_factors`)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    import pandas as pd
+
+    import vglab
+    from vglab.data import prepare
+
+    folder = out / case.name
+    if (folder / "runs").is_dir() and all((d / "DONE").exists() for d in (folder / "runs").iterdir()):
+        return folder
+    arr = prepare(dataset, "mlp", data_dir=data_dir, train_size=train_size)
+    depth, width, masked = case.spec["depth"], case.spec["width"], case.spec["masked"]
+    sizes = [arr.x_train.shape[1]] + [width] * depth + [arr.n_classes]
+    names = [f"dense{i + 1}" for i in range(depth)] + ["out"]
+    act = vglab.nn.activation("tanh")
+
+    def init(key):
+        ks = jax.random.split(key, len(names))
+        lim = [np.sqrt(6.0 / (a + b)) for a, b in zip(sizes, sizes[1:])]
+        return {n: {"w": jax.random.uniform(k, (a, b), minval=-m, maxval=m), "b": jnp.zeros(b)}
+                for n, k, a, b, m in zip(names, ks, sizes, sizes[1:], lim)}
+
+    def apply(p, x):
+        for n in names[:-1]:
+            x = act(x @ p[n]["w"] + p[n]["b"])
+        return x @ p["out"]["w"] + p["out"]["b"]
+
+    params = jax.vmap(init)(jax.random.split(jax.random.key(0), seeds))
+    mask = {n: {"w": n == masked, "b": n == masked} for n in names}
+    tx = vglab.watch(optax.chain(optax.masked(optax.set_to_zero(), mask), optax.adam(1e-3)), tier="moments")
+    state = jax.vmap(tx.init)(params)
+
+    def loss_fn(p, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
+
+    @jax.jit
+    def step(p, s, x, y):
+        def one(p, s):
+            loss, g = jax.value_and_grad(loss_fn)(p, x, y)
+            u, s = tx.update(g, s, p)
+            return optax.apply_updates(p, u), s, loss
+        return jax.vmap(one)(p, s)
+
+    x_all, y_all = jnp.asarray(arr.x_train), jnp.asarray(arr.y_train)
+    steps = x_all.shape[0] // 32
+    rng = np.random.default_rng(0)
+    config = {"label": f"tanh · mlp {depth}x{width} · Glorot uniform · {masked} masked out of Adam",
+              "seed": list(range(seeds)), "activation": "tanh", "depth": depth, "width": width, "dataset": dataset}
+    with vglab.Recorder(folder, config=config, tensorboard=False, overwrite=True) as rec:
+        for epoch in range(epochs):
+            order = rng.permutation(x_all.shape[0])
+            for i in range(steps):
+                idx = order[i * 32:(i + 1) * 32]
+                params, state, loss = step(params, state, x_all[idx], y_all[idx])
+            factors = pd.concat([vglab.layer_factors(apply, jax.tree.map(lambda a, k=k: a[k], params), x_all[:512])
+                                 .assign(member=k) for k in range(seeds)])
+            rec.record((epoch + 1) * steps, state, {"train_loss": np.asarray(loss)}, factors=factors)
+            state = vglab.watch_reset(state)
+    return folder
 
 
 HANG_S, TRIES = 600, 3  # a case's training in its own process: killed after HANG_S and resumed, TRIES times
@@ -90,6 +165,8 @@ def run_case_guarded(case: Case, out: Path, dataset: str, epochs: int, seeds: in
     otherwise stop the whole table."""
     from vglab.results import load
 
+    if case.spec.get("watched"):
+        return run_case(case, out, dataset, epochs, seeds, data_dir, train_size)
     code = ("import sys, json; sys.path.insert(0, sys.argv[1]); import doctor_cases as dc; a = json.loads(sys.argv[2]); "
             "c = {x.name: x for x in dc.CASES}[a['case']]; "
             "dc.run_case(c, dc.Path(a['out']), a['dataset'], a['epochs'], a['seeds'], a['data_dir'], a['train_size'])")
@@ -121,7 +198,7 @@ def score(case: Case, diagnosis) -> dict:
             ok = not fs
         else:
             ok = any(f.finding == case.expected and (case.cause is None or f.cause == case.cause) for f in fs)
-        rows[run.seed] = {"findings": kinds, "causes": sorted({f"{f.finding}:{f.cause}" for f in fs}), "ok": ok}
+        rows[run.seed if run.seed is not None else run.run_id] = {"findings": kinds, "causes": sorted({f"{f.finding}:{f.cause}" for f in fs}), "ok": ok}
     return rows
 
 
@@ -221,7 +298,7 @@ def main(argv=None) -> int:
     if a.evidence:
         from vglab.report import remedies
 
-        cmd = "python benchmarks/doctor_cases.py --evidence " + " ".join(argv if argv is not None else sys.argv[1:])
+        cmd = "python benchmarks/doctor_cases.py " + " ".join(argv if argv is not None else sys.argv[1:])
         print(f"\nremedy evidence: {remedies.save_evidence(effects, made_by=_provenance(cmd))}")
     ok = all(s["ok"] for _, per in results.values() for s in per.values())
     print("\nevery planted case found with its cause in every seed, no healthy run with a finding: "

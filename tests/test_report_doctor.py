@@ -23,7 +23,7 @@ from vglab.report import doctor, remedies  # noqa: E402
 from vglab.results import load  # noqa: E402
 from vglab.results.store import Results  # noqa: E402
 
-CASES = ("tanh-20x8-small", "tanh-1x8-large", "sigmoid-20x8-glorot", "healthy-tanh-1x8")
+CASES = ("tanh-20x8-small", "tanh-1x8-large", "sigmoid-20x8-glorot", "healthy-tanh-1x8", "watched-masked-layer")
 KEYS = {"run_id", "label", "layer", "finding", "cause", "onset_epoch", "evidence", "remedies"}
 
 
@@ -70,7 +70,9 @@ def test_vanishing_names_the_layers_onset_and_factors(planted):
 def test_the_sigmoid_net_vanishes_by_its_derivatives_and_the_large_init_saturates(planted):
     d = doctor.diagnose(load(planted["sigmoid-20x8-glorot"]), remedies=False)
     f = next(f for f in d.findings if f.finding == "vanishing" and f.layer_index == 0)
-    assert f.cause == "derivatives" and f.evidence["deriv_log10"] < -8 and f.evidence["weight_log10"] > 0
+    e = f.evidence  # the level is the φ′ product; the weights' spectral norms are above 1 (bound > 0)
+    assert f.cause == "derivatives" and e["deriv_log10"] < -8 and abs(e["weight_log10"]) < 2
+    assert e["weight_log10"] == pytest.approx(e["level_decades"] - e["deriv_log10"]) and e["weight_norm_bound_log10"] > 0
     d = doctor.diagnose(load(planted["tanh-1x8-large"]), remedies=False)
     sat = [f for f in d.findings if f.finding == "saturated"]
     assert {f.seed for f in sat} == {0, 1} and all(f.onset_epoch == 0 and f.persists for f in sat)
@@ -92,6 +94,22 @@ def test_cli_json_parses_and_a_healthy_run_has_no_finding(planted):
     text = CliRunner().invoke(app, ["doctor", str(planted["tanh-20x8-small"])]).output
     assert "thresholds: vanishing / exploding" in text and "mean-field: tanh" in text
     assert "vanishing: layers 1–" in text
+
+
+def test_a_watched_folder_the_masked_layer_is_frozen_by_the_optimizer(planted):
+    """Trained by an own loop through vglab.watch + vglab.Recorder (records counted in steps): the layer
+    masked out of Adam does not move while its gradient flows; --try prints changes, not a sweep."""
+    from vglab.cli import app
+
+    d = doctor.diagnose(load(planted["watched-masked-layer"]), remedies=False)
+    assert [(f.layer, f.finding, f.cause) for f in d.findings] == [("dense2", "frozen", "optimizer")] * 2
+    assert all(f.evidence["update_ratio"] == 0 and not f.evidence["vanishing"] for f in d.findings)
+    assert d.runs[0].unit == "step" and d.findings[0].onset_epoch == d.runs[0].epochs[0] > 1
+    res = CliRunner().invoke(app, ["doctor", str(planted["watched-masked-layer"]), "--try"])
+    assert res.exit_code == 0, res.output
+    assert "frozen: layer 2 of 4 (output counted)" in res.output and "from step" in res.output
+    assert "was not trained by vglab (no experiment.toml)" in res.output
+    assert not list(planted["watched-masked-layer"].parent.glob("*-remedies.toml"))
 
 
 def test_cli_refuses_what_is_not_a_results_folder(tmp_path, planted):
@@ -159,13 +177,15 @@ def test_frozen_while_the_gradient_flows_is_the_optimizers_and_thresholds_are_ed
 
 
 def test_cause_rule_and_a_model_without_derivatives():
-    assert doctor._cause(-10.0, -0.1, -9.0, True) == "weights"
-    assert doctor._cause(+4.0, -12.0, -12.0, True) == "derivatives"
-    assert doctor._cause(-5.0, -4.0, -9.0, True) == "both"
-    assert doctor._cause(3.0, -0.5, 2.0, False) == "weights"
-    assert doctor._cause(-6.0, None, -10.0, True) == "weights"  # W alone makes more than half the level
-    assert doctor._cause(-2.0, None, -10.0, True) is None
-    assert doctor._cause(-2.0, math.nan, -10.0, True) is None
+    """The level splits into the φ′ product (measured) and the weights' share (the rest)."""
+    assert doctor._cause(-11.0, -0.1, -9.0, True) == ("weights", pytest.approx(-8.9))
+    assert doctor._cause(+4.0, -12.0, -12.5, True) == ("derivatives", pytest.approx(-0.5))
+    assert doctor._cause(+1.0, -4.0, -9.0, True) == ("both", pytest.approx(-5.0))
+    assert doctor._cause(+11.0, -3.0, 2.0, False) == ("weights", pytest.approx(5.0))
+    assert doctor._cause(-6.0, None, -10.0, True) == ("weights", None)  # the bound alone makes half the level
+    assert doctor._cause(-2.0, None, -10.0, True) == (None, None)
+    assert doctor._cause(-2.0, math.nan, -10.0, True) == (None, None)
+    assert doctor._cause(None, None, -10.0, True) == (None, None)
 
 
 def test_dead_units_in_a_relu_layer_and_json_of_infinities():

@@ -66,6 +66,7 @@ EXPLODE_DECADES = 1.0  # ... or this many above
 SATURATED_FRAC = 0.5  # fraction of (unit, probe example) with φ' < 0.01
 DEAD_FRAC = 0.4  # fraction of a ReLU layer's units with an exactly zero gradient (mean over the epoch's steps)
 FROZEN_RATIO = 1e-7  # ‖Δθ‖/‖θ‖ per step below float32's relative resolution (2^-23 = 1.2e-7)
+UNDERFLOW_LOG10 = math.log10(2.0 ** -149)  # a gradient that underflowed to 0 counts at the smallest float32 (-44.9)
 DOMINANCE = claims_mod.DOMINANCE  # one factor is the cause when its log is at least twice the other's
 
 SIGMOID_TYPE = ("tanh", "sigmoid", "arctan", "softsign")
@@ -81,8 +82,8 @@ def thresholds_text() -> str:
             f"decades below / ≥ {EXPLODE_DECADES:g} above the output layer's; saturated: ≥ {SATURATED_FRAC:.0%} of "
             f"units × probe examples with φ′ < 0.01 (sigmoid-type); dead: ≥ {DEAD_FRAC:.0%} of a ReLU layer's units "
             f"with an exactly zero gradient (mean over the epoch's steps); frozen: ‖Δθ‖/‖θ‖ < {FROZEN_RATIO:g} per "
-            "step; cause: the factor (Σ log10‖W‖₂, Σ log10 φ′) below 1 (above 1 for exploding) that is at least "
-            f"{DOMINANCE:g}x the other")
+            "step; cause: the level splits into the φ′ product (Σ log10 φ′, measured) and the weight product's share "
+            f"(the rest); the factor on the level's side with at least {DOMINANCE:g}x the other's share, else both")
 
 
 @dataclass
@@ -447,6 +448,12 @@ def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple
     epochs = sorted(set(rel.index) | set(upd.index))
     div = row.get("diverged_epoch")
     div = None if div is None or (isinstance(div, float) and math.isnan(div)) else int(div)
+    if row.get("x_unit") == "step":
+        # a vglab.Recorder folder: the user's loop freezes nothing, and the Recorder flags any non-finite
+        # column (e.g. update_ratio 0/0 of an all-zero tensor that never moves); the gradient itself says
+        bad = [e for e in level.index if not np.isfinite(level.loc[e].to_numpy(float)).all()] if not level.empty \
+            else []
+        div = min(bad) if bad else None
     checked = [k for k in FINDINGS if k not in missing and not (k == "saturated" and not sigmoid)
                and not (k == "dead" and not relu) and not (k == "exploding" and "vanishing" in missing)]
     check = RunCheck("", "", None, [layer_of[i] for i in order], epochs, param, tuple(checked), diverged_epoch=div,
@@ -522,7 +529,7 @@ def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple
     if ok:
         e = ok[-1]
         hid = [li for li in hidden if e in rel.index and li in rel.columns and not np.isnan(rel.at[e, li])]
-        lv = [float(rel.at[e, li]) for li in hid]
+        lv = [max(float(rel.at[e, li]), UNDERFLOW_LOG10) for li in hid]
         last = {"epoch": e, "level_min": min(lv) if lv else np.nan, "level_max": max(lv) if lv else np.nan,
                 "frozen_layers": float(sum(1 for li in order if e in upd.index and li in upd.columns
                                            and upd.at[e, li] < FROZEN_RATIO)) if not upd.empty else np.nan}
