@@ -412,6 +412,9 @@ def doctor(results_dir: Path = typer.Argument(..., help="A results directory (a 
     from vglab.report import remedies
     from vglab.results.store import StoreError, load
 
+    def say(line: str) -> None:
+        out.print(line, highlight=False, soft_wrap=True, markup=False)
+
     with _user_errors(resumable=run_):
         if run_ and not try_:
             raise ValueError("--run runs the remedy sweep of --try; give both (vglab doctor PATH --try --run)")
@@ -420,32 +423,31 @@ def doctor(results_dir: Path = typer.Argument(..., help="A results directory (a 
                              "vglab run, vglab reproduce or vglab.Recorder")
         d = doctor_mod.diagnose(load(results_dir))
         if json_ and not try_:
-            typer.echo(json.dumps([f for f in d.to_json()], indent=1))
+            typer.echo(json.dumps(d.to_json(), indent=1))
             return
         for line in [f"vglab doctor {results_dir} ({len(d.runs)} runs)"] + d.lines():
-            out.print(line, highlight=False, soft_wrap=True, markup=False)
+            say(line)
         eff = remedies.effects(load(results_dir), d)
         if eff:
-            out.print("\nremedy sweep (each arm against the baseline, paired over seeds):", highlight=False, markup=False)
+            say("\nremedy sweep (each arm against the baseline, paired over seeds):")
             for e in eff:
-                out.print("  " + e.text(), highlight=False, soft_wrap=True, markup=False)
+                say("  " + e.text())
         if not try_:
             return
         treat = label or next((f.label for f in d.findings if f.finding), None)
         if treat is None:
-            out.print("\n--try: no configuration has a finding; give --label to sweep remedies anyway", markup=False)
+            say("\n--try: no configuration has a finding; give --label to sweep remedies anyway")
             return
         if not (results_dir / "experiment.toml").exists():
-            out.print(f"\n--try: {results_dir} was not trained by vglab (no experiment.toml), so vglab cannot run "
-                      f"its loop; the changes a sweep would try, in your own training step:", markup=False)
+            say(f"\n--try: {results_dir} was not trained by vglab (no experiment.toml), so vglab cannot run its "
+                "loop; the remedies measured to move these findings, to make in your own training step:")
             for line in remedies.suggested_changes(d, treat):
-                out.print("  " + line, highlight=False, soft_wrap=True, markup=False)
+                say("  " + line)
             return
         spec_file = remedies.write_sweep(results_dir, treat, seeds=seeds, epochs=epochs)
-        out.print(f"\nremedy sweep for {treat}: {spec_file}", highlight=False, soft_wrap=True, markup=False)
+        say(f"\nremedy sweep for {treat}: {spec_file}")
         if not run_:
-            out.print(f"run it: vglab run {spec_file} --out {remedies.sweep_dir(results_dir)}", highlight=False,
-                      soft_wrap=True, markup=False)
+            say(f"run it: vglab run {spec_file} --out {remedies.sweep_dir(results_dir)}")
             return
         import vglab
 
@@ -453,14 +455,13 @@ def doctor(results_dir: Path = typer.Argument(..., help="A results directory (a 
                         _progress=_progress(quiet))
         sweep_d = doctor_mod.diagnose(res, remedies=False)
         eff = remedies.effects(res, sweep_d)
-        out.print(f"\nwhich remedy moved which finding ({res.path}; paired over {seeds} seeds):", highlight=False,
-                  soft_wrap=True, markup=False)
+        say(f"\nwhich remedy moved which finding ({res.path}; paired over {seeds} seeds):")
         for e in eff or []:
-            out.print("  " + e.text(), highlight=False, soft_wrap=True, markup=False)
+            say("  " + e.text())
         if not eff:
-            out.print("  the baseline of the sweep has no finding in these runs", markup=False)
+            say("  the baseline of the sweep has no finding in these runs")
         page = vglab.report(res.path)
-        out.print(f"report: {page}", highlight=False, soft_wrap=True, markup=False)
+        say(f"report: {page}")
 
 
 @data_app.command("fetch")

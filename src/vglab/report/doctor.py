@@ -168,17 +168,6 @@ class Diagnosis:
                             "findings": sel})
         return out
 
-    def headlines(self) -> list[str]:
-        """One line per configuration: its main finding, or that none was found."""
-        out = []
-        for label, runs in self.by_label().items():
-            gs = self.groups(label)
-            if not gs:
-                out.append(f"{label}: no finding ({len(runs)} run{'s' if len(runs) > 1 else ''} checked)")
-            else:
-                out.append(f"{label}: " + _group_text(gs[0], runs[0]))
-        return out
-
     def lines(self, remedies: bool = True) -> list[str]:
         """The full text: per configuration its findings, the mean-field line, the remedies."""
         out = [f"thresholds: {thresholds_text()} (DESIGN.md, 'doctor': the measurements that set them)"]
@@ -196,8 +185,11 @@ class Diagnosis:
                 if ev:
                     out.append("      " + ev)
                 if remedies:
-                    for r in g["findings"][0].remedies:
-                        out.append("      remedy: " + r["text"])
+                    rem = g["findings"][0].remedies
+                    out += ["      remedy: " + r["text"] for r in rem if r["moved"]]
+                    idle = [r["remedy"] for r in rem if not r["moved"]]
+                    if idle:
+                        out.append(f"      measured, did not move it: {', '.join(idle)}")
             mf = runs[0].mean_field
             if mf:
                 out.append("  mean-field: " + mean_field_text(mf))
@@ -216,7 +208,7 @@ def measurement_lines(d: Diagnosis) -> list[str]:
     return out
 
 
-def _layers_text(idx: list[int], n_hidden: int) -> str:
+def _layers_text(idx: list[int], of: str) -> str:
     spans, start = [], None
     for i, k in enumerate(idx):
         if start is None:
@@ -225,19 +217,18 @@ def _layers_text(idx: list[int], n_hidden: int) -> str:
             spans.append(f"{start + 1}" if start == k else f"{start + 1}–{k + 1}")
             start = None
     word = "layer" if len(idx) == 1 else "layers"
-    return f"{word} {', '.join(spans)} of {n_hidden}"
+    return f"{word} {', '.join(spans)} of {of}"
 
 
 def _group_text(g: dict, run: RunCheck) -> str:
-    n_hidden = len(run.layers) - 1
-    where = _layers_text(g["layer_index"], n_hidden) if g["finding"] != "frozen" else \
-        _layers_text(g["layer_index"], n_hidden).replace(f"of {n_hidden}", f"of {len(run.layers)} (output counted)")
+    of = f"{len(run.layers)} (output counted)" if g["finding"] == "frozen" else str(len(run.layers) - 1)
+    where = _layers_text(g["layer_index"], of)
     level = g["level"]
     what = {"vanishing": f"gradient down to 10^{level:.1f} of the output layer's" if level is not None else "gradient vanishes",
             "exploding": f"gradient up to 10^{level:+.1f} of the output layer's" if level is not None else "gradient explodes",
             "saturated": "saturated (φ′ < 0.01)", "dead": "dead units (gradient exactly zero)",
             "frozen": "frozen (the weights do not move)"}[g["finding"]]
-    when = f"from {run.unit} {g['onset']}" + ("" if g["persists"] else ", not in every later epoch")
+    when = f"from {run.unit} {g['onset']}" + ("" if g["persists"] else f", not in every later {run.unit}")
     seeds = f"{g['seeds']}/{g['runs']} runs"
     return f"{g['finding']}: {where}: {what} {when}; cause: {CAUSE_TEXT.get(g['cause'], g['cause'])} ({seeds})"
 
