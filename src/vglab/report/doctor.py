@@ -170,6 +170,8 @@ class Diagnosis:
 
     def lines(self, remedies: bool = True) -> list[str]:
         """The full text: per configuration its findings, the mean-field line, the remedies."""
+        from vglab.report import remedies as remedies_mod
+
         out = [f"thresholds: {thresholds_text()} (DESIGN.md, 'doctor': the measurements that set them)"]
         for why in self.missing.values():
             out.append(f"not looked for: {why}")
@@ -187,9 +189,10 @@ class Diagnosis:
                 if remedies:
                     rem = g["findings"][0].remedies
                     out += ["      remedy: " + r["text"] for r in rem if r["moved"]]
-                    idle = [r["remedy"] for r in rem if not r["moved"]]
-                    if idle:
-                        out.append(f"      measured, did not move it: {', '.join(idle)}")
+                    for verdict in ("did not move it", remedies_mod.NOT_COMPARABLE):
+                        idle = [r["remedy"] for r in rem if r["verdict"] == verdict]
+                        if idle:
+                            out.append(f"      measured, {verdict}: {', '.join(idle)}")
             mf = runs[0].mean_field
             if mf:
                 out.append("  mean-field: " + mean_field_text(mf))

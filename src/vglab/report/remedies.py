@@ -44,6 +44,12 @@ METRICS = {"vanishing": ("level_min", +1, "lowest hidden layer's gradient level 
            "saturated": ("saturated_max", -1, "largest saturated fraction of a hidden layer"),
            "dead": ("zero_frac_max", -1, "largest zero-gradient fraction of a ReLU layer"),
            "frozen": ("frozen_layers", -1, "layers frozen in the last epoch")}
+# The engine's gradient probes see the gradient of the total loss, data + penalty: an L1/L2 arm's
+# gradient levels, zero fractions and updates include r·θ (weight decay moves a layer that learns
+# nothing: L2 r=0.001 "unfroze" the 20x8 tanh net's layers at chance accuracy). Only the findings read
+# from the activations are compared for a penalty arm.
+PENALTY_BLIND = ("saturated",)
+NOT_COMPARABLE = "not comparable (its gradient and updates include the penalty's r·θ)"
 MEANINGFUL = {"vanishing": 1.0, "exploding": 0.5, "saturated": 0.15, "dead": 0.03, "frozen": 1.0}
 
 
@@ -72,7 +78,7 @@ class Effect:
     acc_low: float = math.nan
     acc_high: float = math.nan
     moved: bool = False  # removed (gone in every seed) or reduced (see `verdict`)
-    verdict: str = "did not move it"  # "removed it" | "reduced it" | "did not move it"
+    verdict: str = "did not move it"  # "removed it" | "reduced it" | "did not move it" | NOT_COMPARABLE
 
     def text(self) -> str:
         _, _, what = METRICS[self.finding]
@@ -308,15 +314,18 @@ def effects(res, diagnosis=None, source: str | None = None) -> list[Effect]:
             lo, hi = better * diff.low, better * diff.high
             reduced = diff.has_interval and min(lo, hi) > 0 and better * diff.diff >= MEANINGFUL[kind]
             verdict = "removed it" if gone else ("reduced it" if reduced else "did not move it")
+            if setting == "penalty" and kind not in PENALTY_BLIND:
+                verdict = NOT_COMPARABLE
             change = {k: conf.loc[lab].get(k) for k in SETTINGS[setting]}
             out.append(Effect(kind, max(set(causes), key=causes.count) if causes else None,
                               _remedy_name(conf.loc[lab], setting), _jsonable(change), base,
                               source or str(res.path), ds, epochs, metric,
                               float(np.nanmean(list(b.values()))), float(np.nanmean(list(a.values()))),
                               diff.diff, diff.low, diff.high, diff.n, f"{fb}/{len(base_runs)}",
-                              f"{fa}/{len(arm)}", acc.diff, acc.low, acc.high, verdict != "did not move it",
+                              f"{fa}/{len(arm)}", acc.diff, acc.low, acc.high, verdict in ("removed it", "reduced it"),
                               verdict))
-    return sorted(out, key=lambda e: (e.finding, ("removed it", "reduced it", "did not move it").index(e.verdict)))
+    order = ("removed it", "reduced it", "did not move it", NOT_COMPARABLE)
+    return sorted(out, key=lambda e: (e.finding, order.index(e.verdict)))
 
 
 def _jsonable(x):
@@ -378,7 +387,7 @@ def attach(diagnosis, evidence=None) -> None:
             if e.remedy in seen:
                 continue
             seen.add(e.remedy)
-            chosen.append({"remedy": e.remedy, "change": e.change, "moved": e.moved, "text": e.text(),
+            chosen.append({"remedy": e.remedy, "change": e.change, "moved": e.moved, "verdict": e.verdict, "text": e.text(),
                            "effect": {"metric": e.metric, "diff": e.diff, "low": e.low, "high": e.high,
                                       "acc_diff": e.acc_diff, "seeds": e.seeds},
                            "source": e.source, "dataset": e.dataset, "baseline": e.baseline})
