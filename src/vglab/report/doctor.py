@@ -587,14 +587,17 @@ def html_section(d: Diagnosis, effects=None) -> str:
 
 
 def headline(d: Diagnosis) -> str:
-    """The one line a terminal shows: the most severe configuration's first finding, or none."""
+    """The one line a terminal shows: of the most severe kind found (FINDINGS' order), the configuration
+    whose finding spans the most layers (then the most extreme level), or that nothing was found."""
+    labels = d.by_label()
+    with_findings = sum(1 for lab in labels if d.groups(lab))
     for kind in FINDINGS:
-        for label, runs in d.by_label().items():
-            g = next((g for g in d.groups(label) if g["finding"] == kind), None)
-            if g:
-                n = sum(1 for lab in d.by_label() if d.groups(lab))
-                more = f" (+{n - 1} more configuration{'s' if n > 2 else ''} with findings)" if n > 1 else ""
-                return f"{label}: {_group_text(g, runs[0])}{more}"
+        cands = [(g, runs) for lab, runs in labels.items() for g in d.groups(lab) if g["finding"] == kind]
+        if cands:
+            g, runs = max(cands, key=lambda c: (len(c[0]["layer_index"]), abs(c[0]["level"] or 0.0)))
+            more = (f" (+{with_findings - 1} more configuration{'s' if with_findings > 2 else ''} with findings)"
+                    if with_findings > 1 else "")
+            return f"{runs[0].label}: {_group_text(g, runs[0])}{more}"
     return f"no finding in {len(d.runs)} runs"
 
 
