@@ -198,7 +198,8 @@ def score(case: Case, diagnosis) -> dict:
             ok = not fs
         else:
             ok = any(f.finding == case.expected and (case.cause is None or f.cause == case.cause) for f in fs)
-        rows[run.seed if run.seed is not None else run.run_id] = {"findings": kinds, "causes": sorted({f"{f.finding}:{f.cause}" for f in fs}), "ok": ok}
+        rows[run.seed if run.seed is not None else run.run_id] = {
+            "findings": kinds, "causes": sorted({f"{f.finding}:{f.cause}" for f in fs}), "ok": ok}
     return rows
 
 

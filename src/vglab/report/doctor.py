@@ -18,8 +18,8 @@ Per run and hidden layer l, at every recorded epoch e:
   with φ′ < 0.01, `vglab.train.probes.SATURATION_THRESHOLD`);
 - `dead` (ReLU-type): zero_frac of the bias gradient ≥ DEAD_FRAC: the mean over the epoch's steps of
   the fraction of units whose gradient is exactly zero on the whole batch (a unit dead on every
-  step counts on every step, so this is at least the dead fraction; a live ReLU unit is off for a
-  whole batch of 32 almost never: the healthy nets' maximum is in DESIGN.md);
+  step counts on every step, so this is at least the dead fraction; healthy He-initialised ReLU nets
+  had up to 28 % such units, off for every input they saw, so the threshold sits above: DESIGN.md);
 - `frozen`: update_ratio ‖Δθ‖/‖θ‖ of the weights < FROZEN_RATIO per step (below float32's relative
   resolution 2⁻²³ = 1.2e-7, most entries' updates round away: the update_size probe measures
   θ_after − θ_before after rounding).
@@ -35,9 +35,9 @@ random 8x8 matrices at σ_w² = 1/3 shrink a typical vector by √(1/3) per laye
 is about 1.) Vanishing is blamed on the factors below 1 (negative logs), exploding on those above:
 one factor when its share is at least `claims.DOMINANCE` times the other's, else `both`. Without φ′
 (a model not built with `vglab.nn.activation`), `weights` when the spectral-norm bound alone makes at
-least half the level, else not determined (None). `saturated` and `dead` are φ′ findings (cause `derivatives`). `frozen`: `optimizer` when the
-layer's gradient is not vanishing (the update is zero while the gradient is not: a masked layer, a
-zero learning rate), else the vanishing's cause.
+least half the level, else not determined (None). `saturated` and `dead` are φ′ findings (cause
+`derivatives`). `frozen`: `optimizer` when the layer's gradient is not vanishing (the update is zero
+while the gradient is not: a masked layer, a zero learning rate), else the vanishing's cause.
 
 **Onset** is the first recorded epoch at which a finding holds (epoch 0, initialization, for the
 activation findings), and it **persists** when it holds at every later recorded epoch too.
