@@ -183,6 +183,21 @@ def _print_plan(plan) -> None:
         out.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
+def _print_ending(results_dirs: list[Path], last: str) -> None:
+    """The end of `run` and `reproduce` on stderr: the claims' verdict counts, the diagnosis
+    headline of each experiment (`vglab.report.doctor.ending`), then where the report is."""
+    from rich.markup import escape
+
+    try:
+        from vglab.report.doctor import ending
+
+        for line in ending(results_dirs):
+            err.print(escape(line), soft_wrap=True, highlight=False)
+    except Exception as e:  # the summary must not turn a finished run into a failure
+        err.print(f"[yellow]warning:[/yellow] no summary: {escape(f'{type(e).__name__}: {e}')}", highlight=False)
+    err.print(last, soft_wrap=True, highlight=False)
+
+
 def _cell(v) -> str:
     if isinstance(v, float):
         return f"{v:g}"
@@ -310,7 +325,7 @@ def run(preset: str = typer.Argument(..., help="A preset name (vglab list) or a 
         _print_plan(res)
         return
     if not quiet:
-        err.print(f"{len(res.runs)} runs complete; report: [bold]vglab report {res.path}[/bold]", soft_wrap=True)
+        _print_ending([Path(res.path)], f"{len(res.runs)} runs complete; report: [bold]vglab report {res.path}[/bold]")
     typer.echo(str(res.path))
 
 
@@ -353,6 +368,9 @@ def reproduce(dataset: str = typer.Option("digits", "--dataset", "-d", help="dig
     if dry_run:
         _print_plan(index)
         return
+    if not quiet:
+        root = Path(index) if Path(index).is_dir() else Path(index).parent
+        _print_ending(sorted(p.parent for p in root.glob("*/experiment.toml")), f"report: [bold]{index}[/bold]")
     typer.echo(str(index))
 
 
@@ -382,6 +400,84 @@ def report(results_dir: Path = typer.Argument(..., help="A results directory (vg
     with _user_errors():
         page = vglab.report(results_dir, open=open_, figure_formats=("png", "svg") if svg else ("png",))
     typer.echo(str(page))
+
+
+@app.command()
+def doctor(results_dir: Path = typer.Argument(..., help="A results directory (a preset's, your own model's, a "
+                                                        "vglab.Recorder's)."),
+           json_: bool = typer.Option(False, "--json", help="Print the findings as one JSON list (for other tools)."),
+           try_: bool = typer.Option(False, "--try", help="Write a remedy sweep on the same model and data "
+                                                          "(RESULTS-remedies.toml)."),
+           run_: bool = typer.Option(False, "--run", help="With --try: run the sweep and say which remedy moved "
+                                                          "which finding."),
+           label: Optional[str] = typer.Option(None, "--label", help="With --try: the configuration to treat "
+                                                                     "(default: the first with a finding)."),
+           seeds: int = typer.Option(3, "--seeds", min=2, help="With --try: seeds of the sweep (intervals need 2+)."),
+           epochs: Optional[int] = EPOCHS, workers: Optional[int] = WORKERS, quiet: bool = QUIET):
+    """Diagnose a results directory: per run and layer, vanishing / exploding / saturated / dead /
+    frozen, the cause, from which epoch, and the remedies measured to move it.
+
+    Examples:
+      [bold]vglab doctor vglab-results/digits/many-layers[/bold]
+      [bold]vglab doctor vglab-results/digits/many-layers --json[/bold]
+      [bold]vglab doctor vglab-results/digits/many-layers --try --run[/bold]
+    """
+    import json
+
+    from vglab.report import doctor as doctor_mod
+    from vglab.report import remedies
+    from vglab.results.store import StoreError, load
+
+    def say(line: str) -> None:
+        out.print(line, highlight=False, soft_wrap=True, markup=False)
+
+    with _user_errors(resumable=run_):
+        if run_ and not try_:
+            raise ValueError("--run runs the remedy sweep of --try; give both (vglab doctor PATH --try --run)")
+        if not (results_dir / "runs").is_dir():
+            raise StoreError(f"no results directory at {results_dir} (no runs/ folder); give a folder written by "
+                             "vglab run, vglab reproduce or vglab.Recorder")
+        d = doctor_mod.diagnose(load(results_dir))
+        if json_ and not try_:
+            typer.echo(json.dumps(d.to_json(), indent=1))
+            return
+        for line in [f"vglab doctor {results_dir} ({len(d.runs)} runs)"] + d.lines():
+            say(line)
+        eff = remedies.effects(load(results_dir), d)
+        if eff:
+            say("\nremedy sweep (each arm against the baseline, paired over seeds):")
+            for e in eff:
+                say("  " + e.text())
+        if not try_:
+            return
+        treat = label or next((f.label for f in d.findings if f.finding), None)
+        if treat is None:
+            say("\n--try: no configuration has a finding; give --label to sweep remedies anyway")
+            return
+        if not (results_dir / "experiment.toml").exists():
+            say(f"\n--try: {results_dir} was not trained by vglab (no experiment.toml), so vglab cannot run its "
+                "loop; the remedies measured to move these findings, to make in your own training step:")
+            for line in remedies.suggested_changes(d, treat):
+                say("  " + line)
+            return
+        spec_file = remedies.write_sweep(results_dir, treat, seeds=seeds, epochs=epochs)
+        say(f"\nremedy sweep for {treat}: {spec_file}")
+        if not run_:
+            say(f"run it: vglab run {spec_file} --out {remedies.sweep_dir(results_dir)}")
+            return
+        import vglab
+
+        res = vglab.run(str(spec_file), out=remedies.sweep_dir(results_dir), workers=workers, progress=not quiet,
+                        _progress=_progress(quiet))
+        sweep_d = doctor_mod.diagnose(res, remedies=False)
+        eff = remedies.effects(res, sweep_d)
+        say(f"\nwhich remedy moved which finding ({res.path}; paired over {seeds} seeds):")
+        for e in eff or []:
+            say("  " + e.text())
+        if not eff:
+            say("  the baseline of the sweep has no finding in these runs")
+        page = vglab.report(res.path)
+        say(f"report: {page}")
 
 
 @data_app.command("fetch")

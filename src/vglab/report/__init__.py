@@ -12,6 +12,9 @@
   whether a threshold is met by the means, by the whole interval, or neither.
 - `html.py`: offline pages with relative links (`write_report`, `write_index`).
 - `tables.py`: small shared views of a Results (final accuracies, label order, arms).
+- `doctor.py`: the diagnosis of any results folder (`vglab doctor`): findings per run and layer, cause,
+  onset, mean-field context; `remedies.py`: remedy sweeps and their measured effects (the evidence);
+  `forest.py`: the index's forest plot of every claim's arms.
 """
 
 from vglab.report.html import write_index, write_report

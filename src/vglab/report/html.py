@@ -324,8 +324,9 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
              f'<p class="sub">{_esc(desc + " · " if desc else "")}dataset {_esc(ds or "?")} · '
              f"{len(res.runs)} runs · {len(tables.label_order(res))} configurations</p>",
              (f'<p class="sub">Reference: {_esc(reference)}</p>' if reference else ""),
-             '<nav class="toc"><a href="#claims">Claims</a><a href="#runs">Runs</a><a href="#figures">Figures</a>'
-             '<a href="#config">Configuration</a><a href="#meta">Versions and timing</a></nav>',
+             '<nav class="toc"><a href="#diagnosis">Diagnosis</a><a href="#claims">Claims</a><a href="#runs">Runs</a>'
+             '<a href="#figures">Figures</a><a href="#config">Configuration</a><a href="#meta">Versions and timing</a>'
+             '</nav>', _diagnosis_html(res, results_dir),
              '<h2 id="claims">Claims of the reference study</h2>']
     if _is_reference_preset(preset):
         pairs = claims_mod.evaluate({preset: res})
@@ -371,6 +372,19 @@ def _record_timing(results_dir: Path, record: dict) -> None:
         return
     meta["report"] = record
     write_json(f, meta)
+
+
+def _diagnosis_html(res, results_dir: Path) -> str:
+    """The page's opening section: `vglab doctor`'s findings (`vglab.report.doctor`), and when
+    this experiment is a remedy sweep, which remedy moved which finding."""
+    from vglab.report import doctor, remedies
+
+    try:
+        d = doctor.diagnose(res)
+        return doctor.html_section(d, remedies.effects(res, d, source=str(results_dir)))
+    except Exception as e:  # the diagnosis is one section: a failure must not cost the page
+        warnings.warn(f"the diagnosis could not be made: {type(e).__name__}: {e}", stacklevel=2)
+        return f'<h2 id="diagnosis">Diagnosis</h2><p class="note">Not available: {_esc(type(e).__name__)}: {_esc(e)}</p>'
 
 
 def _stale(results_dir: Path) -> bool:
@@ -432,7 +446,7 @@ def render_index(results_dirs, out, refresh_pages: bool = True, figure_formats=F
     title = _index_title(loaded, datasets)
     body = [f"<h1>{title}</h1>",
             f'<p class="sub">{len(loaded)} experiments · {len(checked)} claims checked' + (f" · {tally}" if tally else "")
-            + "</p>", '<h2 id="claims">Claims</h2>']
+            + "</p>", _forest_html(checked, loaded, out, figure_formats), '<h2 id="claims">Claims</h2>']
     if checked:
         body.append(_claims_table(checked, link_preset=link))
         body.append(f'<p class="rule">{_esc(claims_mod.DIVERGED_NOTE)}</p>')
@@ -447,6 +461,25 @@ def render_index(results_dirs, out, refresh_pages: bool = True, figure_formats=F
              "<table><thead><tr><th>experiment (preset)</th><th>dataset</th><th>runs</th><th>configurations</th>"
              "<th>best configuration — final val acc</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"]
     return _page(re.sub(r"<[^>]+>", "", html.unescape(title)), "\n".join(body))
+
+
+def _forest_html(pairs, loaded: dict, out: Path, figure_formats) -> str:
+    """The index's opening figure (`vglab.report.forest`): per claim its arms with 95 % intervals
+    over seeds, marked with the verdict; stored as figures/forest.png beside the index."""
+    from vglab.report import forest
+
+    shown = [(c, o) for c, o in pairs if o.verdict != "not run"]
+    shown += [(c, o) for c, o in why_mod.evaluate(loaded) if o.verdict != "not run"] if any(
+        p in loaded for p in why_mod.PRESETS) else []
+    try:
+        fig = forest.forest(shown, loaded)
+    except F.NoData:
+        return ""
+    f = DrawnFigure("forest", "Per claim: the arms of the experiment it was checked on, final validation accuracy "
+                              "(mean and 95 % interval over seeds, one-sample t), the panel in its verdict's colour.",
+                    tuple(F.save(fig, out.parent / "figures" / "forest", formats=tuple(figure_formats))))
+    fig.clf()
+    return _figure_html(f, out.parent)
 
 
 def write_index(results_dirs, out, refresh_pages: bool = True, figure_formats=FIGURE_FORMATS) -> Path:
