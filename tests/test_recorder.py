@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -101,9 +102,32 @@ def test_a_recorded_watched_run_loads_reports_and_shows_in_tensorboard(tmp_path,
             f = factors[factors["member"] == m]
             np.testing.assert_array_equal(a["log_weight_norm"].to_numpy(), f["log_weight_norm"].to_numpy())
             assert a["saturated_frac"].iloc[0] > 0  # the hidden layer's inputs are scaled up
-    page = vglab.report(out)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "figure .* could not be drawn")
+        page = vglab.report(out)
     assert page.exists() and "2 runs" in page.read_text()
     assert len(list((out / "figures").glob("*.png"))) >= 3
+    # run.json's x_unit "step": the report's x axes and captions count steps, not epochs
+    import re
+
+    from vglab.report import figures
+
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page.read_text(), re.S)
+    assert any("recorded step" in c for c in captions)
+    assert not any(re.search(r"\b[Ee]pochs?\b", c) for c in captions)
+    for draw in (figures.gradient_flow, figures.learning_curves, figures.gradient_stats):
+        fig = draw(res)
+        assert {ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()} == {"step"}
+        assert "epoch" not in fig._suptitle.get_text().lower()
+    # the engine's runs (no x_unit), or a mix with them, stay in epochs
+    from types import SimpleNamespace
+
+    from vglab.report import tables
+
+    for runs in (res.runs.drop(columns="x_unit"), res.runs.assign(x_unit=["step", None])):
+        engine = SimpleNamespace(runs=runs)
+        assert tables.x_unit(engine) == "epoch" and tables.in_x_unit(engine, "per epoch") == "per epoch"
+    assert tables.in_x_unit(res, "Epoch 0; epochs 1–30 of each epoch") == "Step 0; steps 1–30 of each step"
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
