@@ -353,8 +353,8 @@ def test_layer_factors_with_a_scan_need_the_preactivations_returned():
     so measures phi' of every step's z."""
     act = vglab.nn.activation("tanh")
     k = jax.random.split(jax.random.key(5), 3)
-    p = {"cell": {"w": jax.random.normal(k[0], (4, 6)), "b": jnp.zeros(6)}, "rec": {"w": jax.random.normal(k[1], (6, 6))},
-         "out": {"w": jax.random.normal(k[2], (6, 3)), "b": jnp.zeros(3)}}
+    p = {"cell": {"w": jax.random.normal(k[0], (4, 6)), "b": jnp.zeros(6)},
+         "rec": {"w": jax.random.normal(k[1], (6, 6))}, "out": {"w": jax.random.normal(k[2], (6, 3)), "b": jnp.zeros(3)}}
     x = np.random.default_rng(5).standard_normal((3, 4, 4)).astype(np.float32)
     with pytest.raises(ValueError, match=r"capture.*\{layer name: z\}"):
         vglab.layer_factors(lambda p, x: _rnn(p, x, act), p, x)

@@ -269,7 +269,8 @@ def learning_curves(res, labels=None, *, log_loss: bool = True) -> Figure:
                 _plain_log(ax)
         ax.xaxis.get_major_locator().set_params(integer=True)
     _title(fig, res, "Accuracy and loss per epoch", shared)
-    _legend_below(fig, axes, short, col, title=tables.in_x_unit(res, _seeds_note(res, labels) + " · epoch 0 = at initialization"), styles=sty)
+    _legend_below(fig, axes, short, col, styles=sty,
+                  title=tables.in_x_unit(res, _seeds_note(res, labels) + " · epoch 0 = at initialization"))
     return fig
 
 
