@@ -1,21 +1,30 @@
-"""The runner's cost model against measurements: per built-in program, CPU seconds (process
-time) of a cold compile, one epoch and one record, next to what `runner._costs` estimates.
+"""The runner's cost model against measurements, and its calibration.
 
-    PYTHONPATH=src python benchmarks/cost_model.py                  # the digits programs
-    PYTHONPATH=src python benchmarks/cost_model.py large-params:mnist cnn-large-params:mnist:3200
-    PYTHONPATH=src python benchmarks/cost_model.py --device gpu large-params:mnist   # against GPU_COSTS
+    PYTHONPATH=src python benchmarks/cost_model.py --compare RESULTS...     # estimate vs measured, per term
+    PYTHONPATH=src python benchmarks/cost_model.py --compare RESULTS... --costs OLD.json   # another calibration's plan
+    PYTHONPATH=src python benchmarks/cost_model.py --calibrate RESULTS...   # fit costs.json's "cpu" from them
+    PYTHONPATH=src python benchmarks/cost_model.py --programs [PROGRAM...]  # one program, cold compile, per epoch
 
-With `--device gpu` (on a GPU machine) a unit is what the runner trains there (a group's runs
-of one seed), times are wall-clock seconds, nothing is pinned, and the estimates come from
-`runner.GPU_COSTS`: the numbers to recalibrate it with.
+RESULTS: a results folder (`vglab run --out`) or a folder of them (`vglab reproduce --out`);
+MNIST's need `--data-dir DIR` (the plan prepares the data). Every run records in its
+meta.json, per task, the worker's CPU seconds (compiling, each unit) and the program's
+features (`runner.task_features`), and the report page its CPU seconds; the plan is made
+again for a fresh folder (the same specs and workers) and set against them.
 
-(`preset:dataset[:train_size]`: a subset keeps a slow program's measurement short; the
-cost of a step does not depend on it.)
+--compare prints, per experiment, the plan's compile, train and report seconds (one core)
+against the measured CPU seconds, and per results root the wall time: the plan's, the
+measured one and, since a shared machine inflates wall time, the measured CPU seconds
+scheduled on the workers as the plan schedules its estimates ("idle" column).
 
-Each measurement runs in a fresh process pinned to one core, single-threaded XLA and an
-empty compilation cache (as a worker of `vglab run` on a cold machine): the first
-`train_group` call compiles (its short training is included), the second is timed.
-Run it on an idle machine: other processes slow every number down.
+--calibrate fits the CPU constants (least squares of the relative error, i.e. about log
+space, non-negative, each constant pulled weakly towards its current value so that one
+these runs cannot see stays put) and, with --write, writes them into
+src/vglab/experiments/costs.json with the machine, date and versions they were measured on.
+
+--programs (the older per-program check): per built-in program, CPU seconds of a cold
+compile, one epoch and one record in a fresh process pinned to one core; `--device gpu`
+(on a GPU machine) times one process in wall seconds against `runner.GPU_COSTS`.
+    PYTHONPATH=src python benchmarks/cost_model.py --programs large-params:mnist cnn-large-params:mnist:3200
 """
 
 from __future__ import annotations
@@ -26,11 +35,310 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 DEFAULT = ["large-params:digits", "combined:digits", "many-layers:digits", "cnn-large-params:digits",
            "paper-cnn-large-params:digits", "cnn-many-layers:digits", "paper-cnn-many-layers:digits"]
+PRIOR_WEIGHT = 1e-3  # a constant the runs cannot tell apart stays at its current value (1 per measured task)
 
 
+# ------------------------------------------------------------------ results folders
+def experiment_folders(paths: list[str | Path]) -> dict[Path, list[Path]]:
+    """{results root: its experiment folders (those with meta.json)}."""
+    out: dict[Path, list[Path]] = {}
+    for p in map(Path, paths):
+        if (p / "meta.json").exists():
+            out.setdefault(p.parent, []).append(p)
+        else:
+            found = sorted(d for d in p.iterdir() if (d / "meta.json").exists()) if p.is_dir() else []
+            if not found:
+                raise SystemExit(f"error: {p} holds no results folder (no meta.json in it or below it); "
+                                 "give a folder of `vglab run --out` or `vglab reproduce --out`")
+            out.setdefault(p, []).extend(found)
+    for root, folders in out.items():  # an experiment still training (or killed) has no finished record yet
+        done = [f for f in folders if any(c.get("tasks") for c in json.loads((f / "meta.json").read_text())
+                                          .get("invocations", []))]
+        if len(done) < len(folders):
+            print(f"note: {root}: left out, not trained yet: {', '.join(f.name for f in folders if f not in done)}",
+                  file=sys.stderr)
+        out[root] = done
+    return {root: folders for root, folders in out.items() if folders}
+
+
+def _last_training(meta: dict) -> dict:
+    """The last invocation that trained (its tasks are what the folder's runs cost)."""
+    calls = [c for c in meta.get("invocations", []) if c.get("tasks")]
+    if not calls:
+        raise SystemExit("error: a meta.json records no trained task; run the experiment (into a fresh folder)")
+    return calls[-1]
+
+
+def measured(folder: Path) -> dict:
+    """CPU seconds of one experiment as meta.json records them: compiling (or loading) its
+    programs, training its units, drawing its page; per task too."""
+    meta = json.loads((folder / "meta.json").read_text())
+    call = _last_training(meta)
+    tasks = {}
+    for t in call["tasks"]:
+        if "unit_cpu_seconds" not in t:
+            raise SystemExit(f"error: {folder}/meta.json has no per-task CPU seconds (made by an older vglab); "
+                             "run the experiment again into a fresh folder")
+        tasks[t["task"]] = {"compile": t["compile_cpu_seconds"], "train": sum(t["unit_cpu_seconds"]) - t["compile_cpu_seconds"],
+                            "units": t["units"], "features": t.get("features") or {}, "cache_hits": t.get("cache_hits")}
+    report = meta.get("report") or {}
+    return {"compile": sum(t["compile"] for t in tasks.values()), "train": sum(t["train"] for t in tasks.values()),
+            "report": report.get("cpu_seconds"), "report_written": report.get("written"), "tasks": tasks,
+            "started": call["started"], "workers": call["workers"], "load": call.get("load_average"),
+            "machine": meta.get("machine", {}), "versions": meta.get("versions", {})}
+
+
+def replan(folders: list[Path], workers: int, data_dir):
+    """The plan of these experiments into fresh folders (what `vglab reproduce` printed
+    before it trained them, with the current constants)."""
+    from vglab.experiments import runner
+    from vglab.experiments.spec import load_spec
+    from vglab.results import store
+
+    specs = []
+    for f in folders:
+        d = store.read_spec(f)
+        spec = load_spec(d.get("preset") or d["source"], dataset=d["dataset"], epochs=d["epochs"], seeds=d["seeds"],
+                         train_size=d.get("train_size"))
+        if spec.to_dict()["fingerprint"] != d["fingerprint"]:
+            raise SystemExit(f"error: {f}: its experiment.toml is not its preset with dataset, epochs, seeds and "
+                             "train_size set (a --set?); compare folders made by plain `vglab run`/`reproduce`")
+        specs.append(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        return runner.plan_experiments(specs, [Path(tmp) / s.name for s in specs], workers=workers, device="cpu",
+                                       data_dir=data_dir)
+
+
+def _iso(s: str) -> float:
+    return datetime.fromisoformat(s).timestamp()
+
+
+def measured_wall(root: Path, ms: list[dict]) -> float | None:
+    """From the first invocation's start to the last page written (the index page, if any)."""
+    ends = [_iso(m["report_written"]) for m in ms if m["report_written"]]
+    index = root / "index.html"
+    if index.exists():
+        ends.append(index.stat().st_mtime)
+    return max(ends) - min(_iso(m["started"]) for m in ms) if ends else None
+
+
+def idle_wall(plan, ms: list[dict]) -> float:
+    """The measured CPU seconds scheduled as the plan schedules its estimates: each task (in
+    the plan's order; tasks the plan now splits otherwise after them, largest first) on the
+    worker free first, each page once its experiment is trained."""
+    cost = {k: t["compile"] + t["train"] for m in ms for k, t in m["tasks"].items()}
+    order = [k for k in plan.task_features if k in cost]
+    order += sorted(set(cost) - set(order), key=lambda k: -cost[k])
+    free, ends = [0.0] * plan.workers, {}
+    for key in order:
+        w = free.index(min(free))
+        free[w] += cost.get(key, 0.0)
+        ends[key.split("/")[0]] = free[w]
+    pages = {r.experiment: m["report"] or 0.0 for r, m in zip(plan.rows, ms)}
+    for name in sorted(ends, key=ends.get):
+        w = free.index(min(free))
+        free[w] = max(free[w], ends[name]) + pages.get(name, 0.0)
+    return max(free)
+
+
+# ------------------------------------------------------------------ --compare
+def _dur(s) -> str:
+    if s is None:
+        return "-"
+    s = float(s)
+    return f"{s:.0f} s" if s < 60 else f"{int(s // 60)}:{int(round(s % 60)):02d}"
+
+
+def _ratio(est, meas) -> str:
+    return "-" if not est or not meas else f"{est / meas:.2f}"
+
+
+def compare(paths, data_dir=None, out=sys.stdout) -> list[dict]:
+    """Print and return the rows (experiment, term, estimate, measured) of every results root."""
+    rows = []
+    for root, folders in experiment_folders(paths).items():
+        ms = [measured(f) for f in folders]
+        plan = replan(folders, ms[0]["workers"], data_dir)
+        load = [m["load"][0] for m in ms if m.get("load")]
+        print(f"\n{root} ({len(folders)} experiments, {plan.workers} workers"
+              + (f", load average at the end {max(load):.1f} on {ms[0]['machine'].get('cpu_count')} cores" if load else "")
+              + "): estimate vs measured CPU seconds (ratio = estimate / measured)", file=out)
+        print(f"  {'experiment':<24} {'compile':>7} {'(meas)':>7} {'ratio':>5}  {'train':>7} {'(meas)':>7} {'ratio':>5}"
+              f"  {'report':>7} {'(meas)':>7} {'ratio':>5}", file=out)
+        tot = {"compile": [0.0, 0.0], "train": [0.0, 0.0], "report": [0.0, 0.0]}
+        for r, m in zip(plan.rows, ms):
+            cells = []
+            for term, est in (("compile", r.compile_s), ("train", r.train_s), ("report", r.report_s)):
+                cells.append(f"{_dur(est):>7} {_dur(m[term]):>7} {_ratio(est, m[term]):>5}")
+                rows.append({"root": str(root), "experiment": r.experiment, "term": term, "estimate": est,
+                             "measured": m[term]})
+                tot[term][0] += est
+                tot[term][1] += m[term] or 0.0
+            print(f"  {r.experiment:<24} " + "  ".join(cells), file=out)
+        print(f"  {'all':<24} " + "  ".join(f"{_dur(e):>7} {_dur(mm):>7} {_ratio(e, mm):>5}" for e, mm in tot.values()),
+              file=out)
+        for term, (e, mm) in tot.items():
+            rows.append({"root": str(root), "experiment": "all", "term": term, "estimate": e, "measured": mm})
+        wall, idle = measured_wall(root, ms), idle_wall(plan, ms)
+        rows.append({"root": str(root), "experiment": "all", "term": "wall", "estimate": plan.wall_s,
+                     "measured": wall, "idle": idle})
+        print(f"  wall: plan {_dur(plan.wall_s)}, measured {_dur(wall)} (ratio {_ratio(plan.wall_s, wall)}); the "
+              f"measured CPU seconds on {plan.workers} idle workers: {_dur(idle)} (ratio {_ratio(plan.wall_s, idle)})",
+              file=out)
+    summary(rows, out)
+    return rows
+
+
+def summary(rows: list[dict], out=sys.stdout) -> None:
+    """One line per results root and term: the plan against the measurement (CPU seconds of
+    one core for compile, train and report; for wall, the measured CPU seconds scheduled on
+    the workers and, in brackets, the measured wall time, which a shared machine inflates)."""
+    print(f"\n{'results':<28} {'term':<8} {'plan':>7} {'measured':>9} {'ratio':>6}", file=out)
+    for r in rows:
+        if r["experiment"] != "all":
+            continue
+        meas = r.get("idle", r["measured"])
+        extra = f"  (wall {_dur(r['measured'])}, ratio {_ratio(r['estimate'], r['measured'])})" if "idle" in r else ""
+        print(f"{Path(r['root']).name:<28} {r['term']:<8} {_dur(r['estimate']):>7} {_dur(meas):>9} "
+              f"{_ratio(r['estimate'], meas):>6}{extra}", file=out)
+
+
+# ------------------------------------------------------------------ --calibrate
+def _fit(a, b, prior, names, w=None):
+    """Non-negative x minimizing sum(w ((a x - b) / b)^2) + PRIOR_WEIGHT^2 * sum((x - prior) / prior)^2,
+    then scaled so that the weighted geometric mean of estimate / measured is 1."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    a, b, prior = np.asarray(a, float), np.asarray(b, float), np.asarray(prior, float)
+    w = np.sqrt(np.ones(len(b)) if w is None else np.asarray(w, float))
+    keep = b > 0
+    a, b = a[keep] * (w[keep] / b[keep])[:, None], w[keep]
+    scale = np.where(prior > 0, prior, 1.0)  # solve in units of the prior: comparable columns
+    a = a * scale
+    a = np.vstack([a, PRIOR_WEIGHT * np.eye(len(prior))])
+    b = np.concatenate([b, PRIOR_WEIGHT * (prior > 0)])
+    x, _ = nnls(a, b)
+    # The relative error penalizes estimating high more than low: centre the log ratios
+    # (one factor for the term, so estimate / measured is 1 in the geometric mean).
+    n = int(keep.sum())
+    ratio = (a[:n] @ x) / b[:n]
+    if n and (ratio > 0).all():
+        x = x * np.exp(-np.sum(w[keep] ** 2 * np.log(ratio)) / np.sum(w[keep] ** 2))
+    return dict(zip(names, x * scale))
+
+
+def samples(paths, data_dir=None) -> dict:
+    """What the folders' meta.json recorded, as the fit reads it: compiles (features, CPU
+    seconds), cache loads, tasks' training (features, units, CPU seconds), pages (features,
+    CPU seconds); and the machine and versions they were measured with."""
+    out = {"compiles": [], "loads": [], "tasks": [], "pages": [], "sources": [], "machine": {}, "versions": {},
+           "weights": {"compiles": [], "tasks": [], "pages": []}}
+    for root, folders in experiment_folders(paths).items():
+        counts = {k: len(out[k]) for k in out["weights"]}
+        ms = [measured(f) for f in folders]
+        plan = replan(folders, ms[0]["workers"], data_dir)
+        out["sources"].append(str(root))
+        for r, m in zip(plan.rows, ms):
+            out["machine"], out["versions"] = m["machine"], m["versions"]
+            for key, t in m["tasks"].items():
+                f = t["features"] or plan.task_features.get(key)
+                if not f:
+                    continue
+                if "penalties" not in f:  # recorded before the feature was: the plan's (same tasks) or none
+                    f = {**f, "penalties": plan.task_features.get(key, {}).get("penalties", 0)}
+                if f.get("first") and not t["cache_hits"]:  # compiled here (a warm cache's hits are loads)
+                    out["compiles"].append((f, t["compile"]))
+                elif not f.get("first"):
+                    out["loads"].append(t["compile"])
+                out["tasks"].append((f, t["units"], t["train"]))
+            pf = plan.report_features.get(r.experiment)
+            if m["report"] and pf:
+                out["pages"].append((pf, m["report"]))
+        for k, n in counts.items():  # each results root weighs the same: a small run counts as much as a study
+            out["weights"][k] += [1 / (len(out[k]) - n)] * (len(out[k]) - n)
+    return out
+
+
+def fit(data: dict, prior) -> dict:
+    """The CostModel constants that best reproduce `data` (`samples`), starting from `prior`
+    (a CostModel): each term is linear in its constants, fitted apart (`_fit`)."""
+    import numpy as np
+
+    from vglab.experiments import runner
+
+    c = prior
+    comp = _fit([[1.0, f["dense_layers"], f["conv_layers"], f["conv_macs"], f.get("penalties", 0)]
+                 for f, _ in data["compiles"]], [s for _, s in data["compiles"]],
+                [c.compile_s, c.compile_s_per_layer["dense"], c.compile_s_per_layer["conv"], c.compile_s_per_conv_mac,
+                 max(c.compile_s_per_penalty, 0.1)], ["c0", "cd", "cc", "cm", "cp"],
+                data.get("weights", {}).get("compiles"))
+    a = []
+    for f, u, _ in data["tasks"]:
+        fwd = 3 * f["steps"] * f["members"] * f["batch_size"] + f["records"] * f["members"] * (
+            f["n_test"] + runner.PROBE_BATCH)
+        a.append([u * f["steps"], u * f["steps"] * f["dense_layers"], u * f["steps"] * f["conv_layers"],
+                  u * fwd * f["dense_macs"], u * fwd * f["conv_macs"], u * f["records"],
+                  u * f["records"] * f["dense_layers"], u * f["records"] * f["conv_layers"]])
+    train = _fit(a, [s for _, _, s in data["tasks"]],
+                 [c.step_overhead_s, c.layer_step_s["dense"], c.layer_step_s["conv"], 1 / c.macs_per_s["dense"],
+                  1 / c.macs_per_s["conv"], c.record_s, c.layer_record_s["dense"], c.layer_record_s["conv"]],
+                 ["so", "sd", "sc", "md", "mc", "r0", "rd", "rc"], data.get("weights", {}).get("tasks"))
+    page = _fit([[1.0, f["runs"], min(f["configs"], runner.REPORT_PANELS) * f["layers"]] for f, _ in data["pages"]],
+                [s for _, s in data["pages"]], [c.report_s, max(c.report_s_per_run, 1e-3), c.report_s_per_panel],
+                ["p0", "pr", "pp"], data.get("weights", {}).get("pages"))
+    constants = {
+        "compile_s": comp["c0"], "compile_s_per_layer": {"dense": comp["cd"], "conv": comp["cc"]},
+        "compile_s_per_conv_mac": comp["cm"], "compile_s_per_penalty": comp["cp"], "step_overhead_s": train["so"],
+        "layer_step_s": {"dense": train["sd"], "conv": train["sc"]},
+        "macs_per_s": {"dense": 1 / max(train["md"], 1e-15), "conv": 1 / max(train["mc"], 1e-15)},
+        "record_s": train["r0"], "layer_record_s": {"dense": train["rd"], "conv": train["rc"]},
+        "load_s": float(np.mean(data["loads"])) if data["loads"] else c.load_s,  # in-memory (0) and cache loads, as they mix
+        "report_s": page["p0"], "report_s_per_run": page["pr"], "report_s_per_panel": page["pp"]}
+    return json.loads(json.dumps(constants, default=float), parse_float=lambda x: float(f"{float(x):.3g}"))
+
+
+def calibrate(paths, data_dir=None, write: bool = False, out=sys.stdout, costs_file: Path | None = None) -> dict:
+    """Fit the CPU constants from the folders' meta.json (see the module docstring); with
+    `write`, into costs.json's "cpu" (or `costs_file`)."""
+    from vglab.experiments import runner
+
+    data = samples(paths, data_dir)
+    machine, versions = data["machine"], data["versions"]
+    entry = {"calibrated": f"one CPU core ({_cpu_name()}, {machine.get('cpu_count', '?')} cores), "
+                           f"jax {versions.get('jax', '?')}, {datetime.now(timezone.utc):%Y-%m-%d}",
+             "notes": (f"Fitted by benchmarks/cost_model.py --calibrate from {', '.join(data['sources'])}: "
+                       f"{len(data['compiles'])} compiles, {len(data['loads'])} cache loads, {len(data['tasks'])} "
+                       f"tasks' training, {len(data['pages'])} report pages, in CPU seconds (process time), so that "
+                       "a shared machine's inflated wall time does not enter. Another machine: CPU seconds scale "
+                       "with its single-core speed; compare a run made there (--compare) and re-fit (--calibrate)."),
+             "constants": fit(data, runner.CPU_COSTS)}
+    print(json.dumps(entry, indent=2), file=out)
+    if write:
+        path = costs_file or runner.COSTS_FILE
+        full = json.loads(path.read_text())
+        full["cpu"] = entry
+        path.write_text(json.dumps(full, indent=2) + "\n")
+        print(f"written: {path}", file=out)
+    return entry
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU"
+
+
+# ------------------------------------------------------------------ --programs
 def measure(preset: str, dataset: str, epochs: int, train_size: int | None = None, gpu: bool = False) -> dict:
     """In this process: the first group of `preset`, one unit as the runner trains it (on the
     CPU: at most MLP_SLOTS runs, a CNN run alone; on a GPU: the group's runs of one seed)."""
@@ -62,22 +370,15 @@ def measure(preset: str, dataset: str, epochs: int, train_size: int | None = Non
     t0, marks, _ = call()
     record = marks[0] - t0
     epoch = (marks[1] - marks[0] - record) / epochs
-    compile_s, _ = runner._costs(model, spec, arrays.x_train.shape[0], arrays.x_test.shape[0], slots, costs)
-    steps = arrays.x_train.shape[0] // run.batch_size
-    return {"program": f"{preset}:{dataset}", "steps": steps, "slots": slots, "cold_s": cold, "epoch_s": epoch,
-            "record_s": record, "est_compile_s": compile_s,
-            "est_epoch_s": steps * runner._step_seconds(model, run.batch_size, slots, costs),
-            "est_record_s": runner._record_seconds(model, arrays.x_test.shape[0], slots, costs)}
+    f = runner.task_features(model, spec, arrays.x_train.shape[0], arrays.x_test.shape[0], slots)
+    compile_s, _ = runner.estimate(f, costs)
+    return {"program": f"{preset}:{dataset}", "steps": f["steps"] // epochs, "slots": slots, "cold_s": cold,
+            "epoch_s": epoch, "record_s": record, "est_compile_s": compile_s,
+            "est_epoch_s": f["steps"] // epochs * runner._step_seconds(f, costs),
+            "est_record_s": runner._record_seconds(f, costs)}
 
 
-def main(argv: list[str]) -> None:
-    gpu = argv[:2] == ["--device", "gpu"]
-    if argv[:2] in (["--device", "gpu"], ["--device", "cpu"]):
-        argv = argv[2:]
-    if argv and argv[0] == "--one":
-        preset, dataset, epochs, size = argv[1], argv[2], int(argv[3]), int(argv[4]) or None
-        print(json.dumps(measure(preset, dataset, epochs, size, gpu)))
-        return
+def programs(argv: list[str], gpu: bool) -> None:
     print(f"{'program':34} {'steps':>6} {'compile s':>10} {'(est)':>7} {'epoch s':>9} {'(est)':>9} {'ratio':>6} "
           f"{'record s':>9} {'(est)':>7}")
     for item in argv or DEFAULT:
@@ -90,11 +391,36 @@ def main(argv: list[str]) -> None:
             env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
             if hasattr(os, "sched_getaffinity"):
                 cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *cmd]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout.strip().splitlines()[-1]
-        m = json.loads(out)
+        line = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout.strip().splitlines()[-1]
+        m = json.loads(line)
         print(f"{m['program']:34} {m['steps']:>6} {m['cold_s']:>10.1f} {m['est_compile_s']:>7.1f} "
               f"{m['epoch_s']:>9.4f} {m['est_epoch_s']:>9.4f} {m['est_epoch_s'] / m['epoch_s']:>6.2f} "
               f"{m['record_s']:>9.3f} {m['est_record_s']:>7.3f}", flush=True)
+
+
+def main(argv: list[str]) -> None:
+    gpu = argv[:2] == ["--device", "gpu"]
+    if argv[:2] in (["--device", "gpu"], ["--device", "cpu"]):
+        argv = argv[2:]
+    data_dir = None
+    if "--data-dir" in argv:
+        i = argv.index("--data-dir")
+        data_dir, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    if "--costs" in argv:  # another calibration (e.g. the one before a re-fit): the plan with its constants
+        from vglab.experiments import runner
+
+        i = argv.index("--costs")
+        runner.CPU_COSTS, argv = runner.load_costs("cpu", Path(argv[i + 1])), argv[:i] + argv[i + 2:]
+    if argv and argv[0] == "--one":
+        preset, dataset, epochs, size = argv[1], argv[2], int(argv[3]), int(argv[4]) or None
+        print(json.dumps(measure(preset, dataset, epochs, size, gpu)))
+    elif argv and argv[0] == "--compare":
+        compare(argv[1:], data_dir)
+    elif argv and argv[0] == "--calibrate":
+        write = "--write" in argv
+        calibrate([a for a in argv[1:] if a != "--write"], data_dir, write)
+    else:
+        programs(argv[1:] if argv and argv[0] == "--programs" else argv, gpu)
 
 
 if __name__ == "__main__":

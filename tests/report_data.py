@@ -18,7 +18,7 @@ RUN_COLUMNS = (
     "run_id", "experiment", "label", "group", "dataset", "network", "depth", "width", "variant",
     "activation", "alpha", "weight_init", "weight_init_spec", "weight_init_kind", "init_scale",
     "bias_init", "penalty", "r", "seed", "epochs", "batch_size", "learning_rate", "train_size",
-    "n_params",
+    "n_params", "n_classes", "n_in", "input_sq_norm", "bias_init_spec", "bias_var",
 )
 
 
@@ -58,8 +58,13 @@ def train(groups: list[Group], *, epochs: int = 3, train_size: int | None = 400,
     from vglab.nn.networks import mlp
     from vglab.train import Member, TrainConfig, train_group
 
+    import numpy as np
+
     arrays = prepare(dataset, "mlp", train_size=train_size)
     config = TrainConfig(epochs=epochs)
+    x = np.asarray(arrays.x_train, np.float64)  # the facts the runner stores with each run
+    facts = {"n_classes": int(arrays.n_classes), "n_in": int(x.shape[1]),
+             "input_sq_norm": float(np.mean(np.sum(x * x, axis=1)))}
     out = []
     for gi, g in enumerate(groups):
         net = mlp(g.depth, g.width, arrays.x_train.shape[1], arrays.n_classes, g.activation)
@@ -76,10 +81,11 @@ def train(groups: list[Group], *, epochs: int = 3, train_size: int | None = 400,
                     "width": g.width, "variant": None, "activation": g.activation, "alpha": float(arm.alpha),
                     "weight_init": law.label, "weight_init_spec": law.spec, "weight_init_kind": law.kind,
                     "init_scale": float("nan") if law.fan_scaled else float(law.value),
-                    "bias_init": members[-1].bias_law.label, "penalty": arm.penalty,
+                    "bias_init": members[-1].bias_law.label, "bias_init_spec": members[-1].bias_law.spec,
+                    "bias_var": members[-1].bias_law.variance(), "penalty": arm.penalty,
                     "r": float(arm.r) if arm.penalty != "none" else 0.0, "seed": seed, "epochs": epochs,
                     "batch_size": config.batch_size, "learning_rate": config.learning_rate,
-                    "train_size": train_size, "n_params": net.n_params,
+                    "train_size": train_size, "n_params": net.n_params, **facts,
                 }))
         t0 = time.time()
         results = train_group(net, arrays, members, config)
@@ -164,7 +170,9 @@ _BUILT: dict = {}
 # What the fixture's content depends on: rebuilt (not reused from the pytest cache) when any changes.
 _SOURCES = ("tests/report_data.py", "src/vglab/train/loop.py", "src/vglab/train/probes.py",
             "src/vglab/results/store.py", "src/vglab/nn/networks.py", "src/vglab/nn/init.py",
-            "src/vglab/nn/activations.py", "src/vglab/data/preprocess.py")
+            "src/vglab/nn/activations.py", "src/vglab/data/preprocess.py", "src/vglab/train/flat.py",
+            "src/vglab/train/optim.py", "src/vglab/nn/model.py", "src/vglab/nn/penalties.py",
+            "src/vglab/data/sources.py")
 
 
 def _key() -> str:

@@ -114,6 +114,7 @@ def test_arrays_from_python_run_like_a_dataset(tmp_path, vglab_cache):
     assert len(res.runs) == 1 and res.runs["n_classes"].iloc[0] == 3
     again = api.run(spec, data=_features(), out=tmp_path / "out", workers=1, progress=False)  # same data: resumed
     assert again.runs["run_id"].tolist() == res.runs["run_id"].tolist()
+    assert again.meta["invocations"][-1]["trained"] == 0 and again.meta["invocations"][-1]["skipped"] == 1
 
 
 @pytest.mark.parametrize("factory, words", [
@@ -136,50 +137,3 @@ def test_a_bad_user_model_is_one_line_exit_2_and_nothing_written(tmp_path, vglab
     assert r.returncode == 2 and len(lines) == 1 and words in lines[0], r.stderr
     out = tmp_path / "out"
     assert not out.exists() or not any(p.name != ".lock" for p in out.iterdir()), list(out.iterdir())
-
-
-def test_the_readmes_own_model_example_runs(tmp_path, vglab_cache):
-    pytest.importorskip("equinox")
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Your own model", 1)[1]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    assert len(code.strip().splitlines()) <= 20
-    (tmp_path / "mine.py").write_text(code)
-    import subprocess
-    import sys
-
-    r = subprocess.run([sys.executable, "mine.py"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    page = Path(r.stdout.strip().splitlines()[-1])
-    page = page if page.is_absolute() else tmp_path / page
-    assert page.exists()
-    res = api.load_results(page.parent)
-    assert len(res.runs) == 16 and set(res.runs["weight_init_kind"]) == {"normal", "model"}
-
-
-@pytest.mark.parametrize("example, sets", [
-    ("equinox_mlp", ["model_args.depth=3", "arms.0.init=model"]),  # one group: one program to compile
-    ("flax_cnn", ["arms.0.init=model"]),
-])
-def test_the_examples_run_from_their_spec_and_their_script(tmp_path, vglab_cache, example, sets):
-    """examples/: each model runs from its TOML spec (the CLI) and from its script, small."""
-    pytest.importorskip("equinox" if example.startswith("equinox") else "flax")
-    import subprocess
-    import sys
-
-    small = ["epochs=1", "seeds=1", "train_size=100", *sets]
-    args = [a for s in small for a in ("--set", s)]
-    r = vglab("run", ROOT / "examples" / f"{example}.toml", *args, "--out", tmp_path / "spec", "--workers", "1",
-              "--quiet", check=True)
-    assert r.stdout.strip().endswith("spec")
-    from_spec = api.load_results(tmp_path / "spec")
-    assert set(from_spec.runs["network"]) == {"model"} and from_spec.epochs["val_acc"].notna().all()
-    assert from_spec.activations["deriv_mean"].notna().any()  # built with vglab.nn.activation: layer factors
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / f"{example}_run.py"), *small], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    page = Path(r.stdout.strip().splitlines()[-1])
-    page = page if page.is_absolute() else tmp_path / page
-    assert page.name == "report.html" and page.exists()
-    from_script = api.load_results(page.parent)
-    assert len(from_script.runs) > 0 and set(from_script.runs["train_size"]) == {100}

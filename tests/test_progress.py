@@ -113,7 +113,8 @@ def test_a_gpu_plan_uses_the_gpu_calibration(monkeypatch, vglab_cache):
     gpu = runner.plan_experiments(spec, device="gpu")
     assert (cpu.device, gpu.device, gpu.workers) == ("cpu", "gpu", 1)
     (c,), (g,) = cpu.rows, gpu.rows
-    assert g.runs == c.runs and 0 < g.train_s < c.train_s / 10 and 0 < g.compile_s < c.compile_s
+    # compiling costs about the same on both (measured: 13.6 s of one core, 15 s on an H200)
+    assert g.runs == c.runs and 0 < g.train_s < c.train_s / 10 and g.compile_s > 0 and c.compile_s > 0
     assert g.compile_s + g.train_s <= gpu.wall_s < cpu.wall_s
 
 

@@ -78,11 +78,14 @@ def test_init_variances():
     assert theory.bias_variance(None, "normal(std=2)") == pytest.approx(4.0)
 
 
-def test_n_in_from_params():
-    from vglab.nn.networks import mlp
-
-    for depth, width, n_in in ((1, 8, 28), (20, 8, 28), (3, 16, 87)):
-        assert theory.n_in_from_params(mlp(depth, width, n_in).n_params, depth, width) == n_in
+def test_theory_inputs_are_read_from_the_runs_table_never_re_derived():
+    """n_in, E‖x‖², σ_b² and n_classes come from the stored columns; runs stored before them
+    give None (the figure then says to re-run), never a value worked out from the labels."""
+    row = {"n_in": 28, "input_sq_norm": 17.8, "bias_var": 0.0025, "n_classes": 3}
+    assert theory.stored_inputs(row) == (28, 17.8, 0.0025)
+    assert theory.stored_inputs({**row, "input_sq_norm": None}) == (28, None, 0.0025)
+    assert theory.stored_inputs({k: v for k, v in row.items() if k != "n_in"}) is None
+    assert theory.stored_inputs({**row, "bias_var": float("nan")}) is None  # the model's own bias law: unknown
 
 
 def test_prediction_against_measured_gradients(report_dirs):

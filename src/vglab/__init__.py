@@ -43,6 +43,14 @@ def load_results(path, *more):
 
         res = vglab.load_results("vglab-results/digits/large-params", "vglab-results/mnist/large-params")
         res.table("epochs").groupby(["experiment", "label", "epoch"]).val_acc.mean()
+
+    `res.table(name)`, each row joined with its run's configuration:
+    "runs" (one row per run: configuration, n_classes, n_params, ...), "epochs" (loss and
+    accuracy per recorded epoch, 0 = at initialization), "grads" (per layer and w|b: gradient
+    statistics over the steps since the previous record), "activations" (per layer: the
+    layer factors g'(z), saturation and weight norms on a 512-example probe batch);
+    `res.histogram_table()`: gradient entries x steps per log10|g| bin. See
+    `help(vglab.results.Results)`.
     """
     from vglab.results import load, load_many
 
@@ -51,6 +59,22 @@ def load_results(path, *more):
     return load(path)
 
 
+def _python_caller(fn):
+    """Messages raised inside name the Python arguments (`out=`), unless the CLI called."""
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        from vglab.results.store import CALLER
+
+        token = CALLER.set("python") if CALLER.get() is None else None
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if token is not None:
+                CALLER.reset(token)
+    return call
+
+
+@_python_caller
 def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: int | list[int] | None = None,
         train_size: int | None = None, data=None, set: list[str] | None = None, out=None, data_dir=None,  # noqa: A002
         workers: int | None = None, executor: str = "local", address: str | None = None, tensorboard: bool = False,
@@ -64,9 +88,10 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
     `(x_train, y_train, x_test, y_test)` or a dict of them (see `vglab.data.own`), instead
     of `dataset`. `set`: assignments to any spec field, like the CLI's --set
     (["optimizer.eps=1e-10", "arms.0.alpha=[1, 2]"]). `out` defaults to
-    `vglab-results/<dataset>/<name>`; `workers` to one process per core (1 trains in this
-    process); `executor` is "local" or "ray" (`address`: a cluster, else a local Ray
-    instance); `device` "cpu" | "gpu" | "auto" must be chosen before JAX starts.
+    `vglab-results/<dataset>/<name>` (an own .npz: its stem; `data=` arrays: `arrays-<hash>`);
+    `workers` to one process per core (1 trains in this process); `executor` is "local" or
+    "ray" (`address`: a cluster, else a local Ray instance); `device` "cpu" | "gpu" | "auto"
+    must be chosen before JAX starts.
     `allow_large` lifts the size limits (`vglab.experiments.spec.LIMITS`).
     With several workers, a script must call this under `if __name__ == "__main__":`.
     With `progress`, the plan (estimated time per experiment) is shown before training;
@@ -115,6 +140,7 @@ def _save_data(data):
     raise ValueError("data is (x_train, y_train, x_test, y_test) or a dict with those keys (and optionally classes)")
 
 
+@_python_caller
 def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = None, epochs: int | None = None,
               seeds: int | list[int] | None = None, train_size: int | None = None, data_dir=None,
               workers: int | None = None, executor: str = "local", address: str | None = None,
@@ -145,7 +171,9 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
         if a.name == b.name:
             raise ValueError(f"{a.source} and {b.source} are both named {a.name!r}, and each experiment gets the "
                              "folder of its name; set a distinct name = in one of them")
-    root = Path(out) if out is not None else runner.DEFAULT_ROOT / dataset
+    from vglab.data.own import dataset_name
+
+    root = Path(out) if out is not None else runner.DEFAULT_ROOT / dataset_name(dataset)
     outs = [root / s.name for s in specs]
     if dry_run:
         return runner.plan_experiments(specs, outs, workers=workers, executor=executor, data_dir=data_dir,

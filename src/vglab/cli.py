@@ -94,12 +94,13 @@ def _user_errors(resumable: bool = False):
 
     from vglab.data import DataError
     from vglab.experiments.spec import SpecError
-    from vglab.results.store import StoreError
+    from vglab.results.store import CALLER, StoreError
 
     def fail(msg: str, code: int):
         err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(code) from None
 
+    token = CALLER.set("cli")  # messages name the options (--out), not the Python arguments
     try:
         yield
     except KeyboardInterrupt:
@@ -114,6 +115,8 @@ def _user_errors(resumable: bool = False):
         if isinstance(e, OSError) and e.errno is not None:
             fail(_os_error(e, resumable), 2)
         fail(str(e).strip() or type(e).__name__, 2)
+    finally:
+        CALLER.reset(token)
 
 
 def _os_error(e: OSError, resumable: bool) -> str:
@@ -143,7 +146,8 @@ def _set_device(device: Device) -> None:
 
 
 # ------------------------------------------------------------------ options shared by run and reproduce
-DATASET = typer.Option(None, "--dataset", "-d", help="digits (embedded), mnist or cifar10 (default: the spec's, else digits).")
+DATASET = typer.Option(None, "--dataset", "-d", help="digits (embedded), mnist, cifar10, or the path of your own .npz "
+                                                     "(x_train, y_train, x_test, y_test) (default: the spec's, else digits).")
 EPOCHS = typer.Option(None, "--epochs", "-e", min=1, help="Override the number of epochs.")
 SEEDS = typer.Option(None, "--seeds", "-s", min=1, help="Override the number of seeds (0..N-1).")
 TRAIN_SIZE = typer.Option(None, "--train-size", min=1, help="Train on a fixed stratified subset of this many examples.")
@@ -239,7 +243,7 @@ def show(preset: str = typer.Argument(..., help="A preset name or a spec .toml f
               f"{spec.train_size or 'all'} · probes {', '.join(spec.probes)}"
               + (f" (every {spec.probe_every} steps)" if spec.probe_every > 1 else ""), soft_wrap=True)
     arms = Table(title="arms (each a cross product)", title_justify="left", box=None)
-    keys = [k for k in ARM_KEYS if any(arm[k] not in ([None], [{}]) for arm in spec.arms)]
+    keys = [k for k in ARM_KEYS if k == "activation" or any(arm[k] not in ([None], [{}]) for arm in spec.arms)]
     arms.add_column("#")
     for k in keys:
         arms.add_column(k)
@@ -247,8 +251,20 @@ def show(preset: str = typer.Argument(..., help="A preset name or a spec .toml f
         cells = [", ".join(_cell(v) for v in arm[k]) for k in keys]
         if arm["penalty"] == ["none"] and "r" in keys:
             cells[keys.index("r")] = "-"  # r means nothing without a penalty
+        if set(arm["network"]) == {"model"}:  # your model: its factory sets its layers, its activation is its own
+            for k in ("depth", "width"):
+                if k in keys:
+                    cells[keys.index(k)] = "-"
+        if arm["activation"] == [None]:
+            cells[keys.index("activation")] = "model's own"
         arms.add_row(str(i), *cells)
     out.print(arms)
+    models = sorted({m for arm in spec.arms for m in arm["model"] if m and not m.startswith("vglab.")})
+    if models:
+        out.print(f"note: this spec names your own model ({', '.join(models)}): vglab imports that code and runs it "
+                  "to build the model, for `vglab run` (even with --dry-run) and in every worker, as any Python "
+                  "script would; run specs only from people you trust.", highlight=False, soft_wrap=True,
+                  markup=False)
     groups = spec.groups()
     runs = Table(title=f"{len(spec.expand())} runs: {len(spec.configurations())} configurations x {len(spec.seeds)} "
                        f"seeds, in {len(groups)} vectorized groups", title_justify="left", box=None)

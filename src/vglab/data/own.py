@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,32 @@ KEYS = ("x_train", "y_train", "x_test", "y_test")
 def is_path(name: str) -> bool:
     """Whether a dataset name is a file (an .npz) rather than a built-in dataset."""
     return str(name).endswith(".npz") or os.sep in str(name) or "/" in str(name)
+
+
+ARRAYS_FOLDER = "arrays"  # <cache>/arrays/<sha256[:24]>.npz: arrays given from Python (`save_arrays`)
+
+
+def dataset_name(dataset: str) -> str:
+    """A dataset's short name, for its default results folder (`vglab-results/<name>/...`)
+    and the runs table: a built-in's name, an .npz file's stem (as a plain folder name),
+    or `arrays-<8 hex digits of its hash>` for arrays given from Python. (The path itself
+    made `vglab-results/<absolute path>`, which is the file, not a folder under the root.)"""
+    if not is_path(dataset):
+        return str(dataset)
+    p = Path(str(dataset))
+    if _saved_arrays(p):
+        return f"arrays-{p.stem[:8]}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", p.stem).strip(".-") or "data"
+
+
+def dataset_column(dataset: str) -> str:
+    """What the runs table's `dataset` column holds: the dataset's name or .npz path, and
+    for arrays given from Python their short name (their cache path means nothing to you)."""
+    return dataset_name(dataset) if is_path(dataset) and _saved_arrays(Path(str(dataset))) else str(dataset)
+
+
+def _saved_arrays(p: Path) -> bool:
+    return p.parent.name == ARRAYS_FOLDER and re.fullmatch(r"[0-9a-f]{24}", p.stem) is not None
 
 
 def check_arrays(arrays: dict, where: str) -> tuple[str, ...]:
@@ -134,7 +161,7 @@ def save_arrays(x_train, y_train, x_test, y_test, classes=None, cache_dir=None) 
         h.update(f"{k}|{a.dtype}|{a.shape}|".encode())
         h.update(a.data if a.dtype.kind != "U" else "\0".join(a.tolist()).encode())
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path = root / "arrays" / f"{h.hexdigest()[:24]}.npz"
+    path = root / ARRAYS_FOLDER / f"{h.hexdigest()[:24]}.npz"
     if not path.exists():
         save_npz_atomic(path, "dataset", **arrays)
     if not path.exists():

@@ -51,11 +51,16 @@ ONE_RUN_INPUTS = ("images",)  # image models are trained one run per unit on CPU
 DEFAULT_ROOT = Path("vglab-results")
 @dataclass(frozen=True)
 class CostModel:
-    """Seconds a task takes on one worker (`_costs`): to order tasks, decide splits, print
+    """Seconds a task takes on one worker (`estimate`): to order tasks, decide splits, print
     the plan and the progress ETA. A step costs `step_overhead_s`, plus `layer_step_s` per
     layer (many small ops), plus its multiply-accumulates (forward + backward = 3 forwards)
     at `macs_per_s`; a record (validation, the probe batch's layer factors) likewise;
-    compiling a group's programs `compile_s` plus per layer, plus per convolution MAC."""
+    compiling a group's programs `compile_s` plus per layer, plus per convolution MAC.
+    A report page (`report_seconds`, drawn on one CPU core): `report_s`, plus `report_s_per_run`
+    (reading each run's tables), plus `report_s_per_panel` per configuration and layer, the
+    configurations capped at REPORT_PANELS (the report draws at most that many per figure).
+    The constants live in costs.json (`COSTS_FILE`), fitted by `benchmarks/cost_model.py
+    --calibrate` from the CPU seconds that runs record in meta.json."""
 
     calibrated: str  # where and how the constants were measured
     compile_s: float
@@ -67,32 +72,28 @@ class CostModel:
     record_s: float
     layer_record_s: dict
     load_s: float  # a program another task compiled, loaded from the compilation cache
+    compile_s_per_penalty: float = 0.0  # each penalty term (L1, L2) the program computes
+    report_s: float = 0.0
+    report_s_per_run: float = 0.0
+    report_s_per_panel: float = 0.0
 
 
-# Calibrated with benchmarks/cost_model.py (process time, one core, jax 0.10, AMD EPYC; the
-# machine was shared, so a few % high), which prints measured against estimated for the
-# built-in programs: per step, an 8-member MLP grid took 0.12 ms (1x8) to 0.68 ms (20x8) on
-# digits and 0.22 ms (1x8) on MNIST; one CNN run 2.4 ms (paper_cnn layers) to 11.7 ms
-# (paper_cnn parameters) on digits. Convolutions ran at 1.7e10 MAC/s on digits' 8x8 images
-# and 7e9 on MNIST's 28x28 (0.2 s per step of the 4-conv CNN). Compiling a group's programs
-# from a cold cache took 11 s (1x8 MLP) to 26 s (4-conv CNN with 8 dense layers) on digits,
-# and 76 s for the 4-conv CNN on MNIST: it grows with the convolutions' size.
-CPU_COSTS = CostModel(
-    calibrated="one CPU core", compile_s=10.0, compile_s_per_layer={"dense": 0.45, "conv": 0.8},
-    compile_s_per_conv_mac=4.7e-6, step_overhead_s=4.4e-5, layer_step_s={"dense": 2.3e-5, "conv": 3e-4},
-    macs_per_s={"dense": 7.7e9, "conv": 1e10}, record_s=0.01, layer_record_s={"dense": 1e-3, "conv": 0.02},
-    load_s=1.0)
-# One process on an NVIDIA H200 (jax 0.11.2, full float32, every probe; benchmarks/gpu_reproduce.py,
-# 2026-11-30). A step is latency-bound for MLPs: 44 us (1x8, 1 member), 71 us (1x8, 64 members),
-# 158-222 us (20x8, 1-64 members); the 4-conv CNN's 4-member unit took 1.49 ms per step on MNIST
-# (3.8e12 MAC/s, 11 % of the FP32 peak). Compiling: 3-5 s (1x8), 11 s (20x8), 15 s (4-conv CNN).
-# Other GPUs differ: the plan says which machine the estimate is for (recalibrate with
-# `benchmarks/cost_model.py --device gpu`, which prints measured against estimated).
-GPU_COSTS = CostModel(
-    calibrated="an NVIDIA H200, one process", compile_s=2.0, compile_s_per_layer={"dense": 0.45, "conv": 3.0},
-    compile_s_per_conv_mac=0.0, step_overhead_s=3.2e-5, layer_step_s={"dense": 6e-6, "conv": 2e-5},
-    macs_per_s={"dense": 2.9e11, "conv": 3.8e12}, record_s=0.02, layer_record_s={"dense": 1e-3, "conv": 2e-3},
-    load_s=1.0)
+# The calibrations, one home: costs.json beside this file ("cpu": one core, the unit of every
+# CPU plan; "gpu": one process on a GPU, reports still drawn on the CPU). Each says what it
+# was measured on ("calibrated", "machine", "date", "versions") and how it was fitted.
+COSTS_FILE = Path(__file__).with_name("costs.json")
+REPORT_PANELS = 6  # = report.figures.MAX_PANELS: configurations a per-configuration figure draws at most
+
+
+def load_costs(device: str, path: Path = COSTS_FILE) -> CostModel:
+    """The calibration for `device` ("cpu" | "gpu") from `path`."""
+    entry = json.loads(Path(path).read_text(encoding="utf-8"))[device]
+    names = {f for f in CostModel.__dataclass_fields__}
+    return CostModel(calibrated=entry["calibrated"], **{k: v for k, v in entry["constants"].items() if k in names})
+
+
+CPU_COSTS = load_costs("cpu")
+GPU_COSTS = load_costs("gpu")
 
 
 def cost_model(on_gpu: bool) -> CostModel:
@@ -101,7 +102,6 @@ def cost_model(on_gpu: bool) -> CostModel:
 
 
 PROBE_BATCH = 512
-REPORT_S, REPORT_S_PER_LINE = 4.5, 0.05  # drawing a report page (one core): fixed + per configuration x layer (measured 4-20 s on digits)
 # On CPU, MLP units hold at most 8 runs and train as a grid of 8 members (the copies are
 # trained and discarded): so small, extra members cost little, while every distinct
 # size is another program to compile (10-30 s on one core). CNNs are compute-bound.
@@ -114,8 +114,11 @@ def grid_slots(kind: str, runs: int) -> int:
 
 
 def default_out(spec: ExperimentSpec, root: Path | str = DEFAULT_ROOT) -> Path:
-    """`vglab-results/<dataset>/<experiment>`."""
-    return Path(root) / spec.dataset / spec.name
+    """`vglab-results/<dataset>/<experiment>`, the dataset by its short name (an .npz file's
+    stem, `arrays-<hash>` for arrays from Python: `vglab.data.own.dataset_name`)."""
+    from vglab.data.own import dataset_name
+
+    return Path(root) / dataset_name(spec.dataset) / spec.name
 
 
 # ------------------------------------------------------------------ worker side
@@ -142,6 +145,16 @@ def _arrays(key: DataKey):
     variance = "auto" if key.pca is None else (key.pca or None)
     with threadpool_limits(limits=1):
         return prepare(key.dataset, key.kind, key.data_dir, variance=variance, train_size=key.train_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _input_facts(key: DataKey) -> dict:
+    """What the report's theory needs of the inputs as the model sees them, measured here
+    and stored with each run: the input width n_in and E‖x‖² over the training inputs."""
+    import numpy as np
+
+    x = np.asarray(_arrays(key).x_train, np.float64).reshape(len(_arrays(key).x_train), -1)
+    return {"n_in": int(x.shape[1]), "input_sq_norm": float(np.mean(np.sum(x * x, axis=1)))}
 
 
 def _data_key(run, data_dir) -> DataKey:
@@ -188,7 +201,7 @@ def train_task(task: Task, emit) -> dict:
 
     from vglab.train import train_group
 
-    compile0 = parallel.compile_seconds()
+    compile0, hits0, cpu0, wall0 = parallel.compile_seconds(), parallel.cache_hits(), time.process_time(), time.perf_counter()
     arrays = _arrays(task.data)
     model = task.model.build(arrays.x_train.shape[1:], arrays.n_classes)
     n_params = model.layout().n_params
@@ -200,17 +213,27 @@ def train_task(task: Task, emit) -> dict:
         emit("epoch", EpochEvent(unit_id, int(epoch), task.config.epochs, layers, tensors,
                                  _live_metrics(metrics) if task.live else None))
 
+    unit_cpu, share = [], 1.0
     for i, (unit_id, members) in enumerate(task.units):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         results = train_group(model, arrays, members, task.config, min_slots=grid_slots(task.data.kind, len(members)),
                               on_epoch=functools.partial(on_epoch, unit_id))
+        unit_cpu.append(time.process_time() - c0)
         if i == 0:  # epoch, observe and end_grads have all run
             emit("compiled")
+            share = min(1.0, (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9))
         emit("unit", {"unit": unit_id, "results": results, "seconds": time.perf_counter() - t0,
-                      "n_params": n_params, "n_train": int(arrays.x_train.shape[0]),
-                      "n_classes": int(arrays.n_classes)})
+                      "cpu_seconds": unit_cpu[-1], "n_params": n_params, "n_train": int(arrays.x_train.shape[0]),
+                      "n_classes": int(arrays.n_classes),
+                      "facts": {**_input_facts(task.data), "activation": model.activation}})
+    compile_s = parallel.compile_seconds() - compile0
+    # CPU seconds (this process's) are what the cost model is calibrated in: on a shared
+    # machine wall time is inflated by the others. JAX reports compiling in wall seconds;
+    # times the share of a core this process had while compiling (the first unit) it is CPU.
+    compile_cpu = min(compile_s * share, unit_cpu[0] if unit_cpu else compile_s)
     return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "pid": os.getpid(),
-            "compile_seconds": parallel.compile_seconds() - compile0}
+            "compile_seconds": compile_s, "compile_cpu_seconds": compile_cpu, "cache_hits": parallel.cache_hits() - hits0,
+            "cpu_seconds": time.process_time() - cpu0, "unit_cpu_seconds": unit_cpu}
 
 
 # ------------------------------------------------------------------ planning
@@ -253,7 +276,8 @@ def _check_out(spec: ExperimentSpec, out: Path, overwrite: bool) -> tuple[set[st
                         "record_every", "probe_every", "schedule", "pca", "arms")
                 diff = [k for k in keys if old.get(k) != new.get(k)] or ["runs"]
                 why = f"results of a different experiment (differs in: {', '.join(diff)})"
-            raise store.StoreError(f"{out} holds {why}; choose another --out, or pass --overwrite to delete them")
+            raise store.StoreError(f"{out} holds {why}; choose another {store.option('out')}, or pass "
+                                   f"{store.option('overwrite')} to delete them")
         return set(), True
     return done, False
 
@@ -309,30 +333,46 @@ def _layer_kinds(network) -> dict[str, int]:
     return kinds
 
 
-def _step_seconds(network, batch_size: int, members: int, costs: CostModel = CPU_COSTS) -> float:
-    """One optimizer step of a unit of `members` (one worker)."""
-    forward = sum(m / costs.macs_per_s[k] for k, m in _macs(network).items())  # one example
-    return (costs.step_overhead_s + sum(n * costs.layer_step_s[k] for k, n in _layer_kinds(network).items())
-            + 3 * members * batch_size * forward)  # forward + backward: about 3 forwards
+def task_features(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int, penalties: int = 0) -> dict:
+    """What the cost model reads of a group's program and one unit of `members` (recorded
+    per task in meta.json, where `benchmarks/cost_model.py --calibrate` fits the constants)."""
+    layers, macs = _layer_kinds(network), _macs(network)
+    records = len(set(range(spec.record_every, spec.epochs + 1, spec.record_every)) | {spec.epochs}) + 1
+    return {"dense_layers": layers["dense"], "conv_layers": layers["conv"], "dense_macs": macs["dense"],
+            "conv_macs": macs["conv"], "members": members, "batch_size": spec.batch_size,
+            "steps": spec.epochs * (n_train // spec.batch_size), "records": records, "n_test": n_test,
+            "penalties": penalties}
 
 
-def _record_seconds(network, n_test: int, members: int, costs: CostModel = CPU_COSTS) -> float:
+def _step_seconds(f: dict, costs: CostModel) -> float:
+    """One optimizer step of a unit (one worker)."""
+    forward = f["dense_macs"] / costs.macs_per_s["dense"] + f["conv_macs"] / costs.macs_per_s["conv"]  # one example
+    return (costs.step_overhead_s + f["dense_layers"] * costs.layer_step_s["dense"]
+            + f["conv_layers"] * costs.layer_step_s["conv"]
+            + 3 * f["members"] * f["batch_size"] * forward)  # forward + backward: about 3 forwards
+
+
+def _record_seconds(f: dict, costs: CostModel) -> float:
     """One record: validation on the test set, the probe batch's layer factors (one worker)."""
-    forward = sum(m / costs.macs_per_s[k] for k, m in _macs(network).items())
-    return (costs.record_s + sum(n * costs.layer_record_s[k] for k, n in _layer_kinds(network).items())
-            + members * (n_test + PROBE_BATCH) * forward)
+    forward = f["dense_macs"] / costs.macs_per_s["dense"] + f["conv_macs"] / costs.macs_per_s["conv"]
+    return (costs.record_s + f["dense_layers"] * costs.layer_record_s["dense"]
+            + f["conv_layers"] * costs.layer_record_s["conv"] + f["members"] * (f["n_test"] + PROBE_BATCH) * forward)
+
+
+def estimate(f: dict, costs: CostModel = CPU_COSTS) -> tuple[float, float]:
+    """(seconds to compile the group's programs, seconds to train one unit) on one worker,
+    from a task's features (`task_features`) and `costs`."""
+    compile_s = (costs.compile_s + f["dense_layers"] * costs.compile_s_per_layer["dense"]
+                 + f["conv_layers"] * costs.compile_s_per_layer["conv"] + costs.compile_s_per_conv_mac * f["conv_macs"]
+                 + costs.compile_s_per_penalty * f.get("penalties", 0))
+    return compile_s, f["steps"] * _step_seconds(f, costs) + f["records"] * _record_seconds(f, costs)
 
 
 def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int,
-           costs: CostModel = CPU_COSTS) -> tuple[float, float]:
+           costs: CostModel = CPU_COSTS, penalties: int = 0) -> tuple[float, float]:
     """(seconds to compile the group's programs, seconds to train one unit of `members`)
     on one worker, from `costs`."""
-    records = len(set(range(spec.record_every, spec.epochs + 1, spec.record_every)) | {spec.epochs}) + 1
-    compile_s = (costs.compile_s + sum(n * costs.compile_s_per_layer[k] for k, n in _layer_kinds(network).items())
-                 + costs.compile_s_per_conv_mac * _macs(network)["conv"])
-    steps = spec.epochs * (n_train // spec.batch_size)
-    return compile_s, (steps * _step_seconds(network, spec.batch_size, members, costs)
-                       + records * _record_seconds(network, n_test, members, costs))
+    return estimate(task_features(network, spec, n_train, n_test, members, penalties), costs)
 
 
 def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict,
@@ -354,7 +394,8 @@ def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict,
             network = model.build(arrays.x_train.shape[1:], arrays.n_classes)
             layers[j] = max(layers.get(j, 0), len(network.layout().layers))
             compile_s, unit_s = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                                       grid_slots(data.kind, max(len(u.runs) for u in units)), costs)
+                                       grid_slots(data.kind, max(len(u.runs) for u in units)), costs,
+                                       len(penalty_terms([r.member() for u in units for r in u.runs])))
             chunks = [[u] for u in units] if unit_s > compile_s else [units]
             for chunk in chunks:
                 tasks.append([compile_s, unit_s, j, data, (model, r.train_config()), chunk])
@@ -393,22 +434,52 @@ def _prepare_data(jobs: list[_Job], data_dir) -> dict:
     """Each dataset prepared once here (see step 4), and every group's model built and
     checked against it (shapes only): a factory that fails, a model whose output is not
     [batch, n_classes], is reported before anything trains."""
+    from vglab.nn.adapters import check_activation
     from vglab.nn.model import check_output
 
-    shapes, checked = {}, set()
+    shapes, models = {}, {}
     for job in jobs:
         for unit in job.units:
             run = unit.runs[0]
             key = _data_key(run, data_dir)
             if key not in shapes:
                 shapes[key] = _arrays(key)
-            if (key, run.model_spec()) not in checked:
-                checked.add((key, run.model_spec()))
+            if (key, run.model_spec()) not in models:
                 arrays = shapes[key]
-                model = run.model_spec().build(arrays.x_train.shape[1:], arrays.n_classes)
-                model.layout(arrays.x_train[:2])  # the model's parameters can be read as layers
-                check_output(model, jax_shapes(model), arrays.x_train[:2], arrays.n_classes)
+                with _takes_images_hint(run, arrays):
+                    model = run.model_spec().build(arrays.x_train.shape[1:], arrays.n_classes)
+                    model.layout(arrays.x_train[:2])  # the model's parameters can be read as layers
+                    check_output(model, jax_shapes(model), arrays.x_train[:2], arrays.n_classes)
+                if run.network == "model":
+                    check_activation(model, run.activation, run.model)
+                models[key, run.model_spec()] = model
+            model = models[key, run.model_spec()]
+            alphas = sorted({r.alpha for r in unit.runs if r.alpha != 1})
+            if alphas and not model.accepts_alpha:  # known once the forward pass was traced (layout)
+                raise SpecError(f"{job.spec.name}: model {run.model or model.name!r} does not take alpha (the rescaled activation), and "
+                                f"the spec asks for alpha = {', '.join(f'{a:g}' for a in alphas)}; build the model's "
+                                "nonlinearity with vglab.nn.activation(...) or give its apply an alpha argument, "
+                                "or drop the alpha sweep")
     return shapes
+
+
+@contextlib.contextmanager
+def _takes_images_hint(run, arrays):
+    """A model given flat features that fails to build on them, while its parameters hold
+    a convolution kernel (rank 4) or it fails on a rank mismatch, most likely takes
+    images: say so instead of the shape error from deep inside it."""
+    try:
+        yield
+    except Exception as e:
+        from vglab.nn.model import ModelError
+
+        if isinstance(e, ModelError) or not isinstance(e, (ValueError, TypeError)) or run.network != "model" \
+                or run.input != "features":
+            raise  # vglab's own message says what to change; another error (a name, an import) is a bug in the model
+
+        raise ModelError(f"model {run.model!r} failed on flat inputs of shape {tuple(arrays.x_train.shape[1:])} "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); if this model takes "
+                         "images: set input = \"images\" in the spec (it then gets (H, W, C) examples)") from None
 
 
 def jax_shapes(model):
@@ -444,6 +515,8 @@ class Plan:
     wall_s: float  # training and reports, scheduled on the workers (on a GPU: reports on the CPU's cores)
     group_seconds: dict = field(default_factory=dict, compare=False)  # "<experiment>/<group>" -> compile + train
     cluster: str = ""  # the Ray cluster the workers are on (`ray_executor.Cluster.describe`), else ""
+    task_features: dict = field(default_factory=dict, compare=False)  # task key -> `task_features` + "first"
+    report_features: dict = field(default_factory=dict, compare=False)  # experiment -> `report_features`
 
     @property
     def cpu_s(self) -> float:
@@ -488,10 +561,17 @@ def _dur(seconds: float) -> str:
     return f"{s // 3600} h {s // 60 % 60:02d} min"
 
 
-def _report_seconds(job: _Job, layers: int) -> float:
-    """Drawing one report page (one core): REPORT_S plus REPORT_S_PER_LINE per configuration and layer."""
-    configs = len({r.label for r in job.spec.expand()})
-    return REPORT_S + REPORT_S_PER_LINE * configs * layers
+def report_features(job: _Job, layers: int) -> dict:
+    """What a report page's cost depends on (`report_seconds`): its runs (all of the
+    experiment's: the page shows every one), configurations and the deepest network's layers."""
+    runs = job.spec.expand()
+    return {"runs": len(runs), "configs": len({r.label for r in runs}), "layers": layers}
+
+
+def report_seconds(f: dict, costs: CostModel = CPU_COSTS) -> float:
+    """Drawing one report page (one CPU core), from `report_features`: see `CostModel`."""
+    return (costs.report_s + costs.report_s_per_run * f["runs"]
+            + costs.report_s_per_panel * min(f["configs"], REPORT_PANELS) * f["layers"])
 
 
 def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool, cluster=None) -> Plan:
@@ -503,6 +583,7 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool, clu
     job_of = {u.id: j for j, job in enumerate(jobs) for u in job.units}
     compile_s, train_s, layers = [0.0] * len(jobs), [0.0] * len(jobs), [0] * len(jobs)
     group_s: dict[str, float] = {}
+    features: dict[str, dict] = {}
     free, compiled, ends = [0.0] * max(workers, 1), set(), {}
     for _, _key, payload, chunk, program in tasks:
         j = job_of[chunk[0].id]
@@ -510,8 +591,11 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool, clu
         arrays = shapes[payload.data]
         network = payload.model.build(arrays.x_train.shape[1:], arrays.n_classes)
         layers[j] = max(layers[j], len(network.layout().layers))
-        c, u = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                      grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)), costs)
+        f = task_features(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
+                          grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)),
+                          len(program[-1]))
+        c, u = estimate(f, costs)
+        features[_key] = {**f, "first": program not in compiled}
         c = c if program not in compiled else costs.load_s
         compiled.add(program)
         compile_s[j] += c
@@ -521,7 +605,9 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool, clu
         w = free.index(min(free))
         free[w] += c + u * len(chunk)
         ends[j] = free[w]
-    report_s = [_report_seconds(job, layers[j]) if job.units else 0.0 for j, job in enumerate(jobs)]
+    pages = {job.spec.name: report_features(job, layers[j]) for j, job in enumerate(jobs) if job.units}
+    report_s = [report_seconds(pages[job.spec.name], cost_model(False)) if job.units else 0.0  # on the CPU
+                for j, job in enumerate(jobs)]
     drawers = [0.0] * parallel.default_workers() if on_gpu else free  # on a GPU, reports go to the CPU's cores
     for j in sorted(ends, key=ends.get):  # each report starts once its experiment is trained
         w = drawers.index(min(drawers))
@@ -530,7 +616,7 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool, clu
                          len({u.group for u in job.units}), compile_s[j], train_s[j], report_s[j])
                  for j, job in enumerate(jobs))
     return Plan(rows, workers, "gpu" if on_gpu else "cpu", max(free + drawers), group_s,
-                cluster.describe() if cluster else "")
+                cluster=cluster.describe() if cluster else "", task_features=features, report_features=pages)
 
 
 def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None = None, *, workers: int | None = None,
@@ -541,6 +627,8 @@ def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None 
     `outs` count as done when the folder holds the same experiment. With `address`, the
     plan is for that Ray cluster's CPUs (connected to read them)."""
     outs = [Path(o) for o in outs] if outs is not None else [default_out(s) for s in specs]
+    for out in outs:
+        store.check_folder(out)  # a file in the way: the same error as a run gives
     _check_device(device)  # the data are prepared on the chosen platform
     on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
     n_workers = _resolve_workers(workers, executor, device)
@@ -600,6 +688,24 @@ def _write_meta(out: Path, invocation: dict, executor: str) -> None:
                 invocations=calls + [invocation])
     meta["seconds"] = round(sum(c.get("seconds") or 0 for c in meta["invocations"]), 2)
     store.write_json(f, meta)
+
+
+def _load_average() -> list[float] | None:
+    """The machine's 1, 5 and 15 minute load: how many others shared it (wall times inflate)."""
+    with contextlib.suppress(OSError, AttributeError):
+        return [round(x, 2) for x in os.getloadavg()]
+    return None
+
+
+def _plan_record(plan: Plan | None, j: int) -> dict | None:
+    """Experiment j's share of the plan (seconds of one core), as meta.json keeps it: what
+    benchmarks/cost_model.py compares the measured times with."""
+    if plan is None:
+        return None
+    row = plan.rows[j]
+    return {"compile_s": round(row.compile_s, 2), "train_s": round(row.train_s, 2), "report_s": round(row.report_s, 2),
+            "report_features": plan.report_features.get(row.experiment), "wall_s": round(plan.wall_s, 2),
+            "workers": plan.workers, "device": plan.device}
 
 
 def _now() -> str:
@@ -716,7 +822,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
     on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
     n_workers = _resolve_workers(workers, executor, device)
     _validate_before_writing(specs, workers, n_workers, executor, address, device, allow_large)
-    started, t0 = _now(), time.perf_counter()
+    started, t0, cpu0 = _now(), time.perf_counter(), time.process_time()
 
     with contextlib.ExitStack() as stack:
         cluster = stack.enter_context(_cluster(executor, address))  # checked before anything is written
@@ -732,7 +838,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
             job = _Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
                        skipped=len(done))
             jobs.append(job)
-        tasks, prepare_seconds = [], 0.0
+        tasks, prepare_seconds, plan = [], 0.0, None
         if any(job.units for job in jobs):
             if n_workers == 1 and executor == "local":
                 parallel.configure_this_process(env)
@@ -751,7 +857,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
                 _clear_out(job.out)
             _open_out(job.spec, job.out)
         invocation = {"started": started, "finished": None, "command": " ".join(sys.argv), "executor": executor,
-                      "workers": n_workers, "device": device or "auto"}
+                      "workers": n_workers, "device": device or "auto", "load_average_at_start": _load_average()}
         if cluster:
             invocation["cluster"] = {"address": cluster.address, "nodes": cluster.nodes, "cpus": cluster.cpus}
         for job in jobs:
@@ -774,7 +880,10 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
             mine = [t for t in info["tasks"] if t["task"].startswith(job.spec.name + "/")]
             _write_meta(job.out, {**invocation, **info, "finished": _now(), "seconds": round(time.perf_counter() - t0, 2),
                                   "runs": len(job.spec.expand()), "skipped": job.skipped, "trained": job.written,
-                                  "worker_seconds": round(job.unit_seconds, 2), "tasks": mine}, executor)
+                                  "worker_seconds": round(job.unit_seconds, 2), "tasks": mine,
+                                  "load_average": _load_average(), "plan": _plan_record(plan, j),
+                                  # this process: preparing the data, storing every unit's runs
+                                  "main_cpu_seconds": round(time.process_time() - cpu0, 2)}, executor)
             if on_complete:
                 on_complete(job.out)
 
@@ -826,7 +935,13 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
             # Timed where it ran when the executor says (Ray: its events arrive only at the end).
             seconds = payload.get("seconds", time.perf_counter() - task_started.get(key, time.perf_counter()))
             record = {"task": key, "units": len(by_key[key]),
-                      "compile_seconds": round(payload.get("compile_seconds", 0.0), 2), "seconds": round(seconds, 2)}
+                      "compile_seconds": round(payload.get("compile_seconds", 0.0), 2), "seconds": round(seconds, 2),
+                      # CPU seconds of the worker (the cost model's unit; benchmarks/cost_model.py)
+                      "cpu_seconds": round(payload.get("cpu_seconds", 0.0), 2),
+                      "compile_cpu_seconds": round(payload.get("compile_cpu_seconds", 0.0), 2),
+                      "cache_hits": payload.get("cache_hits"),  # programs loaded, not compiled
+                      "unit_cpu_seconds": [round(x, 3) for x in payload.get("unit_cpu_seconds", [])],
+                      "features": plan.task_features.get(key, {})}
             if "node_id" in payload:
                 record.update(node_id=payload["node_id"], node_ip=payload["node_ip"])
                 progress.log(f"{key}: {len(by_key[key])} unit{'s' if len(by_key[key]) != 1 else ''} in {seconds:.1f} s "
@@ -907,7 +1022,7 @@ def _store_unit(job: _Job, unit: Unit, payload: dict, tensorboard: bool, live: _
     for run, result in zip(unit.runs, payload["results"], strict=True):
         if run.run_id in job.done:
             continue  # complete from an earlier invocation; retrained only to keep the unit whole
-        row = run.row(payload["n_params"], payload["n_train"], payload.get("n_classes"))
+        row = run.row(payload["n_params"], payload["n_train"], payload.get("n_classes"), payload.get("facts"))
         store.write_run(job.out, run.run_id, row, result)
         job.done.add(run.run_id)
         job.written += 1

@@ -520,7 +520,7 @@ class ModelSpec:
     depth: int | None = None
     width: int | None = None
     variant: str | None = None
-    activation: str = "tanh"
+    activation: str | None = "tanh"  # None: your model's own (not passed to its factory)
     model: str | None = None  # the factory reference, for network = "model"
     model_args: tuple[tuple[str, Any], ...] = ()
     input: str = "features"  # what the model takes: flat features or images
@@ -560,7 +560,7 @@ class RunSpec:
     depth: int | None  # None for paper_cnn (its variant fixes the layers) and your own models
     width: int | None
     variant: str | None  # paper_cnn only
-    activation: str
+    activation: str | None  # None: your own model's, not set by the spec (known once it is built)
     alpha: float
     weight_init: str  # canonical spec, e.g. "normal(std=10)"
     bias_init: str  # canonical spec, resolved (never None)
@@ -604,7 +604,7 @@ class RunSpec:
         return f"{self._slug()}-s{self.seed}-{digest}"
 
     def _slug(self) -> str:
-        parts = [self.model_spec().name, self.activation]
+        parts = [self.model_spec().name] + ([self.activation] if self.activation else [])
         if self.alpha != 1:
             parts.append(f"a{self.alpha:g}")
         parts.append(_init_slug(self.init_given or self.weight_init))
@@ -649,7 +649,7 @@ class RunSpec:
         from vglab.nn.init import parse
 
         w_kind, b_kind = parse(self.weight_init).kind, parse(self.bias_init).kind
-        name = f"{self.model_spec().name}-{self.activation}-{w_kind}"
+        name = "-".join(p for p in (self.model_spec().name, self.activation, w_kind) if p)
         if b_kind != parse(default_bias(self.weight_init)).kind:
             name += f"-bias-{b_kind}"
         opt = self.optimizer_setting()
@@ -680,24 +680,30 @@ class RunSpec:
                            optimizer=self.optimizer_setting(), probes=self.probes, probe_every=self.probe_every,
                            record_every=self.record_every)
 
-    def row(self, n_params: int, n_train: int, n_classes: int | None = None) -> dict:
+    def row(self, n_params: int, n_train: int, n_classes: int | None = None, facts: dict | None = None) -> dict:
         """The run's row of the `runs` table (DESIGN.md), without run_id and diverged_epoch
-        (added by `results.store.write_run`)."""
+        (added by `results.store.write_run`). `facts`: what training measured and the
+        report reads back instead of re-deriving it (`n_in`, `input_sq_norm`, the
+        `activation` your model uses)."""
+        from vglab.data.own import dataset_column
         from vglab.nn.init import parse
 
         law, bias = parse(self.weight_init), parse(self.bias_init)
         return {
-            "experiment": self.experiment, "label": self.label, "group": self.group, "dataset": self.dataset,
+            "experiment": self.experiment, "label": self.label, "group": self.group,
+            "dataset": dataset_column(self.dataset),
             "network": self.network, "depth": self.depth, "width": self.width, "variant": self.variant,
-            "activation": self.activation, "alpha": self.alpha,
+            "activation": self.activation or (facts or {}).get("activation") or "unknown", "alpha": self.alpha,
             "weight_init": init_label(self.init_given or self.weight_init), "weight_init_spec": law.spec,
             "weight_init_kind": law.kind,
             "init_scale": float("nan") if law.fan_scaled or law.value is None else float(law.value),
-            "bias_init": bias.label, "penalty": self.penalty, "r": self.r, "seed": self.seed,
+            "bias_init": bias.label, "bias_init_spec": bias.spec, "bias_var": bias.variance(),
+            "penalty": self.penalty, "r": self.r, "seed": self.seed,
             "epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
             "optimizer": self.optimizer_setting().label, "optimizer_spec": json.dumps(dict(self.optimizer)),
             "model": self.model, "model_args": json.dumps(dict(self.model_args), default=str), "input": self.input,
             "record_every": self.record_every, "train_size": n_train, "n_params": n_params, "n_classes": n_classes,
+            "n_in": (facts or {}).get("n_in"), "input_sq_norm": (facts or {}).get("input_sq_norm"),
         }
 
 
@@ -760,7 +766,11 @@ def default_bias(weight_init: str) -> str:
     return default_bias_init(parse(weight_init)).spec
 
 
-def _activation_label(activation: str, alpha: float) -> str:
+def _activation_label(activation: str | None, alpha: float) -> str:
+    """`tanh`, `rescaled tanh α=2`; your model's own activation (None) is not named here
+    (the runs table's `activation` column says what the model uses)."""
+    if activation is None:
+        return "" if alpha == 1 else f"rescaled α={alpha:g}"
     return activation if alpha == 1 else f"rescaled {activation} α={alpha:g}"
 
 
@@ -811,6 +821,8 @@ class ExperimentSpec:
         for arm in self.arms:
             for values in itertools.product(*(arm[k] for k in ARM_KEYS)):
                 c = dict(zip(ARM_KEYS, values))
+                if c["activation"] is None and c["network"] != "model":
+                    c["activation"] = ARM_DEFAULTS["activation"]
                 if c["penalty"] == "none":
                     c["r"] = 0.0
                 if c["network"] == "paper_cnn":
@@ -865,7 +877,7 @@ class ExperimentSpec:
             margs = _freeze(c["model_args"])
             parts = [arch_name(c["network"], c["depth"], c["width"], c["variant"], c["model"], margs)] \
                 if len(archs) > 1 else []
-            parts += [_activation_label(c["activation"], c["alpha"]), init_label(c["init_given"])]
+            parts += [p for p in (_activation_label(c["activation"], c["alpha"]), init_label(c["init_given"])) if p]
             if c["bias_init"] != default_bias(c["init"]):
                 parts.append("bias " + parse(c["bias_init"]).label)
             if c["penalty"] != "none":
@@ -1109,6 +1121,19 @@ def _apply_sets(data: dict, sets) -> dict:
     return data
 
 
+def _set_source(e: ValidationError, sets) -> str | None:
+    """`--set KEY` when the first error is at a key an assignment of `sets` wrote (a typo on the
+    command line is not the spec file's)."""
+    err = ([x for x in e.errors() if not _is_union_noise(x)] or e.errors())[0]
+    loc = [p for p in err["loc"] if not _is_type_tag(p)]
+    for assignment in sets or ():
+        path = parse_set(assignment)[0] if isinstance(assignment, str) else list(assignment[0])
+        n = min(len(path), len(loc))
+        if n and [str(p) for p in path[:n]] == [str(p) for p in loc[:n]]:
+            return f"--set {'.'.join(map(str, path))}"
+    return None
+
+
 def _scale_records(settings: dict, cli) -> None:
     """An --epochs override keeps the spec's number of records: its record_every scales with
     the epochs (a digits preset's 700 epochs recorded every 35 become --epochs 70 recorded
@@ -1137,7 +1162,7 @@ def load_spec(name_or_path, sets=None, *, allow_large: bool = False, **overrides
     try:
         spec = _SpecFile.model_validate(data, context=context)
     except ValidationError as e:
-        raise SpecError(_one_line(e, source)) from None
+        raise SpecError(_one_line(e, _set_source(e, sets) or source)) from None
     name = spec.name or default_name
     if name is None:
         raise SpecError(f"{source}: a spec given as a dict needs a name (name = 'my-experiment')")
@@ -1192,6 +1217,8 @@ def load_spec(name_or_path, sets=None, *, allow_large: bool = False, **overrides
             if "network" not in mine and "network" not in top:
                 resolved["network"] = ["model"]
         networks = set(resolved["network"])
+        if "model" in networks and "activation" not in mine and "activation" not in top:
+            resolved["activation"] = [None]  # your model's own; the built-in networks' default is filled in later
         if "model" in networks and resolved["model"] == [None]:
             raise SpecError(f"{source}: {where}: network = 'model' needs model = 'package.module:factory' "
                             "(or 'path/to/file.py:factory')")

@@ -17,6 +17,7 @@ Neither Equinox nor Flax is imported here unless the object to wrap comes from i
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 
@@ -237,6 +238,8 @@ def load_factory(ref: str, base_dir: str | None = None):
             raise ModelError(f"model {ref!r}: no file {path}")
         name = f"vglab_user_model_{abs(hash(str(path.resolve())))}"
         module = sys.modules.get(name)
+        if str(path.resolve().parent) not in sys.path:  # it imports modules beside it, as a script would
+            sys.path.append(str(path.resolve().parent))
         if module is None:
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
@@ -278,4 +281,31 @@ def build_from_factory(ref: str, model_args: dict, *, in_shape, n_classes: int, 
     model = wrap(obj, in_shape=in_shape)
     if not isinstance(model, Model):
         raise ModelError(f"model {ref!r} returned a {type(obj).__name__}, not a model")
+    with contextlib.suppress(AttributeError):  # for `check_activation` (a frozen model dataclass too)
+        object.__setattr__(model, "activation_passed", "activation" in kwargs)
     return model
+
+
+def check_activation(model: Model, wanted: str | None, ref: str) -> None:
+    """A spec's `activation` for your model must be what the model computes: vglab passes it
+    to a factory that takes `activation`, and otherwise only checks it. Call after the
+    forward pass was traced (`model.layout(x)`), when the model's own activation is known
+    (`vglab.nn.activation` in it, or its declaration). A factory that takes the argument
+    but ignores it is caught too."""
+    if wanted is None:
+        return
+    own = model.activation
+    if own == wanted:
+        return
+    passed = getattr(model, "activation_passed", False)
+    if own is not None:
+        how = (f"its factory was given activation={wanted!r} and built one with {own!r}" if passed else
+               "its factory takes no `activation` argument")
+        raise ModelError(f"model {ref!r} computes {own!r} (its vglab.nn.activation), but the spec says activation = "
+                         f"{wanted!r} ({how}); remove activation from the spec to train and label the model's own, "
+                         f"or build the model with vglab.nn.activation({wanted!r})")
+    if not passed:
+        raise ModelError(f"the spec's activation = {wanted!r} has no effect on model {ref!r}: its factory takes no "
+                         "`activation` argument and the model does not use vglab.nn.activation, so vglab can neither "
+                         "set nor check it; remove activation from the spec (the runs table then says 'unknown'), "
+                         f"or build the model's nonlinearity with vglab.nn.activation({wanted!r})")

@@ -74,6 +74,16 @@ class Init:
             return 1.0
         return v if value is not None else float(v)
 
+    def variance(self, fan_in: int | None = None, fan_out: int | None = None) -> float:
+        """The variance of one entry drawn for a tensor with these fans: std² (normal), a²/3
+        (uniform), 0 (zeros); NaN for `model` (the model's own) and for a law scaled by
+        fans that are not given (the mean-field theory's σ_b² needs a fixed number)."""
+        if self.kind == "model" or ((self.fan_scaled or self.kind == "scaled_normal")
+                                    and (fan_in is None or fan_out is None)):
+            return float("nan")
+        s = self.scale(fan_in or 1, fan_out or 1)
+        return {"normal": s * s, "uniform": s * s / 3.0}.get(self.family, 0.0)
+
     @property
     def label(self) -> str:
         if self.kind == "normal":

@@ -27,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from vglab.data.own import dataset_name  # noqa: E402
 from vglab.report import tables, theory  # noqa: E402
 
 BAND_NOTE = "line: mean over seeds · band: min–max over seeds"
@@ -224,7 +225,7 @@ def _note(fig, text):
 
 def _title(fig, res, text, shared=""):
     preset = res.spec.get("preset", "") if isinstance(res.spec, dict) else ""
-    ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
+    ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
     head = tables.in_x_unit(res, text) + (f" — {preset}" if preset else "") + (f" ({ds})" if ds else "")
     fig.suptitle(head + (f"\n{shared}" if shared else ""), fontsize=10)
 
@@ -240,7 +241,7 @@ def learning_curves(res, labels=None, *, log_loss: bool = True) -> Figure:
     sty = _styles(labels)
     fig = _figure(9.0, 6.2 + 0.18 * max(0, len(labels) - 4))
     axes = _subplots(fig, 2, 2)
-    chance = 1.0 / tables.n_classes(res)
+    chance = tables.chance(res)
     spots = [("train_acc", axes[0, 0], "training accuracy"), ("val_acc", axes[0, 1], "validation accuracy"),
              ("train_loss", axes[1, 0], "training loss (cross-entropy, nats)"),
              ("val_loss", axes[1, 1], "validation loss (cross-entropy, nats)")]
@@ -257,8 +258,10 @@ def learning_curves(res, labels=None, *, log_loss: bool = True) -> Figure:
         ax.set_xlabel(tables.x_unit(res))
         if colname.endswith("acc"):
             ax.set_ylabel("accuracy (fraction correct)")
-            ax.axhline(chance, color="0.4", ls=":", lw=1)
-            ax.text(ax.get_xlim()[0], chance, f" chance {chance:.2f}", va="bottom", ha="left", fontsize=7.5, color="0.35")
+            if chance is not None:
+                ax.axhline(chance, color="0.4", ls=":", lw=1)
+                ax.text(ax.get_xlim()[0], chance, f" chance {chance:.2f}", va="bottom", ha="left", fontsize=7.5,
+                        color="0.35")
             ax.set_ylim(0, 1.02)
         else:
             ax.set_ylabel("loss (nats)")
@@ -798,7 +801,8 @@ def theory_overlay(res, labels=None) -> Figure:
     legend inside the panel hid measured points)."""
     comp = theory.compare(res, labels)
     if not comp:
-        raise NoData("no MLP runs with at least two hidden layers and a mean-field model")
+        old = not set(theory.STORED_INPUTS) <= set(res.runs.columns)
+        raise NoData(theory.OLD_RESULTS if old else "no MLP runs with at least two hidden layers and a mean-field model")
     short, shared = short_labels([c.label for c in comp])
     n = len(comp)
     ncol = 1 if n == 1 else (2 if n <= 4 else 3)
@@ -840,7 +844,7 @@ def theory_overlay(res, labels=None) -> Figure:
         note += (f" · the runs record every {comp[0].epoch} epochs: the measurement pools the steps of {span}, "
                  "while the network trains away from its initialization")
     if any(c.input_assumed for c in comp):
-        note += " · input ‖x‖² not available: assumed E x_i² = 1/3"
+        note += " · input ‖x‖² not stored with the runs: assumed E x_i² = 1/3"
     # The note is the legend's title: both sit below the panels (a separate note and an
     # outside legend were laid over each other).
     fig.legend(handles, texts, loc="outside lower center", ncol=3 if ncol > 1 else 1, frameon=False, fontsize=8,
@@ -886,14 +890,18 @@ def regime_diagnosis(res, labels=None) -> Figure:
               "saturated units: fraction with g'(z) < 0.01")
     n_max = max(depths)
     ticks = _thin(list(range(1, n_max + 1)), 12)
+    # Layers by name, as the gradient-flow figure names them (the deepest configuration's).
+    deepest = a[a["run_id"].isin([rid for lab in labels for rid in _runs_of(res, lab)])]
+    names = deepest.drop_duplicates("layer_index").set_index("layer_index")["layer"].astype(str)
+    tick_names = [names.get(t - 1, str(t)) for t in ticks]
     for ax, t in zip(axes[0], titles):
         ax.set_title(t)
-        ax.set_xlabel("layer l (1 = first hidden; □ = linear output layer)" if len(depths) > 1 or ax is axes[0, 0]
-                      else "layer l (1 = first hidden)")
+        ax.set_xlabel("layer (first hidden to output; □ = linear output layer)" if len(depths) > 1 or ax is axes[0, 0]
+                      else "layer (first hidden to last)")
         # Every panel spans the same layers (a net of one hidden layer has one point in the
         # derivative and saturation panels, which autoscaling spread over 0.96-1.04).
         ax.set_xlim(0.5, n_max + 0.5)
-        ax.set_xticks(ticks)
+        ax.set_xticks(ticks, tick_names, rotation=30 if max(map(len, tick_names)) > 4 else 0, fontsize=7.5)
     axes[0, 0].axhline(0, color="0.5", lw=0.8)
     axes[0, 1].axhline(0, color="0.5", lw=0.8)
     axes[0, 2].set_ylim(-0.02, 1.02)
@@ -906,6 +914,8 @@ def regime_diagnosis(res, labels=None) -> Figure:
     if (res.runs["label"].isin(labels) & (res.runs.get("activation", pd.Series(dtype=str)) == "relu")).any():
         _note(fig, "ReLU: g' is 0 or 1, so its mean log10 g' is set by the 1e-30 floor given to inactive units, "
                    "and its 'saturated' fraction is the fraction of inactive units.")
+    elif _no_preactivations(res, labels):
+        _note(fig, NO_PREACTIVATIONS)
     _title(fig, res, "Regime diagnosis: which factor of the backprop product is small", shared)
     _legend_below(fig, axes, short, col, title=_seeds_note(res, labels), extra=extra,
                   styles={lab: {"color": sty[lab]["color"], "marker": sty[lab]["marker"]} for lab in labels})
@@ -1014,6 +1024,29 @@ def _need_curves_by_penalty(res):
         and r["spec"].nunique() == 1 else None
 
 
+NO_PREACTIVATIONS = ("The derivative and saturation panels are empty: no pre-activations were recorded, because the "
+                     "model does not apply its nonlinearity with vglab.nn.activation(...) (a plain jax.nn.sigmoid is "
+                     "invisible to vglab); build it with vglab.nn.activation to measure g'(z) and saturation.")
+
+
+def _no_preactivations(res, labels=None) -> bool:
+    """Some configuration's hidden layers have no recorded pre-activations (NaN derivative factors)."""
+    a = res.activations
+    if a.empty or "deriv_mean" not in a:
+        return False
+    if labels is not None:
+        a = a[a["run_id"].isin([rid for lab in labels for rid in _runs_of(res, lab)])]
+    hidden = a[a["layer_index"] < a.groupby("run_id")["layer_index"].transform("max")]  # the output is linear
+    return bool(len(hidden)) and bool(hidden.groupby("run_id")["deriv_mean"].apply(lambda v: v.isna().all()).any())
+
+
+def _need_regime(res):
+    if not _has_runs(res) or res.activations.empty:
+        return None
+    use = _lines(res)
+    return Use(use.kwargs, use.note + (" " + NO_PREACTIVATIONS if _no_preactivations(res) else ""))
+
+
 def _need_first_grad(res) -> str:
     return tables.epoch_span(tables.first_recorded_epoch(res))
 
@@ -1075,7 +1108,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
                "the weight factor log10‖W‖₂, the derivative factor mean log10 g'(z), and the fraction of saturated "
                "units. Large parameters show as saturation (g' ≈ 0); many small layers as a weight factor below 0 in "
                "every layer.",
-               lambda res: _lines(res) if _has_runs(res) and not res.activations.empty else None),
+               _need_regime),
 )
 
 

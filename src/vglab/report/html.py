@@ -19,12 +19,14 @@ import json
 import math
 import os
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from vglab.data.own import dataset_name
 from vglab.report import claims as claims_mod
 from vglab.report import figures as F
 from vglab.report import tables, theory
@@ -109,6 +111,7 @@ class DrawnFigure:
     caption: str
     files: tuple[Path, ...] = ()
     error: str = ""
+    cpu_seconds: float = 0.0  # drawing and saving it (this process), for the cost model (meta.json "report")
 
 
 def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS, instruments=F.INSTRUMENTS) -> list[DrawnFigure]:
@@ -117,6 +120,7 @@ def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS, instruments=F.IN
         use = inst.needs(res)
         if use is None:
             continue
+        t0 = time.process_time()
         try:
             fig = inst.draw(res, **use.kwargs)
         except F.NoData:
@@ -127,7 +131,8 @@ def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS, instruments=F.IN
             continue
         files = F.save(fig, fig_dir / inst.name, formats=tuple(formats))
         fig.clf()
-        out.append(DrawnFigure(inst.name, inst.caption_for(res, use), tuple(files)))
+        out.append(DrawnFigure(inst.name, inst.caption_for(res, use), tuple(files),
+                               cpu_seconds=time.process_time() - t0))
     return out
 
 
@@ -240,7 +245,7 @@ def _theory_table(res) -> str:
         rows.append(f"<tr><td>{_esc(label)}</td><td class=\"num\">{c.prediction.chi[0]:.3g}</td>"
                     f"<td class=\"num\">{c.slope_backward:+.2f}</td><td class=\"num\">{c.slope_full:+.2f}</td>"
                     f"<td class=\"num\">{fl['backward']:+.1f}</td><td class=\"num\">{fl['full']:+.1f}</td>{measured}</tr>")
-    note = " E‖x‖² was not available locally; 1/3 per input feature was assumed." if any(c.input_assumed for c in comp) else ""
+    note = " E‖x‖² was not stored with the runs; 1/3 per input feature was assumed." if any(c.input_assumed for c in comp) else ""
     return ("<h3>Mean-field theory vs measured</h3><p class=\"sub\">Slope: least-squares change of log10‖∂J/∂W^[l]‖² "
             "per hidden layer (positive: smaller towards the input). First/last: log10‖∂J/∂W^[1]‖² − "
             "log10‖∂J/∂W^[L]‖² (L = last hidden layer). χ₁: the first layer's predicted per-layer factor. Measured: "
@@ -303,10 +308,12 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
     index page to link back to (default: an index.html in the parent folder, if any)."""
     from vglab.results.store import atomic_write_text, load
 
+    t0, cpu0 = time.perf_counter(), time.process_time()
     results_dir = Path(results_dir)
     res = load(results_dir)
+    load_cpu = time.process_time() - cpu0
     preset = claims_mod.preset_of(res) or results_dir.name
-    ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
+    ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
     why_page = preset in why_mod.PRESETS  # the why presets draw their own figures (`why_figures.INSTRUMENTS`)
     figs = _render_figures(res, results_dir / "figures", figure_formats,
                            instruments=why_figures.INSTRUMENTS if why_page else F.INSTRUMENTS)
@@ -343,7 +350,28 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
     out = results_dir / "report.html"
     atomic_write_text(out, _page(f"vglab · {preset}", "\n".join(parts)))  # last: what it links exists
     _remove_stale_figures(results_dir / "figures", figs)
+    _record_timing(results_dir, {"written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                 "seconds": round(time.perf_counter() - t0, 2),
+                                 "cpu_seconds": round(time.process_time() - cpu0, 2),
+                                 "load_cpu_seconds": round(load_cpu, 2), "runs": len(res.runs),
+                                 "figures": {f.name: round(f.cpu_seconds, 2) for f in figs if not f.error}})
     return out
+
+
+def _record_timing(results_dir: Path, record: dict) -> None:
+    """What drawing this page cost (CPU seconds of this process: loading the results, each
+    figure, the whole page) into meta.json's "report", where the runner's cost model is
+    calibrated from (benchmarks/cost_model.py --calibrate). A folder without meta.json
+    (results made elsewhere) gets none."""
+    from vglab.results.store import write_json
+
+    f = results_dir / "meta.json"
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return
+    meta["report"] = record
+    write_json(f, meta)
 
 
 def _stale(results_dir: Path) -> bool:
@@ -388,7 +416,7 @@ def render_index(results_dirs, out, refresh_pages: bool = True, figure_formats=F
         rel = Path(os.path.relpath(d / "report.html", out.parent)).as_posix()
         pages.setdefault(preset, rel)
         loaded.setdefault(preset, res)
-        ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
+        ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
         if ds and ds not in datasets:
             datasets.append(ds)
         s = tables.summary(res)

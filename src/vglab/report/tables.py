@@ -66,13 +66,43 @@ def label_order(res_or_runs) -> list[str]:
 
 
 def n_classes(res) -> int:
-    n = res.spec.get("n_classes") if isinstance(res.spec, dict) else None
-    if n:
-        return int(n)
-    ds = res.spec.get("dataset") if isinstance(res.spec, dict) else None
-    if ds is None and len(res.runs) and "dataset" in res.runs:
-        ds = res.runs["dataset"].iloc[0]
-    return N_CLASSES.get(str(ds), 10)
+    """The number of classes the runs were trained on, as the runner stored it (`runs.n_classes`,
+    from the prepared data): chance is 1/n_classes. (Worked out from the dataset's name, an
+    own 2- or 3-class dataset got chance 0.1.) Runs stored before that column: the built-in
+    dataset's count; an own dataset then raises, saying how to store it."""
+    r = res.runs
+    if "n_classes" in r.columns:
+        stored = pd.to_numeric(r["n_classes"], errors="coerce").dropna()
+        if len(stored):
+            return int(stored.mode().iloc[0])  # one count per experiment (several folders: the commonest)
+    if watched(res):
+        raise ValueError(f"{res.path or 'these results'}: runs recorded with vglab.Recorder from your own loop store "
+                         "no class count; pass n_classes in the Recorder's config to get a chance level")
+    ds = r["dataset"].iloc[0] if len(r) and "dataset" in r.columns else None
+    if str(ds) in N_CLASSES:
+        return N_CLASSES[str(ds)]
+    raise ValueError(f"{res.path or 'these results'}: the runs do not say how many classes they were trained on "
+                     "(no n_classes in run.json: stored by an older vglab); delete the runs folder and re-run the same "
+                     "`vglab run` command to store them again")
+
+
+def watched(res) -> bool:
+    """Whether the runs were recorded from the user's own loop (`vglab.Recorder`: run.json's
+    `x_unit` is "step"), not trained by vglab: their loss is the user's, their accuracy and
+    class count whatever the user recorded."""
+    r = res.runs
+    return "x_unit" in r.columns and bool((r["x_unit"].astype(str) == "step").any())
+
+
+def chance(res) -> float | None:
+    """1/n_classes, or None for runs that store no class count (a watched run of a regression
+    net or language model): figures then draw no chance line."""
+    try:
+        return 1.0 / n_classes(res)
+    except ValueError:
+        if watched(res):
+            return None
+        raise
 
 
 def final(res) -> pd.DataFrame:

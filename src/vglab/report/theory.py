@@ -477,9 +477,7 @@ def weight_variance(spec: str, fan_in: int, fan_out: int) -> float:
     """The variance of one weight under the init `spec` (e.g. 'normal(std=10)' -> 100)."""
     from vglab.nn.init import parse
 
-    law = parse(spec)
-    s = law.scale(fan_in, fan_out)
-    return s * s if law.family == "normal" else (s * s / 3.0 if law.family == "uniform" else 0.0)
+    return parse(spec).variance(fan_in, fan_out)
 
 
 def bias_variance(label: str | None, weight_spec: str | None = None) -> float:
@@ -575,24 +573,23 @@ def predict(depth: int, width: int, n_in: int, activation_name: str = "tanh", al
     return Prediction(q, chis, a, back, full)
 
 
-@functools.lru_cache(maxsize=16)
-def input_sq_norm(dataset: str, train_size: int | None = None, data_dir: str | None = None) -> tuple[float, int] | None:
-    """(E_x‖x‖², n_in) of the MLP inputs of `dataset` as the trainer saw them, or None when
-    the data is not available locally (nothing is downloaded)."""
-    try:
-        from vglab.data import prepare
+STORED_INPUTS = ("n_in", "input_sq_norm", "bias_var", "n_classes")  # runs columns the prediction reads
+OLD_RESULTS = ("these runs were stored before vglab recorded the inputs the mean-field prediction needs "
+               f"({', '.join(STORED_INPUTS)} in run.json); delete the runs folder and re-run the same `vglab run` "
+               "command to train and store them again")
 
-        arr = prepare(dataset, "mlp", data_dir=data_dir, train_size=train_size or None, download=False)
-    except Exception:  # not available here: the caller falls back and says so
+
+def stored_inputs(row) -> tuple[int, float | None, float] | None:
+    """(n_in, E‖x‖², σ_b²) of a run as the runner stored them when it trained it (the input
+    width and E_x‖x‖² of the inputs the model saw, the bias law's variance): never worked
+    out again from the dataset's name, the parameter count or the labels. None for runs
+    stored before these columns (`OLD_RESULTS`); E‖x‖² None when it was not stored."""
+    get = row.get if hasattr(row, "get") else (lambda k, d=None: getattr(row, k, d))
+    vals = {k: get(k) for k in STORED_INPUTS}
+    if any(v is None or not np.isfinite(float(v)) for k, v in vals.items() if k != "input_sq_norm"):
         return None
-    x = np.asarray(arr.x_train, np.float64)
-    return float(np.mean(np.sum(x * x, axis=1))), int(x.shape[1])
-
-
-def n_in_from_params(n_params: int, depth: int, width: int, n_out: int = 10) -> int:
-    """The MLP input dimension implied by its parameter count."""
-    rest = n_params - width - (depth - 1) * (width * width + width) - (width * n_out + n_out)
-    return int(round(rest / width))
+    x2 = vals["input_sq_norm"]
+    return int(vals["n_in"]), (float(x2) if x2 is not None and np.isfinite(float(x2)) else None), float(vals["bias_var"])
 
 
 # ------------------------------------------------------------ against measurements
@@ -609,7 +606,7 @@ class Comparison:
     pred_backward: np.ndarray  # [depth]
     pred_full: np.ndarray  # [depth]
     measured: np.ndarray  # [seed, depth]
-    input_assumed: bool  # True when E‖x‖² was not available and 1/3 per feature was assumed
+    input_assumed: bool  # True when E‖x‖² was not stored with the runs and 1/3 per feature was assumed
     prediction: Prediction
     epoch: int = 1  # the recorded epoch measured (its statistics cover every step since epoch 0)
     diverged: int = 0  # runs of this configuration left out: they diverged
@@ -664,20 +661,13 @@ def compare(res, labels=None, epoch: int | None = None, min_depth: int = 2) -> l
         if str(row["activation"]) not in ACTIVATIONS or not row.get("weight_init_spec"):
             continue
         depth, width = int(row["depth"]), int(row["width"])
-        ds = row.get("dataset") or (res.spec.get("dataset") if isinstance(res.spec, dict) else None)
-        ts = row.get("train_size")
-        ts = int(ts) if ts is not None and np.isfinite(float(ts)) and float(ts) > 0 else None
-        data_dir = res.spec.get("data_dir") if isinstance(res.spec, dict) else None
-        inp = input_sq_norm(str(ds), ts, str(data_dir) if data_dir else None) if ds else None
-        n_out = tables.n_classes(res)
-        if inp is None:
-            n_in = n_in_from_params(int(row["n_params"]), depth, width, n_out) if "n_params" in row else width
-            x2, assumed = None, True
-        else:
-            x2, n_in = inp
-            assumed = False
+        facts = stored_inputs(row)
+        if facts is None:
+            continue  # stored before the runner recorded the inputs: `stored_inputs` says what to do
+        n_in, x2, b_var = facts
+        assumed = x2 is None
+        n_out = int(row["n_classes"])
         try:
-            b_var = bias_variance(row.get("bias_init"), row["weight_init_spec"])
             pred = predict(depth, width, n_in, str(row["activation"]), float(row["alpha"]),
                            weight_spec=str(row["weight_init_spec"]), bias_var=b_var, input_sq_norm=x2, n_out=n_out)
         except ValueError:

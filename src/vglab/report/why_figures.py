@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib import patheffects
 from matplotlib.figure import Figure
 
+from vglab.data.own import dataset_name
 from vglab.report import tables, theory, why
 from vglab.report.claims import preset_of
 from vglab.report.figures import RC, Instrument, NoData, Use
@@ -92,7 +93,7 @@ def trainability_map(res) -> Figure:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False)
     fig.colorbar(mesh, ax=axes.ravel().tolist(), label="final val acc (mean over seeds)", shrink=0.8)
-    ds = res.spec.get("dataset", "") if isinstance(res.spec, dict) else ""
+    ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
     fig.suptitle(f"Trainability: final accuracy vs depth and σ_w² (σ_b² = {maps[0].sigma_b2:.3g}) · {ds}")
     return fig
 

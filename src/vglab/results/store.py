@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,10 +45,44 @@ PARQUET_COMPRESSION = "zstd"
 LOCK = ".lock"
 TABLES = ("epochs", "grads", "activations")
 RECORDING = "recording"  # run.json: a Recorder's run that has no DONE yet (see `recording_run_ids`)
+# What each table holds (`Results.table(name)`; the columns: DESIGN.md, "results store").
+TABLE_HELP = {
+    "runs": "one row per run: its configuration (label, network, depth, width, activation, init, penalty, r, "
+            "alpha, optimizer, seed, ...) and the facts stored when it was trained (n_params, n_classes, n_in, "
+            "input_sq_norm, bias_var, diverged_epoch)",
+    "epochs": "one row per run and recorded epoch (0 = at initialization): training and validation loss and "
+              "accuracy",
+    "grads": "one row per run, recorded epoch, layer and param (w | b): gradient statistics over every step since "
+             "the previous record (mean, std, mean |g|, norms, zero and positive fractions, update sizes)",
+    "activations": "one row per run, recorded epoch and layer: the layer factors of the backprop product on a fixed "
+                   "probe batch of 512 training examples (mean |z|, mean g'(z), saturated fraction, mean log g'(z), "
+                   "log spectral norm of W) and the weight norms (distance from the initial W, Frobenius norm)",
+}
 
 
 class StoreError(RuntimeError):
     """A results directory that cannot be used as asked (locked, missing, not a store)."""
+
+
+# Who is asking: messages name the option the caller can change, `--out` on the command
+# line, `out=` from Python (`vglab.run` sets "python" unless the CLI has set "cli" first).
+CALLER: ContextVar[str | None] = ContextVar("vglab_caller", default=None)
+_OPTIONS = {"out": ("--out", "out="), "overwrite": ("--overwrite", "overwrite=True")}
+
+
+def option(name: str) -> str:
+    """How the caller sets the option `name`: `--out` for the CLI, `out=` from Python."""
+    cli, python = _OPTIONS[name]
+    return python if CALLER.get() == "python" else cli
+
+
+def check_folder(out: Path) -> None:
+    """`out` and its parents are folders or missing: a file in the way is a StoreError."""
+    for p in (Path(out), *Path(out).parents):
+        if p.is_dir():
+            return
+        if p.exists() or p.is_symlink():
+            raise StoreError(f"{p} is a file, not a folder; choose another {option('out')}")
 
 
 # ------------------------------------------------------------------ atomic writes
@@ -231,7 +266,7 @@ def _acquire(lock: Path, out: Path, created: list[Path]) -> int:
                 raise
             pid = _read_pid(lock)
             raise StoreError(f"{out} is in use by another vglab process{f' (pid {pid})' if pid else ''}; wait for "
-                             "it to finish, or choose another --out") from None
+                             f"it to finish, or choose another {option('out')}") from None
         # Locked, but is it still the file at that path? Its holder may have deleted it
         # (released) between our open and flock; then lock the file that is there now.
         try:
@@ -272,12 +307,11 @@ def _make_dirs(out: Path) -> list[Path]:
     raises FileNotFoundError, for the caller to try again. (`mkdir(exist_ok=True)` raised
     FileExistsError when the folder was gone again by the time it looked: 8 processes
     starting together, with two test processes loading the machine.)"""
+    check_folder(out)
     missing = []
     for p in (out, *out.parents):
         if p.is_dir():
             break
-        if p.exists() or p.is_symlink():
-            raise StoreError(f"{p} is a file, not a folder; choose another --out")
         missing.append(p)
     made = []
     for p in reversed(missing):
@@ -285,7 +319,7 @@ def _make_dirs(out: Path) -> list[Path]:
             p.mkdir()
         except FileExistsError:
             if not p.is_dir() and p.exists():
-                raise StoreError(f"{p} is a file, not a folder; choose another --out") from None
+                raise StoreError(f"{p} is a file, not a folder; choose another {option('out')}") from None
             continue  # made by another process: not ours
         made.append(p)
     return made
@@ -303,6 +337,16 @@ def _remove_empty(dirs: list[Path]) -> None:
 @dataclass
 class Results:
     """Results read into pandas. Only complete runs are included.
+
+    Tables (`table(name)`: that table with each row's run configuration joined on):
+    - runs: one row per run: its configuration and the facts stored when it was trained.
+    - epochs: one row per run and recorded epoch (0 = at initialization): loss and accuracy.
+    - grads: one row per run, recorded epoch, layer and param (w | b): gradient statistics
+      over every step since the previous record.
+    - activations: one row per run, recorded epoch and layer: the layer factors (mean g'(z),
+      saturated fraction, log spectral norm of W) on a probe batch, and weight norms.
+    `histogram_table()`: gradient-entry counts per log10|g| bin, summed over the entries of
+    each tensor and over the steps of each recorded epoch (entries x steps, not examples).
 
     One folder (`load`): `path` is it, `spec` its experiment.toml, `meta` its meta.json.
     Several (`load_many`): `path` is None, `specs`/`folders` map each experiment key to its
@@ -358,7 +402,9 @@ class Results:
 
     def histogram_table(self, run_ids=None, *, experiment: str | None = None, drop_empty: bool = False) -> pd.DataFrame:
         """The gradient histograms as one long table: run_id, epoch, layer, layer_index,
-        param, bin, bin_lo, bin_hi, count (and experiment, for several folders).
+        param, bin, bin_lo, bin_hi, count (and experiment, for several folders). A count is
+        of gradient entries over steps: every entry of the tensor at every (probed) step
+        of the recorded epoch falls in one bin.
 
         `bin_lo`/`bin_hi` are log10|g|; bin 0 holds exact zeros (bin_lo = bin_hi = -inf),
         and the first and last ranges also hold the values clipped into them (DESIGN.md).
@@ -416,7 +462,14 @@ class Results:
             return {k: z[k] for k in z.files}
 
     def table(self, name: str) -> pd.DataFrame:
-        """A per-epoch table joined with the run configuration (for grouping and plots)."""
+        """The table `name` (`TABLE_HELP`: runs, epochs, grads, activations), each row with its
+        run's configuration joined on (for grouping and plots); `runs` is that table itself."""
+        if name not in TABLE_HELP:
+            raise StoreError(f"no table {name!r}; the tables are " + "; ".join(f"{k!r} ({v.split(':')[0]})"
+                                                                               for k, v in TABLE_HELP.items())
+                             + " (gradient histograms: histogram_table())")
+        if name == "runs":
+            return self.runs.copy()
         t = getattr(self, name)
         on = ["experiment", "run_id"] if "experiment" in t.columns and "experiment" in self.runs.columns else "run_id"
         return t.merge(self.runs, on=on, how="left")
@@ -484,7 +537,7 @@ def read_spec(out: Path) -> dict | None:
 
     try:
         return tomllib.loads((Path(out) / "experiment.toml").read_text(encoding="utf-8"))
-    except (ValueError, FileNotFoundError):
+    except (ValueError, FileNotFoundError, NotADirectoryError):
         return None
 
 

@@ -138,7 +138,7 @@ def configure_compilation_cache() -> str | None:
 
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    "/jax/core/compile/backend_compile_duration", "/jax/compilation_cache/cache_retrieval_time_sec")
-_compile_seconds = [0.0, False]  # total, listener registered
+_compile_seconds = [0.0, False, 0]  # total, listener registered, programs loaded from the persistent cache
 
 
 def compile_seconds() -> float:
@@ -151,9 +151,21 @@ def compile_seconds() -> float:
             if event in _COMPILE_EVENTS:
                 _compile_seconds[0] += duration
 
+        def count(event, **_):
+            if event == "/jax/compilation_cache/cache_hits":
+                _compile_seconds[2] += 1
+
         jax.monitoring.register_event_duration_secs_listener(listen)
+        jax.monitoring.register_event_listener(count)
         _compile_seconds[1] = True
     return _compile_seconds[0]
+
+
+def cache_hits() -> int:
+    """Programs this process has loaded from the persistent compilation cache (after a
+    first `compile_seconds()` call): a task whose count did not grow compiled its own."""
+    compile_seconds()
+    return _compile_seconds[2]
 
 
 # ------------------------------------------------------------------ running tasks
