@@ -68,19 +68,20 @@ def init(key, vocab: int, layers: int, hidden: int, embed: int) -> dict:
     return p
 
 
-def forward(p, x, sigmoid=SIGMOID, tanh=TANH):
+def forward(p, x):
     """Logits [B, T, vocab] of embedded inputs x [B, T, E], and every GRU layer's gate and
-    candidate pre-activations ({layer name: [T, B, units]})."""
+    candidate pre-activations ({layer name: [T, B, units]}). Each activation is named
+    with its layer, so `layer_factors` pairs each z with its own phi' (sigmoid or tanh)."""
     layers = sorted((k for k in p if k.startswith("gru")), key=lambda k: int(k[3:]))
     pre = {}
     for name in layers:
         g, c = p[name]["gates"], p[name]["cand"]
 
-        def cell(h, xt, g=g, c=c):
+        def cell(h, xt, g=g, c=c, name=name):
             zr_pre = jnp.concatenate([xt, h], -1) @ g["w"] + g["b"]
-            z, r = jnp.split(sigmoid(zr_pre), 2, -1)
+            z, r = jnp.split(SIGMOID(zr_pre, name=f"{name}.gates"), 2, -1)
             c_pre = jnp.concatenate([xt, r * h], -1) @ c["w"] + c["b"]
-            h = (1 - z) * h + z * tanh(c_pre)
+            h = (1 - z) * h + z * TANH(c_pre, name=f"{name}.cand")
             return h, (h, zr_pre, c_pre)
 
         h0 = jnp.zeros((x.shape[0], g["b"].shape[0] // 2), x.dtype)
@@ -108,23 +109,17 @@ def through_time(p, tokens):
     return jnp.log10(norms / norms[0])
 
 
-def factors(p, tokens) -> pd.DataFrame:
-    """`vglab.layer_factors` of every layer. It reads one activation per model, so it is
-    measured twice: with the candidates' tanh as the vglab activation (gates plain), then
-    with the gates' sigmoid (candidate plain); each GRU layer takes its rows from the
-    pass that saw its phi'."""
-    def seen(which):
-        def apply(p, x, capture=False):
-            act = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, which: {"tanh": TANH, "sigmoid": SIGMOID}[which]}
-            logits, pre = forward(p, p["embed"]["w"][x], act["sigmoid"], act["tanh"])
-            suffix = ".cand" if which == "tanh" else ".gates"
-            pre = {k: v.swapaxes(0, 1) for k, v in pre.items() if k.endswith(suffix)}  # [B, T, units]
-            return (logits, pre) if capture else logits
-        return vglab.layer_factors(apply, p, x=tokens)
+def apply(p, tokens, capture=False):
+    """The logits of tokens [B, T]; with `capture`, also the pre-activations, which come
+    out of the scan as its outputs (a z recorded inside a scan cannot leave it)."""
+    logits, pre = forward(p, p["embed"]["w"][tokens])
+    return (logits, pre) if capture else logits
 
-    cand, gates = seen("tanh"), seen("sigmoid")
-    return pd.concat([cand[~cand["layer"].str.endswith(".gates")], gates[gates["layer"].str.endswith(".gates")]]) \
-        .sort_values("layer_index").reset_index(drop=True)
+
+def factors(p, tokens) -> pd.DataFrame:
+    """`vglab.layer_factors` of every layer: the gates' with sigmoid', the candidates' with
+    tanh' (compiled once, at the first record)."""
+    return vglab.layer_factors(apply, p, tokens)
 
 
 def batches(data: np.ndarray, seq: int, batch_size: int, seed: int):

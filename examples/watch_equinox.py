@@ -42,17 +42,11 @@ def main(steps: int = 600, depth: int = 20, width: int = 16, seeds: int = 4, rec
     models = eqx.filter_vmap(lambda k: DeepMLP(k, x_all.shape[1], 10, depth, width))(keys)
     params, static = eqx.partition(models, eqx.is_inexact_array)  # leaves have a leading seed axis
 
-    def apply(p, x):  # one member's params, a batch
-        return jax.vmap(eqx.combine(p, static))(x)
+    def apply_one(p, x):  # one member's params, one example (Equinox layers map one example)
+        return eqx.combine(p, static)(x)
 
-    def apply_batched(p, x):
-        """The same forward pass on a whole batch without `jax.vmap`, for `layer_factors`:
-        it records each `vglab.nn.activation`'s input, which under a vmap inside the
-        function is a tracer that escapes (an UnexpectedTracerError)."""
-        m = eqx.combine(p, static)
-        for layer in m.layers[:-1]:
-            x = m.act(x @ layer.weight.T + layer.bias)
-        return x @ m.layers[-1].weight.T + m.layers[-1].bias
+    def apply(p, x):  # one member's params, a batch
+        return jax.vmap(apply_one, in_axes=(None, 0))(p, x)
 
     def loss_fn(p, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
@@ -78,7 +72,7 @@ def main(steps: int = 600, depth: int = 20, width: int = 16, seeds: int = 4, rec
             if i % every == 0:
                 x = x_all[idx]
                 member = [jax.tree_util.tree_map(lambda a: a[m], params) for m in range(seeds)]
-                factors = pd.concat([vglab.layer_factors(apply_batched, member[m], x).assign(member=m)
+                factors = pd.concat([vglab.layer_factors(apply_one, member[m], x, per_example=True).assign(member=m)
                                      for m in range(seeds)])
                 rec.record(i, state, {"train_loss": loss}, factors=factors)
                 print(f"step {i}: loss per seed {' '.join(f'{v:.3f}' for v in np.asarray(loss))}", flush=True)

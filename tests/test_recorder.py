@@ -108,6 +108,27 @@ def test_a_recorded_watched_run_loads_reports_and_shows_in_tensorboard(tmp_path,
     assert page.exists() and "2 runs" in page.read_text()
     assert (out / "figures" / "learning_curves.png").exists()
     assert len(list((out / "figures").glob("*.png"))) >= 3
+    # run.json's x_unit "step": the report's x axes and captions count steps, not epochs
+    import re
+
+    from vglab.report import figures
+
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page.read_text(), re.S)
+    assert any("recorded step" in c for c in captions)
+    assert not any(re.search(r"\b[Ee]pochs?\b", c) for c in captions)
+    for draw in (figures.gradient_flow, figures.learning_curves, figures.gradient_stats):
+        fig = draw(res)
+        assert {ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()} == {"step"}
+        assert "epoch" not in fig._suptitle.get_text().lower()
+    # the engine's runs (no x_unit), or a mix with them, stay in epochs
+    from types import SimpleNamespace
+
+    from vglab.report import tables
+
+    for runs in (res.runs.drop(columns="x_unit"), res.runs.assign(x_unit=["step", None])):
+        engine = SimpleNamespace(runs=runs)
+        assert tables.x_unit(engine) == "epoch" and tables.in_x_unit(engine, "per epoch") == "per epoch"
+    assert tables.in_x_unit(res, "Epoch 0; epochs 1–30 of each epoch") == "Step 0; steps 1–30 of each step"
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -156,13 +177,15 @@ def test_kill_9_while_recording_leaves_a_folder_load_results_reads(tmp_path):
         assert child.returncode == -signal.SIGKILL, "the child ended before it was killed"
         res = vglab.load_results(out)
         assert len(res.runs) == 2 and set(res.runs["recording"]) == {True}
+        n_records = 0  # the members are written one after the other: a kill between them leaves one ahead
         for run_id in res.runs["run_id"]:
             steps = list(res.epochs.loc[res.epochs["run_id"] == run_id, "epoch"])
             assert steps[: seen] == list(range(1, seen + 1)) and steps == list(range(1, len(steps) + 1))
             assert sorted(res.grads.loc[res.grads["run_id"] == run_id, "epoch"].unique()) == steps
             assert sorted(res.activations.loc[res.activations["run_id"] == run_id, "epoch"].unique()) == steps
             assert res.histogram(run_id)[0].shape[0] == len(steps)
-        assert len(res.histogram_table()) == 2 * len(steps) * 2 * 2 * 61
+            n_records += len(steps)
+        assert len(res.histogram_table()) == n_records * 2 * 2 * 61  # records x layers x (w, b) x bins
 
 
 def test_a_record_cut_off_before_its_epochs_row_is_not_read(tmp_path, tiny, monkeypatch):

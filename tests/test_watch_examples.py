@@ -96,12 +96,12 @@ def test_equinox_example_vmapped_seeds_one_run_each(tmp_path, examples):
     assert not any((out / "runs" / r / "histograms.npz").exists() for r in res.runs["run_id"])
 
 
-def test_char_lm_factors_take_each_layer_from_the_pass_that_saw_its_phi(examples):
+def test_char_lm_factors_pair_gates_with_sigmoid_and_candidates_with_tanh(examples):
     lm = examples["lm"]
     p = lm.init(jax.random.key(1), vocab=11, layers=2, hidden=6, embed=4)
     tokens = np.random.default_rng(0).integers(0, 11, (3, 7)).astype(np.int32)
     f = lm.factors(p, tokens).set_index("layer")
-    _, pre = lm.forward(p, p["embed"]["w"][tokens], jax.nn.sigmoid, jnp.tanh)
+    _, pre = lm.forward(p, p["embed"]["w"][tokens])  # outside layer_factors: plain sigmoid and tanh
     for name, z in pre.items():
         want = jax.nn.sigmoid(z) * (1 - jax.nn.sigmoid(z)) if name.endswith(".gates") else 1 - jnp.tanh(z) ** 2
         assert f.loc[name, "deriv_mean"] == pytest.approx(float(want.mean()), rel=1e-5)

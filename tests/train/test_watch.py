@@ -258,3 +258,113 @@ def test_layer_factors_against_numpy():
         np.testing.assert_allclose(f.loc[i, "saturated_frac"], np.mean(d < probes.SATURATION_THRESHOLD), atol=1e-6)
         h = np.tanh(z)
     assert f.loc[0, "saturated_frac"] > 0.1
+
+
+def _np_deriv(name, z):
+    """phi'(z) in float64, by hand."""
+    if name == "tanh":
+        return 1 - np.tanh(z) ** 2
+    s = 1 / (1 + np.exp(-z))
+    return s * (1 - s)
+
+
+def test_layer_factors_pair_each_preactivation_with_its_own_activation():
+    """sigmoid in dense0, tanh in dense1: each layer's phi' is the one that recorded its z
+    (it was NaN for both when the model used more than one activation)."""
+    sig, tanh = vglab.nn.activation("sigmoid"), vglab.nn.activation("tanh")
+
+    def apply(p, x):
+        h = sig(x @ p["dense0"]["w"] + p["dense0"]["b"])
+        h = tanh(h @ p["dense1"]["w"] + p["dense1"]["b"])
+        return h @ p["out"]["w"] + p["out"]["b"]
+
+    p = init_params(3)
+    x = np.random.default_rng(3).standard_normal((32, 4)).astype(np.float32)
+    f = vglab.layer_factors(apply, p, x, alpha=2.0)
+    h = x.astype(np.float64)
+    for i, (name, act) in enumerate([("dense0", "sigmoid"), ("dense1", "tanh")]):
+        z = h @ np.asarray(p[name]["w"], np.float64) + np.asarray(p[name]["b"], np.float64)
+        np.testing.assert_allclose(f.loc[i, "deriv_mean"], _np_deriv(act, z / 2.0).mean(), rtol=1e-5)  # g' = phi'(z/a)
+        np.testing.assert_allclose(f.loc[i, "preact_abs_mean"], np.abs(z).mean(), rtol=1e-5)
+        h = 2.0 * (1 / (1 + np.exp(-z / 2.0)) if act == "sigmoid" else np.tanh(z / 2.0))
+    assert f.loc[0, "deriv_mean"] <= 0.25 < f.loc[1, "deriv_mean"]
+
+
+def test_layer_factors_compile_once_per_function_and_shape():
+    """A second call with new values of the same shapes reuses the program: apply_fn is not
+    traced again; a new batch shape or alpha is a new program."""
+    act = vglab.nn.activation("tanh")
+    traces = []
+
+    def apply(p, x):
+        traces.append(x.shape)
+        return act(x @ p["dense0"]["w"] + p["dense0"]["b"]) @ p["dense1"]["w"][:6]
+
+    x = np.ones((8, 4), np.float32)
+    first = vglab.layer_factors(apply, init_params(0), x)
+    n = len(traces)
+    assert n >= 1
+    second = vglab.layer_factors(apply, init_params(1), x + 1)
+    assert len(traces) == n  # no retrace, yet the numbers are the new parameters'
+    assert first.loc[0, "log_weight_norm"] != second.loc[0, "log_weight_norm"]
+    np.testing.assert_allclose(second.loc[0, "log_weight_norm"],
+                               np.log(np.linalg.norm(np.asarray(init_params(1)["dense0"]["w"]), 2)), rtol=1e-5)
+    vglab.layer_factors(apply, init_params(1), x[:5])
+    assert len(traces) > n and traces[-1][0] == 5
+    m = len(traces)
+    vglab.layer_factors(apply, init_params(1), x[:5], alpha=2.0)
+    assert len(traces) > m
+
+
+def test_layer_factors_per_example_apply_with_its_own_vmap_inside():
+    """An apply_fn that maps one example (Equinox's convention): `per_example=True` gives
+    the batched one's numbers; with a jax.vmap inside apply_fn instead, the error says to
+    pass per_example=True."""
+    act = vglab.nn.activation("tanh")
+
+    def one(p, x):  # x: one example [4]
+        return act(x @ p["dense0"]["w"] + p["dense0"]["b"]) @ p["dense1"]["w"][:6]
+
+    p = init_params(4)
+    x = np.random.default_rng(4).standard_normal((16, 4)).astype(np.float32)
+    per = vglab.layer_factors(one, p, x, per_example=True)
+    batched = vglab.layer_factors(one, p, x)  # the same function also maps a batch
+    cols = ["deriv_mean", "log_deriv_mean", "preact_abs_mean", "log_weight_norm"]
+    np.testing.assert_allclose(per[cols].to_numpy(), batched[cols].to_numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="per_example=True") as e:
+        vglab.layer_factors(lambda p, x: jax.vmap(lambda xi: one(p, xi))(x), p, x)
+    assert "capture" in str(e.value)
+
+
+def _rnn(p, x, act, capture=False):
+    """A 4-step tanh RNN over x [B, T, 4] (lax.scan); with `capture`, also its own
+    pre-activations {layer: [T, B, 6]}."""
+    def cell(h, xt):
+        z = xt @ p["cell"]["w"] + h @ p["rec"]["w"] + p["cell"]["b"]
+        return act(z, name="cell"), z
+
+    h, zs = jax.lax.scan(cell, jnp.zeros((x.shape[0], 6)), x.swapaxes(0, 1))
+    logits = h @ p["out"]["w"] + p["out"]["b"]
+    return (logits, {"cell": zs}) if capture else logits
+
+
+def test_layer_factors_with_a_scan_need_the_preactivations_returned():
+    """Recording inside lax.scan raises saying to return {layer: z} with `capture`; doing
+    so measures phi' of every step's z."""
+    act = vglab.nn.activation("tanh")
+    k = jax.random.split(jax.random.key(5), 3)
+    p = {"cell": {"w": jax.random.normal(k[0], (4, 6)), "b": jnp.zeros(6)},
+         "rec": {"w": jax.random.normal(k[1], (6, 6))}, "out": {"w": jax.random.normal(k[2], (6, 3)), "b": jnp.zeros(3)}}
+    x = np.random.default_rng(5).standard_normal((3, 4, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"capture.*\{layer name: z\}"):
+        vglab.layer_factors(lambda p, x: _rnn(p, x, act), p, x)
+
+    def apply(p, x, capture=False):
+        return _rnn(p, x, act, capture)
+
+    f = vglab.layer_factors(apply, p, x).set_index("layer")
+    _, pre = _rnn(p, x, lambda z, name: jnp.tanh(z), capture=True)
+    z = np.asarray(pre["cell"], np.float64)
+    assert z.shape == (4, 3, 6)
+    np.testing.assert_allclose(f.loc["cell", "deriv_mean"], _np_deriv("tanh", z).mean(), rtol=1e-5)
+    assert f.drop(index="cell")["deriv_mean"].isna().all()

@@ -80,15 +80,19 @@ def rescaled(phi: Activation, alpha) -> Activation:
 class ScopedActivation:
     """An activation for your own model (Equinox, Flax, plain JAX) that vglab can rescale and
     measure: inside vglab's forward pass it computes alpha * phi(z / alpha) with the
-    member's alpha and records z as the layer's pre-activation; outside, it is phi(z).
-    Frozen and hashable, so it can be a static field of an Equinox module."""
+    member's alpha and records z as the layer's pre-activation, paired with this phi (a
+    model may mix activations: each layer's phi' is the one that recorded its z);
+    outside, it is phi(z). `name`: the layer whose pre-activation z is (needed only where
+    the model returns its own pre-activations, e.g. from inside a `lax.scan`, and uses
+    several activations). Frozen and hashable, so it can be a static field of an Equinox
+    module."""
 
     name: str
 
     def __post_init__(self):
         get(self.name)  # raises with the valid names
 
-    def __call__(self, z):
+    def __call__(self, z, name: str | None = None):
         from vglab.nn.model import current_scope
 
         phi = get(self.name)
@@ -96,7 +100,7 @@ class ScopedActivation:
         if scope is None:
             return phi.fn(z)
         scope.activations.add(self.name)
-        scope.record(z)
+        scope.record(z, name, self.name)
         alpha = scope.alpha
         return alpha * phi.fn(z / alpha)
 

@@ -23,7 +23,7 @@ import sys
 
 import jax
 
-from vglab.nn.model import Model, ModelError, apply_scope, kernel_fans, out_in_fans
+from vglab.nn.model import Model, ModelError, apply_scope, kernel_fans, named_preactivations, out_in_fans
 
 FAN_LAYOUTS = {"in_out": kernel_fans, "out_in": out_in_fans}
 
@@ -45,7 +45,8 @@ class FunctionModel(Model):
     ((out, in, ...): Equinox, PyTorch), for the fan-scaled init laws. `per_example`: apply_fn
     maps one example and vglab vmaps it over the batch (Equinox's convention).
     `activation`: the vglab activation name for the layer factors (found by itself when the
-    model uses `vglab.nn.activation`)."""
+    model uses `vglab.nn.activation`: per layer, the one that recorded the layer's z, so
+    a model may mix them)."""
 
     def __init__(self, init_fn, apply_fn, *, name: str = "model", activation: str | None = None,
                  in_shape=None, layer_order=None, fans: str = "in_out", per_example: bool = False):
@@ -63,6 +64,7 @@ class FunctionModel(Model):
         self._takes_capture = _takes(apply_fn, "capture")
         self._activation = activation
         self._scoped: set | None = None  # vglab activations seen when the forward pass was traced
+        self._preact_acts = None  # the activation of each captured pre-activation (dict or list), last traced
 
     # --- the interface
     def init(self, key):
@@ -80,6 +82,21 @@ class FunctionModel(Model):
         return None
 
     @property
+    def activations_used(self) -> frozenset:
+        """The vglab activations the forward pass applied (known once it was traced)."""
+        return frozenset(self._scoped or ())
+
+    def layer_activations(self, names) -> dict[str, str]:
+        """Each layer's activation: the `activation` given, else the one that recorded the
+        layer's pre-activation when the forward pass was traced with capture (by name, or
+        in call order like the pre-activations), else the only one the model used."""
+        if self._activation is not None:
+            return {n: self._activation for n in names}
+        found = named_preactivations(names, self._preact_acts) if self._preact_acts else {}
+        acts = {n: found.get(n) or self.activation for n in names}
+        return {n: a for n, a in acts.items() if a}
+
+    @property
     def accepts_alpha(self) -> bool:
         """Known once the forward pass was traced (the layout does that first)."""
         return self._takes_alpha or bool(self._scoped)
@@ -90,8 +107,13 @@ class FunctionModel(Model):
                 out = self._call(params, xs, alpha, capture)
             self._scoped = (self._scoped or set()) | scope.activations
             if capture and self._takes_capture:
+                self._preact_acts = dict(scope.named_activations)
                 return out  # (logits, preacts) from the function itself
-            return (out, scope.preacts()) if capture else out
+            if capture:
+                preacts = scope.preacts()  # raises, saying what to do, for a z recorded inside a vmap/scan
+                self._preact_acts = scope.preact_activations()
+                return out, preacts
+            return out
 
         return jax.vmap(run)(x) if self.per_example else run(x)
 

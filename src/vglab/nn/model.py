@@ -51,6 +51,7 @@ class Model:
     - `name`: for tables and error messages.
     - `activation`: the vglab activation name (`vglab.nn.activations`) of the hidden layers,
       whose phi' the layer factors use; None when unknown (those probes are then skipped).
+      A model mixing activations says per layer: `layer_activations(names)`.
     - `accepts_alpha`: whether `apply` honours `alpha` (the rescaled activation).
     - `in_shape`: one example's shape, or None when any shape is accepted.
     - `layer_order`: layer names in network order, or None to take the natural order of
@@ -74,6 +75,12 @@ class Model:
 
     def apply(self, params, x, *, alpha=1.0, capture: bool = False):
         raise NotImplementedError
+
+    def layer_activations(self, names) -> dict[str, str]:
+        """{layer: vglab activation name} of the layers among `names` whose phi' the layer
+        factors use (each layer's own where the model knows it; default: `activation` for
+        all, none when it is None)."""
+        return {n: self.activation for n in names} if self.activation else {}
 
     def fans(self, name: str, param: str, shape: tuple[int, ...]) -> tuple[int, int]:
         """(fan_in, fan_out) of a weight, for the fan-scaled laws (Glorot, He). Default: the
@@ -351,28 +358,63 @@ def check_output(model: Model, params, x_example, n_classes: int) -> None:
 
 
 # ------------------------------------------------------------------ the apply scope
+def _trace_state():
+    from jax.extend.core import get_opaque_trace_state
+
+    return get_opaque_trace_state()
+
+
+INNER_RECORD_HELP = (
+    "a vglab activation recorded its pre-activation inside a JAX transformation within the model's forward pass "
+    "(a jax.vmap, lax.scan, lax.cond, ...), and the value cannot leave it (it would be an UnexpectedTracerError). "
+    "For a jax.vmap over the examples, let vglab map them instead: an apply_fn that takes one example, with "
+    "per_example=True. For a scan (an RNN) or any other: give apply_fn a `capture` argument and, when it is True, "
+    "return (logits, {layer name: z}) with each layer's pre-activations brought out of the transformation (e.g. "
+    "as scan outputs); when the model uses several activations, name each one's layer: act(z, name='layer')")
+
+
 @dataclass
 class ApplyScope:
     """What a model's forward pass can read while vglab applies it: the rescaling `alpha`
     (read by `vglab.nn.activation`), and, when `capture` is on, the pre-activations it
-    records (in call order; `name` None: matched to the layers in order)."""
+    records (in call order; `name` None: matched to the layers in order), each with the
+    vglab activation that recorded it (its phi' is the layer's, in the layer factors).
+
+    `trace`: the JAX trace the scope was opened in. A z recorded in another one (inside
+    a vmap or scan of the forward pass) is a value of that transformation only; it is
+    kept as such and reading `preacts` says what to do instead. `named_activations`
+    ({layer: activation}) holds even then: a name and an activation are Python facts."""
 
     alpha: object = 1.0
     capture: bool = False
-    recorded: list = field(default_factory=list)  # [(name or None, z)]
+    recorded: list = field(default_factory=list)  # [(name or None, z, activation or None, inner)]
     activations: set = field(default_factory=set)  # the vglab activations the forward pass used
+    named_activations: dict = field(default_factory=dict)  # {layer name: activation name}
+    trace: object = field(default_factory=_trace_state)
 
-    def record(self, z, name: str | None = None) -> None:
+    def record(self, z, name: str | None = None, activation: str | None = None) -> None:
+        if name is not None and activation is not None:
+            self.named_activations[name] = activation
         if self.capture:
-            self.recorded.append((name, z))
+            self.recorded.append((name, z, activation, _trace_state() != self.trace))
+
+    def _entries(self, i: int):
+        if any(inner for *_, inner in self.recorded):
+            raise ModelError(INNER_RECORD_HELP)
+        if self.recorded and all(r[0] is not None for r in self.recorded):
+            return {r[0]: r[i] for r in self.recorded}
+        if any(r[0] is not None for r in self.recorded):
+            raise ModelError("name all recorded pre-activations or none (vglab.nn.preactivation(z, name=...))")
+        return [r[i] for r in self.recorded]
 
     def preacts(self):
         """The recorded pre-activations: a dict when all are named, else a list in call order."""
-        if self.recorded and all(n is not None for n, _ in self.recorded):
-            return {n: z for n, z in self.recorded}
-        if any(n is not None for n, _ in self.recorded):
-            raise ModelError("name all recorded pre-activations or none (vglab.nn.preactivation(z, name=...))")
-        return [z for _, z in self.recorded]
+        return self._entries(1)
+
+    def preact_activations(self):
+        """The activation that recorded each of `preacts` (same structure; None for a bare
+        `vglab.nn.preactivation`)."""
+        return self._entries(2)
 
 
 _SCOPES = threading.local()

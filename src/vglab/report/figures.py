@@ -226,7 +226,7 @@ def _note(fig, text):
 def _title(fig, res, text, shared=""):
     preset = res.spec.get("preset", "") if isinstance(res.spec, dict) else ""
     ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
-    head = f"{text}" + (f" — {preset}" if preset else "") + (f" ({ds})" if ds else "")
+    head = tables.in_x_unit(res, text) + (f" — {preset}" if preset else "") + (f" ({ds})" if ds else "")
     fig.suptitle(head + (f"\n{shared}" if shared else ""), fontsize=10)
 
 
@@ -255,7 +255,7 @@ def learning_curves(res, labels=None, *, log_loss: bool = True) -> Figure:
                 _band(ax, tables.per_seed(sub, colname), st["color"], short[lab], ls=st["ls"], marker=st["marker"])
     for colname, ax, title in spots:
         ax.set_title(title)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(tables.x_unit(res))
         if colname.endswith("acc"):
             ax.set_ylabel("accuracy (fraction correct)")
             if chance is not None:
@@ -272,7 +272,8 @@ def learning_curves(res, labels=None, *, log_loss: bool = True) -> Figure:
                 _plain_log(ax)
         ax.xaxis.get_major_locator().set_params(integer=True)
     _title(fig, res, "Accuracy and loss per epoch", shared)
-    _legend_below(fig, axes, short, col, title=_seeds_note(res, labels) + " · epoch 0 = at initialization", styles=sty)
+    _legend_below(fig, axes, short, col, styles=sty,
+                  title=tables.in_x_unit(res, _seeds_note(res, labels) + " · epoch 0 = at initialization"))
     return fig
 
 
@@ -321,7 +322,7 @@ def learning_curves_by_penalty(res, labels=None) -> Figure:
                     ax.set_yscale("log")
                     _plain_log(ax)
             if i == len(pens) - 1:
-                ax.set_xlabel("epoch")
+                ax.set_xlabel(tables.x_unit(res))
             ax.xaxis.get_major_locator().set_params(integer=True)
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
     with matplotlib.rc_context(RC):
@@ -370,7 +371,7 @@ def gradient_stats(res, labels=None, *, layers: str = "first_last", param: str =
         extra = [(Line2D([], [], color="0.2", ls="-"), "first layer"), (Line2D([], [], color="0.2", ls="--"), "last (output) layer")]
         axes[0, 0].set_title(f"mean of ∂J/∂w ({what}), first vs last layer")
         axes[0, 1].set_title(f"standard deviation of ∂J/∂w ({what})")
-        _finish_grad_axes(axes[0, 0], axes[0, 1], g)
+        _finish_grad_axes(axes[0, 0], axes[0, 1], g, tables.x_unit(res))
         _title(fig, res, "Gradient statistics per epoch", shared)
         _legend_below(fig, axes, short, col, title=_seeds_note(res, labels), extra=extra)
         return fig
@@ -403,7 +404,7 @@ def gradient_stats(res, labels=None, *, layers: str = "first_last", param: str =
             _band(ax_std, block["grad_std"], c, None, lw=1.2, alpha=0.1)
         ax_mean.set_title("mean of ∂J/∂w", loc="left")
         ax_std.set_title("standard deviation of ∂J/∂w", loc="left")
-        _finish_grad_axes(ax_mean, ax_std, g, xlabel=(i == n - 1))
+        _finish_grad_axes(ax_mean, ax_std, g, tables.x_unit(res) if i == n - 1 else None)
     lo, hi = min(a.get_xlim()[0] for a in axes), max(a.get_xlim()[1] for a in axes)
     for a in axes:  # one epoch axis for every row
         a.set_xlim(lo, hi)
@@ -423,7 +424,7 @@ def gradient_stats(res, labels=None, *, layers: str = "first_last", param: str =
     return fig
 
 
-def _finish_grad_axes(ax_mean, ax_std, g, xlabel=True):
+def _finish_grad_axes(ax_mean, ax_std, g, xlabel: str | None):
     ax_mean.axhline(0, color="0.5", lw=0.8)
     ax_mean.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     ax_mean.set_ylabel("gradient mean (linear)")
@@ -432,7 +433,7 @@ def _finish_grad_axes(ax_mean, ax_std, g, xlabel=True):
     ax_std.set_ylabel("gradient std (log scale)")
     for ax in (ax_mean, ax_std):
         if xlabel:
-            ax.set_xlabel("epoch")
+            ax.set_xlabel(xlabel)
         ax.xaxis.get_major_locator().set_params(integer=True)
 
 
@@ -625,7 +626,7 @@ def gradient_flow(res, labels=None, *, param: str = "w", quantity: str = "grad_a
                        extent=(ep.min() - half, ep.max() + half, -0.5, len(m) - 0.5))
         ticks = _thin(list(range(len(m))), 11)
         ax.set_yticks(ticks, [names.get(m.index[t], str(m.index[t])) for t in ticks])
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(tables.x_unit(res))
         ax.set_title(short[lab], loc="left")
         ax.grid(False)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -906,8 +907,10 @@ def regime_diagnosis(res, labels=None) -> Figure:
     axes[0, 2].set_ylim(-0.02, 1.02)
     from matplotlib.lines import Line2D
 
-    extra = [(Line2D([], [], color="0.2", ls="--", marker="o", mfc="white", ms=4.5), "epoch 0 (initialization)"),
-             (Line2D([], [], color="0.2", ls="-", marker="o", ms=4.5), f"epoch {last_epoch} (end of training)")]
+    extra = [(Line2D([], [], color="0.2", ls="--", marker="o", mfc="white", ms=4.5),
+              tables.in_x_unit(res, "epoch 0 (initialization)")),
+             (Line2D([], [], color="0.2", ls="-", marker="o", ms=4.5),
+              tables.in_x_unit(res, f"epoch {last_epoch} (end of training)"))]
     if (res.runs["label"].isin(labels) & (res.runs.get("activation", pd.Series(dtype=str)) == "relu")).any():
         _note(fig, "ReLU: g' is 0 or 1, so its mean log10 g' is set by the 1e-30 floor given to inactive units, "
                    "and its 'saturated' fraction is the fraction of inactive units.")
@@ -942,6 +945,10 @@ class Instrument:
     draw: Callable[..., Figure]
     caption: str
     needs: Callable[[object], Use | None]
+
+    def caption_for(self, res, use: Use | None = None) -> str:
+        """The caption (and the note of `use`) in the runs' x unit (steps for a watched run)."""
+        return tables.in_x_unit(res, self.caption + (use.note if use is not None else ""))
 
     def figure(self, res) -> Figure:
         """Draw it for `res` (NoData when its needs are not met)."""

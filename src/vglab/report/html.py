@@ -127,11 +127,12 @@ def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS, instruments=F.IN
             continue
         except Exception as e:  # one figure that cannot be drawn must not cost the whole page
             warnings.warn(f"figure {inst.name} could not be drawn: {type(e).__name__}: {e}", stacklevel=2)
-            out.append(DrawnFigure(inst.name, inst.caption, error=f"{type(e).__name__}: {e}"))
+            out.append(DrawnFigure(inst.name, inst.caption_for(res), error=f"{type(e).__name__}: {e}"))
             continue
         files = F.save(fig, fig_dir / inst.name, formats=tuple(formats))
         fig.clf()
-        out.append(DrawnFigure(inst.name, inst.caption + use.note, tuple(files), cpu_seconds=time.process_time() - t0))
+        out.append(DrawnFigure(inst.name, inst.caption_for(res, use), tuple(files),
+                               cpu_seconds=time.process_time() - t0))
     return out
 
 

@@ -7,6 +7,7 @@ by the `runs` columns (DESIGN.md), never by parsing labels.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -155,6 +156,20 @@ def last_span(res) -> str:
         return "the last epoch"
     prev = ep[-2] if len(ep) > 1 else 0
     return f"epoch {ep[-1]}" if ep[-1] - prev == 1 else f"epochs {prev + 1}–{ep[-1]}"
+
+
+def x_unit(res) -> str:
+    """What the `epoch` column counts: "step" when every run's run.json says so (`x_unit`,
+    written by `vglab.Recorder` for a watched training step), else "epoch" (the engine's)."""
+    u = res.runs["x_unit"] if "x_unit" in res.runs.columns else None
+    return "step" if u is not None and len(u) and (u == "step").all() else "epoch"
+
+
+def in_x_unit(res, text: str) -> str:
+    """`text` (an axis label, title or caption written in epochs) in the runs' `x_unit`."""
+    if x_unit(res) == "epoch":
+        return text
+    return re.sub(r"\b([Ee])poch(s?)\b", lambda m: ("Step" if m.group(1) == "E" else "step") + m.group(2), text)
 
 
 def epoch_span(epoch: int | None) -> str:

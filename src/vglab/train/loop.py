@@ -368,21 +368,25 @@ def measure_layer_factors(model, layout, layer_qs, params, initial, alpha, x_pro
     quantity. Layers of equal shapes (a deep MLP's 19 hidden 8x8 layers) are measured as
     one stacked batch: each quantity is traced and compiled once per shape, not once per
     layer. Quantities that need phi' are NaN where the model gives no pre-activations or
-    no activation name; those of the weight are NaN for layers without a matrix weight."""
-    phi = activations.get(model.activation) if model.activation else None
+    no activation name; those of the weight are NaN for layers without a matrix weight.
+    Each layer's phi' is its own activation's (`model.layer_activations`: a model may mix
+    them; most have one, `model.activation`)."""
+    acts = model.layer_activations(layout.names)
     preacts = {}
-    if phi is not None and layout.hidden:
+    if acts and layout.hidden:
         _, preacts = model.apply(params, x_probe, alpha=alpha, capture=True)
         preacts = model_mod.named_preactivations(layout.names, preacts)
+        acts = model.layer_activations(layout.names)  # as recorded by the trace just made
     leaves = layout.leaves(params)
     initial_leaves = layout.leaves(initial) if initial is not None else None
     same_shape: dict[tuple, list[int]] = {}
     for i, layer in enumerate(layout.layers):
         w_shape = layer.weight.shape if layer.weight is not None and len(layer.weight.shape) >= 2 else None
-        z_shape = tuple(preacts[layer.name].shape) if layer.name in preacts else None
-        same_shape.setdefault((w_shape, z_shape), []).append(i)
+        act = acts.get(layer.name) if layer.name in preacts else None
+        z_shape = tuple(preacts[layer.name].shape) if act is not None else None
+        same_shape.setdefault((w_shape, z_shape, act), []).append(i)
     per_layer = {}
-    for (w_shape, z_shape), idx in same_shape.items():
+    for (w_shape, z_shape, act), idx in same_shape.items():
         def weights(ls):
             return jnp.stack([ls[layout.layers[i].weight.leaf] for i in idx])
 
@@ -391,6 +395,7 @@ def measure_layer_factors(model, layout, layer_qs, params, initial, alpha, x_pro
         z = dphi = log_dphi = None
         if z_shape is not None:
             z = jnp.stack([preacts[layout.layers[i].name] for i in idx])
+            phi = activations.get(act)
             dphi, log_dphi = phi.deriv(z / alpha), phi.log_deriv(z / alpha)  # g'(z) = phi'(z / alpha)
         cols = {}
         for q in layer_qs:
