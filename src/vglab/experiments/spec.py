@@ -202,6 +202,15 @@ def _check_init(v):
     return str(v).strip()
 
 
+def _check_bias_init(v):
+    from vglab.nn.init import parse
+
+    if parse(v).family == "orthogonal":
+        raise ValueError(f"{v!r} is a law for weight matrices; give the biases another law, e.g. bias_init = "
+                         "\"zeros\" or \"normal(std=0.05)\"")
+    return _check_init(v)
+
+
 def _check_penalty(v):
     from vglab.nn.penalties import PENALTIES
 
@@ -338,7 +347,7 @@ def _tables(v) -> list[dict]:
 
 ARM_CHECKS = {
     "network": _check_network, "depth": _check_positive_int("depth"), "width": _check_positive_int("width"),
-    "variant": _check_variant, "activation": _check_activation, "init": _check_init, "bias_init": _check_init,
+    "variant": _check_variant, "activation": _check_activation, "init": _check_init, "bias_init": _check_bias_init,
     "penalty": _check_penalty, "r": _check_r, "alpha": _check_alpha, "learning_rate": _check_lr,
     "optimizer": _check_optimizer, "model": _check_model, "model_args": dict, "input": _check_input,
     "residual": _check_residual, "norm": _check_norm,
