@@ -50,7 +50,7 @@ def test_tat_conditions_hold_by_monte_carlo():
 
 def test_shaped_activation_derivatives_equal_autodiff_float64():
     act = shaping.shaped(shaping.tat("tanh", 20, 0.3))
-    assert act.name == "tat(tanh)" and act.sigmoid_type
+    assert act.name == "tat(tanh, tau=0.3, depth=20)" and act.sigmoid_type
     with jax.enable_x64(True):
         z = jnp.linspace(-40.0, 40.0, 801, dtype=jnp.float64)
         auto = jax.vmap(jax.grad(act.fn))(z)
@@ -65,3 +65,43 @@ def test_shaped_activation_derivatives_equal_autodiff_float64():
 def test_bad_arguments_are_named(args, words):
     with pytest.raises(ValueError, match=words):
         shaping.tat(*args)
+
+
+def test_a_tat_activation_is_a_spec_setting_named_in_labels_and_run_ids():
+    from vglab.experiments.spec import SpecError, load_spec
+
+    spec = load_spec({"name": "t", "depth": 4, "activation": ["tanh", "tat(tanh)", "tat(sigmoid, tau=1)"]})
+    runs = [r for r in spec.expand() if r.seed == 0]
+    assert [r.activation for r in runs] == ["tanh", "tat(tanh, tau=0.3, depth=4)", "tat(sigmoid, tau=1, depth=4)"]
+    assert runs[1].label == "tat(tanh, tau=0.3, depth=4) · N(0, std=1)"
+    assert runs[1].run_id.startswith("mlp-4x8-tat-tanh-tau-0.3-depth-4-std1-s0-")
+    assert runs[0].run_id == load_spec({"name": "t", "depth": 4}).expand()[0].run_id  # plain ids unchanged
+    with pytest.raises(SpecError, match=r"takes the MLP's depth.*tat\(tanh, tau=0.3, depth=20\)"):
+        load_spec({"name": "t", "network": "cnn", "activation": "tat(tanh)"})
+    with pytest.raises(SpecError, match=r"unknown argument\(s\) \['gain'\]"):
+        load_spec({"name": "t", "activation": "tat(tanh, gain=2)"})
+
+
+def test_mlp_with_a_tat_activation_gradient_checked_float64():
+    from jax.test_util import check_grads
+
+    from vglab.nn import networks
+    from vglab.train import loop
+
+    net = networks.mlp(3, 6, 5, n_out=4, activation="tat(tanh, tau=0.3, depth=3)")
+    act = activations.get(net.activation)
+    s = shaping.tat("tanh", 3, 0.3)
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        params = {l.name: {"w": jnp.asarray(rng.normal(0, 1 / math.sqrt(l.fan_in), l.w_shape)),
+                           "b": jnp.asarray(rng.normal(0, 0.1, l.b_shape))} for l in net.layers}
+        x, y = jnp.asarray(rng.standard_normal((8, 5))), jnp.asarray(rng.integers(0, 4, 8))
+        h = x  # the forward pass by hand: φ̂(z) = γ(tanh(αz + β) + δ)
+        for l in net.layers[:-1]:
+            z = h @ params[l.name]["w"] + params[l.name]["b"]
+            h = s.output_scale * (np.tanh(s.input_scale * z + s.input_shift) + s.output_shift)
+        want = h @ params["out"]["w"] + params["out"]["b"]
+        np.testing.assert_allclose(np.asarray(net.apply(params, x)), np.asarray(want), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(act.fn(jnp.asarray([0.3]))), np.asarray(shaping.shaped(s).fn(jnp.asarray([0.3]))))
+        check_grads(lambda p: loop.mean_cross_entropy(net.apply(p, x), y), (params,), order=1, modes=["rev"],
+                    eps=1e-5, atol=1e-6, rtol=1e-6)

@@ -189,9 +189,10 @@ def _check_variant(v):
 
 
 def _check_activation(v):
-    from vglab.nn import activations
+    from vglab.nn import activations, shaping
 
-    activations.get(v)  # raises with the valid names
+    if shaping.parse(v) is None:  # a TAT activation is solved once its depth is known (`configurations`)
+        activations.get(v)  # raises with the valid names
     return v
 
 
@@ -526,6 +527,8 @@ def json_schema() -> dict:
     described = {"dataset": f"{', '.join(DATASETS)}, or the path of an .npz",
                  "optimizer": f"one of {', '.join(optim.OPTIMIZERS)}, or a table {{name = ..., <parameter> = ...}}",
                  "init": INIT_HELP,
+                 "activation": f"one of {', '.join(sorted(activations.ACTIVATIONS))}, or kernel-shaped (TAT): "
+                               "tat(<name>, tau=0.3, depth=L) (an MLP's depth fills in a missing L)",
                  "residual": "the built-in MLP's branch scale s: hidden layers compute h + s·phi(z) (0: no skip)",
                  "schedule": f"one of {', '.join(optim.SCHEDULES)}, or a table {{name = ..., <parameter> = ...}}"}
 
@@ -534,6 +537,9 @@ def json_schema() -> dict:
             if key in enums:
                 one = {"type": "string", "enum": enums[key]}
                 prop["anyOf"] = [one, {"type": "array", "items": one}, {"type": "null"}]
+                if key == "activation":  # or kernel-shaped: tat(<name>, ...)
+                    shaped = {"type": "string", "pattern": r"^\s*tat\s*\("}
+                    prop["anyOf"] = [one, shaped, {"type": "array", "items": {"anyOf": [one, shaped]}}, {"type": "null"}]
             if key in described:
                 prop["description"] = described[key]
 
@@ -815,6 +821,18 @@ def default_bias(weight_init: str) -> str:
 MLP_DEFAULTS = {"residual": 0.0, "norm": "none"}  # what residual, norm None resolve to
 
 
+def _shaped_activation(activation, network: str, depth):
+    """A TAT activation's canonical name, `tat(tanh, tau=0.3, depth=L)`: an MLP's depth fills in
+    a missing L (other networks must give it: load_spec checks)."""
+    from vglab.nn import shaping
+
+    parsed = shaping.parse(activation) if activation else None
+    if parsed is None:
+        return activation
+    base, tau, given = parsed
+    return shaping.canonical(base, tau, given if given is not None else depth)
+
+
 def _block_label(residual: float, norm: str) -> str:
     """`residual s=0.5 · LayerNorm`; empty for the plain MLP."""
     return " · ".join(p for p in (f"residual s={residual:g}" if residual else "",
@@ -893,6 +911,7 @@ class ExperimentSpec:
                     c["input"] = "features" if c["network"] == "mlp" else "images"
                 for k in MLP_ONLY:
                     c[k] = MLP_DEFAULTS[k] if c[k] is None else c[k]
+                c["activation"] = _shaped_activation(c["activation"], c["network"], c["depth"])
                 c["init_given"] = c["init"]
                 c["init"] = parse(c["init"]).spec
                 c["bias_init"] = parse(c["bias_init"]).spec if c["bias_init"] else default_bias(c["init"])
@@ -1290,6 +1309,14 @@ def load_spec(name_or_path, sets=None, *, allow_large: bool = False, **overrides
             if k in mine and networks == {"model"}:
                 raise SpecError(f"{source}: {where}.{k} does not apply to your own model; pass it to the factory "
                                 f"in model_args = {{{k} = ...}}")
+        if networks != {"mlp"}:
+            from vglab.nn import shaping
+
+            for act in resolved["activation"]:
+                if act and shaping.parse(act) is not None and shaping.parse(act)[2] is None:
+                    raise SpecError(f"{source}: {where}: activation {act!r} takes the MLP's depth; for "
+                                    f"{sorted(networks)} give the number of nonlinear layers, e.g. "
+                                    f"{shaping.canonical(shaping.parse(act)[0], shaping.parse(act)[1], 20)!r}")
         for k in MLP_ONLY:
             if k in mine and networks != {"mlp"}:
                 raise SpecError(f"{source}: {where}.{k} applies to network = 'mlp' only (the built-in MLP), and "

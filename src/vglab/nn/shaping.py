@@ -25,7 +25,9 @@ check the result against the package's published numbers.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from dataclasses import dataclass
 
 import jax
@@ -39,6 +41,50 @@ from vglab.nn.formulas import FORMULAS
 QUAD_POINTS = 200  # Gauss–Hermite nodes: φ(αx + β) is smooth, the expectations converge to 1e-15
 DEFAULT_TAU = 0.3  # TAT's default C″ target for the whole network (the paper's τ)
 RESIDUAL_TOL = 1e-12
+
+
+_NAME = re.compile(r"^\s*tat\s*\(\s*(\w+)\s*((?:,\s*\w+\s*=\s*[^,()]+)*)\)\s*$")
+NAME_HELP = "tat(tanh), tat(tanh, tau=0.3), tat(tanh, tau=0.3, depth=20)"
+
+
+def parse(name: str) -> tuple[str, float, int | None] | None:
+    """`tat(tanh, tau=0.3, depth=20)` -> ("tanh", 0.3, 20); depth None when not given (a spec
+    fills in the MLP's depth); None for a name that is not a TAT activation."""
+    if not isinstance(name, str) or not name.strip().startswith("tat"):
+        return None
+    m = _NAME.match(name)
+    if not m:
+        raise ValueError(f"cannot read activation {name!r}; write e.g. {NAME_HELP}")
+    args = {}
+    for part in filter(None, (p.strip() for p in m.group(2).split(","))):
+        key, _, val = part.partition("=")
+        args[key.strip()] = val.strip()
+    unknown = set(args) - {"tau", "depth"}
+    if unknown:
+        raise ValueError(f"activation {name!r}: unknown argument(s) {sorted(unknown)}; write e.g. {NAME_HELP}")
+    try:
+        tau = float(args.get("tau", DEFAULT_TAU))
+        depth = int(args["depth"]) if "depth" in args else None
+    except ValueError:
+        raise ValueError(f"activation {name!r}: tau is a number, depth an integer; write e.g. {NAME_HELP}") from None
+    _check(m.group(1), depth, tau)
+    return m.group(1), tau, depth
+
+
+def canonical(activation: str, tau: float, depth: int) -> str:
+    """The name `parse` reads back, as labels and run ids show it."""
+    return f"tat({activation}, tau={tau:g}, depth={depth})"
+
+
+def _check(name: str, depth, tau) -> None:
+    activations.get(name)  # raises with the valid names
+    if not FORMULAS[name].smooth:
+        raise ValueError(f"TAT's smooth-activation conditions need a smooth activation; {name!r} has a kink "
+                         "(TAT transforms ReLUs as leaky ReLUs, which vglab does not have)")
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise ValueError(f"depth is the number of nonlinear layers, an integer >= 1, got {depth!r}")
+    if not (tau > 0 and math.isfinite(tau)):
+        raise ValueError(f"tau (the network's C''(1) target) must be finite and > 0, got {tau!r}")
 
 
 @dataclass(frozen=True)
@@ -81,14 +127,15 @@ def _expectations(name: str):
 
 def tat(name: str, depth: int, tau: float = DEFAULT_TAU) -> Shaping:
     """The TAT parameters of activation `name` for a net of `depth` nonlinear layers."""
-    activations.get(name)  # raises with the valid names
-    if not FORMULAS[name].smooth:
-        raise ValueError(f"TAT's smooth-activation conditions need a smooth activation; {name!r} has a kink "
-                         "(TAT transforms ReLUs as leaky ReLUs, which vglab does not have)")
-    if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth is the number of nonlinear layers, an integer >= 1, got {depth!r}")
-    if not (tau > 0 and math.isfinite(tau)):
-        raise ValueError(f"tau (the network's C''(1) target) must be finite and > 0, got {tau!r}")
+    if depth is None:
+        raise ValueError(f"a TAT activation needs the number of nonlinear layers: write e.g. "
+                         f"tat({name}, tau={tau:g}, depth=20)")
+    _check(name, depth, tau)
+    return _solve(name, int(depth), float(tau))
+
+
+@functools.lru_cache(maxsize=64)
+def _solve(name: str, depth: int, tau: float) -> Shaping:
     with jax.enable_x64(True):
         conditions = _expectations(name)
         target = tau / depth
@@ -140,7 +187,7 @@ def shaped(shaping: Shaping) -> Activation:
     phi = activations.get(shaping.activation)
     a, b, d, g = shaping.input_scale, shaping.input_shift, shaping.output_shift, shaping.output_scale
     return Activation(
-        name=f"tat({shaping.activation})",
+        name=canonical(shaping.activation, shaping.tau, shaping.depth),
         fn=lambda z: g * (phi.fn(a * z + b) + d),
         deriv=lambda z: (g * a) * phi.deriv(a * z + b),
         log_deriv=lambda z: math.log(g * a) + phi.log_deriv(a * z + b),
