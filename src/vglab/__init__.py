@@ -21,11 +21,14 @@ import types
 __version__ = "0.1.0"
 
 __all__ = ["run", "reproduce", "load_results", "list_presets", "report", "watch", "watch_table", "watch_reset",
-           "layer_factors", "Recorder", "__version__"]
+           "layer_factors", "Recorder", "critical_sigma_w2", "__version__"]
 
 # Names served lazily from their home modules (watching your own training step).
 _LAZY = {"watch": "vglab.train.watch", "watch_table": "vglab.train.watch", "watch_reset": "vglab.train.watch",
-         "layer_factors": "vglab.train.watch", "Recorder": "vglab.results.recorder"}
+         "layer_factors": "vglab.train.watch", "Recorder": "vglab.results.recorder",
+         # critical_sigma_w2(activation, alpha, sigma_b2): the σ_w² where χ_1 = 1 (mean-field), e.g. for
+         # init = f"orthogonal(sigma_w2={vglab.critical_sigma_w2('tanh', 1.0, 0.05)})"
+         "critical_sigma_w2": "vglab.report.theory"}
 
 
 def list_presets() -> list[dict]:

@@ -39,8 +39,9 @@ so it must be a plain folder name (`check_name`). Sizes are bounded by `LIMITS`.
 Arm keys: network (mlp|cnn|paper_cnn|model), depth, width, variant (paper_cnn only),
 activation, init, bias_init (default: the weights' law, zeros for fan-scaled laws; `model`
 keeps the model's own init), penalty (none|l1|l2), r, alpha, learning_rate, optimizer (a
-name, or a table whose list values are swept), model (your own model: "package.module:factory"
-or "path/file.py:factory"), model_args (a table passed to the factory; list values are
+name, or a table whose list values are swept), residual (the built-in MLP's skip connections h + s·phi(z) with branch scale s; 0:
+none), norm (none|layer: the built-in MLP's LayerNorm before the activation), model (your own
+model: "package.module:factory" or "path/file.py:factory"), model_args (a table passed to the factory; list values are
 swept), input (features|images: what your model takes). Precedence: built-in defaults <
 top-level keys < the arm; run settings: top level < [datasets.<name>] < overrides (the
 CLI's --epochs, ...). `dataset` is a built-in name or the path of an .npz (relative paths
@@ -77,11 +78,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 SETTINGS = ("dataset", "epochs", "seeds", "batch_size", "train_size", "probes", "record_every", "probe_every",
             "schedule", "pca")
 ARM_KEYS = ("network", "depth", "width", "variant", "activation", "init", "bias_init", "penalty", "r", "alpha",
-            "learning_rate", "optimizer", "model", "model_args", "input")
+            "learning_rate", "optimizer", "model", "model_args", "input", "residual", "norm")
 ARM_DEFAULTS = {"network": "mlp", "depth": 1, "width": 8, "variant": None, "activation": "tanh",
                 "init": "normal(std=1)", "bias_init": None, "penalty": "none", "r": 0.01, "alpha": 1.0,
                 "learning_rate": 1e-3, "optimizer": {"name": "adam"}, "model": None, "model_args": {},
-                "input": None}
+                "input": None, "residual": None, "norm": None}  # residual, norm None: the plain MLP (0, "none")
 SETTING_DEFAULTS = {"dataset": "digits", "epochs": 15, "seeds": [0, 1, 2], "batch_size": 32, "train_size": None,
                     "probes": ["full"], "record_every": 1, "probe_every": 1, "schedule": {"name": "constant"},
                     "pca": None}
@@ -188,9 +189,10 @@ def _check_variant(v):
 
 
 def _check_activation(v):
-    from vglab.nn import activations
+    from vglab.nn import activations, shaping
 
-    activations.get(v)  # raises with the valid names
+    if shaping.parse(v) is None:  # a TAT activation is solved once its depth is known (`configurations`)
+        activations.get(v)  # raises with the valid names
     return v
 
 
@@ -199,6 +201,15 @@ def _check_init(v):
 
     parse(v)  # raises with the accepted forms
     return str(v).strip()
+
+
+def _check_bias_init(v):
+    from vglab.nn.init import parse
+
+    if parse(v).family == "orthogonal":
+        raise ValueError(f"{v!r} is a law for weight matrices; give the biases another law, e.g. bias_init = "
+                         "\"zeros\" or \"normal(std=0.05)\"")
+    return _check_init(v)
 
 
 def _check_penalty(v):
@@ -264,6 +275,20 @@ def _check_input(v):
     return _choice(v, INPUTS, "input")
 
 
+def _check_residual(v):
+    from vglab.nn.networks import check_block
+
+    check_block(residual=v)
+    return float(v)
+
+
+def _check_norm(v):
+    from vglab.nn.networks import check_block
+
+    check_block(norm=v)
+    return v
+
+
 def _check_optimizer(v) -> dict:
     """A canonical optimizer dict {name, **args} (args validated against Optax's signature)."""
     from vglab.train import optim
@@ -323,11 +348,13 @@ def _tables(v) -> list[dict]:
 
 ARM_CHECKS = {
     "network": _check_network, "depth": _check_positive_int("depth"), "width": _check_positive_int("width"),
-    "variant": _check_variant, "activation": _check_activation, "init": _check_init, "bias_init": _check_init,
+    "variant": _check_variant, "activation": _check_activation, "init": _check_init, "bias_init": _check_bias_init,
     "penalty": _check_penalty, "r": _check_r, "alpha": _check_alpha, "learning_rate": _check_lr,
     "optimizer": _check_optimizer, "model": _check_model, "model_args": dict, "input": _check_input,
+    "residual": _check_residual, "norm": _check_norm,
 }
-NUMERIC_ARM_KEYS = ("r", "alpha", "learning_rate")
+NUMERIC_ARM_KEYS = ("r", "alpha", "learning_rate", "residual")
+MLP_ONLY = ("residual", "norm")  # arm keys that apply to network = "mlp" only
 
 
 # ------------------------------------------------------------------ the file's schema
@@ -357,6 +384,8 @@ class _Arm(_Strict):
     model: Any = None  # "package.module:factory", "path/file.py:factory", or (from Python) the factory
     model_args: dict[str, Any] | list[dict[str, Any]] | None = None
     input: str | list[str] | None = None
+    residual: NumOrRange | None = None
+    norm: str | list[str] | None = None
 
     @field_validator(*ARM_KEYS, mode="before")
     @classmethod
@@ -482,18 +511,25 @@ def json_schema() -> dict:
     registries they come from."""
     from vglab.data import DATASETS
     from vglab.nn import activations
+    from vglab.nn.networks import NORMS
     from vglab.nn.penalties import PENALTIES
     from vglab.train import optim, probes
+
+    from vglab.nn.init import SPEC_HELP as INIT_HELP
 
     schema = _SpecFile.model_json_schema()
     schema["title"] = "vglab experiment spec"
     schema["description"] = __doc__.split("\n\n")[0].replace("\n", " ")
     enums = {"network": list(BUILT_IN) + ["model"], "activation": sorted(activations.ACTIVATIONS),
              "penalty": list(PENALTIES), "variant": ["parameters", "layers"], "input": list(INPUTS),
+             "norm": list(NORMS),
              "probes": list(probes.TIERS) + ["all"] + list(probes.ALL)}
     described = {"dataset": f"{', '.join(DATASETS)}, or the path of an .npz",
                  "optimizer": f"one of {', '.join(optim.OPTIMIZERS)}, or a table {{name = ..., <parameter> = ...}}",
-                 "init": "normal(std=S), normal(variance=V), uniform(a=A), glorot_uniform, he_normal, zeros, model",
+                 "init": INIT_HELP,
+                 "activation": f"one of {', '.join(sorted(activations.ACTIVATIONS))}, or kernel-shaped (TAT): "
+                               "tat(<name>, tau=0.3, depth=L) (an MLP's depth fills in a missing L)",
+                 "residual": "the built-in MLP's branch scale s: hidden layers compute h + s·phi(z) (0: no skip)",
                  "schedule": f"one of {', '.join(optim.SCHEDULES)}, or a table {{name = ..., <parameter> = ...}}"}
 
     def fill(props: dict) -> None:
@@ -501,6 +537,9 @@ def json_schema() -> dict:
             if key in enums:
                 one = {"type": "string", "enum": enums[key]}
                 prop["anyOf"] = [one, {"type": "array", "items": one}, {"type": "null"}]
+                if key == "activation":  # or kernel-shaped: tat(<name>, ...)
+                    shaped = {"type": "string", "pattern": r"^\s*tat\s*\("}
+                    prop["anyOf"] = [one, shaped, {"type": "array", "items": {"anyOf": [one, shaped]}}, {"type": "null"}]
             if key in described:
                 prop["description"] = described[key]
 
@@ -525,6 +564,8 @@ class ModelSpec:
     model_args: tuple[tuple[str, Any], ...] = ()
     input: str = "features"  # what the model takes: flat features or images
     base_dir: str | None = None  # where a relative factory path is read from
+    residual: float = 0.0  # the built-in MLP's options (vglab.nn.networks)
+    norm: str = "none"
 
     @property
     def kind(self) -> str:
@@ -533,7 +574,10 @@ class ModelSpec:
 
     @property
     def name(self) -> str:
-        return arch_name(self.network, self.depth, self.width, self.variant, self.model, self.model_args)
+        from vglab.nn.networks import block_suffix
+
+        return arch_name(self.network, self.depth, self.width, self.variant, self.model, self.model_args) \
+            + block_suffix(self.residual, self.norm)
 
     def build(self, in_shape, n_classes: int):
         """The `vglab.nn.model.Model` for data of this example shape and class count."""
@@ -541,7 +585,7 @@ class ModelSpec:
 
         if self.network != "model":
             return build(self.network, in_shape, depth=self.depth or 1, width=self.width or 8, variant=self.variant,
-                         activation=self.activation, n_out=n_classes)
+                         activation=self.activation, n_out=n_classes, residual=self.residual, norm=self.norm)
         from vglab.nn.adapters import build_from_factory
 
         return build_from_factory(self.model, dict(self.model_args), in_shape=tuple(in_shape), n_classes=n_classes,
@@ -581,6 +625,8 @@ class RunSpec:
     input: str = "features"
     pca: float | bool | None = None
     data_sha: str | None = None  # content hash of an own .npz dataset
+    residual: float = 0.0  # the built-in MLP's options; left out of the run id at these defaults
+    norm: str = "none"
     traced: tuple[str, ...] = field(default=(), compare=False)  # optimizer parameters swept in one program
     init_given: str = field(default="", compare=False)  # as written (for the label's convention)
     base_dir: str | None = field(default=None, compare=False)
@@ -595,6 +641,9 @@ class RunSpec:
             d[k] = dict(getattr(self, k))
         if self.data_sha is None:
             d.pop("data_sha")
+        for k in MLP_ONLY:  # runs stored before these options keep their ids
+            if d[k] == MLP_DEFAULTS[k]:
+                d.pop(k)
         return d
 
     @property
@@ -622,7 +671,7 @@ class RunSpec:
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.network, self.depth, self.width, self.variant, self.activation, self.model,
-                         self.model_args, self.input, self.base_dir)
+                         self.model_args, self.input, self.base_dir, self.residual, self.norm)
 
     def optimizer_setting(self):
         """The group's `vglab.train.optim.Optimizer` (constants, traced names, schedule)."""
@@ -747,7 +796,8 @@ def init_label(spec: str) -> str:
 
 
 def _init_slug(spec: str) -> str:
-    """`normal(std=10)` -> `std10`, `normal(variance=10)` -> `var10`, `uniform(a=10)` -> `u10`."""
+    """`normal(std=10)` -> `std10`, `normal(variance=10)` -> `var10`, `uniform(a=10)` -> `u10`,
+    `orthogonal(gain=2)` -> `orth2`."""
     from vglab.nn.init import parse
 
     law = parse(spec)
@@ -756,6 +806,8 @@ def _init_slug(spec: str) -> str:
         return f"var{float(m.group(1)):g}" if m else f"std{law.value:g}"
     if law.kind == "uniform":
         return f"u{law.value:g}"
+    if law.family == "orthogonal":  # `orth2`, `orth-sw1.5`
+        return f"orth{law.value:g}" if law.kind == "orthogonal" else f"orth-sw{law.value:g}"
     return law.kind.replace("_uniform", "").replace("_normal", "")
 
 
@@ -764,6 +816,27 @@ def default_bias(weight_init: str) -> str:
     from vglab.train.loop import default_bias_init
 
     return default_bias_init(parse(weight_init)).spec
+
+
+MLP_DEFAULTS = {"residual": 0.0, "norm": "none"}  # what residual, norm None resolve to
+
+
+def _shaped_activation(activation, network: str, depth):
+    """A TAT activation's canonical name, `tat(tanh, tau=0.3, depth=L)`: an MLP's depth fills in
+    a missing L (other networks must give it: load_spec checks)."""
+    from vglab.nn import shaping
+
+    parsed = shaping.parse(activation) if activation else None
+    if parsed is None:
+        return activation
+    base, tau, given = parsed
+    return shaping.canonical(base, tau, given if given is not None else depth)
+
+
+def _block_label(residual: float, norm: str) -> str:
+    """`residual s=0.5 · LayerNorm`; empty for the plain MLP."""
+    return " · ".join(p for p in (f"residual s={residual:g}" if residual else "",
+                                  "LayerNorm" if norm == "layer" else "") if p)
 
 
 def _activation_label(activation: str | None, alpha: float) -> str:
@@ -836,6 +909,9 @@ class ExperimentSpec:
                 else:
                     c["model"], c["model_args"] = None, {}
                     c["input"] = "features" if c["network"] == "mlp" else "images"
+                for k in MLP_ONLY:
+                    c[k] = MLP_DEFAULTS[k] if c[k] is None else c[k]
+                c["activation"] = _shaped_activation(c["activation"], c["network"], c["depth"])
                 c["init_given"] = c["init"]
                 c["init"] = parse(c["init"]).spec
                 c["bias_init"] = parse(c["bias_init"]).spec if c["bias_init"] else default_bias(c["init"])
@@ -877,7 +953,8 @@ class ExperimentSpec:
             margs = _freeze(c["model_args"])
             parts = [arch_name(c["network"], c["depth"], c["width"], c["variant"], c["model"], margs)] \
                 if len(archs) > 1 else []
-            parts += [p for p in (_activation_label(c["activation"], c["alpha"]), init_label(c["init_given"])) if p]
+            parts += [p for p in (_block_label(c["residual"], c["norm"]), _activation_label(c["activation"], c["alpha"]),
+                                  init_label(c["init_given"])) if p]
             if c["bias_init"] != default_bias(c["init"]):
                 parts.append("bias " + parse(c["bias_init"]).label)
             if c["penalty"] != "none":
@@ -904,7 +981,8 @@ class ExperimentSpec:
                     learning_rate=float(c["learning_rate"]), train_size=self.train_size, probes=self.probes,
                     optimizer=_freeze(opt), schedule=_freeze(self.schedule), record_every=self.record_every,
                     probe_every=self.probe_every, model=c["model"], model_args=margs, input=c["input"],
-                    pca=self.pca, data_sha=data_sha, traced=traced, init_given=c["init_given"],
+                    pca=self.pca, data_sha=data_sha, residual=float(c["residual"]), norm=c["norm"],
+                    traced=traced, init_given=c["init_given"],
                     base_dir=self.base_dir))
         return runs
 
@@ -1231,9 +1309,26 @@ def load_spec(name_or_path, sets=None, *, allow_large: bool = False, **overrides
             if k in mine and networks == {"model"}:
                 raise SpecError(f"{source}: {where}.{k} does not apply to your own model; pass it to the factory "
                                 f"in model_args = {{{k} = ...}}")
+        if networks != {"mlp"}:
+            from vglab.nn import shaping
+
+            for act in resolved["activation"]:
+                if act and shaping.parse(act) is not None and shaping.parse(act)[2] is None:
+                    raise SpecError(f"{source}: {where}: activation {act!r} takes the MLP's depth; for "
+                                    f"{sorted(networks)} give the number of nonlinear layers, e.g. "
+                                    f"{shaping.canonical(shaping.parse(act)[0], shaping.parse(act)[1], 20)!r}")
+        for k in MLP_ONLY:
+            if k in mine and networks != {"mlp"}:
+                raise SpecError(f"{source}: {where}.{k} applies to network = 'mlp' only (the built-in MLP), and "
+                                f"this arm has {sorted(networks)}; drop it or set network = 'mlp'")
         if ("model_args" in mine or "input" in mine) and "model" not in networks:
             raise SpecError(f"{source}: {where}: model_args and input apply to network = 'model' only")
         arms.append(resolved)
+    for k in MLP_ONLY:
+        if k in top and any(arm["network"] != ["mlp"] and k not in (spec.arms or [_Arm()])[i].given()
+                            for i, arm in enumerate(arms)):
+            raise SpecError(f"{source}: {k} applies to network = 'mlp' only (the built-in MLP), and an arm uses "
+                            "another network; set it in the MLP arms instead")
     if "variant" in top and not any("paper_cnn" in arm["network"] for arm in arms):
         raise SpecError(f"{source}: variant applies to network = 'paper_cnn' only, and no arm uses it")
     _check_runs(arms, len(settings["seeds"]), allow_large, f"{source}: ")

@@ -4,7 +4,7 @@ the theory module) does not import JAX."""
 
 import importlib
 
-_SUBMODULES = ("activations", "adapters", "formulas", "init", "model", "networks", "penalties", "rescaling")
+_SUBMODULES = ("activations", "adapters", "formulas", "init", "model", "networks", "penalties", "rescaling", "shaping")
 _NAMES = {
     "Activation": "activations", "ScopedActivation": "activations", "activation": "activations",
     "rescaled": "activations", "FunctionModel": "adapters", "equinox": "adapters", "flax_linen": "adapters",

@@ -44,14 +44,21 @@ ACTIVATIONS: dict[str, Activation] = {
 
 
 def get(name: str) -> Activation:
-    """The activation called `name`; the error lists the valid names."""
+    """The activation called `name`; the error lists the valid names. `tat(phi, tau=T,
+    depth=L)` is phi kernel-shaped for L layers (`vglab.nn.shaping`; solved once, cached)."""
     try:
         return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)} "
-            "(rescaling is set separately with alpha)"
-        ) from None
+    except (KeyError, TypeError):
+        pass
+    if isinstance(name, str) and name.strip().startswith("tat"):
+        from vglab.nn import shaping
+
+        base, tau, depth = shaping.parse(name)
+        return shaping.shaped(shaping.tat(base, depth, tau))
+    raise ValueError(
+        f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}, or a kernel-shaped one "
+        "tat(<name>, tau=0.3, depth=L) (rescaling is set separately with alpha)"
+    )
 
 
 def check_alpha(alpha) -> None:

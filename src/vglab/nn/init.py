@@ -16,12 +16,21 @@ vmapped program in which members with the same seed share the same base draw.
 | he_normal()      | normal  | N(0, 1)   | sqrt(2 / fan_in)            |
 | zeros()          | zeros   | 0         | 0                           |
 | normal(sigma_w2=S)| normal | N(0, 1)   | sqrt(S / fan_in)            |
+| orthogonal(gain=G)| orthogonal | Q of N(0, 1) | G                    |
+| orthogonal(sigma_w2=S)| orthogonal | Q of N(0, 1) | sqrt(S)          |
 | model            | model   | the model's own `init(key)`, unscaled   |
 
 He normal here is the plain (untruncated) normal of He et al. 2015. `normal(sigma_w2=S)`
 is the mean-field parametrization (Poole et al. 2016): weight variance S / fan_in, so
 that S = sigma_w^2 is the same number at every width; S can be swept in one program
-(`scaled_normal`; He normal is S = 2). `model` keeps what
+(`scaled_normal`; He normal is S = 2). `orthogonal` (Saxe et al. 2014; the dynamical
+isometry of Pennington et al. 2017) draws N(0, 1), reshaped to the weight's shape, and
+replaces each weight by the Q of its QR decomposition with the signs of R's diagonal (so Q
+is Haar-distributed, Mezzadri 2007): a semi-orthogonal matrix, WᵀW = I when the weight has
+at least as many rows as columns, else WWᵀ = I (a tensor of rank > 2 as the matrix
+(prod(shape[:-1]), shape[-1]), Keras' convention); the gain multiplies it. `sigma_w2=S`
+is the mean-field reading, gain sqrt(S): a square orthogonal W·sqrt(S) has entries of
+variance S / fan_in, like `normal(sigma_w2=S)`. `model` keeps what
 the model's own initializer draws (for a user's Equinox or Flax model, its defaults).
 
 Laws apply to any model's weight and bias tensors through its `Layout`
@@ -39,19 +48,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-FAMILIES = ("normal", "uniform", "zeros", "model")
+FAMILIES = ("normal", "uniform", "orthogonal", "zeros", "model")
 
 
 @dataclass(frozen=True)
 class Init:
     """An initialization law. `value` is the std (normal) or half-width (uniform)."""
 
-    kind: str  # normal | uniform | glorot_uniform | he_normal | scaled_normal | zeros | model
-    value: float | None = None  # std, half-width, or sigma_w^2 (scaled_normal)
+    kind: str  # normal | uniform | glorot_uniform | he_normal | scaled_normal | orthogonal | scaled_orthogonal | zeros | model
+    value: float | None = None  # std, half-width, gain (orthogonal), or sigma_w^2 (scaled_normal, scaled_orthogonal)
 
     @property
     def family(self) -> str:
-        return {"glorot_uniform": "uniform", "he_normal": "normal", "scaled_normal": "normal"}.get(self.kind, self.kind)
+        return {"glorot_uniform": "uniform", "he_normal": "normal", "scaled_normal": "normal",
+                "scaled_orthogonal": "orthogonal"}.get(self.kind, self.kind)
 
     @property
     def fan_scaled(self) -> bool:
@@ -68,6 +78,8 @@ class Init:
             return math.sqrt(2.0 / fan_in)
         if self.kind == "scaled_normal":
             return math.sqrt(float(v) / fan_in)
+        if self.kind == "scaled_orthogonal":
+            return math.sqrt(float(v))
         if self.kind == "zeros":
             return 0.0
         if self.kind == "model":
@@ -76,12 +88,15 @@ class Init:
 
     def variance(self, fan_in: int | None = None, fan_out: int | None = None) -> float:
         """The variance of one entry drawn for a tensor with these fans: std² (normal), a²/3
-        (uniform), 0 (zeros); NaN for `model` (the model's own) and for a law scaled by
-        fans that are not given (the mean-field theory's σ_b² needs a fixed number)."""
-        if self.kind == "model" or ((self.fan_scaled or self.kind == "scaled_normal")
+        (uniform), gain²/max(fan_in, fan_out) (a semi-orthogonal matrix's squares sum to
+        gain²·min(fan_in, fan_out)), 0 (zeros); NaN for `model` (the model's own) and for a
+        law scaled by fans that are not given (the mean-field theory's σ_b² needs a fixed number)."""
+        if self.kind == "model" or ((self.fan_scaled or self.kind == "scaled_normal" or self.family == "orthogonal")
                                     and (fan_in is None or fan_out is None)):
             return float("nan")
         s = self.scale(fan_in or 1, fan_out or 1)
+        if self.family == "orthogonal":
+            return s * s / max(fan_in, fan_out)
         return {"normal": s * s, "uniform": s * s / 3.0}.get(self.family, 0.0)
 
     @property
@@ -92,6 +107,10 @@ class Init:
             return f"N(0, σ_w²={_fmt(self.value)}/fan_in)"
         if self.kind == "uniform":
             return f"U[-{_fmt(self.value)}, {_fmt(self.value)}]"
+        if self.kind == "orthogonal":
+            return f"orthogonal(gain={_fmt(self.value)})"
+        if self.kind == "scaled_orthogonal":
+            return f"orthogonal(σ_w²={_fmt(self.value)})"
         return {"glorot_uniform": "Glorot uniform", "he_normal": "He normal", "zeros": "zeros",
                 "model": "model's own init"}[self.kind]
 
@@ -104,6 +123,10 @@ class Init:
             return f"uniform(a={_exact(self.value)})"
         if self.kind == "scaled_normal":
             return f"normal(sigma_w2={_exact(self.value)})"
+        if self.kind == "orthogonal":
+            return f"orthogonal(gain={_exact(self.value)})"
+        if self.kind == "scaled_orthogonal":
+            return f"orthogonal(sigma_w2={_exact(self.value)})"
         return self.kind
 
 
@@ -143,6 +166,23 @@ def uniform(a: float) -> Init:
     return Init("uniform", float(a))
 
 
+def orthogonal(gain: float | None = None, sigma_w2: float | None = None) -> Init:
+    """A random semi-orthogonal weight times `gain` (default 1), or times sqrt(`sigma_w2`)
+    (the mean-field parametrization; see the module docstring). Weights only: a bias has
+    no orthogonal matrix to draw."""
+    if gain is not None and sigma_w2 is not None:
+        raise ValueError("orthogonal init takes gain= or sigma_w2=, not both (gain = sqrt(sigma_w2)); e.g. "
+                         "orthogonal(gain=1) or orthogonal(sigma_w2=1.5)")
+    if sigma_w2 is not None:
+        if not (sigma_w2 > 0 and math.isfinite(sigma_w2)):
+            raise ValueError(f"orthogonal init sigma_w2 must be finite and > 0, got {sigma_w2}")
+        return Init("scaled_orthogonal", float(sigma_w2))
+    gain = 1.0 if gain is None else gain
+    if not (gain > 0 and math.isfinite(gain)):
+        raise ValueError(f"orthogonal init gain must be finite and > 0, got {gain}")
+    return Init("orthogonal", float(gain))
+
+
 def glorot_uniform() -> Init:
     return Init("glorot_uniform")
 
@@ -161,7 +201,8 @@ def model() -> Init:
 
 
 _PATTERN = re.compile(r"^\s*(\w+)\s*(?:\((.*)\))?\s*$")
-SPEC_HELP = "normal(std=S), normal(variance=V), normal(sigma_w2=S), uniform(a=A), glorot_uniform, he_normal, zeros, model"
+SPEC_HELP = ("normal(std=S), normal(variance=V), normal(sigma_w2=S), uniform(a=A), orthogonal(gain=G), "
+             "orthogonal(sigma_w2=S), glorot_uniform, he_normal, zeros, model")
 
 
 def parse(spec: str | Init) -> Init:
@@ -184,8 +225,8 @@ def parse(spec: str | Init) -> Init:
     aliases = {"var": "variance", "sigma": "std", "glorot": "glorot_uniform", "he": "he_normal", "own": "model"}
     kwargs = {aliases.get(k, k): v for k, v in kwargs.items()}
     name = aliases.get(name, name)
-    makers = {"normal": normal, "uniform": uniform, "glorot_uniform": glorot_uniform, "he_normal": he_normal,
-              "zeros": zeros, "model": model}
+    makers = {"normal": normal, "uniform": uniform, "orthogonal": orthogonal, "glorot_uniform": glorot_uniform,
+              "he_normal": he_normal, "zeros": zeros, "model": model}
     if name not in makers:
         raise ValueError(f"unknown init {name!r}; write one of: {SPEC_HELP}")
     try:
@@ -195,8 +236,9 @@ def parse(spec: str | Init) -> Init:
 
 
 def base_draw(key: jax.Array, family: str, shape: tuple[int, ...]) -> jax.Array:
-    """The scale-free draw of a family: N(0,1), U[-1,1] or zeros."""
-    if family == "normal":
+    """The scale-free draw of a family: N(0,1) (also for `orthogonal`, orthogonalized per
+    weight by `assemble`), U[-1,1] or zeros."""
+    if family in ("normal", "orthogonal"):
         return jax.random.normal(key, shape)
     if family == "uniform":
         return jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
@@ -208,11 +250,31 @@ def base_draw(key: jax.Array, family: str, shape: tuple[int, ...]) -> jax.Array:
 def _layer_scale(law: Init, fan_in: int, fan_out: int, value):
     if law.fan_scaled or value is None:
         return law.scale(fan_in, fan_out)
-    if law.kind == "scaled_normal":  # the member's sigma_w^2 over this layer's fan-in, in float32 as the draw
-        if isinstance(value, (int, float, np.number, np.ndarray)):
-            return np.float32(np.sqrt(np.float32(value) / np.float32(fan_in)))
-        return jnp.sqrt(value / fan_in)  # traced
+    if law.kind in ("scaled_normal", "scaled_orthogonal"):  # the member's sigma_w^2 (over this layer's fan-in)
+        fan = fan_in if law.kind == "scaled_normal" else 1
+        if isinstance(value, (int, float, np.number, np.ndarray)):  # in float32, as the draw
+            return np.float32(np.sqrt(np.float32(value) / np.float32(fan)))
+        return jnp.sqrt(value / fan)  # traced
     return value
+
+
+def semi_orthogonal(a):
+    """The Haar-distributed semi-orthogonal matrix made from a Gaussian draw `a` (any shape;
+    rank > 2 as (prod(shape[:-1]), shape[-1])): Q of a = QR times the signs of R's diagonal,
+    QᵀQ = I (rows >= columns) or QQᵀ = I. NumPy arrays are decomposed in float64 on the host
+    (the engine's starting state), JAX arrays with `jnp.linalg.qr` (traceable)."""
+    shape = a.shape
+    xp = np if isinstance(a, np.ndarray) else jnp
+    m = a.reshape(-1, shape[-1]) if len(shape) != 1 else a.reshape(1, -1)
+    tall = m.shape[0] >= m.shape[1]
+    m = m if tall else m.T
+    if xp is np:
+        q, r = np.linalg.qr(m.astype(np.float64))
+    else:
+        q, r = jnp.linalg.qr(m)
+    q = q * xp.where(xp.diagonal(r) < 0, -1.0, 1.0).astype(q.dtype)
+    q = q if tall else q.T
+    return q.reshape(shape).astype(a.dtype)
 
 
 def assemble(layout, w_all, b_all, weight_law: Init, bias_law: Init, weight_value=None, bias_value=None,
@@ -223,6 +285,9 @@ def assemble(layout, w_all, b_all, weight_law: Init, bias_law: Init, weight_valu
     keep `own_leaves` (the model's own init, flattened)."""
     if own_leaves is None and "model" in (weight_law.kind, bias_law.kind):
         raise ValueError("the 'model' init law needs the model's own parameters (own_leaves)")
+    if bias_law.family == "orthogonal":
+        raise ValueError(f"{bias_law.spec} is a law for weight matrices; give the biases another law "
+                         "(bias_init = \"zeros\" or \"normal(std=...)\")")
     leaves = list(own_leaves) if own_leaves is not None else [None] * layout.n_leaves
     i_w = i_b = 0
     for layer in layout.layers:
@@ -232,8 +297,10 @@ def assemble(layout, w_all, b_all, weight_law: Init, bias_law: Init, weight_valu
                 continue
             start = i_w if t.param == "w" else i_b
             if law.kind != "model":
-                leaves[t.leaf] = flat[start:start + t.size].reshape(t.shape) * _layer_scale(law, layer.fan_in,
-                                                                                           layer.fan_out, value)
+                base = flat[start:start + t.size].reshape(t.shape)
+                if law.family == "orthogonal":
+                    base = semi_orthogonal(base)
+                leaves[t.leaf] = base * _layer_scale(law, layer.fan_in, layer.fan_out, value)
             if t.param == "w":
                 i_w += t.size
             else:

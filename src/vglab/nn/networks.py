@@ -8,6 +8,17 @@ output layer is linear and the softmax lives in the loss.
 
 Layer names are stable and readable (`conv1`, `dense3`, `out`) and every report uses
 them; `network.layers` gives their order (parameter dicts are unordered).
+
+An MLP has two options that practitioners reach for against vanishing gradients, neither
+of which adds a parameter (the layout, names and init draws stay those of the plain MLP):
+- `residual = s > 0`: every hidden dense layer whose input is as wide as its output (all
+  but the first, unless the input is as wide as the layers) computes h + s·φ(z) instead
+  of φ(z): the identity path carries the signal and its gradient past the saturated
+  units, the branch scale s keeps the sum's variance from growing with depth.
+- `norm = "layer"`: LayerNorm (Ba et al. 2016) without learned gain and bias, on each
+  hidden layer's summed input before φ: z = (u − mean(u)) / sqrt(var(u) + 1e-5) over the
+  layer's units, so q = E z² ≈ 1 at every depth whatever the weights' scale. The
+  captured pre-activation is this z, the φ′ the layer factors measure.
 """
 
 from __future__ import annotations
@@ -27,6 +38,8 @@ from vglab.nn.model import Model
 
 KERNEL = 3  # every conv is 3x3 'same'
 CNN_VARIANTS = ("parameters", "layers")
+NORMS = ("none", "layer")  # the MLP's `norm` option
+LAYER_NORM_EPS = 1e-5  # PyTorch's and Flax's default
 # Full float32 products on every backend: with JAX's default, GPUs multiply in TF32, which
 # moved losses and gradient statistics by up to 5e-3 relative to the CPU (HIGHEST: 4e-6,
 # at no measured cost; benchmarks/gpu_check.py).
@@ -60,6 +73,8 @@ class Network(Model):
     layers: tuple[Layer, ...]
     activation: str = "tanh"
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    residual: float = 0.0  # the branch scale s of h + s·φ(z) (0: no skip connection); MLP only
+    norm: str = "none"  # "layer": LayerNorm before φ; MLP only
 
     @property
     def n_params(self) -> int:
@@ -129,12 +144,39 @@ class Network(Model):
                 z = dense(h, p["w"]) + p["b"]
             if not layer.hidden:
                 return (z, preacts) if capture else z
+            if self.norm == "layer":
+                z = layer_norm(z)
             if capture:
                 preacts[layer.name] = z
-            h = alpha * phi.fn(z / alpha)
+            a = alpha * phi.fn(z / alpha)
+            h = h + self.residual * a if self.residual and h.shape[-1] == a.shape[-1] and layer.kind == "dense" else a
             if layer.pool_after:
                 h = max_pool(h)
         raise AssertionError("a network ends with its output layer")
+
+
+def layer_norm(u):
+    """LayerNorm over the last axis without learned gain and bias (`Network.norm`)."""
+    mean = jnp.mean(u, -1, keepdims=True)
+    c = u - mean
+    return c * lax.rsqrt(jnp.mean(c * c, -1, keepdims=True) + LAYER_NORM_EPS)
+
+
+def block_suffix(residual: float = 0.0, norm: str = "none") -> str:
+    """What a network's name adds for the MLP's options, only when they are set:
+    ` res=0.5`, ` LN` (one home for names, labels and run ids)."""
+    return (f" res={residual:g}" if residual else "") + (" LN" if norm == "layer" else "")
+
+
+def check_block(residual: float = 0.0, norm: str = "none") -> None:
+    """The MLP options' constraints (the spec schema calls this too)."""
+    if isinstance(residual, bool) or not isinstance(residual, (int, float)) or not (
+            math.isfinite(residual) and residual >= 0):
+        raise ValueError(f"residual is the branch scale s of h + s·phi(z), a finite number >= 0 (0: no skip "
+                         f"connection), got {residual!r}")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {list(NORMS)} ('layer': LayerNorm before the "
+                         "activation)")
 
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -274,13 +316,17 @@ def _dense_stack(n_in: int, depth: int, width: int, n_out: int, first_index: int
     return layers
 
 
-def mlp(depth: int, width: int, n_in: int, n_out: int = 10, activation: str = "tanh") -> Network:
-    """`n_in` (PCA) features -> `depth` hidden layers of `width` units -> `n_out` logits."""
+def mlp(depth: int, width: int, n_in: int, n_out: int = 10, activation: str = "tanh", *, residual: float = 0.0,
+        norm: str = "none") -> Network:
+    """`n_in` (PCA) features -> `depth` hidden layers of `width` units -> `n_out` logits;
+    `residual` and `norm`: see the module docstring."""
     _check_positive(depth=depth, width=width, n_in=n_in, n_out=n_out)
     _check_activation(activation)
+    check_block(residual, norm)
     return Network(
-        f"mlp {depth}x{width}", "mlp", (n_in,), tuple(_dense_stack(n_in, depth, width, n_out)), activation,
-        {"depth": depth, "width": width},
+        f"mlp {depth}x{width}{block_suffix(residual, norm)}", "mlp", (n_in,),
+        tuple(_dense_stack(n_in, depth, width, n_out)), activation, {"depth": depth, "width": width},
+        float(residual), norm,
     )
 
 
@@ -341,12 +387,14 @@ NETWORKS = ("mlp", "cnn", "paper_cnn")
 
 
 def build(network: str, in_shape, *, depth: int = 1, width: int = 8, variant: str | None = None,
-          activation: str = "tanh", n_out: int = 10) -> Network:
+          activation: str = "tanh", n_out: int = 10, residual: float = 0.0, norm: str = "none") -> Network:
     """One entry point for specs: `network` is 'mlp', 'cnn' or 'paper_cnn'."""
+    if network != "mlp" and (residual or norm != "none"):
+        raise ValueError(f"residual and norm are options of the built-in MLP, not of {network!r}")
     if network == "mlp":
         if len(in_shape) != 1:
             raise ValueError(f"an MLP takes flat features, got input shape {tuple(in_shape)}; prepare the data with kind='mlp'")
-        return mlp(depth, width, int(in_shape[0]), n_out, activation)
+        return mlp(depth, width, int(in_shape[0]), n_out, activation, residual=residual, norm=norm)
     if network == "cnn":
         return cnn(depth, width, in_shape, n_out, activation)
     if network == "paper_cnn":

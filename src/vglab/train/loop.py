@@ -87,8 +87,11 @@ class TrainConfig:
 
 def default_bias_init(weight_init: Init) -> Init:
     """Biases follow the weights' law (as the reference study did), except for the laws
-    scaled by the fans (Glorot, He, sigma_w^2/fan_in), whose standard companion is zero biases."""
-    return Init("zeros", 0.0) if weight_init.fan_scaled or weight_init.kind == "scaled_normal" else weight_init
+    scaled by the fans (Glorot, He, sigma_w^2/fan_in) and the orthogonal ones (no matrix
+    in a bias), whose standard companion is zero biases."""
+    if weight_init.fan_scaled or weight_init.kind == "scaled_normal" or weight_init.family == "orthogonal":
+        return Init("zeros", 0.0)
+    return weight_init
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ def base_draws(layout: model_mod.Layout, seed: int, w_family: str, b_family: str
     rng = _rng(seed, 0)
 
     def draw(family, n):
-        if family == "normal":
+        if family in ("normal", "orthogonal"):  # orthogonal: made so per weight by `assemble`
             return rng.standard_normal(n, dtype=np.float32)
         if family == "uniform":
             return rng.uniform(-1.0, 1.0, n).astype(np.float32)
