@@ -1,5 +1,8 @@
 """The gradient-probe building blocks against direct NumPy computations."""
 
+import re
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -94,3 +97,18 @@ def test_weight_norm_is_the_float64_spectral_norm():
         got = float(probes.WeightNorm().compute(None, None, None, jnp.asarray(w))["log_weight_norm"])
         expected = np.log(np.linalg.norm(w.astype(np.float64).reshape(-1, w.shape[-1]), 2))
         assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)), (w.shape, got, expected)
+
+
+def test_weight_norm_calls_no_lapack_kernel_and_handles_equal_and_zero_spectra():
+    """The spectral norm uses matrix products only: jaxlib's batched LAPACK eigh deadlocked
+    when two ran side by side in one program (a 5x64 ReLU MLP's observe program hung for good
+    on a 2-core machine). An orthogonal W (all singular values equal) and a zero W are exact."""
+    w = jnp.asarray(np.random.default_rng(0).standard_normal((4, 64, 64)).astype(np.float32))
+    hlo = jax.jit(jax.vmap(lambda m: probes.WeightNorm().compute(None, None, None, m)["log_weight_norm"])) \
+        .lower(w).compile().as_text()
+    assert not re.search(r"custom-call\(", hlo)  # an instruction, not the metadata's names
+    q = np.linalg.qr(np.random.default_rng(1).standard_normal((64, 32)))[0].astype(np.float32) * 3.0
+    got = float(probes.WeightNorm().compute(None, None, None, jnp.asarray(q))["log_weight_norm"])
+    assert abs(got - np.log(3.0)) < 1e-6
+    zero = probes.WeightNorm().compute(None, None, None, jnp.zeros((8, 8)))["log_weight_norm"]
+    assert float(zero) == -np.inf
