@@ -117,9 +117,11 @@ def connected(address: str, **init_kwargs):
     and yield its `Cluster`; disconnect at the end. Ray's retry messages are not shown
     (VGLAB_DEBUG=1 shows them when connecting fails)."""
     check_address(address)  # before importing Ray (~1 s)
+    from vglab.train.parallel import environ
+
     ray = _ray()
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, **init_kwargs}
-    with tempfile.TemporaryFile() as said, _stderr_to(said), _environ(_QUICK_GCS):
+    with tempfile.TemporaryFile() as said, _stderr_to(said), environ(_QUICK_GCS):
         try:
             ray.init(address=address, **kwargs)
             failed = None
@@ -151,20 +153,6 @@ def _stderr_to(file):
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
-
-
-@contextlib.contextmanager
-def _environ(env: dict[str, str]):
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def run_tasks(tasks, on_event, address: str | None = None, num_cpus: int | None = None,

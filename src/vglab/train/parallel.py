@@ -254,8 +254,9 @@ def pinned_to_one_core():
 
 
 @contextlib.contextmanager
-def _environ(env: dict[str, str]):
-    """Set `env` while workers start: a spawned child copies the parent's environment."""
+def environ(env: dict[str, str]):
+    """Set `env` for the `with` block, then restore what was there (workers started in it
+    copy the parent's environment; Ray reads its settings from it)."""
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -290,7 +291,7 @@ def _run_pool(tasks, on_event, workers: int, env: dict[str, str], pin: bool, pro
     feed()
     cores = available_cores()
     procs = []
-    with _environ(env):
+    with environ(env):
         for i in range(workers):
             core = cores[i % len(cores)] if pin else None
             p = ctx.Process(target=_worker, args=(i, core, task_qs[i], event_q, current, os.getpid()),
