@@ -42,12 +42,15 @@ CASES = (
          "saturated", "derivatives", "1x8 tanh, N(0, std=10)"),
     Case("sigmoid-20x8-glorot", {"depth": 20, "width": 8, "activation": "sigmoid", "init": "glorot_uniform"},
          "vanishing", "derivatives", "20x8 sigmoid, Glorot uniform"),
-    # 5x32, not the issue's 5x64: with 3 seeds and probes = "full", a 5x64 ReLU MLP hangs in the engine's
-    # epoch-0 observe program on this machine (train/loop.py, no CPU used; 1 seed, or fewer probes, run):
-    # an engine bug, reported; 5x32 runs.
+    # 5x32 (the remedy evidence and thresholds were measured on it) and the issue's 5x64: the 5x64 net
+    # once hung in the engine's observe program (jaxlib's batched LAPACK eigh deadlocking; the spectral
+    # norm is now matrix products only, `probes.top_eigenvalue`).
     Case("relu-5x32-dead", {"depth": 5, "width": 32, "activation": "relu", "init": "he_normal",
                             "bias_init": "normal(std=10)"},
          "dead", None, "5x32 ReLU, He normal, biases N(0, std=10): units whose bias is far below zero never fire"),
+    Case("relu-5x64-dead", {"depth": 5, "width": 64, "activation": "relu", "init": "he_normal",
+                            "bias_init": "normal(std=10)"},
+         "dead", None, "5x64 ReLU, He normal, biases N(0, std=10)"),
     Case("relu-20x64-2he", {"depth": 20, "width": 64, "activation": "relu", "init": "normal(sigma_w2=4)"},
          "exploding", "weights", "20x64 ReLU at twice He's variance (σ_w² = 4)"),
     # Trained by the user's own loop through `vglab.watch` + `vglab.Recorder` (not vglab's engine): layer dense2
@@ -58,6 +61,8 @@ CASES = (
          None, None, "1x8 tanh, Glorot uniform"),
     Case("healthy-relu-5x32", {"depth": 5, "width": 32, "activation": "relu", "init": "he_normal"},
          None, None, "5x32 ReLU, He normal"),
+    Case("healthy-relu-5x64", {"depth": 5, "width": 64, "activation": "relu", "init": "he_normal"},
+         None, None, "5x64 ReLU, He normal"),
     # The issue expected "nothing" here, but Equinox's own init U(±1/√fan_in) is σ_w² = 1/3: mean field
     # gives χ₁ = 0.30 per layer (ξ_c 0.83, trainable depth 6 ξ_c = 5.0 < 20), i.e. δ shrinks 0.26 decades
     # per layer, and the measurement agrees (layer 1 is 5-6 decades below the output layer in every seed).
