@@ -52,13 +52,15 @@ def results_in(work: Path) -> list[Path]:
 
 
 def test_the_readme_python_snippets_are_the_ones_tested():
-    """Each Python block of the README has its test below: one with the built-in model, an
-    Equinox model, a function pair, and own data (.npz and data= arrays)."""
+    """Each Python block of the README has its test: below, one with the built-in model, an
+    Equinox model, a function pair, and own data (.npz and data= arrays); the fifth, your own
+    training step watched, in tests/test_recorder.py (test_the_readmes_watch_section_runs)."""
     blocks = snippets("python")
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     assert 'vglab.run("large-params"' in blocks[0] and "eqx.Module" in blocks[1]
     assert len(blocks[1].strip().splitlines()) <= 20  # the own-model example stays short
     assert "return init, apply" in blocks[2] and "np.savez" in blocks[3] and "data=" in blocks[3]
+    assert "vglab.watch(" in blocks[4] and "vglab.Recorder(" in blocks[4]
 
 
 def readme_script(work: Path, i: int) -> Path:

@@ -125,6 +125,7 @@ def test_char_lm_through_time_is_the_gradient_at_each_lag(examples):
     np.testing.assert_allclose(lm.through_time(p, tokens), np.log10(norms / norms[0]), atol=1e-5)
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # the report's every section, the diagnosis included
 def test_char_lm_example_runs_on_python_source(tmp_path, examples):
     lm = examples["lm"]
     text = lm.corpus()

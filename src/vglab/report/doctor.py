@@ -530,7 +530,10 @@ def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple
         if relu and e in zero.index:
             last["zero_frac_max"] = float(np.nanmax(zero.loc[e, [li for li in hidden if li in zero.columns]]))
         if sigmoid and "saturated_frac" in actf.columns.get_level_values(0) and e in actf.index:
-            last["saturated_max"] = float(np.nanmax(actf.loc[e, "saturated_frac"][[li for li in hidden]]))
+            sat_last = actf.loc[e, "saturated_frac"]
+            measured = [li for li in hidden if li in sat_last.index]  # a layer without pre-activations has none
+            if measured and np.isfinite(sat_last[measured].to_numpy(float)).any():
+                last["saturated_max"] = float(np.nanmax(sat_last[measured].to_numpy(float)))
         check.last = last
     found = []
     for (kind, li), per_epoch in holds.items():
