@@ -206,9 +206,15 @@ def test_diverged_runs_are_shown_as_diverged(report_dirs, tmp_path):
 
 KILLER = """
 import sys
+from pathlib import Path
 from vglab.report import write_report
-for _ in range(50):
+marks = Path(sys.argv[2])
+for i in range(50):
+    with marks.open("a") as m:
+        m.write(f"start {i}\\n")
     write_report(sys.argv[1], figure_formats=("png", "svg"))
+    with marks.open("a") as m:
+        m.write(f"end {i}\\n")
 """
 
 
@@ -224,7 +230,8 @@ def _complete(path: Path) -> bool:
 def test_a_kill_while_writing_leaves_only_complete_files(report_dirs, tmp_path):
     """kill -9 at many moments of report writing: every figure and page on disk is complete
     and every link of the page resolves (temporary files are hidden, and the next write
-    removes those of dead writers)."""
+    removes those of dead writers). The writer marks each write's start and end: at least
+    3 of the 5 kills must land inside a write, or the test would check finished files only."""
     import os
     import signal
     import subprocess
@@ -236,16 +243,24 @@ def test_a_kill_while_writing_leaves_only_complete_files(report_dirs, tmp_path):
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for delay in (1.5, 3.0, 4.5, 6.5, 9.0):
-        proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env)
+    inside = []  # the kills that came while a write was under way (its start marked, its end not)
+    for delay in (0.3, 1.2, 2.4, 3.6, 5.0):
+        marks = tmp_path / f"marks-{delay}"
+        proc = subprocess.Popen([sys.executable, str(script), str(out), str(marks)], env=env)
+        t0 = time.monotonic()
+        while not marks.exists() and proc.poll() is None and time.monotonic() - t0 < 120:
+            time.sleep(0.02)  # the writer has imported and started its first write
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        inside += [delay] if marks.exists() and marks.read_text().splitlines()[-1].startswith("start") else []
         visible = [p for p in (out / "figures").iterdir() if not p.name.startswith(".")]
         assert visible and all(p.stat().st_size > 0 and _complete(p) for p in visible), delay
         page = (out / "report.html")
         assert _complete(page)
         for ref in _local_refs(page.read_text()):
             assert (out / ref).exists(), (delay, ref)
+    assert len(inside) >= 3, inside  # else the checks above saw finished writes only
     write_report(out)
     assert not [p for p in (out / "figures").iterdir() if p.name.startswith(".")]  # a dead writer's temporaries
+
