@@ -264,3 +264,33 @@ def test_a_kill_while_writing_leaves_only_complete_files(report_dirs, tmp_path):
     write_report(out)
     assert not [p for p in (out / "figures").iterdir() if p.name.startswith(".")]  # a dead writer's temporaries
 
+
+FIXTURE_IMPORTS = """
+import sys
+from pathlib import Path
+import report_data
+runs = report_data.train([report_data.Group(1, 4, [report_data.Arm()], seeds=(0,))], epochs=1, train_size=64)
+report_data.write(Path(sys.argv[1]), "large-params", runs, epochs=1, train_size=64)
+print("\\n".join(m.__file__ for name, m in list(sys.modules.items()) if name.startswith("vglab")))
+"""
+
+
+def test_the_report_fixture_cache_key_covers_every_module_that_builds_it(tmp_path):
+    """The fixture is kept between sessions under a hash of its sources (report_data._sources):
+    every vglab module that training and storing it imports must be one of them, or an edit
+    to that module serves stale data (a hand-kept list had left out nn/formulas.py)."""
+    import os
+    import subprocess
+    import sys
+
+    import report_data
+
+    here = Path(report_data.__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), *sys.path])}
+    proc = subprocess.run([sys.executable, "-c", FIXTURE_IMPORTS, str(tmp_path / "x")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    root = here.parent
+    used = {Path(f).resolve().relative_to(root).as_posix() for f in proc.stdout.split()}
+    assert "src/vglab/train/loop.py" in used and "src/vglab/results/store.py" in used  # it trained and stored
+    assert used <= set(report_data._sources()), sorted(used - set(report_data._sources()))
