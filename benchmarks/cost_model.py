@@ -278,7 +278,8 @@ def summary(rows: list[dict], out=sys.stdout) -> None:
         if r["experiment"] != "all":
             continue
         meas = r.get("idle", r["measured"])
-        extra = f"  (wall {_dur(r['measured'])}, ratio {_ratio(r['estimate'], r['measured'])})" if "idle" in r else ""
+        extra = f"  (wall {_dur(r['measured'])}, ratio {_ratio(r['estimate'], r['measured']).strip()})" if "idle" in r \
+            else ""
         print(f"{Path(r['root']).name:<28} {r['term']:<8} {_dur(r['estimate']):>7} {_dur(meas):>9} "
               f"{_ratio(r['estimate'], meas):>6}{extra}", file=out)
 
