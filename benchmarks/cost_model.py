@@ -363,7 +363,7 @@ def _fit_compile(data: dict, c) -> dict:
          for f, n_prog, n_tasks, _ in data["families"]]
     x = _fit(a, [sec for *_, sec in data["families"]],
              [c.compile_s, c.compile_s_per_layer["dense"], c.compile_s_per_layer["conv"], c.compile_s_per_conv_mac,
-              max(c.compile_s_per_penalty, 0.1), max(c.variant_s, 1.0), max(c.variant_s_per_layer, 0.1),
+              max(c.compile_s_per_penalty, 0.1), max(c.variant_s or 0.0, 1.0), max(c.variant_s_per_layer, 0.1),
               max(load, 0.1)],
              ["c0", "cd", "cc", "cm", "cp", "v0", "vl", "ld"], data.get("weights", {}).get("families"))
     return {"compile_s": x["c0"], "compile_s_per_layer": {"dense": x["cd"], "conv": x["cc"]},

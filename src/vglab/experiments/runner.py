@@ -87,7 +87,7 @@ class CostModel:
     report_s_per_config_panel: float = 0.0
     report_s_per_config: float = 0.0
     report_s_own_page: float = 0.0  # a page that draws its own figures instead (`OWN_PAGES`)
-    variant_s: float = 0.0
+    variant_s: float | None = None  # None: not calibrated (the GPU's), a variant costs a full compile
     variant_s_per_layer: float = 0.0
 
 
@@ -385,6 +385,8 @@ def estimate(f: dict, costs: CostModel = CPU_COSTS) -> tuple[float, float]:
 def variant_seconds(f: dict, costs: CostModel = CPU_COSTS) -> float:
     """Compiling a program whose model (`program_family`) another program compiled already:
     its training step (another optimizer, penalty or batch size); the rest is shared."""
+    if costs.variant_s is None:
+        return estimate(f, costs)[0]
     return costs.variant_s + costs.variant_s_per_layer * (f["dense_layers"] + f["conv_layers"])
 
 
