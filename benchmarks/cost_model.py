@@ -14,7 +14,11 @@ again for a fresh folder (the same specs and workers) and set against them.
 --compare prints, per experiment, the plan's compile, train and report seconds (one core)
 against the measured CPU seconds, and per results root the wall time: the plan's, the
 measured one and, since a shared machine inflates wall time, the measured CPU seconds
-scheduled on the workers as the plan schedules its estimates ("idle" column).
+scheduled on the workers as the plan schedules its estimates ("idle" column). A model
+several experiments train is compiled by whichever task the scheduler starts first, so
+both sides split each program family's compiles and loads evenly between its experiments
+(`ATTRIBUTION`, `runner.compile_shares`); a term under `NOISE_FLOOR_S` on both sides is
+within the band (its ratio is noise), and the last line lists the terms outside 2x.
 
 --calibrate fits the CPU constants (least squares of the relative error, i.e. about log
 space, non-negative, each constant pulled weakly towards its current value so that one
@@ -41,6 +45,16 @@ from pathlib import Path
 DEFAULT = ["large-params:digits", "combined:digits", "many-layers:digits", "cnn-large-params:digits",
            "paper-cnn-large-params:digits", "cnn-many-layers:digits", "paper-cnn-many-layers:digits"]
 PRIOR_WEIGHT = 1e-3  # a constant the runs cannot tell apart stays at its current value (1 per measured task)
+# A term under this many CPU seconds on both sides counts as within the band (its ratio is
+# noise): loading one cached program, the same work each time, took 0.0-1.8 s of CPU over
+# the 40 loads of the calibration runs (95th percentile 1.8 s, shared 2-core machine), and
+# the first task's compile/train split (JAX's wall seconds times the core's share) moved
+# 1.5-6 s between identical tasks. `--compare` prints the loads' spread of its folders.
+NOISE_FLOOR_S = 2.0
+ATTRIBUTION = ("compile: each model's programs (one family: same data, network, grid and probes; optimizers and "
+               "penalties are variants) counted once, the sum of its tasks' compiles and cache loads, split evenly "
+               "between the experiments that train it, on both sides (which one compiles it first is the schedule's "
+               "choice)")
 
 
 # ------------------------------------------------------------------ results folders
@@ -114,6 +128,42 @@ def replan(folders: list[Path], workers: int, data_dir):
                                        data_dir=data_dir)
 
 
+def task_rows(plan, folders: list[Path], ms: list[dict]) -> list[dict]:
+    """Per measured task: its experiment, program family and program (as meta.json recorded
+    them; runs recorded before they were: the fresh plan's for the same task, else for its
+    experiment and group), compile CPU seconds, features and cache hits."""
+    recorded = all("family" in t["features"] for m in ms for t in m["tasks"].values())
+    rows = []
+    for f, m in zip(folders, ms):
+        for key, t in m["tasks"].items():
+            names = t["features"] if recorded else plan.task_features.get(key) or next(
+                (v for k, v in plan.task_features.items() if k.split("/")[:2] == key.split("/")[:2]),
+                {"family": key, "program": key})
+            rows.append({"experiment": f.name, "key": key, "family": names["family"], "program": names["program"],
+                         "seconds": t["compile"], "features": t["features"] or plan.task_features.get(key) or {},
+                         "cache_hits": t["cache_hits"]})
+    return rows
+
+
+def noise(ms: list[dict]) -> str:
+    """The spread of the folders' cache loads (tasks not first of their program): the same
+    work each time, so what a CPU-seconds term varies by on its own."""
+    import numpy as np
+
+    loads = [t["compile"] for m in ms for t in m["tasks"].values() if not (t["features"] or {}).get("first", True)]
+    if not loads:
+        return f"noise floor {NOISE_FLOOR_S:g} s (these folders have no cache load to show the spread)"
+    return (f"noise floor {NOISE_FLOOR_S:g} s: a term under it on both sides counts as within 2x; here loading a "
+            f"cached program took {min(loads):.1f}-{max(loads):.1f} s of CPU over {len(loads)} loads (95th percentile "
+            f"{np.percentile(loads, 95):.1f} s)")
+
+
+def in_band(est, meas) -> bool:
+    """Within 2x, or both under the noise floor."""
+    est, meas = est or 0.0, meas or 0.0
+    return (est < NOISE_FLOOR_S and meas < NOISE_FLOOR_S) or (meas > 0 and 0.5 <= est / meas <= 2)
+
+
 def _iso(s: str) -> float:
     return datetime.fromisoformat(s).timestamp()
 
@@ -155,42 +205,67 @@ def _dur(s) -> str:
 
 
 def _ratio(est, meas) -> str:
-    return "-" if not est or not meas else f"{est / meas:.2f}"
+    """estimate / measured, marked: '~' both under the noise floor (within the band whatever
+    the ratio), '!' outside 2x."""
+    mark = "~" if (est or 0) < NOISE_FLOOR_S and (meas or 0) < NOISE_FLOOR_S else " " if in_band(est, meas) else "!"
+    return f"{'-' if not est or not meas else f'{est / meas:.2f}'}{mark}"
+
+
+def measured_shares(plan, folders: list[Path], ms: list[dict]) -> list[dict]:
+    """`ms` with each experiment's compile its share of the programs it uses, as the plan
+    counts it (`runner.compile_shares`: a family's seconds split evenly between its users)."""
+    from vglab.experiments import runner
+
+    shares = runner.compile_shares(task_rows(plan, folders, ms))
+    return [{**m, "compile": shares.get(f.name, 0.0)} for f, m in zip(folders, ms)]
+
+
+def _table(root, folders, plan, ms, out) -> list[dict]:
+    """Print one results root's table; return its rows."""
+    rows = []
+    load = [m["load"][0] for m in ms if m.get("load")]
+    print(f"\n{root} ({len(folders)} experiments, {plan.workers} workers"
+          + (f", load average at the end {max(load):.1f} on {ms[0]['machine'].get('cpu_count')} cores" if load else "")
+          + "): estimate vs measured CPU seconds (ratio = estimate / measured; ~ both under the noise floor, "
+            "! outside 2x)", file=out)
+    print(f"  {'experiment':<24} {'compile':>7} {'(meas)':>7} {'ratio':>6}  {'train':>7} {'(meas)':>7} {'ratio':>6}"
+          f"  {'report':>7} {'(meas)':>7} {'ratio':>6}", file=out)
+    tot = {"compile": [0.0, 0.0], "train": [0.0, 0.0], "report": [0.0, 0.0]}
+    for r, m in zip(plan.rows, ms):
+        cells = []
+        for term, est in (("compile", r.compile_s), ("train", r.train_s), ("report", r.report_s)):
+            cells.append(f"{_dur(est):>7} {_dur(m[term]):>7} {_ratio(est, m[term]):>6}")
+            rows.append({"root": str(root), "experiment": r.experiment, "term": term, "estimate": est,
+                         "measured": m[term]})
+            tot[term][0] += est
+            tot[term][1] += m[term] or 0.0
+        print(f"  {r.experiment:<24} " + "  ".join(cells), file=out)
+    print(f"  {'all':<24} " + "  ".join(f"{_dur(e):>7} {_dur(mm):>7} {_ratio(e, mm):>6}" for e, mm in tot.values()),
+          file=out)
+    for term, (e, mm) in tot.items():
+        rows.append({"root": str(root), "experiment": "all", "term": term, "estimate": e, "measured": mm})
+    wall, idle = measured_wall(root, ms), idle_wall(plan, ms)
+    rows.append({"root": str(root), "experiment": "all", "term": "wall", "estimate": plan.wall_s,
+                 "measured": wall, "idle": idle})
+    print(f"  wall: plan {_dur(plan.wall_s)}, measured {_dur(wall)} (ratio {_ratio(plan.wall_s, wall).strip()}); the "
+          f"measured CPU seconds on {plan.workers} idle workers: {_dur(idle)} "
+          f"(ratio {_ratio(plan.wall_s, idle).strip()})", file=out)
+    print(f"  {noise(ms)}", file=out)
+    return rows
 
 
 def compare(paths, data_dir=None, out=sys.stdout) -> list[dict]:
     """Print and return the rows (experiment, term, estimate, measured) of every results root."""
     rows = []
+    print(ATTRIBUTION, file=out)
     for root, folders in experiment_folders(paths).items():
         ms = [measured(f) for f in folders]
         plan = replan(folders, ms[0]["workers"], data_dir)
-        load = [m["load"][0] for m in ms if m.get("load")]
-        print(f"\n{root} ({len(folders)} experiments, {plan.workers} workers"
-              + (f", load average at the end {max(load):.1f} on {ms[0]['machine'].get('cpu_count')} cores" if load else "")
-              + "): estimate vs measured CPU seconds (ratio = estimate / measured)", file=out)
-        print(f"  {'experiment':<24} {'compile':>7} {'(meas)':>7} {'ratio':>5}  {'train':>7} {'(meas)':>7} {'ratio':>5}"
-              f"  {'report':>7} {'(meas)':>7} {'ratio':>5}", file=out)
-        tot = {"compile": [0.0, 0.0], "train": [0.0, 0.0], "report": [0.0, 0.0]}
-        for r, m in zip(plan.rows, ms):
-            cells = []
-            for term, est in (("compile", r.compile_s), ("train", r.train_s), ("report", r.report_s)):
-                cells.append(f"{_dur(est):>7} {_dur(m[term]):>7} {_ratio(est, m[term]):>5}")
-                rows.append({"root": str(root), "experiment": r.experiment, "term": term, "estimate": est,
-                             "measured": m[term]})
-                tot[term][0] += est
-                tot[term][1] += m[term] or 0.0
-            print(f"  {r.experiment:<24} " + "  ".join(cells), file=out)
-        print(f"  {'all':<24} " + "  ".join(f"{_dur(e):>7} {_dur(mm):>7} {_ratio(e, mm):>5}" for e, mm in tot.values()),
-              file=out)
-        for term, (e, mm) in tot.items():
-            rows.append({"root": str(root), "experiment": "all", "term": term, "estimate": e, "measured": mm})
-        wall, idle = measured_wall(root, ms), idle_wall(plan, ms)
-        rows.append({"root": str(root), "experiment": "all", "term": "wall", "estimate": plan.wall_s,
-                     "measured": wall, "idle": idle})
-        print(f"  wall: plan {_dur(plan.wall_s)}, measured {_dur(wall)} (ratio {_ratio(plan.wall_s, wall)}); the "
-              f"measured CPU seconds on {plan.workers} idle workers: {_dur(idle)} (ratio {_ratio(plan.wall_s, idle)})",
-              file=out)
+        rows += _table(root, folders, plan, measured_shares(plan, folders, ms), out)
     summary(rows, out)
+    outside = [f"{Path(r['root']).name}/{r['experiment']} {r['term']}" for r in rows
+               if r["term"] != "wall" and not in_band(r["estimate"], r["measured"])]
+    print(f"\nterms outside 2x (beyond the {NOISE_FLOOR_S:g} s noise floor): {', '.join(outside) or 'none'}", file=out)
     return rows
 
 
@@ -203,7 +278,8 @@ def summary(rows: list[dict], out=sys.stdout) -> None:
         if r["experiment"] != "all":
             continue
         meas = r.get("idle", r["measured"])
-        extra = f"  (wall {_dur(r['measured'])}, ratio {_ratio(r['estimate'], r['measured'])})" if "idle" in r else ""
+        extra = f"  (wall {_dur(r['measured'])}, ratio {_ratio(r['estimate'], r['measured']).strip()})" if "idle" in r \
+            else ""
         print(f"{Path(r['root']).name:<28} {r['term']:<8} {_dur(r['estimate']):>7} {_dur(meas):>9} "
               f"{_ratio(r['estimate'], meas):>6}{extra}", file=out)
 
@@ -233,30 +309,42 @@ def _fit(a, b, prior, names, w=None):
     return dict(zip(names, x * scale))
 
 
+def _families(rows: list[dict]) -> list[tuple[dict, int, int, float]]:
+    """Per program family compiled in these runs (`task_rows`): (the features of its first
+    task, its programs, its tasks, the CPU seconds of all its compiles and loads). A family
+    whose every task loaded from a warm cache (another study's) is left out."""
+    fams: dict[str, list[dict]] = {}
+    for r in rows:
+        fams.setdefault(r["family"], []).append(r)
+    out = []
+    for rs in fams.values():
+        if all(r["cache_hits"] for r in rs) or not rs[0]["features"]:
+            continue
+        first = min(rs, key=lambda r: r["features"].get("penalties", 0))["features"]
+        out.append((first, len({r["program"] for r in rs}), len(rs), sum(r["seconds"] for r in rs)))
+    return out
+
+
 def samples(paths, data_dir=None) -> dict:
-    """What the folders' meta.json recorded, as the fit reads it: compiles (features, CPU
-    seconds), cache loads, tasks' training (features, units, CPU seconds), pages (features,
-    CPU seconds); and the machine and versions they were measured with."""
-    out = {"compiles": [], "loads": [], "tasks": [], "pages": [], "sources": [], "machine": {}, "versions": {},
-           "weights": {"compiles": [], "tasks": [], "pages": []}}
+    """What the folders' meta.json recorded, as the fit reads it: program families' compiles
+    (`_families`), cache loads, tasks' training (features, units, CPU seconds), pages
+    (features, CPU seconds); and the machine and versions they were measured with."""
+    out = {"families": [], "loads": [], "tasks": [], "pages": [], "sources": [], "machine": {}, "versions": {},
+           "weights": {"families": [], "tasks": [], "pages": []}}
     for root, folders in experiment_folders(paths).items():
         counts = {k: len(out[k]) for k in out["weights"]}
         ms = [measured(f) for f in folders]
         plan = replan(folders, ms[0]["workers"], data_dir)
         out["sources"].append(str(root))
+        rows = task_rows(plan, folders, ms)
+        out["families"] += _families(rows)
+        out["loads"] += [r["seconds"] for r in rows if not r["features"].get("first", True)]
         for r, m in zip(plan.rows, ms):
             out["machine"], out["versions"] = m["machine"], m["versions"]
             for key, t in m["tasks"].items():
                 f = t["features"] or plan.task_features.get(key)
-                if not f:
-                    continue
-                if "penalties" not in f:  # recorded before the feature was: the plan's (same tasks) or none
-                    f = {**f, "penalties": plan.task_features.get(key, {}).get("penalties", 0)}
-                if f.get("first") and not t["cache_hits"]:  # compiled here (a warm cache's hits are loads)
-                    out["compiles"].append((f, t["compile"]))
-                elif not f.get("first"):
-                    out["loads"].append(t["compile"])
-                out["tasks"].append((f, t["units"], t["train"]))
+                if f:
+                    out["tasks"].append(({"penalties": 0, **f}, t["units"], t["train"]))
             pf = plan.report_features.get(r.experiment)
             if m["report"] and pf:
                 out["pages"].append((pf, m["report"]))
@@ -265,19 +353,47 @@ def samples(paths, data_dir=None) -> dict:
     return out
 
 
+def _fit_compile(data: dict, c) -> dict:
+    """Compile constants from the families' totals: the first program, the variants, the loads."""
+    import numpy as np
+
+    load = float(np.mean(data["loads"])) if data["loads"] else c.load_s
+    a = [[1.0, f["dense_layers"], f["conv_layers"], f["conv_macs"], f.get("penalties", 0), n_prog - 1,
+          (n_prog - 1) * (f["dense_layers"] + f["conv_layers"]), n_tasks - n_prog]
+         for f, n_prog, n_tasks, _ in data["families"]]
+    x = _fit(a, [sec for *_, sec in data["families"]],
+             [c.compile_s, c.compile_s_per_layer["dense"], c.compile_s_per_layer["conv"], c.compile_s_per_conv_mac,
+              max(c.compile_s_per_penalty, 0.1), max(c.variant_s or 0.0, 1.0), max(c.variant_s_per_layer, 0.1),
+              max(load, 0.1)],
+             ["c0", "cd", "cc", "cm", "cp", "v0", "vl", "ld"], data.get("weights", {}).get("families"))
+    return {"compile_s": x["c0"], "compile_s_per_layer": {"dense": x["cd"], "conv": x["cc"]},
+            "compile_s_per_conv_mac": x["cm"], "compile_s_per_penalty": x["cp"], "variant_s": x["v0"],
+            "variant_s_per_layer": x["vl"], "load_s": x["ld"]}
+
+
+def _fit_pages(data: dict, c) -> dict:
+    """Report constants from the pages' CPU seconds (`runner.report_seconds`' terms)."""
+    from vglab.experiments import runner
+
+    a = []
+    for f, _ in data["pages"]:
+        std, panels = not f.get("own_page"), min(f["configs"], runner.REPORT_PANELS)
+        a.append([1.0, f["runs"], std * panels * f["layers"], std * panels, std * f["configs"] * (f["layers"] >= 3),
+                  float(bool(f.get("own_page")))])
+    x = _fit(a, [sec for _, sec in data["pages"]],
+             [c.report_s, max(c.report_s_per_run, 1e-3), max(c.report_s_per_panel, 1e-2),
+              max(c.report_s_per_config_panel, 0.1), max(c.report_s_per_config, 0.05), max(c.report_s_own_page, 1.0)],
+             ["p0", "pr", "pp", "pc", "pk", "po"], data.get("weights", {}).get("pages"))
+    return {"report_s": x["p0"], "report_s_per_run": x["pr"], "report_s_per_panel": x["pp"],
+            "report_s_per_config_panel": x["pc"], "report_s_per_config": x["pk"], "report_s_own_page": x["po"]}
+
+
 def fit(data: dict, prior) -> dict:
     """The CostModel constants that best reproduce `data` (`samples`), starting from `prior`
     (a CostModel): each term is linear in its constants, fitted apart (`_fit`)."""
-    import numpy as np
-
     from vglab.experiments import runner
 
     c = prior
-    comp = _fit([[1.0, f["dense_layers"], f["conv_layers"], f["conv_macs"], f.get("penalties", 0)]
-                 for f, _ in data["compiles"]], [s for _, s in data["compiles"]],
-                [c.compile_s, c.compile_s_per_layer["dense"], c.compile_s_per_layer["conv"], c.compile_s_per_conv_mac,
-                 max(c.compile_s_per_penalty, 0.1)], ["c0", "cd", "cc", "cm", "cp"],
-                data.get("weights", {}).get("compiles"))
     a = []
     for f, u, _ in data["tasks"]:
         fwd = 3 * f["steps"] * f["members"] * f["batch_size"] + f["records"] * f["members"] * (
@@ -289,17 +405,11 @@ def fit(data: dict, prior) -> dict:
                  [c.step_overhead_s, c.layer_step_s["dense"], c.layer_step_s["conv"], 1 / c.macs_per_s["dense"],
                   1 / c.macs_per_s["conv"], c.record_s, c.layer_record_s["dense"], c.layer_record_s["conv"]],
                  ["so", "sd", "sc", "md", "mc", "r0", "rd", "rc"], data.get("weights", {}).get("tasks"))
-    page = _fit([[1.0, f["runs"], min(f["configs"], runner.REPORT_PANELS) * f["layers"]] for f, _ in data["pages"]],
-                [s for _, s in data["pages"]], [c.report_s, max(c.report_s_per_run, 1e-3), c.report_s_per_panel],
-                ["p0", "pr", "pp"], data.get("weights", {}).get("pages"))
     constants = {
-        "compile_s": comp["c0"], "compile_s_per_layer": {"dense": comp["cd"], "conv": comp["cc"]},
-        "compile_s_per_conv_mac": comp["cm"], "compile_s_per_penalty": comp["cp"], "step_overhead_s": train["so"],
+        **_fit_compile(data, c), "step_overhead_s": train["so"],
         "layer_step_s": {"dense": train["sd"], "conv": train["sc"]},
         "macs_per_s": {"dense": 1 / max(train["md"], 1e-15), "conv": 1 / max(train["mc"], 1e-15)},
-        "record_s": train["r0"], "layer_record_s": {"dense": train["rd"], "conv": train["rc"]},
-        "load_s": float(np.mean(data["loads"])) if data["loads"] else c.load_s,  # in-memory (0) and cache loads, as they mix
-        "report_s": page["p0"], "report_s_per_run": page["pr"], "report_s_per_panel": page["pp"]}
+        "record_s": train["r0"], "layer_record_s": {"dense": train["rd"], "conv": train["rc"]}, **_fit_pages(data, c)}
     return json.loads(json.dumps(constants, default=float), parse_float=lambda x: float(f"{float(x):.3g}"))
 
 
@@ -313,7 +423,8 @@ def calibrate(paths, data_dir=None, write: bool = False, out=sys.stdout, costs_f
     entry = {"calibrated": f"one CPU core ({_cpu_name()}, {machine.get('cpu_count', '?')} cores), "
                            f"jax {versions.get('jax', '?')}, {datetime.now(timezone.utc):%Y-%m-%d}",
              "notes": (f"Fitted by benchmarks/cost_model.py --calibrate from {', '.join(data['sources'])}: "
-                       f"{len(data['compiles'])} compiles, {len(data['loads'])} cache loads, {len(data['tasks'])} "
+                       f"{len(data['families'])} program families' compiles, {len(data['loads'])} cache loads, "
+                       f"{len(data['tasks'])} "
                        f"tasks' training, {len(data['pages'])} report pages, in CPU seconds (process time), so that "
                        "a shared machine's inflated wall time does not enter. Another machine: CPU seconds scale "
                        "with its single-core speed; compare a run made there (--compare) and re-fit (--calibrate)."),

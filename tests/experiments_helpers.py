@@ -41,6 +41,17 @@ def write_spec(folder: Path, name: str = "tiny", probes: str = '["grad_moments"]
     return path
 
 
+def real_data(folder: str) -> Path:
+    """Where the real `folder` (mnist, cifar10) is, as the README promises the slow tests look:
+    $VGLAB_DATA, then ../shared/data beside the repository; skip the test when neither holds it."""
+    candidates = [Path(p) for p in [os.environ.get("VGLAB_DATA")] if p] + [
+        Path(__file__).resolve().parents[1] / ".." / "shared" / "data"]
+    for data in candidates:
+        if (data / folder).is_dir():
+            return data
+    pytest.skip(f"needs {folder}/ in $VGLAB_DATA or ../shared/data (looked in {', '.join(map(str, candidates))})")
+
+
 @pytest.fixture(scope="session")
 def vglab_cache(tmp_path_factory) -> Path:
     """One private vglab cache (PCA, compiled programs) for the session's processes."""

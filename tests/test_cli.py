@@ -1,6 +1,7 @@
 """The `vglab` command: help, list, show, one-line errors with exit code 2, a real run."""
 
 import json
+from pathlib import Path
 
 import pytest
 from experiments_helpers import epochs_table, runs_table, vglab_cache, write_spec  # noqa: F401
@@ -110,7 +111,10 @@ def test_data_info_and_fetch_digits():
     r = invoke("data", "info", "--no-verify")
     assert r.exit_code == 0 and "digits" in r.output and "embedded" in r.output and "mnist" in r.output
     r = invoke("data", "fetch", "digits")
-    assert r.exit_code == 0 and r.output.strip()  # the embedded file's path: nothing to download
+    import sklearn  # digits is scikit-learn's bundled file: its path is printed, nothing downloaded
+
+    bundled = Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz"
+    assert r.exit_code == 0 and Path(r.output.strip()) == bundled and bundled.is_file(), r.output
     r = invoke("data", "fetch", "svhn")
     assert r.exit_code == 2 and "svhn" in r.output
 

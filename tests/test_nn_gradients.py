@@ -107,8 +107,10 @@ def test_shallow_mlp_large_init_kills_the_typical_first_layer_gradient(batch):
     assert median_big <= 1e-2 * median_unit
     assert dead_big >= 0.5 and dead_unit <= 0.25  # measured 75% vs 7% (mean over seeds)
     assert sat_big >= 0.9 and sat_big > sat_unit + 0.1  # tanh' < 1e-3: measured ~97% vs ~74%
-    # ...while the batch-mean gradient norm does not shrink (see the module docstring): within 20x
-    assert np.all(batch_ratio > 0.05) and np.all(batch_ratio < 20.0)
+    # ...while the batch-mean gradient norm does not shrink (see the module docstring): at std=10
+    # it is at least as large as at std=1 in every seed (std1/std10 measured 0.15-0.48: a shrink
+    # breaks the upper bound), and less than 20x larger (the lower bound)
+    assert np.all(batch_ratio > 0.05) and np.all(batch_ratio < 1.0)
 
 
 def test_deep_mlp_small_init_gradient_vanishes_towards_the_input(batch):

@@ -240,11 +240,20 @@ def test_malformed_specs_list_the_valid_forms(bad):
         assert form in msg, msg
 
 
+ONE_OF = r"normal init needs exactly one of std=, variance= or sigma_w2= \(e\.g\. normal\(std=10\)"
+
+
 @pytest.mark.parametrize(
-    "bad, word",
-    [("normal()", "std"), ("normal(std=1, variance=1)", "std"), ("normal(std=0)", "std"), ("normal(std=-1)", "std"),
-     ("normal(variance=-1)", "variance"), ("uniform(a=0)", "a"), ("normal(std=nan)", "std"), ("uniform(a=inf)", "a")],
+    "bad, message",
+    [("normal()", ONE_OF), ("normal(std=1, variance=1)", ONE_OF),
+     ("normal(std=0)", r"normal init std must be finite and > 0, got 0\.0$"),
+     ("normal(std=-1)", r"normal init std must be finite and > 0, got -1\.0$"),
+     ("normal(variance=-1)", r"normal init variance must be > 0, got -1\.0$"),
+     ("uniform(a=0)", r"uniform init half-width a must be finite and > 0, got 0\.0$"),
+     ("normal(std=nan)", r"normal init std must be finite and > 0, got nan$"),
+     ("uniform(a=inf)", r"uniform init half-width a must be finite and > 0, got inf$")],
 )
-def test_bad_values_raise(bad, word):
-    with pytest.raises(ValueError, match=word):
+def test_bad_values_raise(bad, message):
+    """The whole message: which value is wrong, the rule and the value given."""
+    with pytest.raises(ValueError, match=message):
         init.parse(bad)

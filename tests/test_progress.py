@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from experiments_helpers import vglab_cache, write_spec  # noqa: F401
+from experiments_helpers import real_data, vglab_cache, write_spec  # noqa: F401
 
 from vglab.experiments import progress as P
 from vglab.experiments import runner
@@ -164,13 +164,9 @@ def test_the_plan_matches_the_work(tmp_path, vglab_cache):
 def test_the_plan_of_cnns_on_mnist_says_hours_before_anything_starts(tmp_path):
     """On a CPU, the 4-conv CNN on MNIST is hours of training: the plan says so and names
     the ways out (measured: 0.2 s per step of one run on one core, 1,875 steps per epoch)."""
-    from pathlib import Path
-
     from vglab.experiments.spec import load_spec
 
-    data = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    if not (data / "mnist").is_dir():
-        pytest.skip(f"{data / 'mnist'} is absent")
+    data = real_data("mnist")
     spec = load_spec("cnn-large-params", dataset="mnist")
     plan = runner.plan_experiments([spec], [tmp_path / "out"], workers=2, device="cpu", data_dir=data)
     (row,) = plan.rows

@@ -96,13 +96,26 @@ def test_summary_csv_is_written_and_linked(written):
     _, dirs, page_path = written
     out = dirs["many-layers"]
     assert 'href="summary.csv"' in page_path.read_text()
-    csv = pd.read_csv(out / "summary.csv")
-    from vglab.report import tables
+    csv = pd.read_csv(out / "summary.csv").set_index("label")
     from vglab.results.store import load
 
-    want = tables.summary(load(out))
-    assert list(csv["label"]) == list(want["label"])
-    pd.testing.assert_series_equal(csv["val_acc_mean"], want["val_acc_mean"], check_names=False)
+    # independently of report.tables: each run's last recorded val_acc, per label over its seeds
+    res = load(out)
+    last = res.epochs.sort_values("epoch").groupby("run_id").tail(1)[["run_id", "val_acc"]]
+    final = res.runs[["run_id", "label"]].merge(last, on="run_id")
+    want = final.groupby("label")["val_acc"].agg(["mean", lambda v: v.std(ddof=0), "min", "max", "size"])
+    want.columns = ["mean", "std", "min", "max", "runs"]
+    assert sorted(csv.index) == sorted(want.index) and len(want) >= 2
+    assert (csv["diverged"] == 0).all()  # (else the diverged runs leave the statistics)
+    for label, w in want.iterrows():
+        row = csv.loc[label]
+        assert row["runs"] == w["runs"] and row["val_acc_mean"] == pytest.approx(w["mean"], abs=1e-6)
+        assert row["val_acc_min"] == pytest.approx(w["min"], abs=1e-6)
+        assert row["val_acc_max"] == pytest.approx(w["max"], abs=1e-6)
+        if w["runs"] > 1:
+            assert row["val_acc_std"] == pytest.approx(w["std"], abs=1e-6), label
+        else:
+            assert pd.isna(row["val_acc_std"]), label
 
 
 def test_svg_on_request_and_stale_figures_removed(report_dirs, tmp_path):
@@ -193,9 +206,15 @@ def test_diverged_runs_are_shown_as_diverged(report_dirs, tmp_path):
 
 KILLER = """
 import sys
+from pathlib import Path
 from vglab.report import write_report
-for _ in range(50):
+marks = Path(sys.argv[2])
+for i in range(50):
+    with marks.open("a") as m:
+        m.write(f"start {i}\\n")
     write_report(sys.argv[1], figure_formats=("png", "svg"))
+    with marks.open("a") as m:
+        m.write(f"end {i}\\n")
 """
 
 
@@ -211,7 +230,8 @@ def _complete(path: Path) -> bool:
 def test_a_kill_while_writing_leaves_only_complete_files(report_dirs, tmp_path):
     """kill -9 at many moments of report writing: every figure and page on disk is complete
     and every link of the page resolves (temporary files are hidden, and the next write
-    removes those of dead writers)."""
+    removes those of dead writers). The writer marks each write's start and end: at least
+    3 of the 5 kills must land inside a write, or the test would check finished files only."""
     import os
     import signal
     import subprocess
@@ -223,16 +243,54 @@ def test_a_kill_while_writing_leaves_only_complete_files(report_dirs, tmp_path):
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for delay in (1.5, 3.0, 4.5, 6.5, 9.0):
-        proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env)
+    inside = []  # the kills that came while a write was under way (its start marked, its end not)
+    for delay in (0.3, 1.2, 2.4, 3.6, 5.0):
+        marks = tmp_path / f"marks-{delay}"
+        proc = subprocess.Popen([sys.executable, str(script), str(out), str(marks)], env=env)
+        t0 = time.monotonic()
+        while not marks.exists() and proc.poll() is None and time.monotonic() - t0 < 120:
+            time.sleep(0.02)  # the writer has imported and started its first write
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        inside += [delay] if marks.exists() and marks.read_text().splitlines()[-1].startswith("start") else []
         visible = [p for p in (out / "figures").iterdir() if not p.name.startswith(".")]
         assert visible and all(p.stat().st_size > 0 and _complete(p) for p in visible), delay
         page = (out / "report.html")
         assert _complete(page)
         for ref in _local_refs(page.read_text()):
             assert (out / ref).exists(), (delay, ref)
+    assert len(inside) >= 3, inside  # else the checks above saw finished writes only
     write_report(out)
     assert not [p for p in (out / "figures").iterdir() if p.name.startswith(".")]  # a dead writer's temporaries
+
+
+FIXTURE_IMPORTS = """
+import sys
+from pathlib import Path
+import report_data
+runs = report_data.train([report_data.Group(1, 4, [report_data.Arm()], seeds=(0,))], epochs=1, train_size=64)
+report_data.write(Path(sys.argv[1]), "large-params", runs, epochs=1, train_size=64)
+print("\\n".join(m.__file__ for name, m in list(sys.modules.items()) if name.startswith("vglab")))
+"""
+
+
+def test_the_report_fixture_cache_key_covers_every_module_that_builds_it(tmp_path):
+    """The fixture is kept between sessions under a hash of its sources (report_data._sources):
+    every vglab module that training and storing it imports must be one of them, or an edit
+    to that module serves stale data (a hand-kept list had left out nn/formulas.py)."""
+    import os
+    import subprocess
+    import sys
+
+    import report_data
+
+    here = Path(report_data.__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), *sys.path])}
+    proc = subprocess.run([sys.executable, "-c", FIXTURE_IMPORTS, str(tmp_path / "x")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    root = here.parent
+    used = {Path(f).resolve().relative_to(root).as_posix() for f in proc.stdout.split()}
+    assert "src/vglab/train/loop.py" in used and "src/vglab/results/store.py" in used  # it trained and stored
+    assert used <= set(report_data._sources()), sorted(used - set(report_data._sources()))

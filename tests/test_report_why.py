@@ -259,7 +259,18 @@ def test_why_figures_draw_from_the_tables(tmp_path):
     dec = why_figures.rescaling_decomposition(_decomp([0.30, 0.32, 0.34], 0.4, 0.5, [0.62, 0.60, 0.64]))
     heights = sorted(round(p.get_height(), 6) for p in dec.axes[0].patches)
     assert heights == [8.0, 10.0, 12.0, 30.0]  # input scale, bias + temperature, parametrisation; total
-    for fig, name in ((tmap, "tmap"), (dec, "dec"), (why_figures.twin_curves(_decomp(0.3, 0.4, 0.5, 0.6)), "tc")):
+    res = _decomp(0.3, 0.4, 0.5, 0.6)
+    twins = why_figures.twin_curves(res)
+    # each arm's line is its runs' mean validation accuracy per epoch, as the tables hold it
+    e = res.epochs.merge(res.runs[["run_id", "label"]], on="run_id")
+    lines = {line.get_label(): line for line in twins.axes[0].lines}
+    for drawn, label, final in (("standard net", "std", 0.3), ("input-scaled net (x/α)", "inputs", 0.4),
+                                ("plain twin", "plain", 0.5), ("α-network", "a2", 0.6)):
+        want = e[e["label"] == label].groupby("epoch")["val_acc"].mean()
+        np.testing.assert_allclose(lines[drawn].get_xdata(), want.index)
+        np.testing.assert_allclose(lines[drawn].get_ydata(), want.values, atol=1e-6)
+        assert lines[drawn].get_ydata()[-1] == pytest.approx(final, abs=1e-6), drawn
+    for fig, name in ((tmap, "tmap"), (dec, "dec"), (twins, "tc")):
         assert all(p.exists() for p in figures.save(fig, tmp_path / name))
     with pytest.raises(figures.NoData):
         why_figures.eps_sweep(_decomp(0.3, 0.4, 0.5, 0.6))

@@ -118,8 +118,16 @@ def test_interrupted_transfer_leaves_nothing(server, tiny, cache_dir):
     assert files_under(cache_dir) == []
 
 
-def test_fetch_shows_a_progress_bar_unless_quiet(server, tiny, capsys):
-    fetch("mnist", urls=[serve_mnist(server, tiny)])
+def test_fetch_shows_a_progress_bar_unless_quiet(server, tiny, cache_dir, capsys):
+    import shutil
+
+    url = serve_mnist(server, tiny)
+    folder = fetch("mnist", quiet=True, urls=[url])
+    assert sorted(p.name for p in files_under(cache_dir)) == sorted(sources.DATASETS["mnist"].files)  # downloaded
+    quiet = capsys.readouterr()
+    assert "ubyte.gz" not in quiet.err + quiet.out, quiet  # ...without a bar
+    shutil.rmtree(folder)
+    fetch("mnist", urls=[url])
     assert "t10k-images-idx3-ubyte.gz" in capsys.readouterr().err
 
 

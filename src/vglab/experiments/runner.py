@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import html
 import json
 import os
@@ -55,10 +56,17 @@ class CostModel:
     the plan and the progress ETA. A step costs `step_overhead_s`, plus `layer_step_s` per
     layer (many small ops), plus its multiply-accumulates (forward + backward = 3 forwards)
     at `macs_per_s`; a record (validation, the probe batch's layer factors) likewise;
-    compiling a group's programs `compile_s` plus per layer, plus per convolution MAC.
-    A report page (`report_seconds`, drawn on one CPU core): `report_s`, plus `report_s_per_run`
-    (reading each run's tables), plus `report_s_per_panel` per configuration and layer, the
-    configurations capped at REPORT_PANELS (the report draws at most that many per figure).
+    compiling a group's programs `compile_s` plus per layer, plus per convolution MAC; a
+    variant of a model already compiled (another optimizer or penalty: only its training
+    step is new, the evaluation and probe programs are shared) `variant_s` plus
+    `variant_s_per_layer` per layer (measured: 7 s for a 20x8 MLP whose first program took
+    17 s, 3.5 s for a 1x8 one, on one core). A report page (`report_seconds`, drawn on one
+    CPU core): `report_s`, plus `report_s_per_run` (reading each run's tables), plus
+    `report_s_per_panel` per configuration and layer and `report_s_per_config_panel` per
+    configuration, the configurations capped at REPORT_PANELS (the report draws at most
+    that many per figure), plus `report_s_per_config` per configuration uncapped (the
+    gradient-flow heatmap draws every one: 2.5 s of rescaling-by-init's 14 s page on MNIST);
+    a page of `OWN_PAGES` draws its own few figures instead, `report_s_own_page`.
     The constants live in costs.json (`COSTS_FILE`), fitted by `benchmarks/cost_model.py
     --calibrate` from the CPU seconds that runs record in meta.json."""
 
@@ -76,6 +84,11 @@ class CostModel:
     report_s: float = 0.0
     report_s_per_run: float = 0.0
     report_s_per_panel: float = 0.0
+    report_s_per_config_panel: float = 0.0
+    report_s_per_config: float = 0.0
+    report_s_own_page: float = 0.0  # a page that draws its own figures instead (`OWN_PAGES`)
+    variant_s: float | None = None  # None: not calibrated (the GPU's), a variant costs a full compile
+    variant_s_per_layer: float = 0.0
 
 
 # The calibrations, one home: costs.json beside this file ("cpu": one core, the unit of every
@@ -83,6 +96,7 @@ class CostModel:
 # was measured on ("calibrated", "machine", "date", "versions") and how it was fitted.
 COSTS_FILE = Path(__file__).with_name("costs.json")
 REPORT_PANELS = 6  # = report.figures.MAX_PANELS: configurations a per-configuration figure draws at most
+OWN_PAGES = ("optimizers", "rescaling-identity", "trainability")  # = report.why.PRESETS: their own figures
 
 
 def load_costs(device: str, path: Path = COSTS_FILE) -> CostModel:
@@ -368,6 +382,46 @@ def estimate(f: dict, costs: CostModel = CPU_COSTS) -> tuple[float, float]:
     return compile_s, f["steps"] * _step_seconds(f, costs) + f["records"] * _record_seconds(f, costs)
 
 
+def variant_seconds(f: dict, costs: CostModel = CPU_COSTS) -> float:
+    """Compiling a program whose model (`program_family`) another program compiled already:
+    its training step (another optimizer, penalty or batch size); the rest is shared."""
+    if costs.variant_s is None:
+        return estimate(f, costs)[0]
+    return costs.variant_s + costs.variant_s_per_layer * (f["dense_layers"] + f["conv_layers"])
+
+
+def program_family(program: tuple) -> tuple:
+    """What a task's compiled programs (`_tasks`' program: data, model, grid, config,
+    penalties) share with other programs of the same model: the evaluation and probe
+    programs depend on the data, network, grid and probes, not on the optimizer or the
+    penalties (measured: super-large's program after large-params' compiled in 1.1 s of 2.2)."""
+    data, model, slots, config = program[:4]
+    return data, model, slots, config.probes, config.probe_batch_size, config.eval_chunk
+
+
+def _key_hash(x) -> str:
+    """A short name for a program or family, recorded with a task's features in meta.json."""
+    return hashlib.sha1(repr(x).encode()).hexdigest()[:12]
+
+
+def compile_shares(tasks: list[dict]) -> dict[str, float]:
+    """Seconds of compiling (and loading from the cache) per experiment, from
+    [{"experiment", "family", "seconds"}] (one per task): each program family's seconds
+    summed and split evenly between the experiments that train it. Which experiment's
+    task compiles a shared model first depends on the schedule; split, the plan and a
+    run's measurement (`benchmarks/cost_model.py`) count the same thing."""
+    total: dict[str, float] = {}
+    users: dict[str, set] = {}
+    for t in tasks:
+        total[t["family"]] = total.get(t["family"], 0.0) + t["seconds"]
+        users.setdefault(t["family"], set()).add(t["experiment"])
+    out: dict[str, float] = {}
+    for fam, seconds in total.items():
+        for name in users[fam]:
+            out[name] = out.get(name, 0.0) + seconds / len(users[fam])
+    return out
+
+
 def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int,
            costs: CostModel = CPU_COSTS, penalties: int = 0) -> tuple[float, float]:
     """(seconds to compile the group's programs, seconds to train one unit of `members`)
@@ -499,7 +553,7 @@ class PlanRow:
     runs: int  # to train now
     done: int  # complete before this invocation
     groups: int
-    compile_s: float  # compiling the programs it is the first to need (one core)
+    compile_s: float  # its share of compiling the programs it uses (`compile_shares`; one core)
     train_s: float  # training (one core)
     report_s: float  # drawing its report page (one core)
 
@@ -565,26 +619,31 @@ def report_features(job: _Job, layers: int) -> dict:
     """What a report page's cost depends on (`report_seconds`): its runs (all of the
     experiment's: the page shows every one), configurations and the deepest network's layers."""
     runs = job.spec.expand()
-    return {"runs": len(runs), "configs": len({r.label for r in runs}), "layers": layers}
+    return {"runs": len(runs), "configs": len({r.label for r in runs}), "layers": layers,
+            "own_page": job.spec.preset in OWN_PAGES}
 
 
 def report_seconds(f: dict, costs: CostModel = CPU_COSTS) -> float:
     """Drawing one report page (one CPU core), from `report_features`: see `CostModel`."""
-    return (costs.report_s + costs.report_s_per_run * f["runs"]
-            + costs.report_s_per_panel * min(f["configs"], REPORT_PANELS) * f["layers"])
+    panels = min(f["configs"], REPORT_PANELS)
+    figures = costs.report_s_own_page if f.get("own_page") else (
+        costs.report_s_per_panel * panels * f["layers"] + costs.report_s_per_config_panel * panels
+        + costs.report_s_per_config * f["configs"] * (f["layers"] >= 3))  # the heatmap needs 2 hidden layers
+    return costs.report_s + costs.report_s_per_run * f["runs"] + figures
 
 
 def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool, cluster=None) -> Plan:
     """Each experiment's estimated compile, train and report time, and the wall time of
     the tasks (in their order) and reports scheduled on `workers` cores (on a GPU: the
     tasks on its workers, the reports on the CPU's cores): a program is compiled by its
-    first task and loaded (`CostModel.load_s`) by the others."""
+    first task and loaded (`CostModel.load_s`) by the others, a variant of a model compiled
+    already costs `variant_seconds`; an experiment's compile is its share (`compile_shares`)."""
     costs = cost_model(on_gpu)
     job_of = {u.id: j for j, job in enumerate(jobs) for u in job.units}
-    compile_s, train_s, layers = [0.0] * len(jobs), [0.0] * len(jobs), [0] * len(jobs)
+    train_s, layers = [0.0] * len(jobs), [0] * len(jobs)
     group_s: dict[str, float] = {}
     features: dict[str, dict] = {}
-    free, compiled, ends = [0.0] * max(workers, 1), set(), {}
+    free, compiled, families, ends, shared = [0.0] * max(workers, 1), set(), set(), {}, []
     for _, _key, payload, chunk, program in tasks:
         j = job_of[chunk[0].id]
         spec = jobs[j].spec
@@ -595,10 +654,13 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool, clu
                           grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)),
                           len(program[-1]))
         c, u = estimate(f, costs)
-        features[_key] = {**f, "first": program not in compiled}
-        c = c if program not in compiled else costs.load_s
+        family = program_family(program)
+        features[_key] = {**f, "first": program not in compiled, "program": _key_hash(program),
+                          "family": _key_hash(family)}
+        c = costs.load_s if program in compiled else c if family not in families else variant_seconds(f, costs)
         compiled.add(program)
-        compile_s[j] += c
+        families.add(family)
+        shared.append({"experiment": j, "family": features[_key]["family"], "seconds": c})
         train_s[j] += u * len(chunk)
         g = f"{spec.name}/{chunk[0].group}"
         group_s[g] = group_s.get(g, 0.0) + c + u * len(chunk)
@@ -612,8 +674,9 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool, clu
     for j in sorted(ends, key=ends.get):  # each report starts once its experiment is trained
         w = drawers.index(min(drawers))
         drawers[w] = max(drawers[w], ends[j]) + report_s[j]
+    compile_s = compile_shares(shared)
     rows = tuple(PlanRow(job.spec.name, job.spec.dataset, job.pending_runs, job.skipped,
-                         len({u.group for u in job.units}), compile_s[j], train_s[j], report_s[j])
+                         len({u.group for u in job.units}), compile_s.get(j, 0.0), train_s[j], report_s[j])
                  for j, job in enumerate(jobs))
     return Plan(rows, workers, "gpu" if on_gpu else "cpu", max(free + drawers), group_s,
                 cluster=cluster.describe() if cluster else "", task_features=features, report_features=pages)
