@@ -90,6 +90,32 @@ def run_case(case: Case, out: Path, dataset: str, epochs: int, seeds: int, data_
                      progress=False, data_dir=data_dir)
 
 
+def _tanh_mlp(sizes: list[int]):
+    """(layer names, init, apply) of a plain-JAX tanh MLP: Glorot uniform weights, zero biases, the
+    nonlinearity through `vglab.nn.activation` (so `vglab.layer_factors` sees its pre-activations)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import vglab
+
+    names = [f"dense{i + 1}" for i in range(len(sizes) - 2)] + ["out"]
+    act = vglab.nn.activation("tanh")
+
+    def init(key):
+        ks = jax.random.split(key, len(names))
+        lim = [np.sqrt(6.0 / (a + b)) for a, b in zip(sizes, sizes[1:])]
+        return {n: {"w": jax.random.uniform(k, (a, b), minval=-m, maxval=m), "b": jnp.zeros(b)}
+                for n, k, a, b, m in zip(names, ks, sizes, sizes[1:], lim)}
+
+    def apply(p, x):
+        for n in names[:-1]:
+            x = act(x @ p[n]["w"] + p[n]["b"])
+        return x @ p["out"]["w"] + p["out"]["b"]
+
+    return names, init, apply
+
+
 def run_watched(case: Case, out: Path, dataset: str, epochs: int, seeds: int, data_dir=None,
                 train_size: int | None = None, masked: str | None = "case", folder: Path | None = None) -> Path:
     """A planted case in the user's own training loop: an MLP (Glorot uniform, zero biases, tanh through
@@ -112,21 +138,7 @@ def run_watched(case: Case, out: Path, dataset: str, epochs: int, seeds: int, da
     arr = prepare(dataset, "mlp", data_dir=data_dir, train_size=train_size)
     depth, width = case.spec["depth"], case.spec["width"]
     masked = case.spec["masked"] if masked == "case" else masked
-    sizes = [arr.x_train.shape[1]] + [width] * depth + [arr.n_classes]
-    names = [f"dense{i + 1}" for i in range(depth)] + ["out"]
-    act = vglab.nn.activation("tanh")
-
-    def init(key):
-        ks = jax.random.split(key, len(names))
-        lim = [np.sqrt(6.0 / (a + b)) for a, b in zip(sizes, sizes[1:])]
-        return {n: {"w": jax.random.uniform(k, (a, b), minval=-m, maxval=m), "b": jnp.zeros(b)}
-                for n, k, a, b, m in zip(names, ks, sizes, sizes[1:], lim)}
-
-    def apply(p, x):
-        for n in names[:-1]:
-            x = act(x @ p[n]["w"] + p[n]["b"])
-        return x @ p["out"]["w"] + p["out"]["b"]
-
+    names, init, apply = _tanh_mlp([arr.x_train.shape[1]] + [width] * depth + [arr.n_classes])
     params = jax.vmap(init)(jax.random.split(jax.random.key(0), seeds))
     mask = {n: {"w": n == masked, "b": n == masked} for n in names}
     tx = vglab.watch(optax.chain(optax.masked(optax.set_to_zero(), mask), optax.adam(1e-3)), tier="moments")

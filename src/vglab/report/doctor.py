@@ -72,6 +72,7 @@ DOMINANCE = claims_mod.DOMINANCE  # one factor is the cause when its log is at l
 SIGMOID_TYPE = ("tanh", "sigmoid", "arctan", "softsign")
 RELU_TYPE = ("relu",)
 FINDINGS = ("vanishing", "exploding", "saturated", "dead", "frozen")
+JSON_KEYS = ("run_id", "label", "layer", "finding", "cause", "onset_epoch", "evidence", "remedies")  # `--json`
 CAUSE_TEXT = {"weights": "weight product", "derivatives": "φ′ product", "both": "weight and φ′ products",
               "optimizer": "the optimizer (the update is zero while the gradient is not)", None: "not determined"}
 
@@ -103,8 +104,10 @@ class Finding:
     remedies: list = field(default_factory=list)
 
     def to_json(self) -> dict:
+        """Exactly the issue's keys (JSON_KEYS); seed, layer_index and persists travel in evidence."""
         d = asdict(self)
-        d["evidence"] = _jsonable(d["evidence"])
+        d["evidence"] = _jsonable({"seed": d.pop("seed"), "layer_index": d.pop("layer_index"),
+                                   "persists": d.pop("persists"), **d["evidence"]})
         d["remedies"] = _jsonable(d["remedies"])
         return d
 
@@ -136,8 +139,8 @@ class Diagnosis:
     missing: dict = field(default_factory=dict)  # finding -> why it was not looked for
 
     def to_json(self) -> list[dict]:
-        """One object per finding (keys run_id, label, layer, finding, cause, onset_epoch,
-        evidence, remedies, and seed, layer_index, persists); one with finding None per healthy run."""
+        """One object per finding with exactly the keys JSON_KEYS (the run's seed, the layer's index
+        and whether the finding persists are in its evidence); one with finding None per healthy run."""
         out = [f.to_json() for f in self.findings]
         for r in self.runs:
             if not any(f.run_id == r.run_id for f in self.findings):
