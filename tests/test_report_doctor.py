@@ -186,6 +186,13 @@ def test_an_own_model_folder_gets_its_findings_and_remedies_untested_on_it(tmp_p
     text = " ".join(CliRunner().invoke(app, ["doctor", str(path)]).output.split())
     assert "saturated: layers 1–2 of 2: saturated (φ′ < 0.01) from epoch 0" in text
     assert "remedy (untested on this model; measured on the closest case): init" in text
+    res = CliRunner().invoke(app, ["doctor", str(path), "--try"])  # the sweep on this model: written, loadable
+    assert res.exit_code == 0, res.output
+    from vglab.experiments.spec import load_spec
+
+    runs = load_spec(tmp_path / "own-remedies.toml").expand()
+    assert {r.model for r in runs} == {f"{factories}:tanh_fixed"} and len(runs) == 2 * 9
+    assert {r.weight_init for r in runs} == {"normal(std=10)", "normal(std=1)", "glorot_uniform", "orthogonal(sigma_w2=1)"}
 
 
 def test_every_finding_of_the_planted_cases_has_measured_remedies(planted):
@@ -213,6 +220,29 @@ def _results(grads: list[dict], acts: list[dict], activation="tanh") -> Results:
 def _grad(layer_index, level, update_ratio=1e-3, param="b", zero=0.0, epoch=1):
     return {"run_id": "r", "epoch": epoch, "layer": f"l{layer_index}", "layer_index": layer_index, "param": param,
             "grad_abs_mean": 10.0 ** level, "update_ratio": update_ratio, "zero_frac": zero}
+
+
+def test_compare_pairs_seeds_and_a_diverged_arm_removes_nothing():
+    """`remedies.compare` on two arms of two seeds: an arm whose gradient recovers removed the vanishing
+    (level −5 → −0.5 and −0.3 decades: +4.6 mean, paired t interval over the two seeds); an arm whose runs
+    diverged at epoch 1 has nothing left to read, which is not a removal (SGD on the 20x64 ReLU net)."""
+    def arm(levels: dict, diverged=None) -> remedies.ArmRuns:
+        runs = pd.DataFrame([{"run_id": f"r{s}", "label": "own", "seed": s, "activation": "tanh", "network": "model",
+                              "diverged_epoch": diverged} for s in levels])
+        g = [{**_grad(li, lv if li == 0 else 0.0), "run_id": f"r{s}"} for s, lv in levels.items() for li in (0, 1)]
+        g += [{**x, "param": "w"} for x in g]
+        res = Results(None, {}, {}, runs, pd.DataFrame(), pd.DataFrame(g), pd.DataFrame())
+        return remedies.ArmRuns({s: f"r{s}" for s in levels}, doctor.diagnose(res, remedies=False),
+                                {s: 0.5 for s in levels})
+
+    about = {"baseline": "own", "source": "test", "dataset": "digits", "epochs": 1}
+    base = arm({0: -5.0, 1: -5.0})
+    e = remedies.compare("vanishing", base, arm({0: -0.5, 1: -0.3}), "init X", {"init": "X"}, about)
+    assert e.verdict == "removed it" and e.moved and (e.found_baseline, e.found_remedy) == ("2/2", "0/2")
+    half = 12.7062047362 * np.std([4.5, 4.7], ddof=1) / math.sqrt(2)  # t_{0.975, 1}
+    assert e.diff == pytest.approx(4.6) and e.low == pytest.approx(4.6 - half) and e.seeds == 2
+    e = remedies.compare("vanishing", base, arm({0: -0.5, 1: -0.3}, diverged=1), "sgd", {}, about)
+    assert e.verdict == remedies.DIVERGED and not e.moved and e.found_remedy == "0/2" and math.isnan(e.remedy_mean)
 
 
 def test_frozen_while_the_gradient_flows_is_the_optimizers_and_thresholds_are_edges():

@@ -193,7 +193,7 @@ class Diagnosis:
                 if remedies:
                     rem = g["findings"][0].remedies
                     out += [f"      remedy ({r['where']}): {r['text']}" for r in rem if r["moved"]]
-                    for verdict in ("did not move it", remedies_mod.NOT_COMPARABLE):
+                    for verdict in remedies_mod.VERDICTS[2:]:
                         idle = [r["remedy"] for r in rem if r["verdict"] == verdict]
                         if idle:
                             out.append(f"      measured, {verdict}: {', '.join(idle)}")

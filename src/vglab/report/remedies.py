@@ -50,6 +50,10 @@ METRICS = {"vanishing": ("level_min", +1, "lowest hidden layer's gradient level 
 # from the activations are compared for a penalty arm.
 PENALTY_BLIND = ("saturated",)
 NOT_COMPARABLE = "not comparable (its gradient and updates include the penalty's r·θ)"
+# An arm whose runs diverged has nothing left to read after the divergence, so its finding is not
+# "gone": SGD with momentum at lr 0.01 on the 20x64 ReLU net at σ_w² = 4 diverged in every seed (NaN).
+DIVERGED = "made training diverge"
+VERDICTS = ("removed it", "reduced it", "did not move it", DIVERGED, NOT_COMPARABLE)
 MEANINGFUL = {"vanishing": 1.0, "exploding": 0.5, "saturated": 0.15, "dead": 0.03, "frozen": 1.0}
 
 
@@ -78,7 +82,7 @@ class Effect:
     acc_low: float = math.nan
     acc_high: float = math.nan
     moved: bool = False  # removed (gone in every seed) or reduced (see `verdict`)
-    verdict: str = "did not move it"  # "removed it" | "reduced it" | "did not move it" | NOT_COMPARABLE
+    verdict: str = "did not move it"  # one of VERDICTS
     activation: str | None = None  # the baseline's model, to choose the closest measurement (`attach`)
     network: str | None = None  # "mlp", "cnn", "model" (own model), "watched" (own loop)
     depth: int | None = None
@@ -193,11 +197,9 @@ def sweep_spec(path, label: str | None = None, seeds: int = 3, epochs: int | Non
         base.update(model=model, model_args=dict(run.model_args), input=run.input)
     if base["penalty"] == "none":
         base.pop("r")
-    arms = [dict(base)]
+    arms = [{k: v for k, v in base.items() if v is not None}]  # None: the spec's default (TOML has no null)
     for _, change in remedy_arms(run):
-        arm = {**base, **change}
-        if arm.get("bias_init") is None:
-            arm.pop("bias_init", None)
+        arm = {k: v for k, v in {**base, **change}.items() if v is not None}
         if arm.get("penalty") == "none":
             arm.pop("r", None)
         arms.append(arm)
@@ -310,6 +312,15 @@ def _difference(a: dict, b: dict):
         return None
 
 
+def _diverged(a: ArmRuns) -> bool:
+    return any(c.diverged_epoch is not None for c in a.diagnosis.runs if c.run_id in a.runs.values())
+
+
+def _mean(v: dict) -> float:
+    x = [y for y in v.values() if np.isfinite(y)]
+    return float(np.mean(x)) if x else math.nan
+
+
 def compare(kind: str, base: ArmRuns, arm: ArmRuns, remedy: str, change: dict, about: dict,
             penalty: bool = False) -> Effect:
     """The effect of one remedy arm on the finding `kind` of the baseline, paired over seeds: the
@@ -334,12 +345,14 @@ def compare(kind: str, base: ArmRuns, arm: ArmRuns, remedy: str, change: dict, a
     reduced = (diff is not None and diff.has_interval and min(better * diff.low, better * diff.high) > 0
                and better * diff.diff >= MEANINGFUL[kind])
     verdict = "removed it" if gone else ("reduced it" if reduced else "did not move it")
-    if penalty and kind not in PENALTY_BLIND:
+    if _diverged(arm) and not _diverged(base):
+        verdict = DIVERGED
+    elif penalty and kind not in PENALTY_BLIND:
         verdict = NOT_COMPARABLE
     nan = math.nan
     return Effect(kind, max(set(causes), key=causes.count) if causes else None, remedy, _jsonable(change),
                   about["baseline"], about["source"], about["dataset"], about["epochs"], metric,
-                  float(np.nanmean(list(vb.values()))), float(np.nanmean(list(va.values()))),
+                  _mean(vb), _mean(va),
                   diff.diff if diff else nan, diff.low if diff else nan, diff.high if diff else nan,
                   diff.n if diff else 0, f"{len(hb)}/{len(base.runs)}", f"{len(ha)}/{len(arm.runs)}",
                   acc.diff if acc else nan, acc.low if acc else nan, acc.high if acc else nan,
@@ -384,8 +397,7 @@ def effects(res, diagnosis=None, source: str | None = None) -> list[Effect]:
     out = [compare(kind, b, arm_runs(lab), _remedy_name(conf.loc[lab], setting),
                    {k: conf.loc[lab].get(k) for k in SETTINGS[setting]}, about, penalty=setting == "penalty")
            for lab, setting in remedies.items() for kind in kinds]
-    order = ("removed it", "reduced it", "did not move it", NOT_COMPARABLE)
-    return sorted(out, key=lambda e: (e.finding, order.index(e.verdict)))
+    return sorted(out, key=lambda e: (e.finding, VERDICTS.index(e.verdict)))
 
 
 def _jsonable(x):
