@@ -127,26 +127,28 @@ def _opt_table(run) -> dict:
     return {k: v for k, v in dict(run.optimizer).items()}
 
 
-def _orthogonal(run) -> str | None:
+def _orthogonal(run, activation: str | None) -> str | None:
     """The orthogonal init at the critical σ_w² (χ₁ = 1, mean field, zero biases as the arm draws them)
     for sigmoid-type activations, He's σ_w² = 2 for ReLU; None where neither applies."""
     from vglab.report import theory
 
-    if run.activation == "relu":
+    if activation == "relu":
         return "orthogonal(sigma_w2=2)"
     try:
-        sw2 = theory.critical_sigma_w2(run.activation, float(run.alpha), 0.0)
-    except (ValueError, KeyError):
+        sw2 = theory.critical_sigma_w2(str(activation), float(run.alpha), 0.0)
+    except (ValueError, KeyError, TypeError):
         return None
     return f"orthogonal(sigma_w2={sw2:.3g})"
 
 
-def remedy_arms(run) -> list[tuple[str, dict]]:
-    """(remedy name, the arm's changed keys) for each remedy of a sweep around `run`. A model's own
-    init gets no "smaller init" arm (its law is unknown); the inits are Glorot, orthogonal at the
-    critical σ_w² (`_orthogonal`) and He for ReLU."""
+def remedy_arms(run, activation: str | None = None) -> list[tuple[str, dict]]:
+    """(remedy name, the arm's changed keys) for each remedy of a sweep around `run`, whose activation is
+    `activation` (as training stored it: an own model's is known only from its runs; default the spec's).
+    A model's own init gets no "smaller init" arm (its law is unknown); the inits are Glorot, orthogonal
+    at the critical σ_w² (`_orthogonal`) and He for ReLU."""
+    activation = activation or run.activation
     arms = [(f"L2 r={r:g}", {"penalty": "l2", "r": r}) for r in R_VALUES if not (run.penalty == "l2" and run.r == r)]
-    if run.activation != "relu":
+    if activation != "relu":
         arms.append(("α=2" if run.alpha == 1 else "α=1", {"alpha": 2.0 if run.alpha == 1 else 1.0}))
     from vglab.nn.init import parse
 
@@ -156,10 +158,10 @@ def remedy_arms(run) -> list[tuple[str, dict]]:
         inits.append(("init ×1/10", law.spec.replace(f"={law.value:g}", f"={law.value / 10:g}")))
     if law.kind != "glorot_uniform":
         inits.append(("init Glorot uniform", "glorot_uniform"))
-    ortho = _orthogonal(run)
+    ortho = _orthogonal(run, activation)
     if ortho and law.kind not in ("orthogonal", "scaled_orthogonal"):
         inits.append((f"init {ortho}", ortho))
-    if run.activation == "relu" and law.kind != "he_normal":
+    if activation == "relu" and law.kind != "he_normal":
         inits.append(("init He normal", "he_normal"))
     for name, init in inits:
         try:
@@ -198,7 +200,11 @@ def sweep_spec(path, label: str | None = None, seeds: int = 3, epochs: int | Non
     if base["penalty"] == "none":
         base.pop("r")
     arms = [{k: v for k, v in base.items() if v is not None}]  # None: the spec's default (TOML has no null)
-    for _, change in remedy_arms(run):
+    from vglab.results.store import load
+
+    stored = tables.runs(load(path))
+    act = stored.loc[stored["label"] == run.label, "activation"]
+    for _, change in remedy_arms(run, act.iloc[0] if len(act) and isinstance(act.iloc[0], str) else None):
         arm = {k: v for k, v in {**base, **change}.items() if v is not None}
         if arm.get("penalty") == "none":
             arm.pop("r", None)
