@@ -191,7 +191,7 @@ def test_an_own_model_folder_gets_its_findings_and_remedies_untested_on_it(tmp_p
     from vglab.experiments.spec import load_spec
 
     runs = load_spec(tmp_path / "own-remedies.toml").expand()
-    assert {r.model for r in runs} == {f"{factories}:tanh_fixed"} and len(runs) == 2 * 9
+    assert {r.model for r in runs} == {f"{factories}:tanh_fixed"} and len(runs) == 3 * 9  # 3 seeds by default
     assert {r.weight_init for r in runs} == {"normal(std=10)", "normal(std=1)", "glorot_uniform", "orthogonal(sigma_w2=1)"}
 
 
@@ -205,7 +205,9 @@ def test_every_finding_of_the_planted_cases_has_measured_remedies(planted):
     assert moved >= {("vanishing", "weights"), ("saturated", "derivatives"), ("dead", "derivatives"),
                      ("exploding", "weights"), ("frozen", "optimizer"), ("frozen", "weights")}
     assert {e.network for e in ev} >= {"mlp", "model", "watched"}
-    assert all(e.seeds >= 3 and e.dataset == "digits" and "benchmarks/doctor_cases.py case" in e.source for e in ev)
+    assert all(e.dataset == "digits" and "benchmarks/doctor_cases.py case" in e.source for e in ev)
+    assert all(e.seeds >= 3 for e in ev if e.verdict != remedies.DIVERGED)  # a diverged arm has no pairs
+    assert all(e.text() for e in ev)  # nulls (NaN) read back
     for name, path in planted.items():
         d = doctor.diagnose(load(path))
         for f in d.findings:
@@ -281,6 +283,7 @@ def test_dead_units_in_a_relu_layer_and_json_of_infinities():
     json.dumps(d.to_json())
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # a diagnosis that fails is a warning on the page: fail here
 def test_report_and_index_open_with_the_diagnosis_and_the_forest(report_dirs, tmp_path):
     import shutil
 

@@ -423,9 +423,10 @@ def load_evidence(path=EVIDENCE_FILE) -> list[Effect]:
     if not path.exists():
         return []
     data = json.loads(path.read_text())
-    names = set(Effect.__dataclass_fields__)
-    return [Effect(**{k: (math.nan if v is None and k in ("low", "high", "acc_diff", "acc_low", "acc_high") else v)
-                      for k, v in e.items() if k in names}) for e in data.get("effects", [])]
+    fields = Effect.__dataclass_fields__
+    floats = {k for k, f in fields.items() if f.type == "float"}  # NaN is stored as null
+    return [Effect(**{k: (math.nan if v is None and k in floats else v) for k, v in e.items() if k in fields})
+            for e in data.get("effects", [])]
 
 
 def save_evidence(effects_: list[Effect], path=EVIDENCE_FILE, made_by: str = "") -> Path:
