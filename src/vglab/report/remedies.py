@@ -467,7 +467,7 @@ def _closeness(e: Effect, f, model: dict, own: str | None) -> tuple:
 
 def _entry(e: Effect, f, own: str | None) -> dict:
     here = own is not None and e.source == own
-    where = "measured on this model (its remedy sweep)" if here else \
+    where = "measured on this model by its remedy sweep" if here else \
         "untested on this model; measured on the closest case" + ("" if e.cause == f.cause or f.cause is None
                                                                   else f" (a {f.finding} caused by {e.cause})")
     return {"remedy": e.remedy, "change": e.change, "moved": e.moved, "verdict": e.verdict, "text": e.text(),
