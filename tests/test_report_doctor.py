@@ -19,12 +19,14 @@ from report_data import report_dirs  # noqa: F401  (session fixture)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import doctor_cases  # noqa: E402
 
+import vglab  # noqa: E402
 from vglab.report import doctor, remedies  # noqa: E402
 from vglab.results import load  # noqa: E402
 from vglab.results.store import Results  # noqa: E402
 
-CASES = ("tanh-20x8-small", "tanh-1x8-large", "sigmoid-20x8-glorot", "healthy-tanh-1x8", "watched-masked-layer")
+# the issue's --json keys, exactly (seed, layer index, persists are in evidence)
 KEYS = {"run_id", "label", "layer", "finding", "cause", "onset_epoch", "evidence", "remedies"}
+CASES = ("tanh-20x8-small", "tanh-1x8-large", "sigmoid-20x8-glorot", "healthy-tanh-1x8", "watched-masked-layer")
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +88,14 @@ def test_cli_json_parses_and_a_healthy_run_has_no_finding(planted):
     res = CliRunner().invoke(app, ["doctor", str(planted["healthy-tanh-1x8"]), "--json"])
     assert res.exit_code == 0, res.output
     objs = json.loads(res.output)
-    assert len(objs) == 2 and all(KEYS <= set(o) for o in objs) and all(o["finding"] is None for o in objs)
+    assert len(objs) == 2 and all(set(o) == KEYS for o in objs) and all(o["finding"] is None for o in objs)
+    assert {o["evidence"]["seed"] for o in objs} == {0, 1}
     res = CliRunner().invoke(app, ["doctor", str(planted["tanh-20x8-small"]), "--json"])
     objs = json.loads(res.output)
     van = [o for o in objs if o["finding"] == "vanishing" and o["layer"] == "dense1"]
     assert len(van) == 2 and all(o["cause"] == "weights" and o["onset_epoch"] == 1 for o in van)
+    assert all(set(o) == KEYS and o["evidence"]["layer_index"] == 0 and o["evidence"]["persists"]
+               for o in van)
     text = CliRunner().invoke(app, ["doctor", str(planted["tanh-20x8-small"])]).output
     assert "thresholds: vanishing / exploding" in text and "mean-field: tanh" in text
     assert "vanishing: layers 1–" in text
@@ -108,8 +113,13 @@ def test_a_watched_folder_the_masked_layer_is_frozen_by_the_optimizer(planted):
     res = CliRunner().invoke(app, ["doctor", str(planted["watched-masked-layer"]), "--try"])
     assert res.exit_code == 0, res.output
     assert "frozen: layer 2 of 4 (output counted)" in res.output and "from step" in res.output
-    assert "was not trained by vglab (no experiment.toml)" in res.output
+    text = " ".join(res.output.split())
+    assert "was not trained by vglab (no experiment.toml)" in text and "untested on this model" in text
+    # the shipped evidence: measured in the benchmark's own loop with the layer given back to Adam
+    assert "the frozen layer back in the optimizer removed it (frozen)" in text and "95 % interval" in text
     assert not list(planted["watched-masked-layer"].parent.glob("*-remedies.toml"))
+    page = Path(vglab.report(planted["watched-masked-layer"])).read_text()
+    assert page.index("<h2") == page.index('<h2 id="diagnosis"') and "dense2" in page
 
 
 def test_cli_refuses_what_is_not_a_results_folder(tmp_path, planted):
@@ -150,6 +160,61 @@ def test_try_run_names_the_remedy_that_moved_the_finding(planted, tmp_path):
     assert sat.remedies[0]["moved"] and str(tmp_path / "tanh-1x8-large-remedies") == sat.remedies[0]["source"]
 
 
+def test_an_own_model_folder_gets_its_findings_and_remedies_untested_on_it(tmp_path, vglab_cache):
+    """A function-pair model (tests/own_models.py, not vglab's MLP) at N(0, std=10): saturated by its
+    derivatives in both seeds; its remedies were measured on the closest planted case and say so."""
+    from own_models import write_models
+
+    from vglab.cli import app
+
+    factories = write_models(tmp_path / "mine")
+    spec = {"name": "own", "dataset": "digits", "train_size": 500, "epochs": 1, "seeds": 2,
+            "model": f"{factories}:tanh_fixed", "init": "normal(std=10)"}
+    path = vglab.run(spec, out=tmp_path / "own", workers=1, progress=False).path
+    res = CliRunner().invoke(app, ["doctor", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    objs = json.loads(res.output)
+    sat = [o for o in objs if o["finding"] == "saturated"]
+    assert all(set(o) == KEYS for o in objs) and {o["evidence"]["seed"] for o in sat} == {0, 1}
+    assert all(o["cause"] == "derivatives" and o["evidence"]["saturated_frac"] > 0.5 for o in sat)
+    for o in sat:
+        moved = [r for r in o["remedies"] if r["moved"]]
+        assert moved and not any(r["tested_on_this_model"] for r in o["remedies"])
+        e = moved[0]["effect"]
+        assert e["seeds"] >= 3 and e["low"] <= e["diff"] <= e["high"] < 0
+        assert "case tanh-1x8-large" in moved[0]["source"]  # the closest: a 1-layer tanh net
+    text = " ".join(CliRunner().invoke(app, ["doctor", str(path)]).output.split())
+    assert "saturated: layers 1–2 of 2: saturated (φ′ < 0.01) from epoch 0" in text
+    assert "remedy (untested on this model; measured on the closest case): init" in text
+    res = CliRunner().invoke(app, ["doctor", str(path), "--try"])  # the sweep on this model: written, loadable
+    assert res.exit_code == 0, res.output
+    from vglab.experiments.spec import load_spec
+
+    runs = load_spec(tmp_path / "own-remedies.toml").expand()
+    assert {r.model for r in runs} == {f"{factories}:tanh_fixed"} and len(runs) == 3 * 9  # 3 seeds by default
+    inits = {"normal(std=10)", "normal(std=1)", "glorot_uniform", "orthogonal(sigma_w2=1)"}  # σ_w² = 1: tanh's critical
+    assert {r.weight_init for r in runs} == inits
+
+
+def test_every_finding_of_the_planted_cases_has_measured_remedies(planted):
+    """The shipped evidence covers every (finding, cause) the planted cases produce, measured in one run of
+    `doctor_cases.py --evidence` over all cases: exploding, an Equinox model's, a watched run's included."""
+    ev = remedies.load_evidence()
+    made_by = json.loads(remedies.EVIDENCE_FILE.read_text())["made_by"]
+    assert "--evidence" in made_by and "--cases" not in made_by  # all the planted cases, one invocation
+    moved = {(e.finding, e.cause) for e in ev if e.moved}
+    assert moved >= {("vanishing", "weights"), ("saturated", "derivatives"), ("dead", "derivatives"),
+                     ("exploding", "weights"), ("frozen", "optimizer"), ("frozen", "weights")}
+    assert {e.network for e in ev} >= {"mlp", "model", "watched"}
+    assert all(e.dataset == "digits" and "benchmarks/doctor_cases.py case" in e.source for e in ev)
+    assert all(e.seeds >= 3 for e in ev if e.verdict != remedies.DIVERGED)  # a diverged arm has no pairs
+    assert all(e.text() for e in ev)  # nulls (NaN) read back
+    for name, path in planted.items():
+        d = doctor.diagnose(load(path))
+        for f in d.findings:
+            assert f.remedies and all(r["effect"]["seeds"] >= 3 for r in f.remedies), (name, f.finding, f.cause)
+
+
 def _results(grads: list[dict], acts: list[dict], activation="tanh") -> Results:
     runs = pd.DataFrame([{"run_id": "r", "label": "own", "seed": 0, "activation": activation, "network": "model"}])
     return Results(None, {}, {}, runs, pd.DataFrame(), pd.DataFrame(grads), pd.DataFrame(acts))
@@ -158,6 +223,29 @@ def _results(grads: list[dict], acts: list[dict], activation="tanh") -> Results:
 def _grad(layer_index, level, update_ratio=1e-3, param="b", zero=0.0, epoch=1):
     return {"run_id": "r", "epoch": epoch, "layer": f"l{layer_index}", "layer_index": layer_index, "param": param,
             "grad_abs_mean": 10.0 ** level, "update_ratio": update_ratio, "zero_frac": zero}
+
+
+def test_compare_pairs_seeds_and_a_diverged_arm_removes_nothing():
+    """`remedies.compare` on two arms of two seeds: an arm whose gradient recovers removed the vanishing
+    (level −5 → −0.5 and −0.3 decades: +4.6 mean, paired t interval over the two seeds); an arm whose runs
+    diverged at epoch 1 has nothing left to read, which is not a removal (SGD on the 20x64 ReLU net)."""
+    def arm(levels: dict, diverged=None) -> remedies.ArmRuns:
+        runs = pd.DataFrame([{"run_id": f"r{s}", "label": "own", "seed": s, "activation": "tanh", "network": "model",
+                              "diverged_epoch": diverged} for s in levels])
+        g = [{**_grad(li, lv if li == 0 else 0.0), "run_id": f"r{s}"} for s, lv in levels.items() for li in (0, 1)]
+        g += [{**x, "param": "w"} for x in g]
+        res = Results(None, {}, {}, runs, pd.DataFrame(), pd.DataFrame(g), pd.DataFrame())
+        return remedies.ArmRuns({s: f"r{s}" for s in levels}, doctor.diagnose(res, remedies=False),
+                                {s: 0.5 for s in levels})
+
+    about = {"baseline": "own", "source": "test", "dataset": "digits", "epochs": 1}
+    base = arm({0: -5.0, 1: -5.0})
+    e = remedies.compare("vanishing", base, arm({0: -0.5, 1: -0.3}), "init X", {"init": "X"}, about)
+    assert e.verdict == "removed it" and e.moved and (e.found_baseline, e.found_remedy) == ("2/2", "0/2")
+    half = 12.7062047362 * np.std([4.5, 4.7], ddof=1) / math.sqrt(2)  # t_{0.975, 1}
+    assert e.diff == pytest.approx(4.6) and e.low == pytest.approx(4.6 - half) and e.seeds == 2
+    e = remedies.compare("vanishing", base, arm({0: -0.5, 1: -0.3}, diverged=1), "sgd", {}, about)
+    assert e.verdict == remedies.DIVERGED and not e.moved and e.found_remedy == "0/2" and math.isnan(e.remedy_mean)
 
 
 def test_frozen_while_the_gradient_flows_is_the_optimizers_and_thresholds_are_edges():
@@ -196,8 +284,11 @@ def test_dead_units_in_a_relu_layer_and_json_of_infinities():
     json.dumps(d.to_json())
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # a diagnosis that fails is a warning on the page: fail here
 def test_report_and_index_open_with_the_diagnosis_and_the_forest(report_dirs, tmp_path):
     import shutil
+
+    from vglab.cli import app
 
     from vglab.report.html import write_index, write_report
 
@@ -206,7 +297,10 @@ def test_report_and_index_open_with_the_diagnosis_and_the_forest(report_dirs, tm
         shutil.copytree(report_dirs[p], tmp_path / p)
         dirs.append(tmp_path / p)
     page = write_report(dirs[1]).read_text()
-    assert page.index('id="diagnosis"') < page.index('id="claims"') < page.index('id="runs"')
+    assert page.index("<h2") == page.index('<h2 id="diagnosis"') < page.index('id="claims"') < page.index('id="runs"')
+    text = " ".join(CliRunner().invoke(app, ["doctor", str(dirs[1])]).output.split())  # a preset's folder
+    assert "tanh · mlp 4x8 · N(0, std=0.05) · no penalty (2 runs) vanishing: layer 1 of 4" in text
+    assert "remedy (untested on this model; measured on the closest case): init" in text
     assert "Rules: vanishing / exploding" in page
     index = write_index(dirs, tmp_path / "index.html").read_text()
     assert index.index('src="figures/forest.png"') < index.index('id="claims"')

@@ -448,36 +448,43 @@ def doctor(results_dir: Path = typer.Argument(..., help="A results directory (a 
             say("\nremedy sweep (each arm against the baseline, paired over seeds):")
             for e in eff:
                 say("  " + e.text())
-        if not try_:
-            return
-        treat = label or next((f.label for f in d.findings if f.finding), None)
-        if treat is None:
-            say("\n--try: no configuration has a finding; give --label to sweep remedies anyway")
-            return
-        if not (results_dir / "experiment.toml").exists():
-            say(f"\n--try: {results_dir} was not trained by vglab (no experiment.toml), so vglab cannot run its "
-                "loop; the remedies measured to move these findings, to make in your own training step:")
-            for line in remedies.suggested_changes(d, treat):
-                say("  " + line)
-            return
-        spec_file = remedies.write_sweep(results_dir, treat, seeds=seeds, epochs=epochs)
-        say(f"\nremedy sweep for {treat}: {spec_file}")
-        if not run_:
-            say(f"run it: vglab run {spec_file} --out {remedies.sweep_dir(results_dir)}")
-            return
-        import vglab
+        if try_:
+            _doctor_try(results_dir, d, label, seeds, epochs, run_, workers, quiet, say)
 
-        res = vglab.run(str(spec_file), out=remedies.sweep_dir(results_dir), workers=workers, progress=not quiet,
-                        _progress=_progress(quiet))
-        sweep_d = doctor_mod.diagnose(res, remedies=False)
-        eff = remedies.effects(res, sweep_d)
-        say(f"\nwhich remedy moved which finding ({res.path}; paired over {seeds} seeds):")
-        for e in eff or []:
-            say("  " + e.text())
-        if not eff:
-            say("  the baseline of the sweep has no finding in these runs")
-        page = vglab.report(res.path)
-        say(f"report: {page}")
+
+def _doctor_try(results_dir: Path, d, label, seeds: int, epochs, run_: bool, workers, quiet: bool, say) -> None:
+    """`vglab doctor --try [--run]`: the remedy sweep of one configuration (written; with --run trained and
+    its effects printed), or, for a folder vglab did not train, the suggested changes."""
+    from vglab.report import doctor as doctor_mod
+    from vglab.report import remedies
+
+    treat = label or next((f.label for f in d.findings if f.finding), None)
+    if treat is None:
+        say("\n--try: no configuration has a finding; give --label to sweep remedies anyway")
+        return
+    if not (results_dir / "experiment.toml").exists():
+        say(f"\n--try: {results_dir} was not trained by vglab (no experiment.toml), so vglab cannot run its "
+            "loop; suggested changes to your own training step, untested on this model (each with the "
+            "evidence measured on the closest case):")
+        for line in remedies.suggested_changes(d, treat):
+            say("  " + line)
+        return
+    spec_file = remedies.write_sweep(results_dir, treat, seeds=seeds, epochs=epochs)
+    say(f"\nremedy sweep for {treat}: {spec_file}")
+    if not run_:
+        say(f"run it: vglab run {spec_file} --out {remedies.sweep_dir(results_dir)}")
+        return
+    import vglab
+
+    res = vglab.run(str(spec_file), out=remedies.sweep_dir(results_dir), workers=workers, progress=not quiet,
+                    _progress=_progress(quiet))
+    eff = remedies.effects(res, doctor_mod.diagnose(res, remedies=False))
+    say(f"\nwhich remedy moved which finding ({res.path}; paired over {seeds} seeds):")
+    for e in eff or []:
+        say("  " + e.text())
+    if not eff:
+        say("  the baseline of the sweep has no finding in these runs")
+    say(f"report: {vglab.report(res.path)}")
 
 
 @data_app.command("fetch")

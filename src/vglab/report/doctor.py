@@ -72,6 +72,7 @@ DOMINANCE = claims_mod.DOMINANCE  # one factor is the cause when its log is at l
 SIGMOID_TYPE = ("tanh", "sigmoid", "arctan", "softsign")
 RELU_TYPE = ("relu",)
 FINDINGS = ("vanishing", "exploding", "saturated", "dead", "frozen")
+JSON_KEYS = ("run_id", "label", "layer", "finding", "cause", "onset_epoch", "evidence", "remedies")  # `--json`
 CAUSE_TEXT = {"weights": "weight product", "derivatives": "φ′ product", "both": "weight and φ′ products",
               "optimizer": "the optimizer (the update is zero while the gradient is not)", None: "not determined"}
 
@@ -103,8 +104,10 @@ class Finding:
     remedies: list = field(default_factory=list)
 
     def to_json(self) -> dict:
+        """Exactly the issue's keys (JSON_KEYS); seed, layer_index and persists travel in evidence."""
         d = asdict(self)
-        d["evidence"] = _jsonable(d["evidence"])
+        d["evidence"] = _jsonable({"seed": d.pop("seed"), "layer_index": d.pop("layer_index"),
+                                   "persists": d.pop("persists"), **d["evidence"]})
         d["remedies"] = _jsonable(d["remedies"])
         return d
 
@@ -125,6 +128,7 @@ class RunCheck:
     extremes: dict = field(default_factory=dict)  # the extreme values each threshold was compared with
     last: dict = field(default_factory=dict)  # the same at the last readable epoch (what a remedy sweep compares)
     unit: str = "epoch"  # what the records count: epochs, or steps (a vglab.Recorder folder: run.json x_unit)
+    model: dict = field(default_factory=dict)  # activation, network ("watched": own loop), depth: for the remedies
 
 
 @dataclass
@@ -135,8 +139,8 @@ class Diagnosis:
     missing: dict = field(default_factory=dict)  # finding -> why it was not looked for
 
     def to_json(self) -> list[dict]:
-        """One object per finding (keys run_id, label, layer, finding, cause, onset_epoch,
-        evidence, remedies, and seed, layer_index, persists); one with finding None per healthy run."""
+        """One object per finding with exactly the keys JSON_KEYS (the run's seed, the layer's index
+        and whether the finding persists are in its evidence); one with finding None per healthy run."""
         out = [f.to_json() for f in self.findings]
         for r in self.runs:
             if not any(f.run_id == r.run_id for f in self.findings):
@@ -188,8 +192,8 @@ class Diagnosis:
                     out.append("      " + ev)
                 if remedies:
                     rem = g["findings"][0].remedies
-                    out += ["      remedy: " + r["text"] for r in rem if r["moved"]]
-                    for verdict in ("did not move it", remedies_mod.NOT_COMPARABLE):
+                    out += [f"      remedy ({r['where']}): {r['text']}" for r in rem if r["moved"]]
+                    for verdict in remedies_mod.VERDICTS[2:]:
                         idle = [r["remedy"] for r in rem if r["verdict"] == verdict]
                         if idle:
                             out.append(f"      measured, {verdict}: {', '.join(idle)}")
@@ -367,6 +371,15 @@ def _runs_frame(res) -> pd.DataFrame:
     return r
 
 
+def _model_of(row: pd.Series) -> dict:
+    """What kind of model a run trained (the remedies' evidence is chosen closest to it)."""
+    known = lambda v: v is not None and not (isinstance(v, float) and math.isnan(v))  # noqa: E731
+    act, net, depth = row.get("activation_given"), row.get("network"), row.get("depth")
+    return {"activation": str(act) if known(act) else None,
+            "network": "watched" if row.get("x_unit") == "step" else (str(net) if known(net) else None),
+            "depth": int(depth) if known(depth) else None}
+
+
 def diagnose(res, remedies: bool = True, evidence=None) -> Diagnosis:
     """The findings of every run of `res` (a `Results`; see the module docstring for the rules).
     `remedies`: attach to each finding the remedies with measured evidence
@@ -400,6 +413,7 @@ def diagnose(res, remedies: bool = True, evidence=None) -> Diagnosis:
         for f in found:
             f.run_id, f.label, f.seed = rid, label, seed
         check.run_id, check.label, check.seed = rid, label, seed
+        check.model = _model_of(row)
         findings += found
         checks.append(check)
     d = Diagnosis(str(res.path) if getattr(res, "path", None) else None, findings, checks, missing)
@@ -573,7 +587,7 @@ def html_section(d: Diagnosis, effects=None) -> str:
             ft = _factor_text(g, runs[0].unit)
             cells.append(f"<b>{e(g['finding'])}</b>: {e(_group_text(g, runs[0]).split(': ', 1)[1])}"
                          + (f'<div class="rule">{e(ft)}</div>' if ft else "")
-                         + "".join(f'<div class="rule">remedy: {e(r["text"])}</div>' for r in rem))
+                         + "".join(f'<div class="rule">remedy ({e(r["where"])}): {e(r["text"])}</div>' for r in rem))
         if mf:
             cells.append(f'<div class="rule">mean-field: {e(mean_field_text(mf))}</div>')
         rows.append(f'<tr><td class="cfg">{e(label)}</td><td>{"<br>".join(cells)}</td></tr>')

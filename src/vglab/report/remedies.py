@@ -6,8 +6,8 @@ baseline arm of a *remedy sweep*, in the metric of that finding, with the seeds 
 finding was found in each arm. A remedy sweep is any experiment whose configurations form a
 star: one baseline, and every other configuration differs from it in exactly one remedy
 setting (`SETTINGS`). `sweep_spec` writes one for a configuration of a results folder
-(`vglab doctor PATH --try`: L2 at r ∈ {1e-3, 1e-2, 1e-1}, α = 2, a smaller init, Glorot, He
-for ReLU, another optimizer; orthogonal init is not among vglab's init laws, so it is left out).
+(`vglab doctor PATH --try`: L2 at r ∈ {1e-3, 1e-2, 1e-1}, α = 2, a smaller init, Glorot, orthogonal
+at the critical σ_w², He for ReLU, another optimizer).
 
 Where the evidence comes from (`evidence_for`, in this order): the sweep beside the folder
 (`PATH-remedies`, what `--try --run` writes: the user's own model and data), then the effects
@@ -50,6 +50,10 @@ METRICS = {"vanishing": ("level_min", +1, "lowest hidden layer's gradient level 
 # from the activations are compared for a penalty arm.
 PENALTY_BLIND = ("saturated",)
 NOT_COMPARABLE = "not comparable (its gradient and updates include the penalty's r·θ)"
+# An arm whose runs diverged has nothing left to read after the divergence, so its finding is not
+# "gone": SGD with momentum at lr 0.01 on the 20x64 ReLU net at σ_w² = 4 diverged in every seed (NaN).
+DIVERGED = "made training diverge"
+VERDICTS = ("removed it", "reduced it", "did not move it", DIVERGED, NOT_COMPARABLE)
 MEANINGFUL = {"vanishing": 1.0, "exploding": 0.5, "saturated": 0.15, "dead": 0.03, "frozen": 1.0}
 
 
@@ -78,7 +82,10 @@ class Effect:
     acc_low: float = math.nan
     acc_high: float = math.nan
     moved: bool = False  # removed (gone in every seed) or reduced (see `verdict`)
-    verdict: str = "did not move it"  # "removed it" | "reduced it" | "did not move it" | NOT_COMPARABLE
+    verdict: str = "did not move it"  # one of VERDICTS
+    activation: str | None = None  # the baseline's model, to choose the closest measurement (`attach`)
+    network: str | None = None  # "mlp", "cnn", "model" (own model), "watched" (own loop)
+    depth: int | None = None
 
     def text(self) -> str:
         _, _, what = METRICS[self.finding]
@@ -120,10 +127,28 @@ def _opt_table(run) -> dict:
     return {k: v for k, v in dict(run.optimizer).items()}
 
 
-def remedy_arms(run) -> list[tuple[str, dict]]:
-    """(remedy name, the arm's changed keys) for each remedy of a sweep around `run`."""
+def _orthogonal(run, activation: str | None) -> str | None:
+    """The orthogonal init at the critical σ_w² (χ₁ = 1, mean field, zero biases as the arm draws them)
+    for sigmoid-type activations, He's σ_w² = 2 for ReLU; None where neither applies."""
+    from vglab.report import theory
+
+    if activation == "relu":
+        return "orthogonal(sigma_w2=2)"
+    try:
+        sw2 = theory.critical_sigma_w2(str(activation), float(run.alpha), 0.0)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return f"orthogonal(sigma_w2={sw2:.3g})"
+
+
+def remedy_arms(run, activation: str | None = None) -> list[tuple[str, dict]]:
+    """(remedy name, the arm's changed keys) for each remedy of a sweep around `run`, whose activation is
+    `activation` (as training stored it: an own model's is known only from its runs; default the spec's).
+    A model's own init gets no "smaller init" arm (its law is unknown); the inits are Glorot, orthogonal
+    at the critical σ_w² (`_orthogonal`) and He for ReLU."""
+    activation = activation or run.activation
     arms = [(f"L2 r={r:g}", {"penalty": "l2", "r": r}) for r in R_VALUES if not (run.penalty == "l2" and run.r == r)]
-    if run.activation != "relu":
+    if activation != "relu":
         arms.append(("α=2" if run.alpha == 1 else "α=1", {"alpha": 2.0 if run.alpha == 1 else 1.0}))
     from vglab.nn.init import parse
 
@@ -131,11 +156,12 @@ def remedy_arms(run) -> list[tuple[str, dict]]:
     inits = []
     if law.kind in ("normal", "uniform"):
         inits.append(("init ×1/10", law.spec.replace(f"={law.value:g}", f"={law.value / 10:g}")))
-    elif law.kind == "model":
-        inits.append(("init N(0, std=0.05)", "normal(std=0.05)"))
     if law.kind != "glorot_uniform":
         inits.append(("init Glorot uniform", "glorot_uniform"))
-    if run.activation == "relu" and law.kind != "he_normal":
+    ortho = _orthogonal(run, activation)
+    if ortho and law.kind not in ("orthogonal", "scaled_orthogonal"):
+        inits.append((f"init {ortho}", ortho))
+    if activation == "relu" and law.kind != "he_normal":
         inits.append(("init He normal", "he_normal"))
     for name, init in inits:
         try:
@@ -173,11 +199,13 @@ def sweep_spec(path, label: str | None = None, seeds: int = 3, epochs: int | Non
         base.update(model=model, model_args=dict(run.model_args), input=run.input)
     if base["penalty"] == "none":
         base.pop("r")
-    arms = [dict(base)]
-    for _, change in remedy_arms(run):
-        arm = {**base, **change}
-        if arm.get("bias_init") is None:
-            arm.pop("bias_init", None)
+    arms = [{k: v for k, v in base.items() if v is not None}]  # None: the spec's default (TOML has no null)
+    from vglab.results.store import load
+
+    stored = tables.runs(load(path))
+    act = stored.loc[stored["label"] == run.label, "activation"]
+    for _, change in remedy_arms(run, act.iloc[0] if len(act) and isinstance(act.iloc[0], str) else None):
+        arm = {k: v for k, v in {**base, **change}.items() if v is not None}
         if arm.get("penalty") == "none":
             arm.pop("r", None)
         arms.append(arm)
@@ -199,16 +227,17 @@ def sweep_dir(path) -> Path:
 
 
 def suggested_changes(diagnosis, label: str) -> list[str]:
-    """For a run vglab did not train (vglab.watch): the remedies measured to move its findings,
-    as changes to make in one's own training step, each with its evidence."""
+    """For a run vglab did not train (vglab.watch): the remedies measured to move its findings, as
+    changes to make in one's own training step. Untested on this model (vglab does not own the loop):
+    each line names the closest case it was measured on, with its effect and interval over seeds."""
     fs = [f for f in diagnosis.findings if f.label == label and f.finding]
     out, seen = [], set()
     for f in fs:
         for r in f.remedies:
             if r["moved"] and (f.finding, r["remedy"]) not in seen:
                 seen.add((f.finding, r["remedy"]))
-                out.append(f"{f.finding} ({f.cause}): {r['text']}")
-    return out or ["no remedy has measured evidence for these findings yet"]
+                out.append(f"{f.finding} ({f.cause}): {r['text']} ({r['where']})")
+    return out or ["no remedy was measured to move these findings: see `vglab doctor` above for what was measured"]
 
 
 def write_sweep(path, label: str | None = None, seeds: int = 3, epochs: int | None = None) -> Path:
@@ -272,6 +301,83 @@ def _remedy_name(row: pd.Series, setting: str) -> str:
     return f"{row.get('optimizer')}, lr {row.get('learning_rate'):g}"
 
 
+@dataclass
+class ArmRuns:
+    """One arm of a comparison: its runs by seed, the doctor's diagnosis of them, their final accuracy."""
+
+    runs: dict  # seed -> run_id
+    diagnosis: object  # a doctor.Diagnosis covering these runs
+    acc: dict = field(default_factory=dict)  # seed -> final validation accuracy (may be empty: a watched run)
+
+
+def _difference(a: dict, b: dict):
+    """`stats.difference`, or None where an arm has no finite value (e.g. no accuracy recorded)."""
+    try:
+        return stats.difference(a, b)
+    except ValueError:
+        return None
+
+
+def _diverged(a: ArmRuns) -> bool:
+    return any(c.diverged_epoch is not None for c in a.diagnosis.runs if c.run_id in a.runs.values())
+
+
+def _mean(v: dict) -> float:
+    x = [y for y in v.values() if np.isfinite(y)]
+    return float(np.mean(x)) if x else math.nan
+
+
+def compare(kind: str, base: ArmRuns, arm: ArmRuns, remedy: str, change: dict, about: dict,
+            penalty: bool = False) -> Effect:
+    """The effect of one remedy arm on the finding `kind` of the baseline, paired over seeds: the
+    finding's metric (`METRICS`) at each run's last record, the seeds with the finding in each arm,
+    the final accuracy, and the verdict. `about`: the Effect's baseline, source, dataset, epochs,
+    activation, network, depth."""
+    metric, better, _ = METRICS[kind]
+
+    def side(a: ArmRuns):
+        last = {c.run_id: c.last for c in a.diagnosis.runs}
+        hits = {}
+        for f in a.diagnosis.findings:
+            if f.finding == kind and f.run_id in a.runs.values():
+                hits.setdefault(f.run_id, f)
+        return {s: last.get(rid, {}).get(metric, np.nan) for s, rid in a.runs.items()}, hits
+
+    (vb, hb), (va, ha) = side(base), side(arm)
+    diff = _difference(va, vb)
+    acc = _difference(arm.acc, base.acc) if arm.acc and base.acc else None
+    causes = [f.cause for f in hb.values()]
+    gone = len(hb) > 0 and len(ha) == 0
+    reduced = (diff is not None and diff.has_interval and min(better * diff.low, better * diff.high) > 0
+               and better * diff.diff >= MEANINGFUL[kind])
+    verdict = "removed it" if gone else ("reduced it" if reduced else "did not move it")
+    if _diverged(arm) and not _diverged(base):
+        verdict = DIVERGED
+    elif penalty and kind not in PENALTY_BLIND:
+        verdict = NOT_COMPARABLE
+    nan = math.nan
+    return Effect(kind, max(set(causes), key=causes.count) if causes else None, remedy, _jsonable(change),
+                  about["baseline"], about["source"], about["dataset"], about["epochs"], metric,
+                  _mean(vb), _mean(va),
+                  diff.diff if diff else nan, diff.low if diff else nan, diff.high if diff else nan,
+                  diff.n if diff else 0, f"{len(hb)}/{len(base.runs)}", f"{len(ha)}/{len(arm.runs)}",
+                  acc.diff if acc else nan, acc.low if acc else nan, acc.high if acc else nan,
+                  verdict in ("removed it", "reduced it"), verdict, about.get("activation"), about.get("network"),
+                  about.get("depth"))
+
+
+def _about(row: pd.Series, base: str, source: str, res) -> dict:
+    ds = row.get("dataset")
+    if ds is None or (isinstance(ds, float) and math.isnan(ds)):
+        ds = res.spec.get("dataset") if isinstance(res.spec, dict) else "?"
+    ep, depth = row.get("epochs"), row.get("depth")
+    return {"baseline": base, "source": source, "dataset": str(ds),
+            "epochs": int(ep) if ep is not None and pd.notna(ep) else 0,
+            "activation": None if pd.isna(row.get("activation")) else str(row.get("activation")),
+            "network": None if pd.isna(row.get("network")) else str(row.get("network")),
+            "depth": int(depth) if depth is not None and pd.notna(depth) else None}
+
+
 def effects(res, diagnosis=None, source: str | None = None) -> list[Effect]:
     """The effect of every remedy arm of a sweep (`star`) on every finding of its baseline,
     paired over seeds; [] when `res` is not a sweep or its baseline has no finding."""
@@ -283,49 +389,21 @@ def effects(res, diagnosis=None, source: str | None = None) -> list[Effect]:
         return []
     base, remedies = s
     d = diagnosis or doctor.diagnose(res, remedies=False)
-    last = {c.run_id: c.last for c in d.runs}
-    found = {}
-    for f in d.findings:
-        found.setdefault((f.run_id, f.finding), f)
     fin = tables.final(res).set_index("run_id")
     conf = r.drop_duplicates("label").set_index("label")
-    base_runs = r[r["label"] == base]
-    kinds = [k for k in doctor.FINDINGS if any((rid, k) in found for rid in base_runs["run_id"])]
-    ds = str(conf.loc[base].get("dataset") or (res.spec.get("dataset") if isinstance(res.spec, dict) else "?"))
-    epochs = int(conf.loc[base]["epochs"]) if "epochs" in conf and pd.notna(conf.loc[base]["epochs"]) else 0
-    out = []
 
-    def per_seed(runs: pd.DataFrame, value) -> dict:
-        return {int(row["seed"]): value(row["run_id"]) for _, row in runs.iterrows()}
+    def arm_runs(label: str) -> ArmRuns:
+        sel = r[r["label"] == label]
+        return ArmRuns({int(x["seed"]): x["run_id"] for _, x in sel.iterrows()}, d,
+                       {int(x["seed"]): fin.at[x["run_id"], "val_acc"] for _, x in sel.iterrows()})
 
-    for lab, setting in remedies.items():
-        arm = r[r["label"] == lab]
-        acc = stats.difference(per_seed(arm, lambda i: fin.at[i, "val_acc"]),
-                               per_seed(base_runs, lambda i: fin.at[i, "val_acc"]))
-        for kind in kinds:
-            metric, better, _ = METRICS[kind]
-            a = per_seed(arm, lambda i: last.get(i, {}).get(metric, np.nan))
-            b = per_seed(base_runs, lambda i: last.get(i, {}).get(metric, np.nan))
-            diff = stats.difference(a, b)
-            fb = sum((i, kind) in found for i in base_runs["run_id"])
-            fa = sum((i, kind) in found for i in arm["run_id"])
-            causes = [found[(i, kind)].cause for i in base_runs["run_id"] if (i, kind) in found]
-            gone = fb > 0 and fa == 0
-            lo, hi = better * diff.low, better * diff.high
-            reduced = diff.has_interval and min(lo, hi) > 0 and better * diff.diff >= MEANINGFUL[kind]
-            verdict = "removed it" if gone else ("reduced it" if reduced else "did not move it")
-            if setting == "penalty" and kind not in PENALTY_BLIND:
-                verdict = NOT_COMPARABLE
-            change = {k: conf.loc[lab].get(k) for k in SETTINGS[setting]}
-            out.append(Effect(kind, max(set(causes), key=causes.count) if causes else None,
-                              _remedy_name(conf.loc[lab], setting), _jsonable(change), base,
-                              source or str(res.path), ds, epochs, metric,
-                              float(np.nanmean(list(b.values()))), float(np.nanmean(list(a.values()))),
-                              diff.diff, diff.low, diff.high, diff.n, f"{fb}/{len(base_runs)}",
-                              f"{fa}/{len(arm)}", acc.diff, acc.low, acc.high, verdict in ("removed it", "reduced it"),
-                              verdict))
-    order = ("removed it", "reduced it", "did not move it", NOT_COMPARABLE)
-    return sorted(out, key=lambda e: (e.finding, order.index(e.verdict)))
+    b = arm_runs(base)
+    kinds = [k for k in doctor.FINDINGS if any(f.finding == k and f.run_id in b.runs.values() for f in d.findings)]
+    about = _about(conf.loc[base], base, source or str(res.path), res)
+    out = [compare(kind, b, arm_runs(lab), _remedy_name(conf.loc[lab], setting),
+                   {k: conf.loc[lab].get(k) for k in SETTINGS[setting]}, about, penalty=setting == "penalty")
+           for lab, setting in remedies.items() for kind in kinds]
+    return sorted(out, key=lambda e: (e.finding, VERDICTS.index(e.verdict)))
 
 
 def _jsonable(x):
@@ -345,9 +423,10 @@ def load_evidence(path=EVIDENCE_FILE) -> list[Effect]:
     if not path.exists():
         return []
     data = json.loads(path.read_text())
-    names = set(Effect.__dataclass_fields__)
-    return [Effect(**{k: (math.nan if v is None and k in ("low", "high", "acc_diff", "acc_low", "acc_high") else v)
-                      for k, v in e.items() if k in names}) for e in data.get("effects", [])]
+    fields = Effect.__dataclass_fields__
+    floats = {k for k, f in fields.items() if f.type == "float"}  # NaN is stored as null
+    return [Effect(**{k: (math.nan if v is None and k in floats else v) for k, v in e.items() if k in fields})
+            for e in data.get("effects", [])]
 
 
 def save_evidence(effects_: list[Effect], path=EVIDENCE_FILE, made_by: str = "") -> Path:
@@ -376,19 +455,42 @@ def evidence_for(path) -> list[Effect]:
     return out + load_evidence()
 
 
+def _closeness(e: Effect, f, model: dict, own: str | None) -> tuple:
+    """How far the measurement `e` is from the finding `f` on a run of `model` (lower is closer):
+    this folder's own sweep first, then the same cause, own loop / own model / built-in network,
+    activation, depth."""
+    depth = model.get("depth")
+    return (e.source != own, not (e.cause == f.cause or f.cause is None), e.network != model.get("network"),
+            e.activation != model.get("activation"),
+            abs(e.depth - depth) if e.depth is not None and depth is not None else math.inf)
+
+
+def _entry(e: Effect, f, own: str | None) -> dict:
+    here = own is not None and e.source == own
+    where = "measured on this model by its remedy sweep" if here else \
+        "untested on this model; measured on the closest case" + ("" if e.cause == f.cause or f.cause is None
+                                                                  else f" (a {f.finding} caused by {e.cause})")
+    return {"remedy": e.remedy, "change": e.change, "moved": e.moved, "verdict": e.verdict, "text": e.text(),
+            "tested_on_this_model": here, "where": where,
+            "effect": {"metric": e.metric, "diff": e.diff, "low": e.low, "high": e.high, "acc_diff": e.acc_diff,
+                       "acc_low": e.acc_low, "acc_high": e.acc_high, "seeds": e.seeds},
+            "source": e.source, "dataset": e.dataset, "baseline": e.baseline}
+
+
 def attach(diagnosis, evidence=None) -> None:
-    """Give each finding the remedies measured to move a finding of its kind and cause
-    (moved first; at most one line per remedy: the sweep of this folder before the shipped)."""
+    """Give each finding the remedies measured on a finding of its kind, one measurement per remedy,
+    the closest (`_closeness`): measurements of the same cause, or of another cause only when none of
+    its cause exists (said in `where`); those that moved it first. Each says whether it was measured
+    on this model (the folder's own sweep) or is untested on it."""
     ev = evidence_for(diagnosis.path) if evidence is None else evidence
+    own = str(sweep_dir(diagnosis.path)) if diagnosis.path else None
+    models = {c.run_id: c.model for c in diagnosis.runs}
     for f in diagnosis.findings:
-        match = [e for e in ev if e.finding == f.finding and (e.cause == f.cause or f.cause is None)]
-        seen, chosen = set(), []
-        for e in sorted(match, key=lambda e: not e.moved):
-            if e.remedy in seen:
-                continue
-            seen.add(e.remedy)
-            chosen.append({"remedy": e.remedy, "change": e.change, "moved": e.moved, "verdict": e.verdict, "text": e.text(),
-                           "effect": {"metric": e.metric, "diff": e.diff, "low": e.low, "high": e.high,
-                                      "acc_diff": e.acc_diff, "seeds": e.seeds},
-                           "source": e.source, "dataset": e.dataset, "baseline": e.baseline})
-        f.remedies = chosen
+        match = [e for e in ev if e.finding == f.finding]
+        if any(e.cause == f.cause or f.cause is None for e in match):
+            match = [e for e in match if e.cause == f.cause or f.cause is None]
+        key = lambda e: _closeness(e, f, models.get(f.run_id, {}), own)  # noqa: E731
+        best: dict[str, Effect] = {}
+        for e in sorted(match, key=key):
+            best.setdefault(e.remedy, e)
+        f.remedies = [_entry(e, f, own) for e in sorted(best.values(), key=lambda e: (not e.moved, key(e)))]
