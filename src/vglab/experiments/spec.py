@@ -932,7 +932,13 @@ class ExperimentSpec:
         return {name: {k for k, vs in args.items() if len(vs) > 1} for name, args in values.items()}
 
     def expand(self) -> list[RunSpec]:
-        """Every run: configurations in arm order, each with every seed."""
+        """Every run: configurations in arm order, each with every seed. Worked out once per
+        spec (a `vglab run` asked 8 times: groups, units, to_dict, the plan, meta.json)."""
+        if "_runs" not in self.__dict__:
+            object.__setattr__(self, "_runs", tuple(self._expand()))
+        return list(self.__dict__["_runs"])
+
+    def _expand(self) -> list[RunSpec]:
         from vglab.nn.init import parse
         from vglab.train import optim
 
