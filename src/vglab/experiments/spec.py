@@ -812,8 +812,7 @@ def _init_slug(spec: str) -> str:
 
 
 def default_bias(weight_init: str) -> str:
-    from vglab.nn.init import parse
-    from vglab.train.loop import default_bias_init
+    from vglab.nn.init import default_bias_init, parse
 
     return default_bias_init(parse(weight_init)).spec
 

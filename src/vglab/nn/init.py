@@ -205,6 +205,15 @@ SPEC_HELP = ("normal(std=S), normal(variance=V), normal(sigma_w2=S), uniform(a=A
              "orthogonal(sigma_w2=S), glorot_uniform, he_normal, zeros, model")
 
 
+def default_bias_init(weight_init: Init) -> Init:
+    """Biases follow the weights' law (as the reference study did), except for the laws
+    scaled by the fans (Glorot, He, sigma_w^2/fan_in) and the orthogonal ones (no matrix
+    in a bias), whose standard companion is zero biases."""
+    if weight_init.fan_scaled or weight_init.kind == "scaled_normal" or weight_init.family == "orthogonal":
+        return Init("zeros", 0.0)
+    return weight_init
+
+
 def parse(spec: str | Init) -> Init:
     """Read `normal(std=10)`, `normal(variance=10)`, `uniform(a=10)`, `glorot_uniform`, ..."""
     if isinstance(spec, Init):

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vglab.data import files
+from vglab.schema import PARAMS, hist_edges
 
 RUNS = "runs"
 DONE = "DONE"
@@ -334,8 +335,6 @@ class Results:
     def histogram(self, run_id: str, experiment: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(counts[recorded epoch > 0, layer, param, bin], edges in log10|g|); bin 0 counts
         exact zeros. The epochs are those of the `grads` table (`histogram_epochs`)."""
-        from vglab.train.probes import hist_edges  # the bin convention lives with the probe
-
         f = self.run_folder(run_id, experiment) / "histograms.npz"
         if not f.exists():
             raise StoreError(f"run {run_id} has no histograms (trained without the grad_hist probe)")
@@ -360,9 +359,6 @@ class Results:
         `bin_lo`/`bin_hi` are log10|g|; bin 0 holds exact zeros (bin_lo = bin_hi = -inf),
         and the first and last ranges also hold the values clipped into them (DESIGN.md).
         `run_ids`: one id or a list (default: every run with histograms)."""
-        from vglab.train.loop import PARAMS  # the histogram's param axis
-        from vglab.train.probes import hist_edges
-
         edges = hist_edges()
         lo = np.concatenate([[-np.inf], edges[:-1]])
         hi = np.concatenate([[-np.inf], edges[1:]])
