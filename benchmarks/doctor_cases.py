@@ -274,7 +274,7 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in {c.name for c in CASES}]
     if unknown:
         p.error(f"unknown case(s) {unknown}; choose from {[c.name for c in CASES]}")
-    from vglab.report import doctor
+    from vglab.report import remedies
     from vglab.results import load
 
     tmp = None
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
     results, dumped, effects = {}, {}, []
     for case in (c for c in CASES if c.name in names):
         res = run_case_guarded(case, out, a.dataset, a.epochs, a.seeds, a.data_dir)
-        d = doctor.diagnose(load(res.path))
+        d = remedies.diagnose(load(res.path))
         results[case.name] = (case, score(case, d))
         dumped[case.name] = {"note": case.note, "expected": case.expected, "cause": case.cause,
                              "scores": results[case.name][1], "diagnosis": d.to_json(), "measure": d.measurements()}

@@ -374,7 +374,7 @@ def _diagnosis_html(res, results_dir: Path) -> str:
     from vglab.report import doctor, remedies
 
     try:
-        d = doctor.diagnose(res)
+        d = remedies.diagnose(res)
         return doctor.html_section(d, remedies.effects(res, d, source=str(results_dir)))
     except Exception as e:  # the diagnosis is one section: a failure must not cost the page
         warnings.warn(f"the diagnosis could not be made: {type(e).__name__}: {e}", stacklevel=2)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vglab.report import stats, tables
+from vglab.report import doctor, stats, tables
 
 EVIDENCE_FILE = Path(__file__).with_name("remedy_evidence.json")
 SWEEP_SUFFIX = "-remedies"
@@ -275,14 +275,12 @@ def _remedy_name(row: pd.Series, setting: str) -> str:
 def effects(res, diagnosis=None, source: str | None = None) -> list[Effect]:
     """The effect of every remedy arm of a sweep (`star`) on every finding of its baseline,
     paired over seeds; [] when `res` is not a sweep or its baseline has no finding."""
-    from vglab.report import doctor
-
     r = tables.runs(res)
     s = star(r)
     if s is None:
         return []
     base, remedies = s
-    d = diagnosis or doctor.diagnose(res, remedies=False)
+    d = diagnosis or doctor.diagnose(res)
     last = {c.run_id: c.last for c in d.runs}
     found = {}
     for f in d.findings:
@@ -374,6 +372,14 @@ def evidence_for(path) -> list[Effect]:
 
             out += effects(load(sweep), source=str(sweep))
     return out + load_evidence()
+
+
+def diagnose(res, evidence=None):
+    """`doctor.diagnose(res)` with each finding's remedies attached (`attach`; `evidence`: a
+    list of `Effect`s, default the folder's own sweep and the shipped ones)."""
+    d = doctor.diagnose(res)
+    attach(d, evidence)
+    return d
 
 
 def attach(diagnosis, evidence=None) -> None:
