@@ -274,7 +274,7 @@ def watched_sweep(path, case: Case, a) -> list:
         res = load(folder)
         last = res.epochs.sort_values("epoch").groupby("run_id").last()
         seeds = dict(zip(res.runs["seed"].astype(int), res.runs["run_id"]))
-        return remedies.ArmRuns(seeds, doctor.diagnose(res, remedies=False),
+        return remedies.ArmRuns(seeds, doctor.diagnose(res),
                                 {s: float(last.at[r, "val_acc"]) for s, r in seeds.items()})
 
     base, unmasked = arm(Path(path)), arm(arm_dir)
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in {c.name for c in CASES}]
     if unknown:
         p.error(f"unknown case(s) {unknown}; choose from {[c.name for c in CASES]}")
-    from vglab.report import doctor
+    from vglab.report import remedies
     from vglab.results import load
 
     tmp = None
@@ -336,7 +336,7 @@ def main(argv=None) -> int:
     results, dumped, effects = {}, {}, []
     for case in (c for c in CASES if c.name in names):
         res = run_case_guarded(case, out, a.dataset, a.epochs, a.seeds, a.data_dir)
-        d = doctor.diagnose(load(res.path))
+        d = remedies.diagnose(load(res.path))
         results[case.name] = (case, score(case, d))
         dumped[case.name] = {"note": case.note, "expected": case.expected, "cause": case.cause,
                              "scores": results[case.name][1], "diagnosis": d.to_json(), "measure": d.measurements()}

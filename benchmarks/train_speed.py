@@ -186,6 +186,26 @@ def _row(r: dict) -> str:
             f"{r['model_epochs_per_s']:>10.1f} {r['gflops']:>7.1f} {r['compile_s']:>9.1f} {r['peak_rss_mb']:>8.0f}")
 
 
+# What each section imports beyond vglab's own dependencies: (module, what needs it, how to install).
+OPTIONAL = {"equinox": [("equinox", "the Equinox MLP of examples/equinox_mlp.py", "pip install 'vglab[equinox]'")],
+            "tiers": [("equinox", "the Equinox MLP of examples/equinox_mlp.py", "pip install 'vglab[equinox]'")]}
+
+
+def missing_imports(sections) -> list[str]:
+    """One line per optional package a chosen section needs and this Python lacks, found
+    before any work (a missing Equinox failed after 4 1/2 minutes of the engine section)."""
+    import importlib.util
+
+    out = {}
+    for section in sections:
+        for module, why, fix in OPTIONAL.get(section, []):
+            if importlib.util.find_spec(module) is None:
+                out.setdefault(module, [why, fix, []])[2].append(section)
+    return [f"{m} is not installed: the section{'s' if len(v[2]) > 1 else ''} {', '.join(v[2])} train{'' if len(v[2]) > 1 else 's'} "
+            f"{v[0]}; {v[1]}, or leave {'them' if len(v[2]) > 1 else 'it'} out with --only engine"
+            for m, v in out.items()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=6)
@@ -201,6 +221,9 @@ def main() -> None:
         print(json.dumps(plain_case(depth, 10 * len(seeds), epochs, n_train, seeds) if kind == "plain"
                          else one_case(kind, depth, 10 * len(seeds), probes, epochs, n_train, seeds)))
         return
+    problems = missing_imports([args.only] if args.only else ["engine", "equinox", "tiers"])
+    if problems:
+        ap.exit(2, "".join(f"error: {p}\n" for p in problems))
     epochs, n_train = (3, 2048) if args.quick else (args.epochs, None)
     depths = (1,) if args.quick else (1, 20)
     import jax

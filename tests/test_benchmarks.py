@@ -73,3 +73,24 @@ def test_watch_speed_quick_writes_every_model_and_tier(tmp_path):
     for r in rows:
         assert {"model", "tier", "watched_s_per_step", "unwatched_s_per_step"} <= set(r)
         assert r["watched_s_per_step"] > 0 and r["unwatched_s_per_step"] > 0
+
+
+def test_train_speed_refuses_a_missing_equinox_before_any_work(monkeypatch, capsys):
+    """Without Equinox the equinox and tiers sections cannot run: said at once, exit 2, before
+    any data are read or a model trains (it used to fail after 4 1/2 minutes of the engine section)."""
+    import importlib.util
+
+    sys.path.insert(0, str(BENCH))
+    import train_speed
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "equinox" else real(name, *a))
+    monkeypatch.setattr(train_speed, "_arrays", lambda *a: pytest.fail("work started"))
+    monkeypatch.setattr(sys, "argv", ["train_speed.py", "--quick"])
+    with pytest.raises(SystemExit) as e:
+        train_speed.main()
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("error: equinox is not installed: the sections equinox, tiers train the Equinox "
+                                       "MLP of examples/equinox_mlp.py; pip install 'vglab[equinox]', or leave them out "
+                                       "with --only engine\n")
+    assert train_speed.missing_imports(["engine"]) == []

@@ -139,7 +139,9 @@ def test_report_and_reproduce_call_the_report_package(tmp_path, vglab_cache, mon
     def missing():
         raise ImportError("the HTML report is not available (test)")
 
-    monkeypatch.setattr(vglab, "_report_module", missing)
+    from vglab.report import pages
+
+    monkeypatch.setattr(pages, "html_module", missing)
     r = invoke("report", tmp_path / "root" / "tiny")
     assert r.exit_code == 2 and "the HTML report is not available" in r.output
     r = invoke("reproduce", "--presets", spec, "--out", tmp_path / "root", "--epochs", 1, "--seeds", 1, "-w", 1, "-q")

@@ -328,9 +328,9 @@ def test_more_workers_than_cores(tmp_path):
     assert not (tmp_path / "out").exists()
     spec = load_spec(write_spec(tmp_path))
     with pytest.raises(SpecError, match="--workers"):
-        runner._validate_before_writing([spec], n + 1, n + 1, "local", None, "cpu", allow_large=False)
-    runner._validate_before_writing([spec], n + 1, n + 1, "local", None, "cpu", allow_large=True)
-    runner._validate_before_writing([spec], 64, 64, "ray", "auto", "cpu", allow_large=False)  # a cluster's cores
+        runner._validate_before_writing([spec], runner.placement(n + 1, "local", None, "cpu"), allow_large=False)
+    runner._validate_before_writing([spec], runner.placement(n + 1, "local", None, "cpu"), allow_large=True)
+    runner._validate_before_writing([spec], runner.placement(64, "ray", "auto", "cpu"), allow_large=False)  # a cluster's cores
 
 
 # ------------------------------------------------------------------ signals

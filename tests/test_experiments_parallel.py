@@ -129,10 +129,10 @@ def test_tasks_split_to_fill_the_workers(tmp_path):
     job = runner._Job(spec, tmp_path, set(), [u for u in spec.units() if u.group == "mlp-1x4-tanh-normal"])
     shapes = runner._prepare_data([job], None)
     one = runner._tasks([job], None, 1, shapes)
-    assert len(one) == 1 and len(one[0][3]) == 4  # one group, one task: one compile
+    assert len(one) == 1 and len(one[0].units) == 4  # one group, one task: one compile
     four = runner._tasks([job], None, 4, shapes)
-    assert len(four) == 4 and sorted(len(t[3]) for t in four) == [1, 1, 1, 1]  # every core busy
-    assert sorted(u.id for t in four for u in t[3]) == sorted(u.id for u in job.units)
+    assert len(four) == 4 and sorted(len(t.units) for t in four) == [1, 1, 1, 1]  # every core busy
+    assert sorted(u.id for t in four for u in t.units) == sorted(u.id for u in job.units)
 
 
 def test_each_programs_first_task_comes_before_any_second(tmp_path):
@@ -151,8 +151,8 @@ def test_each_programs_first_task_comes_before_any_second(tmp_path):
     tasks = runner._tasks(jobs, None, 12, shapes)
     # A program is set by the network and the grid size, not the init family, and MLP
     # units of 1 or 2 runs both train 8 members: one program per depth here.
-    assert {t[2].model.depth for t in tasks} == {1, 3} and len(tasks) >= 4
-    assert {t[2].model.depth for t in tasks[:2]} == {1, 3}  # both firsts, then the rest
+    assert {t.task.model.depth for t in tasks} == {1, 3} and len(tasks) >= 4
+    assert {t.task.model.depth for t in tasks[:2]} == {1, 3}  # both firsts, then the rest
 
 
 def test_experiments_with_big_reports_finish_training_first(tmp_path):
@@ -170,7 +170,7 @@ def test_experiments_with_big_reports_finish_training_first(tmp_path):
     jobs = [runner._Job(s, tmp_path / s.name, set(), list(s.units()))
             for s in (load_spec(p, seeds=[0, 1, 2, 3]) for p in (shallow, deep))]
     tasks = runner._tasks(jobs, None, 12, runner._prepare_data(jobs, None))
-    rest = [t[1].split("/")[0] for t in tasks[2:]]  # after each program's first task
+    rest = [t.key.split("/")[0] for t in tasks[2:]]  # after each program's first task
     assert set(rest) == {"shallow", "deep"}
     assert rest == sorted(rest, key=lambda name: name != "deep"), rest
 

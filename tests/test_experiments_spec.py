@@ -198,3 +198,20 @@ def test_limits_are_one_table_checked_before_building(tmp_path):
     with pytest.raises(SpecError, match="large-params: seeds: 101 is above the limit of 100 seeds"):
         check_sizes(dataclasses.replace(spec, seeds=tuple(range(101))))
     check_sizes(dataclasses.replace(spec, seeds=tuple(range(101))), allow_large=True)
+
+
+def test_a_spec_works_its_runs_out_once(monkeypatch):
+    """groups, units, to_dict and the runner all read `expand()`: a `vglab run` expanded the
+    spec 8 times; now the runs are worked out once per spec and each caller gets its own list."""
+    import dataclasses
+
+    from vglab.experiments.spec import ExperimentSpec
+
+    spec = dataclasses.replace(load_spec("large-params", epochs=1, seeds=[0, 1]))  # a fresh object: nothing kept
+    real, calls = ExperimentSpec._expand, []
+    monkeypatch.setattr(ExperimentSpec, "_expand", lambda self: calls.append(self) or real(self))
+    runs = spec.expand()
+    spec.groups(), spec.units(max_runs=8), spec.to_dict()
+    assert len(calls) == 1 and spec.expand() == runs == real(spec) and len(runs) == 6
+    spec.expand().clear()  # a caller's list is its own
+    assert len(spec.expand()) == 6

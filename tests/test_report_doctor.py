@@ -40,10 +40,10 @@ def planted(tmp_path_factory, vglab_cache):
 def test_each_planted_case_is_found_with_its_cause_in_every_seed(planted):
     by = {c.name: c for c in doctor_cases.CASES}
     for name, path in planted.items():
-        d = doctor.diagnose(load(path), remedies=False)
+        d = doctor.diagnose(load(path))
         scores = doctor_cases.score(by[name], d)
         assert len(scores) == 2 and all(s["ok"] for s in scores.values()), (name, scores, d.lines())
-    d = doctor.diagnose(load(planted["healthy-tanh-1x8"]), remedies=False)
+    d = doctor.diagnose(load(planted["healthy-tanh-1x8"]))
     assert not [f for f in d.findings if f.finding]
 
 
@@ -51,7 +51,7 @@ def test_vanishing_names_the_layers_onset_and_factors(planted):
     """20x8 tanh at N(0, std=0.05): the gradient is ≥ 3 decades below the output layer's from
     the first layer up (mean field: χ₁ = 0.02 per layer), from epoch 1 on, and the weight
     product, not φ′, is what is small."""
-    d = doctor.diagnose(load(planted["tanh-20x8-small"]), remedies=False)
+    d = doctor.diagnose(load(planted["tanh-20x8-small"]))
     for run in d.runs:
         van = [f for f in d.findings if f.run_id == run.run_id and f.finding == "vanishing"]
         idx = sorted(f.layer_index for f in van)
@@ -70,12 +70,12 @@ def test_vanishing_names_the_layers_onset_and_factors(planted):
 
 
 def test_the_sigmoid_net_vanishes_by_its_derivatives_and_the_large_init_saturates(planted):
-    d = doctor.diagnose(load(planted["sigmoid-20x8-glorot"]), remedies=False)
+    d = doctor.diagnose(load(planted["sigmoid-20x8-glorot"]))
     f = next(f for f in d.findings if f.finding == "vanishing" and f.layer_index == 0)
     e = f.evidence  # the level is the φ′ product; the weights' spectral norms are above 1 (bound > 0)
     assert f.cause == "derivatives" and e["deriv_log10"] < -8 and abs(e["weight_log10"]) < 2
     assert e["weight_log10"] == pytest.approx(e["level_decades"] - e["deriv_log10"]) and e["weight_norm_bound_log10"] > 0
-    d = doctor.diagnose(load(planted["tanh-1x8-large"]), remedies=False)
+    d = doctor.diagnose(load(planted["tanh-1x8-large"]))
     sat = [f for f in d.findings if f.finding == "saturated"]
     assert {f.seed for f in sat} == {0, 1} and all(f.onset_epoch == 0 and f.persists for f in sat)
     assert all(f.evidence["saturated_frac"] > 0.8 for f in sat)
@@ -106,7 +106,7 @@ def test_a_watched_folder_the_masked_layer_is_frozen_by_the_optimizer(planted):
     masked out of Adam does not move while its gradient flows; --try prints changes, not a sweep."""
     from vglab.cli import app
 
-    d = doctor.diagnose(load(planted["watched-masked-layer"]), remedies=False)
+    d = doctor.diagnose(load(planted["watched-masked-layer"]))
     assert [(f.layer, f.finding, f.cause) for f in d.findings] == [("dense2", "frozen", "optimizer")] * 2
     assert all(f.evidence["update_ratio"] == 0 and not f.evidence["vanishing"] for f in d.findings)
     assert d.runs[0].unit == "step" and d.findings[0].onset_epoch == d.runs[0].epochs[0] > 1
@@ -155,7 +155,7 @@ def test_try_run_names_the_remedy_that_moved_the_finding(planted, tmp_path):
     page = (tmp_path / "tanh-1x8-large-remedies" / "report.html").read_text()
     assert page.index('id="diagnosis"') < page.index('id="claims"') and "Remedy sweep" in page
     # the folder's own findings now list the measured remedy from its sweep, first
-    d = doctor.diagnose(load(folder))
+    d = remedies.diagnose(load(folder))
     sat = next(f for f in d.findings if f.finding == "saturated")
     assert sat.remedies[0]["moved"] and str(tmp_path / "tanh-1x8-large-remedies") == sat.remedies[0]["source"]
 
@@ -210,7 +210,7 @@ def test_every_finding_of_the_planted_cases_has_measured_remedies(planted):
     assert all(e.seeds >= 3 for e in ev if e.verdict != remedies.DIVERGED)  # a diverged arm has no pairs
     assert all(e.text() for e in ev)  # nulls (NaN) read back
     for name, path in planted.items():
-        d = doctor.diagnose(load(path))
+        d = remedies.diagnose(load(path))
         for f in d.findings:
             assert f.remedies and all(r["effect"]["seeds"] >= 3 for r in f.remedies), (name, f.finding, f.cause)
 
@@ -235,7 +235,7 @@ def test_compare_pairs_seeds_and_a_diverged_arm_removes_nothing():
         g = [{**_grad(li, lv if li == 0 else 0.0), "run_id": f"r{s}"} for s, lv in levels.items() for li in (0, 1)]
         g += [{**x, "param": "w"} for x in g]
         res = Results(None, {}, {}, runs, pd.DataFrame(), pd.DataFrame(g), pd.DataFrame())
-        return remedies.ArmRuns({s: f"r{s}" for s in levels}, doctor.diagnose(res, remedies=False),
+        return remedies.ArmRuns({s: f"r{s}" for s in levels}, doctor.diagnose(res),
                                 {s: 0.5 for s in levels})
 
     about = {"baseline": "own", "source": "test", "dataset": "digits", "epochs": 1}
@@ -254,12 +254,12 @@ def test_frozen_while_the_gradient_flows_is_the_optimizers_and_thresholds_are_ed
     v = doctor.VANISH_DECADES
     g = [_grad(0, -v, update_ratio=0.0), _grad(1, -v + 1e-6), _grad(2, 0.0)]
     g += [{**x, "param": "w"} for x in g]
-    d = doctor.diagnose(_results(g, []), remedies=False)
+    d = doctor.diagnose(_results(g, []))
     kinds = {(f.layer_index, f.finding): f.cause for f in d.findings}
     assert kinds == {(0, "vanishing"): None, (0, "frozen"): None}  # no layer factors: cause not determined
     g = [_grad(0, -0.5, update_ratio=0.0), _grad(1, 0.0)]
     g += [{**x, "param": "w"} for x in g]
-    d = doctor.diagnose(_results(g, []), remedies=False)
+    d = doctor.diagnose(_results(g, []))
     assert [(f.layer_index, f.finding, f.cause) for f in d.findings] == [(0, "frozen", "optimizer")]
     assert "saturated" in d.missing and "not looked for" in "\n".join(d.lines())
 
@@ -279,7 +279,7 @@ def test_cause_rule_and_a_model_without_derivatives():
 def test_dead_units_in_a_relu_layer_and_json_of_infinities():
     g = [_grad(0, -math.inf, zero=1.0), _grad(1, 0.0)]
     g += [{**x, "param": "w"} for x in g]
-    d = doctor.diagnose(_results(g, [], activation="relu"), remedies=False)
+    d = doctor.diagnose(_results(g, [], activation="relu"))
     assert [(f.finding, f.cause) for f in d.findings] == [("dead", "derivatives")]  # not also "vanishing"
     json.dumps(d.to_json())
 

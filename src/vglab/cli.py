@@ -437,7 +437,7 @@ def doctor(results_dir: Path = typer.Argument(..., help="A results directory (a 
         if not (results_dir / "runs").is_dir():
             raise StoreError(f"no results directory at {results_dir} (no runs/ folder); give a folder written by "
                              "vglab run, vglab reproduce or vglab.Recorder")
-        d = doctor_mod.diagnose(load(results_dir))
+        d = remedies.diagnose(load(results_dir))
         if json_ and not try_:
             typer.echo(json.dumps(d.to_json(), indent=1))
             return
@@ -478,7 +478,7 @@ def _doctor_try(results_dir: Path, d, label, seeds: int, epochs, run_: bool, wor
 
     res = vglab.run(str(spec_file), out=remedies.sweep_dir(results_dir), workers=workers, progress=not quiet,
                     _progress=_progress(quiet))
-    eff = remedies.effects(res, doctor_mod.diagnose(res, remedies=False))
+    eff = remedies.effects(res, doctor_mod.diagnose(res))
     say(f"\nwhich remedy moved which finding ({res.path}; paired over {seeds} seeds):")
     for e in eff or []:
         say("  " + e.text())

@@ -14,10 +14,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
-import os
 import shutil
 import tarfile
-import tempfile
 import urllib.request
 import zlib
 from collections.abc import Sequence
@@ -34,6 +32,7 @@ from rich.progress import (
 )
 
 from .errors import DataError
+from .files import atomic_path
 
 CHUNK = 1 << 20
 TIMEOUT = 60.0  # seconds a mirror may stay silent before we try the next one
@@ -107,12 +106,9 @@ def download(
 
 
 def _download_one(url, dest, expected, gunzip, progress, timeout) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(name)
-    try:
+    with atomic_path(dest) as tmp:
         total, received = None, 0
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             try:
                 request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
                 with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -132,10 +128,6 @@ def _download_one(url, dest, expected, gunzip, progress, timeout) -> None:
             raise DataError(f"transfer interrupted after {received} of {total} bytes")
         if problem := verify(tmp, expected, gunzip):
             raise DataError(f"checksum mismatch: {problem}")
-        tmp.chmod(0o644)  # mkstemp makes files private; public data need not be
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- archives

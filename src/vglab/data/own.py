@@ -148,7 +148,7 @@ def fingerprint(path) -> str:
 def save_arrays(x_train, y_train, x_test, y_test, classes=None, cache_dir=None) -> Path:
     """Validate arrays from Python and store them as `<cache>/arrays/<sha256>.npz` (once);
     returns the path, to use as a dataset."""
-    from .sources import default_cache_dir, save_npz_atomic
+    from .files import default_cache_dir, save_npz
 
     arrays = {"x_train": np.asarray(x_train), "y_train": np.asarray(y_train), "x_test": np.asarray(x_test),
               "y_test": np.asarray(y_test)}
@@ -163,7 +163,7 @@ def save_arrays(x_train, y_train, x_test, y_test, classes=None, cache_dir=None) 
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = root / ARRAYS_FOLDER / f"{h.hexdigest()[:24]}.npz"
     if not path.exists():
-        save_npz_atomic(path, "dataset", **arrays)
+        save_npz(path, "dataset", **arrays)
     if not path.exists():
         raise DataError(f"could not store the arrays in {path.parent}; set $VGLAB_CACHE to a writable folder "
                         "or save them with numpy.savez and give the file's path as dataset")

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .sources import Dataset, default_cache_dir, load, save_npz_atomic
+from .files import default_cache_dir, save_npz
+from .sources import Dataset, load
 
 KINDS = ("mlp", "cnn")
 PCA_FORMAT = 1  # bump when the fitting changes, so old cache files are not reused
@@ -126,7 +127,7 @@ def train_pca(ds: Dataset, variance: float = 0.95, cache_dir: str | os.PathLike 
     except Exception as e:  # a damaged cache file is only a cache miss
         warnings.warn(f"ignoring unreadable PCA cache {path} ({e}); refitting", stacklevel=2)
     pca = fit_pca(scale(ds.x_train, ds.pixel_max).reshape(len(ds.x_train), d), variance)
-    save_npz_atomic(path, "PCA", mean=pca.mean, components=pca.components,
+    save_npz(path, "PCA", mean=pca.mean, components=pca.components,
                     explained_variance_ratio=pca.explained_variance_ratio)
     return pca
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from .download import download, extract_tar, progress_bar, verify
 from .errors import DataError
+from .files import default_cache_dir, save_npz
 
 # Where downloads come from. Module-level so tests (and users behind a proxy or with a
 # local mirror) can point them elsewhere; `fetch(..., urls=...)` overrides them per call.
@@ -125,12 +126,6 @@ class Dataset:
 
 
 # ----------------------------------------------------------------------------- lookup
-
-
-def default_cache_dir() -> Path:
-    """`$VGLAB_CACHE`, else `~/.cache/vglab`: downloads and the PCA cache live here."""
-    env = os.environ.get("VGLAB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "vglab"
 
 
 def get_source(name: str) -> Source:
@@ -292,7 +287,7 @@ def _load_digits() -> Dataset:
         if not isinstance(e, FileNotFoundError):
             warnings.warn(f"ignoring unreadable digits cache {path} ({e})", stacklevel=2)
         arrays = _split_digits()
-        save_npz_atomic(path, "digits", **dict(zip(DIGITS_SPLIT, arrays)))
+        save_npz(path, "digits", **dict(zip(DIGITS_SPLIT, arrays)))
     return Dataset("digits", *_frozen(*arrays), 16, DIGITS, str(src))
 
 
@@ -306,25 +301,6 @@ def _split_digits() -> list[np.ndarray]:
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=0.2, random_state=0, stratify=labels)
     return [x_train, y_train, x_test, y_test]
-
-
-def save_npz_atomic(path: Path, what: str, **arrays) -> None:
-    """Write a cache file (.npz) via a temporary file + os.replace, so a crash or a
-    concurrent run never leaves a half-written file under the real name. A cache that
-    cannot be written costs time, not correctness: `what` names it in the warning."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as e:
-        warnings.warn(f"cannot write the {what} cache in {path.parent} ({e})", stacklevel=3)
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a cache need not be
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _digits_file() -> Path:

@@ -6,6 +6,8 @@ units, and the runner that trains them into a results directory.
 - `runner.py`: `run_experiment(spec, out)`, resume, locking, meta data, local workers.
 - `ray_executor.py`: the same tasks on a Ray cluster.
 - `progress.py`: Rich progress bars (or none).
+- `api.py`: `vglab.run`, `vglab.load_results`, `vglab.list_presets`; `RunOptions`, what `run` and
+  `vglab.reproduce` pass to the runner.
 """
 
 from vglab.experiments.spec import ExperimentSpec, RunSpec, SpecError, Unit, list_presets, load_spec

@@ -194,15 +194,58 @@ def _live_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not k.startswith("final_grad")}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Task:
     """What a worker trains: one group's units (same model, data and training config)."""
 
     data: DataKey
     model: object  # vglab.experiments.spec.ModelSpec
     config: object  # vglab.train.TrainConfig, shared by the units' runs
-    units: list  # [(unit id, [Member, ...])]
+    units: tuple  # ((unit id, (Member, ...)), ...)
     live: bool = False  # emit each record's metrics (live TensorBoard events)
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    """A task as the runner schedules it: `task` is what a worker trains."""
+
+    seconds: float  # estimated: compiling its program (if first) and training its units, one core
+    key: str  # its name in the progress display and meta.json: "<first unit id>+<more units>"
+    task: Task
+    units: tuple[Unit, ...]
+    program: tuple  # what its compiled programs depend on: tasks of one program share them
+    experiment: int  # index of its experiment (job)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a command's tasks run, resolved once (`placement`): the executor, a Ray
+    cluster's address, the device asked for, the workers asked for (None: the default) and
+    how many there are, and whether they train on a GPU."""
+
+    executor: str = "local"
+    address: str | None = None
+    device: str | None = None
+    workers: int | None = None
+    n_workers: int = 1
+    on_gpu: bool = False
+
+    @property
+    def on_this_machine(self) -> bool:
+        return self.executor == "local" or not self.address
+
+
+def placement(workers: int | None = None, executor: str = "local", address: str | None = None,
+              device: str | None = None) -> Placement:
+    """The checked `Placement` of these options (a cluster's workers are known once connected)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}")
+    if address and executor != "ray":
+        raise ValueError("--address names a Ray cluster; use it with --executor ray")
+    if device not in (None, "auto", "cpu", "gpu"):
+        raise ValueError(f"unknown device {device!r}; choose one of ['auto', 'cpu', 'gpu']")
+    on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
+    return Placement(executor, address, device, workers, _resolve_workers(workers, executor, device), on_gpu)
 
 
 def train_task(task: Task, emit) -> dict:
@@ -230,7 +273,7 @@ def train_task(task: Task, emit) -> dict:
     unit_cpu, share = [], 1.0
     for i, (unit_id, members) in enumerate(task.units):
         t0, c0 = time.perf_counter(), time.process_time()
-        results = train_group(model, arrays, members, task.config, min_slots=grid_slots(task.data.kind, len(members)),
+        results = train_group(model, arrays, list(members), task.config, min_slots=grid_slots(task.data.kind, len(members)),
                               on_epoch=functools.partial(on_epoch, unit_id))
         unit_cpu.append(time.process_time() - c0)
         if i == 0:  # epoch, observe and end_grads have all run
@@ -429,59 +472,77 @@ def _costs(network, spec: ExperimentSpec, n_train: int, n_test: int, members: in
     return estimate(task_features(network, spec, n_train, n_test, members, penalties), costs)
 
 
-def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict,
-           costs: CostModel = CPU_COSTS) -> list[tuple[float, str, dict, list[Unit], tuple]]:
-    """(estimated seconds, key, payload, units, program) per task: the first task of every
-    program largest first, then the others by experiment, those with the most to draw
-    in their report first, each largest first."""
-    tasks, layers = [], {}
+@dataclass
+class _Draft:
+    """A task being formed: a chunk of one group's units and the group's estimates."""
+
+    compile_s: float
+    unit_s: float
+    experiment: int
+    data: DataKey
+    model: object
+    config: object
+    units: list[Unit]
+
+
+def _drafts(jobs: list[_Job], data_dir, shapes: dict, costs: CostModel) -> tuple[list[_Draft], dict[int, int]]:
+    """Per group, one draft of all its pending units (one compile), or one per unit when a
+    unit trains longer than its group compiles; and each experiment's deepest network's layers."""
+    drafts, layers = [], {}
     for j, job in enumerate(jobs):
-        spec = job.spec
         by_group: dict[str, list[Unit]] = {}
         for unit in job.units:
             by_group.setdefault(unit.group, []).append(unit)
-        for group, units in by_group.items():
+        for units in by_group.values():
             r = units[0].runs[0]
-            data = _data_key(r, data_dir)
+            data, model = _data_key(r, data_dir), r.model_spec()
             arrays = shapes[data]
-            model = r.model_spec()
             network = model.build(arrays.x_train.shape[1:], arrays.n_classes)
             layers[j] = max(layers.get(j, 0), len(network.layout().layers))
-            compile_s, unit_s = _costs(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
+            compile_s, unit_s = _costs(network, job.spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
                                        grid_slots(data.kind, max(len(u.runs) for u in units)), costs,
                                        len(penalty_terms([r.member() for u in units for r in u.runs])))
-            chunks = [[u] for u in units] if unit_s > compile_s else [units]
-            for chunk in chunks:
-                tasks.append([compile_s, unit_s, j, data, (model, r.train_config()), chunk])
+            for chunk in [[u] for u in units] if unit_s > compile_s else [units]:
+                drafts.append(_Draft(compile_s, unit_s, j, data, model, r.train_config(), chunk))
+    return drafts, layers
+
+
+def _planned(d: _Draft, live: bool) -> PlannedTask:
+    task = Task(d.data, d.model, d.config, tuple((u.id, tuple(r.member() for r in u.runs)) for u in d.units), live)
+    key = f"{d.units[0].id}+{len(d.units) - 1}" if len(d.units) > 1 else d.units[0].id
+    # What the compiled programs depend on (not the init family, the learning rate, the
+    # number of epochs or records: see train.loop.train_group).
+    program = (d.data, d.model, grid_slots(d.data.kind, max(len(u.runs) for u in d.units)),
+               replace(d.config, epochs=1, record_every=1, learning_rate=1e-3),
+               penalty_terms([m for _, members in task.units for m in members]))
+    return PlannedTask(d.compile_s + d.unit_s * len(d.units), key, task, tuple(d.units), program, d.experiment)
+
+
+def _tasks(jobs: list[_Job], data_dir, workers: int, shapes: dict, costs: CostModel = CPU_COSTS,
+           live: bool = False) -> list[PlannedTask]:
+    """The tasks, in order: the first task of every program largest first, then the others
+    by experiment, those with the most to draw in their report first, each largest first.
+    `live`: the tasks emit each record's metrics (live TensorBoard events)."""
+    drafts, layers = _drafts(jobs, data_dir, shapes, costs)
     # Fewer tasks than workers: split the biggest (a second compile beats an idle core).
-    while len(tasks) < workers and any(len(t[5]) > 1 for t in tasks):
-        big = max((t for t in tasks if len(t[5]) > 1), key=lambda t: t[1] * len(t[5]))
-        half = len(big[5]) // 2
-        tasks.append(big[:5] + [big[5][half:]])
-        big[5] = big[5][:half]
-    out = []
-    for compile_s, unit_s, j, data, (model, config), chunk in tasks:
-        payload = Task(data, model, config, [(u.id, [r.member() for r in u.runs]) for u in chunk])
-        key = f"{chunk[0].id}+{len(chunk) - 1}" if len(chunk) > 1 else chunk[0].id
-        # What the compiled programs depend on (not the init family, the learning rate, the
-        # number of epochs or records: see train.loop.train_group).
-        program = (data, model, grid_slots(data.kind, max(len(u.runs) for u in chunk)),
-                   replace(config, epochs=1, record_every=1, learning_rate=1e-3),
-                   penalty_terms([m for _, members in payload.units for m in members]))
-        out.append((compile_s + unit_s * len(chunk), key, payload, chunk, program, j))
+    while len(drafts) < workers and any(len(d.units) > 1 for d in drafts):
+        big = max((d for d in drafts if len(d.units) > 1), key=lambda d: d.unit_s * len(d.units))
+        half = len(big.units) // 2
+        drafts.append(replace(big, units=big.units[half:]))
+        big.units = big.units[:half]
     # Each program's first task before any program's second: workers that start tasks of
     # one program together both compile it (tens of seconds on one core each); after its
     # first task, a program loads from the compilation cache.
     firsts, rest, seen = [], [], set()
-    for t in sorted(out, key=lambda t: -t[0]):
-        (rest if t[4] in seen else firsts).append(t)
-        seen.add(t[4])
+    for t in sorted((_planned(d, live) for d in drafts), key=lambda t: -t.seconds):
+        (rest if t.program in seen else firsts).append(t)
+        seen.add(t.program)
     # An experiment's report is drawn (on one core) once its last task is done. Its figures
     # draw a line or panel per configuration and layer, so experiments with many of both
     # finish first, while the others still train; those with small reports end the sweep.
     drawing = {j: layers.get(j, 0) * len({r.label for u in job.units for r in u.runs}) for j, job in enumerate(jobs)}
-    rest.sort(key=lambda t: (-drawing[t[5]], t[5], -t[0]))
-    return [t[:5] for t in firsts + rest]
+    rest.sort(key=lambda t: (-drawing[t.experiment], t.experiment, -t.seconds))
+    return firsts + rest
 
 
 def _prepare_data(jobs: list[_Job], data_dir) -> dict:
@@ -632,20 +693,20 @@ def report_seconds(f: dict, costs: CostModel = CPU_COSTS) -> float:
     return costs.report_s + costs.report_s_per_run * f["runs"] + figures
 
 
-def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool, cluster=None) -> Plan:
+def _plan(jobs: list[_Job], tasks: list[PlannedTask], shapes: dict, place: Placement, cluster=None) -> Plan:
     """Each experiment's estimated compile, train and report time, and the wall time of
     the tasks (in their order) and reports scheduled on `workers` cores (on a GPU: the
     tasks on its workers, the reports on the CPU's cores): a program is compiled by its
     first task and loaded (`CostModel.load_s`) by the others, a variant of a model compiled
     already costs `variant_seconds`; an experiment's compile is its share (`compile_shares`)."""
+    workers, on_gpu = place.n_workers, place.on_gpu
     costs = cost_model(on_gpu)
-    job_of = {u.id: j for j, job in enumerate(jobs) for u in job.units}
     train_s, layers = [0.0] * len(jobs), [0] * len(jobs)
     group_s: dict[str, float] = {}
     features: dict[str, dict] = {}
     free, compiled, families, ends, shared = [0.0] * max(workers, 1), set(), set(), {}, []
-    for _, _key, payload, chunk, program in tasks:
-        j = job_of[chunk[0].id]
+    for t in tasks:
+        j, payload, chunk, program = t.experiment, t.task, t.units, t.program
         spec = jobs[j].spec
         arrays = shapes[payload.data]
         network = payload.model.build(arrays.x_train.shape[1:], arrays.n_classes)
@@ -655,12 +716,12 @@ def _plan(jobs: list[_Job], tasks, shapes: dict, workers: int, on_gpu: bool, clu
                           len(program[-1]))
         c, u = estimate(f, costs)
         family = program_family(program)
-        features[_key] = {**f, "first": program not in compiled, "program": _key_hash(program),
-                          "family": _key_hash(family)}
+        features[t.key] = {**f, "first": program not in compiled, "program": _key_hash(program),
+                           "family": _key_hash(family)}
         c = costs.load_s if program in compiled else c if family not in families else variant_seconds(f, costs)
         compiled.add(program)
         families.add(family)
-        shared.append({"experiment": j, "family": features[_key]["family"], "seconds": c})
+        shared.append({"experiment": j, "family": features[t.key]["family"], "seconds": c})
         train_s[j] += u * len(chunk)
         g = f"{spec.name}/{chunk[0].group}"
         group_s[g] = group_s.get(g, 0.0) + c + u * len(chunk)
@@ -692,22 +753,25 @@ def plan_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None 
     outs = [Path(o) for o in outs] if outs is not None else [default_out(s) for s in specs]
     for out in outs:
         store.check_folder(out)  # a file in the way: the same error as a run gives
+    place = placement(workers, executor, address, device)
     _check_device(device)  # the data are prepared on the chosen platform
-    on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
-    n_workers = _resolve_workers(workers, executor, device)
     with _cluster(executor, address) as cluster:
-        n_workers = cluster.workers(workers) if cluster else n_workers
+        place = replace(place, n_workers=cluster.workers(workers)) if cluster else place
     jobs = []
     for spec, out in zip(specs, outs):
         old = store.read_spec(out)
         same = old is not None and old.get("fingerprint") == spec.to_dict()["fingerprint"]
-        done = store.completed_run_ids(out) if same else set()
-        units = spec.units() if on_gpu else spec.units(one_run_inputs=ONE_RUN_INPUTS, max_runs=MLP_SLOTS)
-        jobs.append(_Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
-                         skipped=len(done)))
+        jobs.append(_job(spec, out, store.completed_run_ids(out) if same else set(), place))
     shapes = _prepare_data(jobs, data_dir)
-    return _plan(jobs, _tasks(jobs, data_dir, n_workers, shapes, cost_model(on_gpu)), shapes, n_workers, on_gpu,
+    return _plan(jobs, _tasks(jobs, data_dir, place.n_workers, shapes, cost_model(place.on_gpu)), shapes, place,
                  cluster)
+
+
+def _job(spec: ExperimentSpec, out: Path, done: set[str], place: Placement) -> _Job:
+    """The experiment's units with a pending run (on a CPU: image models one run per unit,
+    MLP units of at most `MLP_SLOTS` runs)."""
+    units = spec.units() if place.on_gpu else spec.units(one_run_inputs=ONE_RUN_INPUTS, max_runs=MLP_SLOTS)
+    return _Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)], skipped=len(done))
 
 
 def _cluster(executor: str, address: str | None):
@@ -791,17 +855,15 @@ def _gpu_likely() -> bool:
     return bool(parallel.gpu_platforms_installed()) and (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/kfd"))
 
 
-def _validate_before_writing(specs: list[ExperimentSpec], workers: int | None, n_workers: int, executor: str,
-                             address: str | None, device: str | None, allow_large: bool) -> None:
+def _validate_before_writing(specs: list[ExperimentSpec], place: Placement, allow_large: bool) -> None:
     """Everything that can be refused before any folder is touched (step 0)."""
     for spec in specs:
         check_sizes(spec, allow_large)
-    on_this_machine = executor == "local" or not address
-    if workers is not None and on_this_machine:
-        check_limit("workers", n_workers, allow_large, "--workers ")
-    if on_this_machine:
-        _check_device(device)
-    if n_workers > 1 and executor == "local":
+    if place.workers is not None and place.on_this_machine:
+        check_limit("workers", place.n_workers, allow_large, "--workers ")
+    if place.on_this_machine:
+        _check_device(place.device)
+    if place.n_workers > 1 and place.executor == "local":
         _check_main_guard()
 
 
@@ -872,98 +934,129 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
     `on_complete(out)` is called for each experiment as soon as its last run and its
     meta.json are written (while others still train), e.g. to start its report.
     `allow_large` lifts `spec.LIMITS`."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}")
-    if address and executor != "ray":
-        raise ValueError("--address names a Ray cluster; use it with --executor ray")
-    if device not in (None, "auto", "cpu", "gpu"):
-        raise ValueError(f"unknown device {device!r}; choose one of ['auto', 'cpu', 'gpu']")
+    place = placement(workers, executor, address, device)
     outs = [Path(o) for o in outs] if outs is not None else [default_out(s) for s in specs]
     if len(outs) != len(specs) or len(set(o.resolve() for o in outs)) != len(outs):
         raise ValueError("give one distinct output directory per experiment")
     progress = progress or NoProgress()
-    on_gpu = device == "gpu" or (device in (None, "auto") and _gpu_likely())
-    n_workers = _resolve_workers(workers, executor, device)
-    _validate_before_writing(specs, workers, n_workers, executor, address, device, allow_large)
-    started, t0, cpu0 = _now(), time.perf_counter(), time.process_time()
+    _validate_before_writing(specs, place, allow_large)
+    started, clock = _now(), (time.perf_counter(), time.process_time())
 
     with contextlib.ExitStack() as stack:
         cluster = stack.enter_context(_cluster(executor, address))  # checked before anything is written
-        n_workers = cluster.workers(workers) if cluster else n_workers
-        env = parallel.worker_env(None if device == "auto" else device, n_workers)
+        place = replace(place, n_workers=cluster.workers(workers)) if cluster else place
+        env = parallel.worker_env(None if device == "auto" else device, place.n_workers)
         for out in outs:
             stack.enter_context(store.locked(out))
         jobs, clear = [], []
         for spec, out in zip(specs, outs):
             done, old_goes = _check_out(spec, out, overwrite)
             clear.append(old_goes)
-            units = spec.units() if on_gpu else spec.units(one_run_inputs=ONE_RUN_INPUTS, max_runs=MLP_SLOTS)
-            job = _Job(spec, out, done, [u for u in units if any(r.run_id not in done for r in u.runs)],
-                       skipped=len(done))
-            jobs.append(job)
-        tasks, prepare_seconds, plan = [], 0.0, None
-        if any(job.units for job in jobs):
-            if n_workers == 1 and executor == "local":
-                parallel.configure_this_process(env)
-            t_prepare = time.perf_counter()
-            shapes = _prepare_data(jobs, data_dir)
-            prepare_seconds = round(time.perf_counter() - t_prepare, 2)
-            _check_batch_sizes(jobs, shapes)
-            tasks = _tasks(jobs, data_dir, n_workers, shapes, cost_model(on_gpu))
-            plan = _plan(jobs, tasks, shapes, n_workers, on_gpu, cluster)
-            shapes.clear()
-            for t in tasks:
-                t[2].live = tensorboard  # per-record metrics for live TensorBoard events
+            jobs.append(_job(spec, out, done, place))
+        tasks, plan, prepare_seconds = _schedule(jobs, data_dir, place, env, tensorboard, cluster)
         # Every check passed: from here on, write.
         for job, old_goes in zip(jobs, clear):
             if old_goes:
                 _clear_out(job.out)
             _open_out(job.spec, job.out)
         invocation = {"started": started, "finished": None, "command": " ".join(sys.argv), "executor": executor,
-                      "workers": n_workers, "device": device or "auto", "load_average_at_start": _load_average()}
+                      "workers": place.n_workers, "device": device or "auto", "load_average_at_start": _load_average()}
         if cluster:
             invocation["cluster"] = {"address": cluster.address, "nodes": cluster.nodes, "cpus": cluster.cpus}
         for job in jobs:
             _write_meta(job.out, {**invocation, "runs": len(job.spec.expand()), "skipped": job.skipped}, executor)
-
         info = {"backend": None, "device": None, "tasks": [], "prepare_seconds": prepare_seconds}
-        finished = set()
-
-        def finish(j: int) -> None:
-            """Experiment j has all its runs: export, final meta, then `on_complete`."""
-            if j in finished:
-                return
-            finished.add(j)
-            job = jobs[j]
-            if tensorboard:
-                from vglab.results import tensorboard as tb
-
-                tb.export(job.out)
-            store.write_runs_table(job.out)
-            mine = [t for t in info["tasks"] if t["task"].startswith(job.spec.name + "/")]
-            _write_meta(job.out, {**invocation, **info, "finished": _now(), "seconds": round(time.perf_counter() - t0, 2),
-                                  "runs": len(job.spec.expand()), "skipped": job.skipped, "trained": job.written,
-                                  "worker_seconds": round(job.unit_seconds, 2), "tasks": mine,
-                                  "load_average": _load_average(), "plan": _plan_record(plan, j),
-                                  # this process: preparing the data, storing every unit's runs
-                                  "main_cpu_seconds": round(time.process_time() - cpu0, 2)}, executor)
-            if on_complete:
-                on_complete(job.out)
-
+        finish = _finisher(jobs, invocation, info, plan, tensorboard, on_complete, clock)
         if tasks:
             progress.plan(plan)
-            _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress, info, finish, plan)
+            _execute(jobs, tasks, place, env, tensorboard, progress, info, finish, plan)
         for j in range(len(jobs)):
             finish(j)
     return outs
 
 
-def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progress, info: dict, finish,
-             plan: "Plan") -> None:
-    """Run the tasks, store every unit's runs as it arrives (task records into `info`),
-    and call `finish(j)` once experiment j's last task is done."""
+def _schedule(jobs: list[_Job], data_dir, place: Placement, env: dict, tensorboard: bool,
+              cluster) -> tuple[list[PlannedTask], Plan | None, float]:
+    """(the tasks, the plan, seconds preparing the data): steps 4 and 5, no task when no
+    run is pending. One local worker trains in this process, set up for it first."""
+    if not any(job.units for job in jobs):
+        return [], None, 0.0
+    if place.n_workers == 1 and place.executor == "local":
+        parallel.configure_this_process(env)
+    t_prepare = time.perf_counter()
+    shapes = _prepare_data(jobs, data_dir)
+    prepare_seconds = round(time.perf_counter() - t_prepare, 2)
+    _check_batch_sizes(jobs, shapes)
+    # live: per-record metrics for live TensorBoard events
+    tasks = _tasks(jobs, data_dir, place.n_workers, shapes, cost_model(place.on_gpu), live=tensorboard)
+    plan = _plan(jobs, tasks, shapes, place, cluster)
+    shapes.clear()
+    return tasks, plan, prepare_seconds
+
+
+def _finisher(jobs: list[_Job], invocation: dict, info: dict, plan: Plan | None, tensorboard: bool, on_complete,
+              clock: tuple[float, float]):
+    """`finish(j)`: experiment j has all its runs: export, final meta, then `on_complete`
+    (once per experiment)."""
+    finished = set()
+    t0, cpu0 = clock
+
+    def finish(j: int) -> None:
+        if j in finished:
+            return
+        finished.add(j)
+        job = jobs[j]
+        if tensorboard:
+            from vglab.results import tensorboard as tb
+
+            tb.export(job.out)
+        store.write_runs_table(job.out)
+        mine = [t for t in info["tasks"] if t["task"].startswith(job.spec.name + "/")]
+        _write_meta(job.out, {**invocation, **info, "finished": _now(), "seconds": round(time.perf_counter() - t0, 2),
+                              "runs": len(job.spec.expand()), "skipped": job.skipped, "trained": job.written,
+                              "worker_seconds": round(job.unit_seconds, 2), "tasks": mine,
+                              "load_average": _load_average(), "plan": _plan_record(plan, j),
+                              # this process: preparing the data, storing every unit's runs
+                              "main_cpu_seconds": round(time.process_time() - cpu0, 2)}, invocation["executor"])
+        if on_complete:
+            on_complete(job.out)
+    return finish
+
+
+def _task_record(key: str, n_units: int, payload: dict, seconds: float, plan: Plan) -> dict:
+    """What meta.json keeps of a finished task."""
+    record = {"task": key, "units": n_units,
+              "compile_seconds": round(payload.get("compile_seconds", 0.0), 2), "seconds": round(seconds, 2),
+              # CPU seconds of the worker (the cost model's unit; benchmarks/cost_model.py)
+              "cpu_seconds": round(payload.get("cpu_seconds", 0.0), 2),
+              "compile_cpu_seconds": round(payload.get("compile_cpu_seconds", 0.0), 2),
+              "cache_hits": payload.get("cache_hits"),  # programs loaded, not compiled
+              "unit_cpu_seconds": [round(x, 3) for x in payload.get("unit_cpu_seconds", [])],
+              "features": plan.task_features.get(key, {})}
+    if "node_id" in payload:
+        record.update(node_id=payload["node_id"], node_ip=payload["node_ip"])
+    return record
+
+
+def _progress_groups(jobs: list[_Job], units: dict, group_of: dict, plan: Plan, place: Placement):
+    """The progress display's title and groups (`progress.GroupPlan`)."""
     from vglab.experiments.progress import GroupPlan
 
+    n_runs = sum(job.pending_runs for job in jobs)
+    groups = [GroupPlan(g, sum(len(units[u][1].runs) for u in group_of if group_of[u] == g),
+                        sum(1 for u in group_of if group_of[u] == g), plan.group_seconds.get(g, 0.0))
+              for g in dict.fromkeys(group_of.values())]
+    n = place.n_workers
+    title = (f"{jobs[0].spec.name}" if len(jobs) == 1 else f"{len(jobs)} experiments") + \
+        f": {n_runs} runs in {len(groups)} groups on {n} {'Ray ' if place.executor == 'ray' else ''}worker" \
+        f"{'s' if n > 1 else ''}"
+    return title, groups
+
+
+def _execute(jobs, tasks: list[PlannedTask], place: Placement, env, tensorboard, progress, info: dict, finish,
+             plan: Plan) -> None:
+    """Run the tasks, store every unit's runs as it arrives (task records into `info`),
+    and call `finish(j)` once experiment j's last task is done."""
     units = {u.id: (j, u) for j, job in enumerate(jobs) for u in job.units}
     group_of = {uid: f"{jobs[j].spec.name}/{u.group}" for uid, (j, u) in units.items()}
     group_left: dict[str, int] = {}
@@ -971,7 +1064,7 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
         group_left[g] = group_left.get(g, 0) + 1
     units_left = [len(job.units) for job in jobs]
     task_started: dict[str, float] = {}
-    by_key = {key: chunk for _, key, _, chunk, _ in tasks}
+    by_key = {t.key: t.units for t in tasks}
     live = _LiveBoard(jobs, units) if tensorboard else None
 
     def on_event(kind: str, key: str, payload) -> None:
@@ -984,11 +1077,10 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
                 live.epoch(payload)
             progress.unit_epoch(group_of[payload.unit], payload.unit, payload.epoch / max(payload.epochs, 1))
         elif kind == "unit":
-            uid = payload["unit"]
-            j, unit = units[uid]
+            j, unit = units[payload["unit"]]
             _store_unit(jobs[j], unit, payload, tensorboard, live)
-            g = group_of[uid]
-            progress.unit_done(g, uid, len(unit.runs))
+            g = group_of[unit.id]
+            progress.unit_done(g, unit.id, len(unit.runs))
             units_left[j] -= 1
             group_left[g] -= 1
             if group_left[g] == 0:
@@ -997,41 +1089,31 @@ def _execute(jobs, tasks, n_workers, executor, address, env, tensorboard, progre
             info.update(backend=payload.get("backend"), device=payload.get("device"))
             # Timed where it ran when the executor says (Ray: its events arrive only at the end).
             seconds = payload.get("seconds", time.perf_counter() - task_started.get(key, time.perf_counter()))
-            record = {"task": key, "units": len(by_key[key]),
-                      "compile_seconds": round(payload.get("compile_seconds", 0.0), 2), "seconds": round(seconds, 2),
-                      # CPU seconds of the worker (the cost model's unit; benchmarks/cost_model.py)
-                      "cpu_seconds": round(payload.get("cpu_seconds", 0.0), 2),
-                      "compile_cpu_seconds": round(payload.get("compile_cpu_seconds", 0.0), 2),
-                      "cache_hits": payload.get("cache_hits"),  # programs loaded, not compiled
-                      "unit_cpu_seconds": [round(x, 3) for x in payload.get("unit_cpu_seconds", [])],
-                      "features": plan.task_features.get(key, {})}
+            info["tasks"].append(_task_record(key, len(by_key[key]), payload, seconds, plan))
             if "node_id" in payload:
-                record.update(node_id=payload["node_id"], node_ip=payload["node_ip"])
                 progress.log(f"{key}: {len(by_key[key])} unit{'s' if len(by_key[key]) != 1 else ''} in {seconds:.1f} s "
                              f"on node {payload['node_ip']} ({payload['node_id'][:8]})")
-            info["tasks"].append(record)
             for j in {units[u.id][0] for u in by_key[key]}:
                 if units_left[j] == 0:
                     finish(j)
 
-    n_runs = sum(job.pending_runs for job in jobs)
-    groups = [GroupPlan(g, sum(len(units[u][1].runs) for u in group_of if group_of[u] == g),
-                        sum(1 for u in group_of if group_of[u] == g), plan.group_seconds.get(g, 0.0))
-              for g in dict.fromkeys(group_of.values())]
-    title = (f"{jobs[0].spec.name}" if len(jobs) == 1 else f"{len(jobs)} experiments") + \
-        f": {n_runs} runs in {len(groups)} groups on {n_workers} {'Ray ' if executor == 'ray' else ''}worker" \
-        f"{'s' if n_workers > 1 else ''}"
-    work = [(key, train_task, (payload,)) for _, key, payload, _, _ in tasks]
+    title, groups = _progress_groups(jobs, units, group_of, plan, place)
+    _dispatch([(t.key, train_task, (t.task,)) for t in tasks], [t.program for t in tasks], on_event, place, env,
+              progress, title, groups, live)
+
+
+def _dispatch(work, programs, on_event, place: Placement, env, progress, title, groups, live) -> None:
+    """Hand the work to the local workers or Ray, with the progress display shown."""
     try:
         with progress:
-            progress.start(title, groups, n_workers)
-            if executor == "ray":
+            progress.start(title, groups, place.n_workers)
+            if place.executor == "ray":
                 from vglab.experiments import ray_executor
 
-                ray_executor.run_tasks(work, on_event, address=address, num_cpus=n_workers, env=env,
-                                       at_once=n_workers)
+                ray_executor.run_tasks(work, on_event, address=place.address, num_cpus=place.n_workers, env=env,
+                                       at_once=place.n_workers)
             else:
-                parallel.run_tasks(work, on_event, workers=n_workers, env=env, programs=[t[4] for t in tasks])
+                parallel.run_tasks(work, on_event, workers=place.n_workers, env=env, programs=programs)
     finally:
         if live is not None:
             live.close()

@@ -812,8 +812,7 @@ def _init_slug(spec: str) -> str:
 
 
 def default_bias(weight_init: str) -> str:
-    from vglab.nn.init import parse
-    from vglab.train.loop import default_bias_init
+    from vglab.nn.init import default_bias_init, parse
 
     return default_bias_init(parse(weight_init)).spec
 
@@ -932,7 +931,13 @@ class ExperimentSpec:
         return {name: {k for k, vs in args.items() if len(vs) > 1} for name, args in values.items()}
 
     def expand(self) -> list[RunSpec]:
-        """Every run: configurations in arm order, each with every seed."""
+        """Every run: configurations in arm order, each with every seed. Worked out once per
+        spec (a `vglab run` asked 8 times: groups, units, to_dict, the plan, meta.json)."""
+        if "_runs" not in self.__dict__:
+            object.__setattr__(self, "_runs", tuple(self._expand()))
+        return list(self.__dict__["_runs"])
+
+    def _expand(self) -> list[RunSpec]:
         from vglab.nn.init import parse
         from vglab.train import optim
 

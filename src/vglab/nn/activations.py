@@ -13,34 +13,16 @@ alpha may be a traced JAX value, so a sweep over alpha is one vmapped program.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vglab.nn.formulas import FORMULAS
+from vglab.nn.formulas import FORMULAS, Activation, unknown_activation
 
 Array = jax.Array
 
-
-@dataclass(frozen=True)
-class Activation:
-    """phi and phi' as pure functions of the pre-activation z."""
-
-    name: str
-    fn: Callable[[Array], Array]
-    deriv: Callable[[Array], Array]
-    log_deriv: Callable[[Array], Array]  # log phi'(z), exact where phi' underflows in float32
-    sigmoid_type: bool  # bounded and saturating: the family the paper is about
-
-    def __call__(self, z: Array) -> Array:
-        return self.fn(z)
-
-
-ACTIVATIONS: dict[str, Activation] = {
-    f.name: Activation(f.name, f.fn(jnp), f.deriv(jnp), f.log_deriv(jnp), f.sigmoid_type) for f in FORMULAS.values()
-}
+ACTIVATIONS: dict[str, Activation] = {f.name: f.activation(jnp) for f in FORMULAS.values()}
 
 
 def get(name: str) -> Activation:
@@ -55,10 +37,7 @@ def get(name: str) -> Activation:
 
         base, tau, depth = shaping.parse(name)
         return shaping.shaped(shaping.tat(base, depth, tau))
-    raise ValueError(
-        f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}, or a kernel-shaped one "
-        "tat(<name>, tau=0.3, depth=L) (rescaling is set separately with alpha)"
-    )
+    raise unknown_activation(name)
 
 
 def check_alpha(alpha) -> None:

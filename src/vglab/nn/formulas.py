@@ -14,6 +14,27 @@ from typing import Callable
 
 
 @dataclass(frozen=True)
+class Activation:
+    """phi and phi' as pure functions of the pre-activation z (`Formula.activation(jnp)`:
+    `vglab.nn.activations`; kernel-shaped ones: `vglab.nn.shaping`)."""
+
+    name: str
+    fn: Callable
+    deriv: Callable
+    log_deriv: Callable  # log phi'(z), exact where phi' underflows in float32
+    sigmoid_type: bool  # bounded and saturating: the family the paper is about
+
+    def __call__(self, z):
+        return self.fn(z)
+
+
+def unknown_activation(name) -> ValueError:
+    """The error for an activation name that is none of FORMULAS (nor a TAT one)."""
+    return ValueError(f"unknown activation {name!r}; choose one of {sorted(FORMULAS)}, or a kernel-shaped one "
+                      "tat(<name>, tau=0.3, depth=L) (rescaling is set separately with alpha)")
+
+
+@dataclass(frozen=True)
 class Formula:
     """phi, phi' and log phi' of an activation, each a function of the namespace `xp`
     (numpy or jax.numpy) returning a function of z."""
@@ -24,6 +45,10 @@ class Formula:
     log_deriv: Callable  # exact where phi' underflows in float32
     sigmoid_type: bool  # bounded and saturating: the family the paper is about
     smooth: bool = True  # False: a kink at 0 (quadrature breaks its panels there)
+
+    def activation(self, xp) -> Activation:
+        """The activation's functions over the namespace `xp` (jax.numpy for training)."""
+        return Activation(self.name, self.fn(xp), self.deriv(xp), self.log_deriv(xp), self.sigmoid_type)
 
 
 def _tanh_deriv(xp):

@@ -101,33 +101,21 @@ class Init:
 
     @property
     def label(self) -> str:
-        if self.kind == "normal":
-            return f"N(0, std={_fmt(self.value)})"
-        if self.kind == "scaled_normal":
-            return f"N(0, σ_w²={_fmt(self.value)}/fan_in)"
-        if self.kind == "uniform":
-            return f"U[-{_fmt(self.value)}, {_fmt(self.value)}]"
-        if self.kind == "orthogonal":
-            return f"orthogonal(gain={_fmt(self.value)})"
-        if self.kind == "scaled_orthogonal":
-            return f"orthogonal(σ_w²={_fmt(self.value)})"
-        return {"glorot_uniform": "Glorot uniform", "he_normal": "He normal", "zeros": "zeros",
-                "model": "model's own init"}[self.kind]
+        """How tables and figures name the law, e.g. `N(0, std=10)`."""
+        return _LABELS[self.kind].format(_fmt(self.value)) if self.kind in _LABELS else _NAMED[self.kind]
 
     @property
     def spec(self) -> str:
         """The canonical string that `parse` reads back."""
-        if self.kind == "normal":
-            return f"normal(std={_exact(self.value)})"
-        if self.kind == "uniform":
-            return f"uniform(a={_exact(self.value)})"
-        if self.kind == "scaled_normal":
-            return f"normal(sigma_w2={_exact(self.value)})"
-        if self.kind == "orthogonal":
-            return f"orthogonal(gain={_exact(self.value)})"
-        if self.kind == "scaled_orthogonal":
-            return f"orthogonal(sigma_w2={_exact(self.value)})"
-        return self.kind
+        return _SPECS[self.kind].format(_exact(self.value)) if self.kind in _SPECS else self.kind
+
+
+# Per kind with a value: its label and its spec, the value formatted into {0}; the laws without one by name.
+_LABELS = {"normal": "N(0, std={0})", "scaled_normal": "N(0, σ_w²={0}/fan_in)", "uniform": "U[-{0}, {0}]",
+           "orthogonal": "orthogonal(gain={0})", "scaled_orthogonal": "orthogonal(σ_w²={0})"}
+_SPECS = {"normal": "normal(std={0})", "uniform": "uniform(a={0})", "scaled_normal": "normal(sigma_w2={0})",
+          "orthogonal": "orthogonal(gain={0})", "scaled_orthogonal": "orthogonal(sigma_w2={0})"}
+_NAMED = {"glorot_uniform": "Glorot uniform", "he_normal": "He normal", "zeros": "zeros", "model": "model's own init"}
 
 
 def _fmt(x: float) -> str:
@@ -140,6 +128,13 @@ def _exact(x: float) -> str:
     return s if float(s) == x else repr(float(x))
 
 
+def _positive(value, what: str) -> float:
+    """`value` as a float, or the error that names `what` ("normal init std")."""
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{what} must be finite and > 0, got {value}")
+    return float(value)
+
+
 def normal(std: float | None = None, variance: float | None = None, sigma_w2: float | None = None) -> Init:
     """N(0, std^2); give exactly one of `std`, `variance`, or `sigma_w2` (variance
     sigma_w2 / fan_in per layer, the mean-field parametrization)."""
@@ -147,23 +142,17 @@ def normal(std: float | None = None, variance: float | None = None, sigma_w2: fl
         raise ValueError("normal init needs exactly one of std=, variance= or sigma_w2= (e.g. normal(std=10), "
                          "normal(variance=10), or normal(sigma_w2=2) for variance 2/fan_in)")
     if sigma_w2 is not None:
-        if not (sigma_w2 > 0 and math.isfinite(sigma_w2)):
-            raise ValueError(f"normal init sigma_w2 must be finite and > 0, got {sigma_w2}")
-        return Init("scaled_normal", float(sigma_w2))
+        return Init("scaled_normal", _positive(sigma_w2, "normal init sigma_w2"))
     if std is None:
         if not variance > 0:
             raise ValueError(f"normal init variance must be > 0, got {variance}")
         std = math.sqrt(variance)
-    if not (std > 0 and math.isfinite(std)):
-        raise ValueError(f"normal init std must be finite and > 0, got {std}")
-    return Init("normal", float(std))
+    return Init("normal", _positive(std, "normal init std"))
 
 
 def uniform(a: float) -> Init:
     """U[-a, a]."""
-    if not (a > 0 and math.isfinite(a)):
-        raise ValueError(f"uniform init half-width a must be finite and > 0, got {a}")
-    return Init("uniform", float(a))
+    return Init("uniform", _positive(a, "uniform init half-width a"))
 
 
 def orthogonal(gain: float | None = None, sigma_w2: float | None = None) -> Init:
@@ -174,13 +163,8 @@ def orthogonal(gain: float | None = None, sigma_w2: float | None = None) -> Init
         raise ValueError("orthogonal init takes gain= or sigma_w2=, not both (gain = sqrt(sigma_w2)); e.g. "
                          "orthogonal(gain=1) or orthogonal(sigma_w2=1.5)")
     if sigma_w2 is not None:
-        if not (sigma_w2 > 0 and math.isfinite(sigma_w2)):
-            raise ValueError(f"orthogonal init sigma_w2 must be finite and > 0, got {sigma_w2}")
-        return Init("scaled_orthogonal", float(sigma_w2))
-    gain = 1.0 if gain is None else gain
-    if not (gain > 0 and math.isfinite(gain)):
-        raise ValueError(f"orthogonal init gain must be finite and > 0, got {gain}")
-    return Init("orthogonal", float(gain))
+        return Init("scaled_orthogonal", _positive(sigma_w2, "orthogonal init sigma_w2"))
+    return Init("orthogonal", _positive(1.0 if gain is None else gain, "orthogonal init gain"))
 
 
 def glorot_uniform() -> Init:
@@ -203,6 +187,15 @@ def model() -> Init:
 _PATTERN = re.compile(r"^\s*(\w+)\s*(?:\((.*)\))?\s*$")
 SPEC_HELP = ("normal(std=S), normal(variance=V), normal(sigma_w2=S), uniform(a=A), orthogonal(gain=G), "
              "orthogonal(sigma_w2=S), glorot_uniform, he_normal, zeros, model")
+
+
+def default_bias_init(weight_init: Init) -> Init:
+    """Biases follow the weights' law (as the reference study did), except for the laws
+    scaled by the fans (Glorot, He, sigma_w^2/fan_in) and the orthogonal ones (no matrix
+    in a bias), whose standard companion is zero biases."""
+    if weight_init.fan_scaled or weight_init.kind == "scaled_normal" or weight_init.family == "orthogonal":
+        return Init("zeros", 0.0)
+    return weight_init
 
 
 def parse(spec: str | Init) -> Init:

@@ -35,9 +35,10 @@ import jax
 import jax.extend
 import numpy as np
 
+from vglab.schema import PARAMS  # a layer's tensors, in this order (the histograms' param axis)
+
 WEIGHT_NAMES = ("w", "weight", "kernel")
 BIAS_NAMES = ("b", "bias")
-PARAMS = ("w", "b")  # a layer's tensors, in this order
 
 
 class ModelError(ValueError):

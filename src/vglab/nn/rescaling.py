@@ -52,11 +52,7 @@ def twin_params(network: Network, params: dict, alpha) -> dict:
     logits: hidden weights unchanged, hidden biases b/α, output weights α·W_out, output bias
     unchanged."""
     _check(network, params, alpha, "params")
-    out = {}
-    for layer in network.layers:
-        p = params[layer.name]
-        out[layer.name] = {"w": p["w"], "b": p["b"] / alpha} if layer.hidden else {"w": alpha * p["w"], "b": p["b"]}
-    return out
+    return _hidden_b_over_alpha_output_w_times_alpha(network, params, alpha)
 
 
 def twin_inputs(x, alpha):
@@ -70,10 +66,16 @@ def grads_from_twin(network: Network, twin_grads: dict, alpha) -> dict:
     θ̂(θ) of `twin_params`): hidden biases' divided by α, output weights' multiplied by α,
     the rest unchanged."""
     _check(network, twin_grads, alpha, "twin_grads")
+    return _hidden_b_over_alpha_output_w_times_alpha(network, twin_grads, alpha)
+
+
+def _hidden_b_over_alpha_output_w_times_alpha(network: Network, tree: dict, alpha) -> dict:
+    """The one map both directions share: θ -> θ̂ (`twin_params`) and ∂Ĵ/∂θ̂ -> ∂J/∂θ
+    (`grads_from_twin`, the chain rule through it) scale the same entries the same way."""
     out = {}
     for layer in network.layers:
-        g = twin_grads[layer.name]
-        out[layer.name] = {"w": g["w"], "b": g["b"] / alpha} if layer.hidden else {"w": alpha * g["w"], "b": g["b"]}
+        p = tree[layer.name]
+        out[layer.name] = {"w": p["w"], "b": p["b"] / alpha} if layer.hidden else {"w": alpha * p["w"], "b": p["b"]}
     return out
 
 

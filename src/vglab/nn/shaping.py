@@ -34,9 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vglab.nn import activations
-from vglab.nn.activations import Activation
-from vglab.nn.formulas import FORMULAS
+from vglab.nn.formulas import FORMULAS, Activation, unknown_activation
 
 QUAD_POINTS = 200  # Gauss–Hermite nodes: φ(αx + β) is smooth, the expectations converge to 1e-15
 DEFAULT_TAU = 0.3  # TAT's default C″ target for the whole network (the paper's τ)
@@ -77,7 +75,8 @@ def canonical(activation: str, tau: float, depth: int) -> str:
 
 
 def _check(name: str, depth, tau) -> None:
-    activations.get(name)  # raises with the valid names
+    if name not in FORMULAS:
+        raise unknown_activation(name)
     if not FORMULAS[name].smooth:
         raise ValueError(f"TAT's smooth-activation conditions need a smooth activation; {name!r} has a kink "
                          "(TAT transforms ReLUs as leaky ReLUs, which vglab does not have)")
@@ -184,7 +183,7 @@ def _newton(fn, jac, p, steps: int = 100):
 def shaped(shaping: Shaping) -> Activation:
     """The transformed activation φ̂ as a vglab `Activation` (φ̂, φ̂′ and log φ̂′ from φ's
     formulas, so probes and gradients stay exact in the tails)."""
-    phi = activations.get(shaping.activation)
+    phi = FORMULAS[shaping.activation].activation(jnp)
     a, b, d, g = shaping.input_scale, shaping.input_shift, shaping.output_shift, shaping.output_scale
     return Activation(
         name=canonical(shaping.activation, shaping.tau, shaping.depth),

@@ -173,9 +173,8 @@ class Diagnosis:
         return out
 
     def lines(self, remedies: bool = True) -> list[str]:
-        """The full text: per configuration its findings, the mean-field line, the remedies."""
-        from vglab.report import remedies as remedies_mod
-
+        """The full text: per configuration its findings, the mean-field line, the remedies
+        (attached by `remedies.diagnose`)."""
         out = [f"thresholds: {thresholds_text()} (DESIGN.md, 'doctor': the measurements that set them)"]
         for why in self.missing.values():
             out.append(f"not looked for: {why}")
@@ -193,10 +192,10 @@ class Diagnosis:
                 if remedies:
                     rem = g["findings"][0].remedies
                     out += [f"      remedy ({r['where']}): {r['text']}" for r in rem if r["moved"]]
-                    for verdict in remedies_mod.VERDICTS[2:]:
-                        idle = [r["remedy"] for r in rem if r["verdict"] == verdict]
-                        if idle:
-                            out.append(f"      measured, {verdict}: {', '.join(idle)}")
+                    idle = {}  # "did not move it" first, then "not comparable (...)"
+                    for r in sorted((r for r in rem if not r["moved"]), key=lambda r: r["verdict"] != "did not move it"):
+                        idle.setdefault(r["verdict"], []).append(r["remedy"])
+                    out += [f"      measured, {verdict}: {', '.join(names)}" for verdict, names in idle.items()]
             mf = runs[0].mean_field
             if mf:
                 out.append("  mean-field: " + mean_field_text(mf))
@@ -380,10 +379,9 @@ def _model_of(row: pd.Series) -> dict:
             "depth": int(depth) if known(depth) else None}
 
 
-def diagnose(res, remedies: bool = True, evidence=None) -> Diagnosis:
+def diagnose(res) -> Diagnosis:
     """The findings of every run of `res` (a `Results`; see the module docstring for the rules).
-    `remedies`: attach to each finding the remedies with measured evidence
-    (`vglab.report.remedies`; `evidence`: a list of `Effect`s, default the shipped and adjacent ones)."""
+    With each finding's remedies (measured evidence): `vglab.report.remedies.diagnose`."""
     r = _runs_frame(res)
     g_all, a_all = res.grads, res.activations
     missing = {}
@@ -416,12 +414,7 @@ def diagnose(res, remedies: bool = True, evidence=None) -> Diagnosis:
         check.model = _model_of(row)
         findings += found
         checks.append(check)
-    d = Diagnosis(str(res.path) if getattr(res, "path", None) else None, findings, checks, missing)
-    if remedies:
-        from vglab.report import remedies as remedies_mod
-
-        remedies_mod.attach(d, evidence)
-    return d
+    return Diagnosis(str(res.path) if getattr(res, "path", None) else None, findings, checks, missing)
 
 
 def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple[list[Finding], RunCheck]:
@@ -634,5 +627,5 @@ def ending(results_dirs) -> list[str]:
     out = ["claims: " + (", ".join(f"{n} {v}" for v, n in counts.items() if n) if pairs else
                          "none of the reference study's claims is checked on these experiments")]
     for name, res in loaded.items():
-        out.append(f"diagnosis{' of ' + name if len(loaded) > 1 else ''}: {headline(diagnose(res, remedies=False))}")
+        out.append(f"diagnosis{' of ' + name if len(loaded) > 1 else ''}: {headline(diagnose(res))}")
     return out

@@ -27,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from vglab.data.files import write_via  # noqa: E402
 from vglab.data.own import dataset_name  # noqa: E402
 from vglab.report import tables, theory  # noqa: E402
 
@@ -54,8 +55,6 @@ def save(fig: Figure, path_stem, dpi: int | None = None, formats: tuple[str, ...
     draw the whole figure an extra time before each file (to lay it out, and again for
     the SVG), which was a third of a report's drawing time. The layout is in figure
     fractions, so the PNG's holds for the SVG; so are the ticks, which are then fixed."""
-    import os
-
     dpi = dpi or DPI
     unknown = [f for f in formats if f not in ("png", "svg")]
     if unknown or not formats:
@@ -68,13 +67,8 @@ def save(fig: Figure, path_stem, dpi: int | None = None, formats: tuple[str, ...
         _fix_ticks(fig)
         for ext in formats:
             p = stem.with_name(stem.name + "." + ext)
-            tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-            try:
-                fig.savefig(tmp, dpi=dpi, format=ext, metadata=None if ext == "png" else {"Date": None})
-                os.replace(tmp, p)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            write_via(p, lambda tmp, ext=ext: fig.savefig(tmp, dpi=dpi, format=ext,
+                                                          metadata=None if ext == "png" else {"Date": None}))
             out.append(p)
     return out
 

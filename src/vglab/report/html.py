@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vglab.data import files
 from vglab.data.own import dataset_name
 from vglab.report import claims as claims_mod
 from vglab.report import figures as F
@@ -149,17 +150,11 @@ def _figure_html(f: DrawnFigure, base: Path) -> str:
 def _remove_stale_figures(fig_dir: Path, keep: list[DrawnFigure]) -> None:
     """Figure files of an earlier page that this one does not show (another format, an
     instrument these results no longer need), and temporary files of a killed writer
-    (`.<name>.<pid>.tmp` whose process is gone)."""
-    from vglab.results.store import pid_alive
-
+    (`files.orphaned`)."""
     wanted = {p.name for f in keep for p in f.files}
     for p in fig_dir.glob("*") if fig_dir.is_dir() else []:
-        if p.suffix in (".png", ".svg") and p.name not in wanted:
+        if (p.suffix in (".png", ".svg") and p.name not in wanted) or files.orphaned(p):
             p.unlink(missing_ok=True)
-        elif p.name.startswith(".") and p.suffix == ".tmp":
-            pid = p.name.rsplit(".", 2)[-2]
-            if not (pid.isdigit() and pid_alive(int(pid))):
-                p.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ the tables
@@ -198,9 +193,7 @@ def _runs_table(res) -> str:
 
 
 def _write_summary_csv(res, path: Path) -> None:
-    from vglab.results.store import atomic_write_text
-
-    atomic_write_text(path, tables.summary(res).to_csv(index=False))
+    files.write_text(path, tables.summary(res).to_csv(index=False))
 
 
 def _measured_html(o) -> str:
@@ -306,7 +299,7 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
     """Write `results_dir/report.html`, its figures under `results_dir/figures/` (PNG, and
     SVG when asked) and `results_dir/summary.csv`; returns the page's path. `index`: the
     index page to link back to (default: an index.html in the parent folder, if any)."""
-    from vglab.results.store import atomic_write_text, load
+    from vglab.results.store import load
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     results_dir = Path(results_dir)
@@ -349,7 +342,7 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
     parts += ['<h2 id="config">Configuration</h2>', _spec_html(res), '<h2 id="meta">Versions and timing</h2>',
               _meta_html(res)]
     out = results_dir / "report.html"
-    atomic_write_text(out, _page(f"vglab · {preset}", "\n".join(parts)))  # last: what it links exists
+    files.write_text(out, _page(f"vglab · {preset}", "\n".join(parts)))  # last: what it links exists
     _remove_stale_figures(results_dir / "figures", figs)
     _record_timing(results_dir, {"written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                  "seconds": round(time.perf_counter() - t0, 2),
@@ -381,19 +374,23 @@ def _diagnosis_html(res, results_dir: Path) -> str:
     from vglab.report import doctor, remedies
 
     try:
-        d = doctor.diagnose(res)
+        d = remedies.diagnose(res)
         return doctor.html_section(d, remedies.effects(res, d, source=str(results_dir)))
     except Exception as e:  # the diagnosis is one section: a failure must not cost the page
         warnings.warn(f"the diagnosis could not be made: {type(e).__name__}: {e}", stacklevel=2)
         return f'<h2 id="diagnosis">Diagnosis</h2><p class="note">Not available: {_esc(type(e).__name__)}: {_esc(e)}</p>'
 
 
-def _stale(results_dir: Path) -> bool:
-    page = results_dir / "report.html"
+def is_fresh(results_dir: Path) -> bool:
+    """Whether the folder's report.html is up to date: it exists and neither its
+    experiment.toml nor any run's DONE marker is newer (the one staleness rule: `reproduce`
+    redraws only the pages it fails, `write_index` refreshes them)."""
+    page = Path(results_dir) / "report.html"
     if not page.exists():
-        return True
+        return False
     t = page.stat().st_mtime
-    return any(p.stat().st_mtime > t for p in (results_dir / "runs").glob("*/DONE"))
+    return all(p.stat().st_mtime <= t for p in [page.parent / "experiment.toml", *page.parent.glob("runs/*/DONE")]
+               if p.exists())
 
 
 def _index_title(loaded: dict, datasets: list[str]) -> str:
@@ -425,7 +422,7 @@ def render_index(results_dirs, out, refresh_pages: bool = True, figure_formats=F
             rows.append(f"<tr><td>{_esc(d.name)}</td><td colspan=4>cannot be read: {_esc(e)}</td></tr>")
             continue
         preset = claims_mod.preset_of(res) or d.name
-        if refresh_pages and _stale(d):
+        if refresh_pages and not is_fresh(d):
             write_report(d, figure_formats=figure_formats, index=out)
         rel = Path(os.path.relpath(d / "report.html", out.parent)).as_posix()
         pages.setdefault(preset, rel)
@@ -489,13 +486,11 @@ def write_index(results_dirs, out, refresh_pages: bool = True, figure_formats=FI
     someone else is writing them) and every claim, evaluated over all of them (keyed by
     their preset). `out` is the page's path (or a folder for index.html). Written
     atomically."""
-    from vglab.results.store import atomic_write_text
-
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         out = out / INDEX
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, render_index(results_dirs, out, refresh_pages, figure_formats))
+    files.write_text(out, render_index(results_dirs, out, refresh_pages, figure_formats))
     return out
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vglab.report import stats, tables
+from vglab.report import doctor, stats, tables
 
 EVIDENCE_FILE = Path(__file__).with_name("remedy_evidence.json")
 SWEEP_SUFFIX = "-remedies"
@@ -381,14 +381,12 @@ def _about(row: pd.Series, base: str, source: str, res) -> dict:
 def effects(res, diagnosis=None, source: str | None = None) -> list[Effect]:
     """The effect of every remedy arm of a sweep (`star`) on every finding of its baseline,
     paired over seeds; [] when `res` is not a sweep or its baseline has no finding."""
-    from vglab.report import doctor
-
     r = tables.runs(res)
     s = star(r)
     if s is None:
         return []
     base, remedies = s
-    d = diagnosis or doctor.diagnose(res, remedies=False)
+    d = diagnosis or doctor.diagnose(res)
     fin = tables.final(res).set_index("run_id")
     conf = r.drop_duplicates("label").set_index("label")
 
@@ -475,6 +473,14 @@ def _entry(e: Effect, f, own: str | None) -> dict:
             "effect": {"metric": e.metric, "diff": e.diff, "low": e.low, "high": e.high, "acc_diff": e.acc_diff,
                        "acc_low": e.acc_low, "acc_high": e.acc_high, "seeds": e.seeds},
             "source": e.source, "dataset": e.dataset, "baseline": e.baseline}
+
+
+def diagnose(res, evidence=None):
+    """`doctor.diagnose(res)` with each finding's remedies attached (`attach`; `evidence`: a
+    list of `Effect`s, default the folder's own sweep and the shipped ones)."""
+    d = doctor.diagnose(res)
+    attach(d, evidence)
+    return d
 
 
 def attach(diagnosis, evidence=None) -> None:

@@ -39,9 +39,10 @@ import numpy as np
 import pandas as pd
 
 from vglab.results import store
+from vglab.schema import PARAMS
 from vglab.train import probes
 from vglab.train import watch as watch_mod
-from vglab.train.loop import EPOCH_METRICS, PARAMS
+from vglab.train.loop import EPOCH_METRICS
 
 _SCALARS = (str, int, float, bool, type(None), np.integer, np.floating, np.bool_)
 

@@ -12,7 +12,7 @@ any moment leaves either a complete run or one that the next invocation redoes. 
 exception is a run that `vglab.Recorder` writes record by record (run.json says
 `"recording": true` until its DONE): `load` reads it as far as its epochs.parquet goes
 (a record's last file), so a killed process leaves what it recorded readable. Every
-file gets the same mode, 0666 less the user's umask (`file_mode`).
+file gets the same mode, 0666 less the user's umask (`vglab.data.files`).
 `load` reads only complete runs, into tidy pandas tables that all carry `run_id`.
 
 `OUT/runs.parquet` is the `runs` table of the complete runs in one file, for analysis
@@ -27,7 +27,6 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -37,6 +36,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from vglab.data import files
+from vglab.schema import PARAMS, hist_edges
 
 RUNS = "runs"
 DONE = "DONE"
@@ -86,48 +88,9 @@ def check_folder(out: Path) -> None:
 
 
 # ------------------------------------------------------------------ atomic writes
-def file_mode() -> int:
-    """0666 less the umask: what `open` gives a new file. `mkstemp` creates its files
-    0600 whatever the umask, which left experiment.toml, meta.json, run.json and DONE
-    unreadable to a group that could read the Parquet files beside them."""
-    try:  # Linux >= 4.7 shows the umask without changing it (os.umask sets it, process-wide)
-        with open("/proc/self/status") as f:
-            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError):
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def _atomic_via(path: Path, write) -> None:
-    """Let `write(tmp_path)` produce the file, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+# One helper for the store, the data cache and the report (`vglab.data.files`).
+atomic_write_bytes, atomic_write_text, _atomic_via = files.write_bytes, files.write_text, files.write_via
+file_mode, pid_alive = files.file_mode, files.pid_alive
 
 
 def _json_default(o):
@@ -281,17 +244,6 @@ def _acquire(lock: Path, out: Path, created: list[Path]) -> int:
     raise StoreError(f"could not take the lock {lock}: it keeps being replaced; is another program deleting it?")
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process `pid` exists (the writer of a `.<name>.<pid>.tmp` file)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _read_pid(lock: Path) -> int | None:
     try:
         return int(lock.read_text().strip())
@@ -383,8 +335,6 @@ class Results:
     def histogram(self, run_id: str, experiment: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(counts[recorded epoch > 0, layer, param, bin], edges in log10|g|); bin 0 counts
         exact zeros. The epochs are those of the `grads` table (`histogram_epochs`)."""
-        from vglab.train.probes import hist_edges  # the bin convention lives with the probe
-
         f = self.run_folder(run_id, experiment) / "histograms.npz"
         if not f.exists():
             raise StoreError(f"run {run_id} has no histograms (trained without the grad_hist probe)")
@@ -409,9 +359,6 @@ class Results:
         `bin_lo`/`bin_hi` are log10|g|; bin 0 holds exact zeros (bin_lo = bin_hi = -inf),
         and the first and last ranges also hold the values clipped into them (DESIGN.md).
         `run_ids`: one id or a list (default: every run with histograms)."""
-        from vglab.train.loop import PARAMS  # the histogram's param axis
-        from vglab.train.probes import hist_edges
-
         edges = hist_edges()
         lo = np.concatenate([[-np.inf], edges[:-1]])
         hi = np.concatenate([[-np.inf], edges[1:]])

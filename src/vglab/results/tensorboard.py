@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from vglab.results import store
+from vglab.schema import PARAMS, hist_edges
 
 TB = "tensorboard"
 SCALARS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_penalty": "loss/penalty",
@@ -110,8 +111,6 @@ class RunWriter:
         """One epoch: finite scalars by tag, and histogram counts by tag."""
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        from vglab.train.probes import hist_edges
-
         values = [Summary.Value(tag=tag, simple_value=float(v)) for tag, v in scalars.items() if np.isfinite(v)]
         if histograms:
             edges = hist_edges()
@@ -172,8 +171,6 @@ def write_run(out: Path, run_id: str, epochs, histograms: np.ndarray | None, lay
     if histograms is not None and len(hist_epochs) != len(histograms):
         hist_epochs = list(range(1, len(histograms) + 1))  # grads not given: one row per epoch 1..E
     hist_at = dict(zip((int(e) for e in hist_epochs), histograms)) if histograms is not None else {}
-    from vglab.train.loop import PARAMS
-
     t = 0.0
     for row in epochs.sort_values("epoch").itertuples(index=False):
         row = row._asdict()

@@ -40,7 +40,7 @@ import pandas as pd
 
 from vglab.nn import activations
 from vglab.nn import model as model_mod
-from vglab.nn.init import Init, assemble, normal
+from vglab.nn.init import Init, assemble, default_bias_init, normal
 from vglab.nn.penalties import penalty
 from vglab.train import optim
 from vglab.train import probes as probes_mod
@@ -83,15 +83,6 @@ class TrainConfig:
         """The epochs after which the tables get a row (besides epoch 0): every
         `record_every`-th, and the last."""
         return sorted(set(range(self.record_every, self.epochs + 1, self.record_every)) | {self.epochs})
-
-
-def default_bias_init(weight_init: Init) -> Init:
-    """Biases follow the weights' law (as the reference study did), except for the laws
-    scaled by the fans (Glorot, He, sigma_w^2/fan_in) and the orthogonal ones (no matrix
-    in a bias), whose standard companion is zero biases."""
-    if weight_init.fan_scaled or weight_init.kind == "scaled_normal" or weight_init.family == "orthogonal":
-        return Init("zeros", 0.0)
-    return weight_init
 
 
 @dataclass(frozen=True)

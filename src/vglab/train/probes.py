@@ -30,18 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The histogram's bins are part of the results format (vglab.schema: NumPy, read without JAX).
+from vglab.schema import HIST_BINS, hist_edges
+
 SATURATION_THRESHOLD = 0.01  # a unit is saturated when g'(z) < this
-HIST_LOG10_RANGE = (-12.0, 2.0)  # histogram of log10|g|: 1e-12 .. 1e2
-HIST_BINS = 60
-
-
-def hist_edges() -> np.ndarray:
-    """Edges (in log10|g|) of the HIST_BINS gradient-magnitude bins; bin 0 of a stored
-    histogram counts exact zeros, bins 1..HIST_BINS these ranges (values outside clipped).
-    The bins are exact for the float32 edges `10.0 ** hist_edges()` (see `hist_bins`)."""
-    return np.linspace(*HIST_LOG10_RANGE, HIST_BINS + 1)
-
-
 _BUCKET_SHIFT = 21  # a bucket: the bit patterns with equal sign, exponent and first mantissa bit
 
 

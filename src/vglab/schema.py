@@ -1,0 +1,23 @@
+"""The results format's shared facts, NumPy only: the lowest module of vglab (every floor
+may import it; it imports nothing of vglab). The probes and the model layout write by them,
+the results store reads by them, so reading results never imports JAX.
+
+- `PARAMS`: a layer's tensors, in the order of a histogram's param axis ("w", then "b").
+- The gradient histogram: bin 0 counts exact zeros, bins 1..`HIST_BINS` split log10|g| over
+  `HIST_LOG10_RANGE` evenly (`hist_edges`), values outside clipped into the end bins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PARAMS = ("w", "b")
+HIST_LOG10_RANGE = (-12.0, 2.0)  # histogram of log10|g|: 1e-12 .. 1e2
+HIST_BINS = 60
+
+
+def hist_edges() -> np.ndarray:
+    """Edges (in log10|g|) of the HIST_BINS gradient-magnitude bins; bin 0 of a stored
+    histogram counts exact zeros, bins 1..HIST_BINS these ranges (values outside clipped).
+    The bins are exact for the float32 edges `10.0 ** hist_edges()` (`train.probes.hist_bins`)."""
+    return np.linspace(*HIST_LOG10_RANGE, HIST_BINS + 1)
