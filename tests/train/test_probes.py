@@ -5,6 +5,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vglab.train import probes
 
@@ -39,9 +40,12 @@ def test_step_sums_per_tensor_for_a_grid_of_members():
     assert list(slot) == [0, 2, 1, 3, 4]
 
 
-def test_moments_and_signs_summed_entrywise_over_steps_equal_the_per_step_means():
-    """GradMoments and GradSigns add entries over steps and reduce per tensor once; their
-    results must be the means over steps of each step's per-tensor statistics."""
+@pytest.mark.parametrize("entry_max", [probes.ENTRY_MAX, 0], ids=["per_entry", "per_step"])
+def test_moments_and_signs_accumulated_over_steps_equal_the_per_step_means(entry_max, monkeypatch):
+    """GradMoments and GradSigns add features over steps (entry by entry for a small model,
+    per-tensor sums for a large one: `TensorSums`) and divide once per record; either way
+    their results must be the means over steps of each step's per-tensor statistics."""
+    monkeypatch.setattr(probes, "ENTRY_MAX", entry_max)
     rng = np.random.default_rng(4)
     shapes = [(3, 4), (4,), (3, 4), (5,)]
     steps = []
@@ -53,8 +57,10 @@ def test_moments_and_signs_summed_entrywise_over_steps_equal_the_per_step_means(
     for q in (probes.GradMoments(), probes.GradSigns()):
         segments = probes.StepGrads.from_tensors([jnp.asarray(t) for t in steps[0]]).segments
         acc = q.zeros((2, 3), segments)
+        assert acc.shape[-1] == (segments.size if entry_max else len(q.sums))  # the mode asked for
         for tensors in steps:
-            acc = q.update(acc, probes.StepGrads.from_tensors([jnp.asarray(t) for t in tensors], columns=()))
+            step = probes.StepGrads.from_tensors([jnp.asarray(t) for t in tensors], columns=q.step_sums(segments))
+            acc = q.update(acc, step)
         got = q.finalize(acc, n_steps, segments)
         slot = segments.tensor_order()
         for t in range(len(shapes)):
@@ -72,18 +78,53 @@ def test_moments_and_signs_summed_entrywise_over_steps_equal_the_per_step_means(
                                            err_msg=f"{q.name} {col} tensor {t}")
 
 
-def test_histogram_counts_every_entry_of_every_member_once():
+def test_feature_sums_count_zeros_and_signs_exactly():
+    """The counts are written with sign (what XLA fuses into its fast reductions): zeros,
+    signed zeros, subnormals (flushed to zero on CPU, as a comparison sees them too) and
+    infinities are counted as g == 0 and g > 0 count them; the sums float32-accurate."""
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal((3, 5000)).astype(np.float32) * 10.0 ** rng.uniform(-6, 0, (3, 1)).astype(np.float32)
+    g[:, ::7] = 0.0
+    g[1, 1::11] = -0.0
+    g[2, :4] = [np.inf, -np.inf, 1e-40, -1e-40]
+    u, p = g * 0.5 + 1e-3, g - 2.0
+    names = list(probes.SUM_FEATURES)
+    got = np.stack(jax.jit(lambda *a: probes.feature_sums(dict(zip("gup", a)), names))(g, u, p), -1)
+    flushed = np.where(np.abs(g) < np.finfo(np.float32).tiny, np.float32(0), g)
+    np.testing.assert_array_equal(got[:, 3], (flushed == 0).sum(-1))
+    np.testing.assert_array_equal(got[:, 4], (flushed > 0).sum(-1))
+    G, U, P = (x[:2].astype(np.float64) for x in (g, u, p))  # finite rows
+    expected = np.stack([G.sum(-1), (G * G).sum(-1), np.abs(G).sum(-1), (U * U).sum(-1), (P * P).sum(-1)], -1)
+    scale = np.stack([np.abs(G).sum(-1), (G * G).sum(-1), np.abs(G).sum(-1), (U * U).sum(-1), (P * P).sum(-1)], -1)
+    np.testing.assert_array_less(np.abs(got[:2][:, [0, 1, 2, 5, 6]] - expected), 1e-5 * scale)
+
+
+@pytest.mark.parametrize("entry_max", [probes.ENTRY_MAX, 0], ids=["flat", "per_part"])
+def test_histogram_counts_every_entry_of_every_member_once(entry_max, monkeypatch):
+    """A small model's gradients go through one scatter, a large one's are counted tensor
+    by tensor by comparisons with the edges (`hist_counts`): the counts of `hist_bins`,
+    zeros, subnormals, infinities, NaN, values at and beyond the edges included."""
+    monkeypatch.setattr(probes, "ENTRY_MAX", entry_max)
     rng = np.random.default_rng(2)
-    tensors = [jnp.asarray(rng.standard_normal((2, 3) + s).astype(np.float32) * 1e-3) for s in [(5, 4), (4,)]]
+    tensors = [rng.standard_normal((2, 3) + s).astype(np.float32) * 10.0 ** -k
+               for k, s in enumerate([(5, 4), (4,), (5, 4)])]  # the two (5, 4) lie side by side: slots 0, 2, 1
+    edges = (10.0 ** probes.hist_edges()).astype(np.float32)
+    tensors[0][1, 2] = np.float32([0.0, -0.0, 1e-40, np.inf, -np.inf, np.nan, 1e-30, -1e30, *edges[[1, 7, 30]],
+                                   *np.nextafter(edges[[1, 7, 30, 59]], np.float32(0)), -edges[59], edges[59],
+                                   3e-6, -2e-7, 0.5]).reshape(5, 4)
+    tensors = [jnp.asarray(t) for t in tensors]
     step = probes.StepGrads.from_tensors(tensors, n_lead=2)
     q = probes.GradHistogram()
     acc = q.update(q.update(q.zeros((2, 3), step.segments), step), step)  # two steps
     hist = np.asarray(q.finalize(acc, None, step.segments)["grad_hist"])
-    np.testing.assert_array_equal(hist.sum(-1), np.broadcast_to([40, 8], (2, 3, 2)))
-    for s in range(2):
-        for c in range(3):
-            bins = np.asarray(probes.hist_bins(jnp.abs(tensors[0][s, c])))
-            np.testing.assert_array_equal(hist[s, c, 0], 2 * np.bincount(bins.ravel(), minlength=probes.HIST_BINS + 1))
+    slot = step.segments.tensor_order()
+    np.testing.assert_array_equal(hist.sum(-1)[..., slot], np.broadcast_to([40, 8, 40], (2, 3, 3)))
+    for t, g in enumerate(tensors):
+        for s in range(2):
+            for c in range(3):
+                bins = np.asarray(probes.hist_bins(jnp.abs(g[s, c])))
+                np.testing.assert_array_equal(hist[s, c, slot[t]],
+                                              2 * np.bincount(bins.ravel(), minlength=probes.HIST_BINS + 1))
 
 
 def test_weight_norm_is_the_float64_spectral_norm():

@@ -264,15 +264,16 @@ def _grid_epoch(model, flat: Flat, config, optimizer, terms, state, acc, hyper, 
     batch by all their weights in one matrix product instead of one per member. The
     gradient probes then see the whole grid's gradients at once (`probes.StepGrads`)."""
     grad_qs, _ = probes_mod.select(config.probes)  # order: [step, seed, batch]
-    columns = probes_mod.step_columns(grad_qs)
+    columns = probes_mod.step_columns(grad_qs, flat)
     needs_updates = any(q.needs_updates for q in grad_qs)
     update_grid = jax.vmap(jax.vmap(functools.partial(_member_update, model, flat, optimizer, terms),
                                     in_axes=(0, 0, 0, None, None)))
     every = config.probe_every
 
     def probe_of(grads, params, new_params):
-        return probes_mod.StepGrads(grads, flat, n_lead=2, columns=columns, params=params if needs_updates else None,
-                                    updates=new_params - params if needs_updates else None)
+        return probes_mod.StepGrads.of_flat(grads, flat, n_lead=2, columns=columns,
+                                            params=params if needs_updates else None,
+                                            updates=new_params - params if needs_updates else None)
 
     def step(carry, xs):
         params, opt_state, alive, acc = carry

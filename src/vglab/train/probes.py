@@ -26,6 +26,8 @@ entry at every step: the costliest probe on CPU). The step schedule (`probe_ever
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,70 +75,120 @@ def hist_bins(a):
 
 
 # --------------------------------------------------------------------------- gradients
-# What a step's gradient entries contribute to a tensor's sums (elementwise).
-ENTRY_FEATURES = {"sum": lambda g: g, "sum_sq": lambda g: g * g, "sum_abs": jnp.abs,
-                  "n_zero": lambda g: (g == 0).astype(g.dtype), "n_pos": lambda g: (g > 0).astype(g.dtype)}
-SUM_COLUMNS = tuple(ENTRY_FEATURES)
+# What an entry contributes to its tensor's sums at one step: (the array it reads, the
+# elementwise feature). "g": the gradient; "u": the step's parameter update; "p": the
+# parameters before the step. The counts are written with sign (0 for zeros, and for the
+# subnormals that XLA on CPU flushes, as g == 0 and g > 0 see them) rather than with a
+# comparison: XLA's CPU backend fuses sign, abs, max and arithmetic into its vectorized
+# (YNNPACK) reductions, but not a comparison or conversion, which cost a kernel and an
+# array each; and no two features share a subexpression (XLA would materialize it).
+SUM_FEATURES = {
+    "sum": ("g", lambda g: g), "sum_sq": ("g", lambda g: jnp.abs(g) * jnp.abs(g)), "sum_abs": ("g", jnp.abs),
+    "n_zero": ("g", lambda g: 1.0 - jnp.abs(jnp.sign(g))),
+    "n_pos": ("g", lambda g: jnp.sign(jnp.maximum(g, 0.0))),
+    "update_sq": ("u", lambda u: u * u), "param_sq": ("p", lambda p: p * p),
+}
+SUM_COLUMNS = tuple(n for n, (source, _) in SUM_FEATURES.items() if source == "g")  # the gradient's
+# Models of at most this many entries per member accumulate the moments entry by entry
+# (`TensorSums`) and bin the histogram in one scatter (`GradHistogram`); larger ones per
+# tensor at every step.
+ENTRY_MAX = 1 << 16
+
+
+def feature_sums(arrays: dict, names, keep: int = 1) -> list:
+    """Each feature `names` of SUM_FEATURES summed over all but the first `keep` axes of
+    its array (`arrays`: {"g"/"u"/"p": [*kept, ...]}, all of one shape; the tensor's own
+    axes are reduced as they are: reshaped to one axis, a gradient that a product wrote
+    in another layout was copied first): one reduction per feature,
+    each of which XLA's CPU backend runs as a vectorized YNNPACK kernel with the feature
+    fused in. Measured on 1 M entries (one core, best of 40): 3 features (g^2, u^2, p^2)
+    0.87 ms against 1.55 ms for all three in one variadic reduction (a scalar loop in
+    XLA), 5 gradient features 2.4 against 2.7 ms, float32-accurate (relative 1e-7; the
+    variadic one over a whole 1 M axis: 5e-4)."""
+    return [jnp.sum(SUM_FEATURES[n][1](a), tuple(range(keep, a.ndim)))
+            for n in names for a in [arrays[SUM_FEATURES[n][0]]]]
 
 
 class StepGrads:
     """One optimizer step of a whole group of members, as every `GradQuantity` sees it.
 
-    `flat`: the gradients as the engine keeps them, one flat vector per member
-    ([seed, config, n_entries], see `vglab.train.flat`); `segments` (a `flat.Flat`) says
-    where each tensor lies. Everything per tensor is in *storage* order (`slot`: tensors
-    of equal shape side by side); the engine maps it to the layout's tensor order once
-    per record (`Flat.storage_order`).
-    `sums`: [seed, config, n_tensors, len(columns)] per-tensor sums of this step (of
-    SUM_COLUMNS: those that must be taken at every step, such as sum_sq for a norm and
-    for the divergence check), one reshape and one reduction per shape and sum.
-    `entries(names)`: the same features entry by entry, [seed, config, len(names),
-    n_entries], for quantities that only need their sums over steps: they add them up
-    elementwise and reduce per tensor once per record (see `EntrySums`).
-    `params`, `updates`: the flat parameters before the step and the step's change (the
-    update quantities need them); `update_sums`: [seed, config, n_tensors, 2] sums of
-    squares of both, computed on first use.
+    `parts`: the tensors as arrays of equal-shaped tensors ({"g": [*lead, n, ...], and "u",
+    "p" when needed}), in *storage* order (`segments`, a `flat.Flat`: tensors of equal
+    shape side by side; the engine maps per-tensor results to the layout's tensor order
+    once per record, `Flat.storage_order`). The engine's parts are the blocks of its flat
+    vectors ([seed, config, n_entries], see `vglab.train.flat`), static slices of them
+    ([*lead, n, size]); `vglab.watch`'s are the leaves of the user's pytrees, each in its
+    own shape ([*lead, 1, *shape], `from_tensors`): no flat copy.
+    `sums`: [*lead, n_tensors, len(columns)] per-tensor sums of this step's features
+    (`SUM_FEATURES`: those some quantity reads, `step_columns`), one reduction per part
+    and feature (`feature_sums`).
     `sizes`: [n_tensors] entries per tensor (NumPy, static, storage order)."""
 
-    def __init__(self, flat, segments, n_lead: int = 2, columns=SUM_COLUMNS, params=None, updates=None):
-        self.flat, self.segments, self.n_lead = flat, segments, n_lead
-        self.lead = flat.shape[:n_lead]
+    def __init__(self, parts, segments, n_lead: int = 2, columns=SUM_COLUMNS, flat=None):
+        self.parts, self.segments, self.n_lead = parts, segments, n_lead
+        self.lead = parts[0]["g"].shape[:n_lead]
         self.sizes = segments.sizes()[segments.storage_order()]
-        self.columns = tuple(c for c in SUM_COLUMNS if c in columns)
-        self.sums = jnp.stack([segments.per_slot(flat, _tensor_sum(c)) for c in self.columns], -1) \
-            if self.columns else None
-        self.params, self.updates = params, updates
-        self._update_sums = None
+        self.columns = tuple(c for c in SUM_FEATURES if c in columns)
+        missing = {SUM_FEATURES[c][0] for c in self.columns} - set(parts[0])
+        if missing:
+            raise ValueError(f"these sums need the step's {sorted(missing)} ('u': updates, 'p': parameters); the "
+                             "engine passes them when a quantity with needs_updates is selected")
+        self.sums = None
+        if self.columns:
+            self.sums = jnp.concatenate([jnp.stack(feature_sums(part, self.columns, n_lead + 1), -1)
+                                         for part in parts], -2)
+        self._flat = flat
 
     @classmethod
-    def from_tensors(cls, tensors, n_lead: int = 2, **kw) -> "StepGrads":
-        """From separate gradient arrays ([*lead, *shape] each), in tensor order."""
+    def of_flat(cls, flat, segments, n_lead: int = 2, columns=SUM_COLUMNS, params=None, updates=None):
+        """From flat vectors [*lead, n_entries] (gradients; the parameters before the step
+        and its update, when given), one part per block of `segments`."""
+        named = {"g": flat, "u": updates, "p": params}
+        parts = []
+        for block in segments.blocks:
+            cut = slice(block.start, block.start + block.n * block.size)
+            parts.append({k: a[..., cut].reshape(a.shape[:-1] + (block.n, block.size))
+                          for k, a in named.items() if a is not None})
+        return cls(parts, segments, n_lead, columns, flat)
+
+    @classmethod
+    def from_tensors(cls, tensors, n_lead: int = 2, columns=SUM_COLUMNS, params=None, updates=None):
+        """From separate arrays ([*lead, *shape] each, in tensor order: the gradients, and
+        the parameters and updates when given): a small model's concatenated into flat
+        vectors (`of_flat`: its tensors' sums, moments and histogram then take the fewest
+        kernels), a large model's one part per tensor (no copy)."""
         from vglab.train.flat import Flat
 
         segments = Flat.of_shapes([t.shape[n_lead:] for t in tensors])
-        return cls(segments.from_tensors(tensors), segments, n_lead, **kw)
+        named = {"g": tensors, "u": updates, "p": params}
+        if segments.size <= ENTRY_MAX:
+            flat = {k: segments.from_tensors(v) if v is not None else None for k, v in named.items()}
+            return cls.of_flat(flat["g"], segments, n_lead, columns, params=flat["p"], updates=flat["u"])
+        parts = [{k: jnp.expand_dims(v[i], n_lead) for k, v in named.items() if v is not None}
+                 for i in segments.storage_order()]
+        return cls(parts, segments, n_lead, columns)
 
     def column(self, name):
         return self.sums[..., self.columns.index(name)]
 
-    def entries(self, names):
-        return jnp.stack([ENTRY_FEATURES[n](self.flat) for n in names], -2)
-
     @property
-    def update_sums(self):
-        if self._update_sums is None:
-            if self.updates is None:
-                raise ValueError("this quantity needs the step's updates; the engine passes them when "
-                                 "a quantity with needs_updates is selected")
-            sq = _tensor_sum("sum_sq")
-            self._update_sums = jnp.stack([self.segments.per_slot(self.updates, sq),
-                                           self.segments.per_slot(self.params, sq)], -1)
-        return self._update_sums
+    def flat(self):
+        """[*lead, n_entries]: the gradients as one vector in storage order (the engine's
+        own; for separate tensors, their concatenation, made on first use)."""
+        if self._flat is None:
+            self._flat = jnp.concatenate([p["g"].reshape(p["g"].shape[:self.n_lead] + (-1,)) for p in self.parts], -1)
+        return self._flat
 
+    def entries(self, names):
+        """[*lead, len(names), n_entries]: the gradient's features `names` entry by entry,
+        in storage order (`TensorSums` of a small model)."""
+        return jnp.stack([SUM_FEATURES[n][1](self.flat) for n in names], -2)
 
-def _tensor_sum(name):
-    feature = ENTRY_FEATURES[name]
-    return lambda seg: jnp.sum(feature(seg), -1)
+    def columns_of(self, names):
+        """[*lead, n_tensors, len(names)]: the sums `names`, in that order."""
+        idx = [self.columns.index(n) for n in names]
+        return self.sums[..., idx[0]:idx[0] + len(idx)] if idx == list(range(idx[0], idx[0] + len(idx))) \
+            else self.sums[..., np.array(idx)]
 
 
 class GradQuantity:
@@ -148,8 +200,12 @@ class GradQuantity:
     name: str
     columns: tuple[str, ...] = ()  # per-epoch scalars it yields (a table column each)
     array: str | None = None  # or the name of the per-epoch array it yields
-    sums: tuple[str, ...] = ()  # the per-step per-tensor SUM_COLUMNS it reads from `StepGrads`
-    needs_updates = False  # reads the step's parameter updates (`StepGrads.update_sums`)
+    sums: tuple[str, ...] = ()  # the per-step per-tensor sums (of SUM_FEATURES) it reads from `StepGrads`
+    needs_updates = False  # reads the step's parameter updates and parameters ("u", "p")
+
+    def step_sums(self, segments) -> tuple[str, ...]:
+        """The per-step per-tensor sums it reads for a model laid out as `segments`."""
+        return self.sums
 
     def zeros(self, lead: tuple, segments):
         raise NotImplementedError
@@ -163,36 +219,53 @@ class GradQuantity:
         raise NotImplementedError
 
 
-class EntrySums(GradQuantity):
-    """A quantity that needs only the sums over steps of per-tensor sums (`entry_sums`, of
-    SUM_COLUMNS): it adds each step's features entry by entry, [..., n_features, n_entries],
-    and sums each tensor's entries once per record. The same numbers (to float32 rounding)
-    as reducing at every step, for half the cost: one elementwise kernel per step instead of
-    one reduction per feature and tensor shape (moments and signs of a 50-member 1x8 group:
-    67 against 139 us per step, one core; 20x8: 104 against 217)."""
+class TensorSums(GradQuantity):
+    """A quantity that needs only the sums over steps of its per-tensor `sums` (the
+    gradient's features), divided by the entries and steps once per record. How it adds
+    them up depends on the model's size (`per_entry`), the numbers do not (float32):
+    - a small model (at most ENTRY_MAX entries per member) adds each step's features
+      entry by entry, [..., len(sums), n_entries], and sums each tensor's entries once per
+      record: one elementwise kernel per step, where per-step sums cost one reduction per
+      tensor and feature (the engine's 50-member 1x8 group: 67 against 139 us per step,
+      one core; 20x8: 104 against 217; watched, 1x8: +39 % per step against +56 %);
+    - a large one adds per-tensor sums taken at every step (`StepGrads.sums`), a few
+      floats per tensor: per entry, its state (5 floats per entry) is read and written
+      whole at every step (the 1.2 M-parameter char LM of benchmarks/watch_speed.py,
+      watched moments per step, one core, best of 9, two runs on a busy machine: +48 %
+      and +59 % per entry, +35 % and +55 % per tensor)."""
 
-    entry_sums: tuple[str, ...] = ()
+    @staticmethod
+    def per_entry(segments) -> bool:
+        return segments.size <= ENTRY_MAX
+
+    def step_sums(self, segments) -> tuple[str, ...]:
+        return () if self.per_entry(segments) else self.sums
 
     def zeros(self, lead, segments):
-        return jnp.zeros(lead + (len(self.entry_sums), segments.size))
+        if self.per_entry(segments):
+            return jnp.zeros(lead + (len(self.sums), segments.size))
+        return jnp.zeros(lead + (segments.n_tensors, len(self.sums)))
 
     def update(self, acc, step):
-        return acc + step.entries(self.entry_sums)
+        if self.per_entry(step.segments):
+            return acc + step.entries(self.sums)
+        return acc + step.columns_of(self.sums)
 
     def tensor_means(self, acc, segments, n_steps):
-        """[..., n_tensors, n_features]: each feature's mean over the tensor's entries and the steps."""
+        """[..., n_tensors, len(sums)]: each feature's mean over the tensor's entries and the steps."""
+        if self.per_entry(segments):
+            acc = jnp.stack([segments.per_slot(acc[..., i, :], lambda seg: jnp.sum(seg, -1))
+                             for i in range(len(self.sums))], -1)
         sizes = segments.sizes()[segments.storage_order()]
-        per_tensor = jnp.stack([segments.per_slot(acc[..., i, :], lambda seg: jnp.sum(seg, -1))
-                                for i in range(len(self.entry_sums))], -1)
-        return per_tensor / sizes[:, None] / n_steps[..., None]
+        return acc / sizes[:, None] / n_steps[..., None]
 
 
-class GradMoments(EntrySums):
+class GradMoments(TensorSums):
     """Mean, standard deviation and mean |g| of the gradient entries, pooled over all steps."""
 
     name = "grad_moments"
     columns = ("grad_mean", "grad_std", "grad_abs_mean")
-    entry_sums = ("sum", "sum_sq", "sum_abs")
+    sums = ("sum", "sum_sq", "sum_abs")
 
     def finalize(self, acc, n_steps, segments):
         means = self.tensor_means(acc, segments, n_steps)
@@ -218,12 +291,12 @@ class GradNorm(GradQuantity):
         return {"grad_norm_mean": acc[..., 0] / n_steps, "grad_norm_max": acc[..., 1]}
 
 
-class GradSigns(EntrySums):
+class GradSigns(TensorSums):
     """Fraction of gradient entries that are exactly zero, and that are positive."""
 
     name = "grad_signs"
     columns = ("zero_frac", "pos_frac")
-    entry_sums = ("n_zero", "n_pos")
+    sums = ("n_zero", "n_pos")
 
     def finalize(self, acc, n_steps, segments):
         means = self.tensor_means(acc, segments, n_steps)
@@ -233,9 +306,9 @@ class GradSigns(EntrySums):
 class GradHistogram(GradQuantity):
     """Counts of log10|g| in fixed bins over every step (bin 0: exact zeros).
 
-    The costliest probe on CPU: every entry of every member goes through ONE flat
-    scatter-add (per-member scatters under vmap carry 3-component indices and ran
-    about twice as slow)."""
+    The costliest probe on CPU. A small model's entries (all members') go through ONE
+    flat scatter-add (per-member scatters under vmap carry 3-component indices and ran
+    about twice as slow); a large model's tensors are counted by `hist_counts`."""
 
     name = "grad_hist"
     array = "grad_hist"
@@ -244,16 +317,41 @@ class GradHistogram(GradQuantity):
         return jnp.zeros(lead + (segments.n_tensors, HIST_BINS + 1), jnp.int32)
 
     def update(self, acc, step):
+        if step.segments.size > ENTRY_MAX:
+            return acc + jnp.concatenate([hist_counts(p["g"], step.n_lead + 1) for p in step.parts], -2)
         n_members = int(np.prod(step.lead, dtype=np.int64))
         bin_ = hist_bins(jnp.abs(step.flat.reshape(n_members, -1)))  # [member, entry]
-        n_tensors = len(step.sizes)
-        offset = (np.arange(n_members, dtype=np.int32)[:, None] * (n_tensors * (HIST_BINS + 1))
+        offset = (np.arange(n_members, dtype=np.int32)[:, None] * (len(step.sizes) * (HIST_BINS + 1))
                   + step.segments.entry_slot()[None, :] * (HIST_BINS + 1))
         flat = acc.reshape(-1).at[(offset + bin_).reshape(-1)].add(1, mode="promise_in_bounds")
         return flat.reshape(acc.shape)
 
     def finalize(self, acc, n_steps, segments):
         return {"grad_hist": acc}
+
+
+_EDGE_BITS = (10.0 ** hist_edges()).astype(np.float32).view(np.int32)[1:-1]  # the interior edges' bit patterns
+_NORMAL_BITS, _INF_BITS = 0x00800000, 0x7F800000
+
+
+def hist_counts(g, n_keep: int):
+    """[*kept, HIST_BINS + 1]: the log10|g| histogram of `g` over all but its first `n_keep`
+    axes, the bins of `hist_bins` (exact zeros, subnormals and NaN in bin 0), without a
+    scatter: for each edge e the count of entries with |g| >= e, all in ONE reduction (the
+    float32 bit patterns of non-negative numbers order like their values), differenced.
+    For a large model's gradients: 1.2 M entries (the char LM) cost +64 % per watched step
+    against +82 % through the scatter (one core, best of 9; the scatter's indices and its
+    array of ones are written and read again for every entry). A small model's group
+    (the 50-member 1x8 MLP) keeps the scatter: 59 comparisons per entry cost +208 %
+    against +96 %."""
+    bits = jax.lax.bitcast_convert_type(jnp.abs(g), jnp.int32)
+    bits = jnp.where((bits >= _NORMAL_BITS) & (bits <= _INF_BITS), bits, 0)  # as hist_bins: a > 0 under flushing
+    ops = [(bits > 0).astype(jnp.int32)] + [(bits >= int(e)).astype(jnp.int32) for e in _EDGE_BITS]
+    at_least = jax.lax.reduce(ops, [jnp.int32(0)] * len(ops), lambda a, b: [x + y for x, y in zip(a, b)],
+                              tuple(range(n_keep, g.ndim)))
+    size = math.prod(g.shape[n_keep:])
+    at_least = jnp.stack([jnp.full_like(at_least[0], size)] + list(at_least) + [jnp.zeros_like(at_least[0])], -1)
+    return at_least[..., :-1] - at_least[..., 1:]
 
 
 class UpdateSize(GradQuantity):
@@ -264,18 +362,18 @@ class UpdateSize(GradQuantity):
 
     name = "update_size"
     columns = ("update_norm_mean", "param_norm_mean", "update_ratio")
+    sums = ("update_sq", "param_sq")
     needs_updates = True
 
     def zeros(self, lead, segments):
         return jnp.zeros(lead + (segments.n_tensors, 2))
 
     def update(self, acc, step):
-        return acc + jnp.sqrt(step.update_sums)
+        return acc + jnp.sqrt(step.columns_of(self.sums))
 
     def finalize(self, acc, n_steps, segments):
         u, p = acc[..., 0] / n_steps, acc[..., 1] / n_steps
         return {"update_norm_mean": u, "param_norm_mean": p, "update_ratio": u / p}
-
 
 # ------------------------------------------------------------------- layer factors
 class LayerQuantity:
@@ -420,10 +518,11 @@ def resolve(names) -> tuple[str, ...]:
     return tuple(n for n in ALL if n in chosen)
 
 
-def step_columns(grad_qs) -> set[str]:
-    """The per-step per-tensor sums (of SUM_COLUMNS) that `StepGrads` must take for
-    `grad_qs`: sum_sq always (the norm, and the engine's divergence check)."""
-    return {"sum_sq"}.union(*(q.sums for q in grad_qs))
+def step_columns(grad_qs, segments) -> set[str]:
+    """The per-step per-tensor sums (of SUM_FEATURES) that `StepGrads` must take for
+    `grad_qs` on a model laid out as `segments`: sum_sq always (the norm, and the
+    engine's divergence check)."""
+    return {"sum_sq"}.union(*(q.step_sums(segments) for q in grad_qs))
 
 
 def finalize(grad_qs, accs: dict, n_steps, segments, n_lead: int) -> dict:

@@ -162,10 +162,9 @@ def watch(tx: optax.GradientTransformation, *, tier: str = "moments", every: int
         def measure(acc):
             kw = {}
             if any(q.needs_updates for q in plan.grad_qs):
-                kw = {"params": plan.flat.from_tensors(plan.values(params)),
-                      "updates": plan.flat.from_tensors(plan.values(new_updates))}
-            step = probes.StepGrads(plan.flat.from_tensors(plan.values(updates)), plan.flat, n_lead=0,
-                                    columns=probes.step_columns(plan.grad_qs), **kw)
+                kw = {"params": plan.values(params), "updates": plan.values(new_updates)}
+            step = probes.StepGrads.from_tensors(plan.values(updates), n_lead=0,
+                                                 columns=probes.step_columns(plan.grad_qs, plan.flat), **kw)
             return {q.name: q.update(acc[q.name], step) for q in plan.grad_qs}
 
         if plan.every == 1:
