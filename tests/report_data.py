@@ -175,7 +175,7 @@ _PACKAGES = ("data", "nn", "train", "results")
 
 def _sources() -> list[str]:
     root = Path(__file__).resolve().parents[1]
-    files = [root / "src" / "vglab" / "__init__.py"] + [
+    files = sorted((root / "src" / "vglab").glob("*.py")) + [  # the package face and vglab.schema
         p for pkg in _PACKAGES for p in sorted((root / "src" / "vglab" / pkg).rglob("*"))
         if p.suffix in (".py", ".json") and "__pycache__" not in p.parts]
     return ["tests/report_data.py"] + [p.relative_to(root).as_posix() for p in files]
