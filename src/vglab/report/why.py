@@ -744,6 +744,42 @@ def _width_theory(avail: dict) -> Outcome:
                              "diff": d.diff, "low": d.low, "high": d.high, "narrow": narrow, "wide": wide}, preset)
 
 
+JACOBIAN_EXAMPLES = 16  # inputs per configuration whose Jacobians' singular values are pooled
+
+
+def jacobian_spectra(res, cell, examples: int = JACOBIAN_EXAMPLES) -> dict[str, np.ndarray]:
+    """Per remedy on one deep net: the singular values of ∂h^[L]/∂h^[1] at initialization
+    (`vglab.nn.networks.hidden_jacobian`), pooled over `examples` inputs, for the first seed's
+    network drawn again from its stored laws and seed (`train.loop.initial_params`: what
+    training started from). Inputs are N(0, E‖x‖²/n_in) per feature, the stored input scale
+    (`theory.stored_inputs`): the report does not prepare the dataset again. Cached."""
+    key = ("_why_jacobians", cell, examples)
+    if key in res._cache:
+        return res._cache[key]
+    from vglab.nn import init, networks
+    from vglab.train import Member, loop
+
+    f = remedy_runs(res)
+    act, depth, width = cell
+    f = f[(f["base"] == act) & (f["depth"].astype(int) == depth) & (f["width"].astype(int) == width)]
+    out = {}
+    for remedy in REMEDY_ORDER:
+        rows = f[f["remedy"] == remedy].sort_values("seed")
+        facts = theory.stored_inputs(rows.iloc[0]) if len(rows) else None
+        if facts is None:
+            continue
+        r, (n_in, x2, _) = rows.iloc[0], facts
+        net = networks.build("mlp", (n_in,), depth=depth, width=width, activation=str(r["activation"]),
+                             n_out=int(r["n_classes"]), residual=float(r["residual"]), norm=str(r["norm"]))
+        member = Member(seed=int(r["seed"]), weight_init=init.parse(r["weight_init_spec"]),
+                        bias_init=init.parse(r["bias_init_spec"]))
+        x = np.random.default_rng(0).normal(0.0, math.sqrt((x2 or n_in / 3) / n_in), (examples, n_in))
+        jac = networks.hidden_jacobian(net, loop.initial_params(net, member), x.astype(np.float32), float(r["alpha"]))
+        out[remedy] = np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False).ravel()
+    res._cache[key] = out
+    return out
+
+
 def remedy_factors(res, cell) -> dict[str, dict]:
     """Per remedy on one deep net: final accuracy {seed: acc}, the first layer's log10 weight-
     gradient norm in the first recorded epoch (`claims.first_grad`) and the backprop product's
