@@ -554,7 +554,8 @@ def json_schema() -> dict:
              "probes": list(probes.TIERS) + ["all"] + list(probes.ALL)}
     described = {"dataset": f"{', '.join(DATASETS)}, or the path of an .npz",
                  "optimizer": f"one of {', '.join(optim.OPTIMIZERS)}, or a table {{name = ..., <parameter> = ...}}",
-                 "init": INIT_HELP,
+                 "init": INIT_HELP + "; sigma_w2=critical: the order-to-chaos sigma_w2 of the configuration's "
+                         "activation, alpha and bias law",
                  "activation": f"one of {', '.join(sorted(activations.ACTIVATIONS))}, or kernel-shaped (TAT): "
                                "tat(<name>, tau=0.3, depth=L) (an MLP's depth fills in a missing L)",
                  "residual": "the built-in MLP's branch scale s: hidden layers compute h + s·phi(z) (0: no skip)",

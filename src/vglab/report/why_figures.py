@@ -324,7 +324,8 @@ def remedies_vs_depth(res) -> Figure:
     cells = why.remedy_cells(f)
     if not cells:
         raise NoData("no deep remedy nets")
-    f = f.assign(g1=[claims.first_grad(res, [rid]) for rid in f["run_id"]])
+    measured = {"param", "grad_norm_mean"} <= set(res.grads.columns)
+    f = f.assign(g1=[claims.first_grad(res, [rid]) if measured else math.nan for rid in f["run_id"]])
     cols = sorted({(a, w) for a, _, w in cells}, key=lambda c: (c[0] != "tanh", c[0], c[1]))
     fig = _figure(3.3 * len(cols) + 0.4, 6.4)
     axes = _axes(fig, 2, len(cols), sharex=True)
