@@ -196,7 +196,7 @@ def _check_activation(v):
     return v
 
 
-CRITICAL = re.compile(r"sigma_w2\s*=\s*critical\b")  # `orthogonal(sigma_w2=critical)`: χ_1 = 1, resolved per configuration
+CRITICAL = re.compile(r"sigma_w2\s*=\s*critical\b")  # `orthogonal(sigma_w2=critical)`: χ_1 = 1 (resolve_critical)
 
 
 def _check_init(v):

@@ -1,8 +1,8 @@
 """Why the remedies work or fail: claims checked on the `optimizers`, `rescaling-identity` and
 `trainability` presets (issue 16) and on `deep-remedies` (issue 29: which designed remedy
 trains the deep net, and which factor of the backprop product it fixes), with the same
-`Claim`/`Outcome` types as the reference study's claims (`vglab.report.claims`) but in a list of their own (`WHY_CLAIMS`): the index
-shows them in a separate "Why" section.
+`Claim`/`Outcome` types as the reference study's claims (`vglab.report.claims`) but in a list
+of their own (`WHY_CLAIMS`): the index shows them in a separate "Why" section.
 
 Every compared difference is measured over seeds with a 95 % interval
 (`vglab.report.stats.difference`): paired when both arms hold the same seeds (runs with one
