@@ -174,3 +174,16 @@ def test_figures_draw_from_the_tables(tmp_path):
     fig = why_figures.jacobian_spectra(b.results())
     xs = {ln.get_label(): ln.get_xdata() for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")}
     np.testing.assert_allclose(xs["orthogonal critical"], np.sort(np.log10(spectra["orthogonal critical"])))
+
+
+def test_the_page_shows_the_deep_claims_and_figures(tmp_path):
+    from vglab.report import html
+
+    b = Builder(PRESET)
+    res = _nets(BASE)
+    b.runs, b.epochs = res.runs.to_dict("records"), res.epochs.to_dict("records")
+    out = b.write(tmp_path / PRESET)
+    page = html.write_report(out).read_text()
+    for claim in ("isometry", "kernel-shaped-trains", "alpha-below-remedies", "narrow-theory", "remedy-factors"):
+        assert f'id="claim-{claim}"' in page
+    assert 'id="claim-trainable-depth"' not in page and (out / "figures" / "remedies_vs_depth.png").exists()

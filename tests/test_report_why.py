@@ -260,7 +260,12 @@ def test_why_figures_draw_from_the_tables(tmp_path):
     dec = why_figures.rescaling_decomposition(_decomp([0.30, 0.32, 0.34], 0.4, 0.5, [0.62, 0.60, 0.64]))
     heights = sorted(round(p.get_height(), 6) for p in dec.axes[0].patches)
     assert heights == [8.0, 10.0, 12.0, 30.0]  # input scale, bias + temperature, parametrisation; total
-    for fig, name in ((tmap, "tmap"), (dec, "dec"), (why_figures.twin_curves(_decomp(0.3, 0.4, 0.5, 0.6)), "tc")):
+    tc = why_figures.twin_curves(_decomp(0.3, 0.4, [0.5, 0.52, 0.54], 0.6))
+    drawn = {ln.get_label(): list(ln.get_ydata()) for ln in tc.axes[0].get_lines()}  # epoch 0 (0.1), epoch 10
+    want = {"standard net": [0.1, 0.3], "input-scaled net (x/α)": [0.1, 0.4], "plain twin": [0.1, 0.52],
+            "α-network": [0.1, 0.6]}
+    assert drawn.keys() == want.keys() and all(drawn[k] == pytest.approx(v) for k, v in want.items())
+    for fig, name in ((tmap, "tmap"), (dec, "dec"), (tc, "tc")):
         assert all(p.exists() for p in figures.save(fig, tmp_path / name))
     with pytest.raises(figures.NoData):
         why_figures.eps_sweep(_decomp(0.3, 0.4, 0.5, 0.6))
