@@ -12,7 +12,7 @@ RUN_COLUMNS = {"experiment", "label", "group", "dataset", "network", "depth", "w
                "alpha", "weight_init", "weight_init_spec", "weight_init_kind", "init_scale", "bias_init", "penalty",
                "r", "seed", "epochs", "batch_size", "learning_rate", "train_size", "n_params", "optimizer",
                "optimizer_spec", "model", "model_args", "input", "record_every", "n_classes",
-               "n_in", "input_sq_norm", "bias_init_spec", "bias_var"}
+               "n_in", "input_sq_norm", "bias_init_spec", "bias_var", "residual", "norm"}
 
 
 def test_every_preset_loads_on_every_dataset_and_describes_itself():

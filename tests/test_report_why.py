@@ -247,7 +247,8 @@ def test_why_pages_and_the_index_section(tmp_path):
     assert 'id="claim-large-params-slow"' not in index and "no claim of the study is checked" in index
     other = Builder("large-params").arm(0.9, label="std1").write(tmp_path / "large-params")
     index = html.write_index([other], tmp_path / "other.html", refresh_pages=False).read_text()
-    assert "Not run: <code>vglab reproduce --presets optimizers,rescaling-identity,trainability</code>" in index
+    assert ("Not run: <code>vglab reproduce --presets optimizers,rescaling-identity,trainability,deep-remedies"
+            "</code>") in index
 
 
 def test_why_figures_draw_from_the_tables(tmp_path):

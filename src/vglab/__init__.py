@@ -29,7 +29,7 @@ _HOME = {"run": "vglab.experiments.api", "load_results": "vglab.experiments.api"
          "layer_factors": "vglab.train.watch", "Recorder": "vglab.results.recorder",
          # critical_sigma_w2(activation, alpha, sigma_b2): the σ_w² where χ_1 = 1 (mean-field), e.g. for
          # init = f"orthogonal(sigma_w2={vglab.critical_sigma_w2('tanh', 1.0, 0.05)})"
-         "critical_sigma_w2": "vglab.report.theory"}
+         "critical_sigma_w2": "vglab.nn.meanfield"}
 _SUBPACKAGES = ("nn", "data", "train", "experiments", "results")
 
 

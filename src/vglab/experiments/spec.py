@@ -196,11 +196,39 @@ def _check_activation(v):
     return v
 
 
+CRITICAL = re.compile(r"sigma_w2\s*=\s*critical\b")  # `orthogonal(sigma_w2=critical)`: χ_1 = 1 (resolve_critical)
+
+
 def _check_init(v):
     from vglab.nn.init import parse
 
-    parse(v)  # raises with the accepted forms
+    parse(CRITICAL.sub("sigma_w2=1", str(v)))  # raises with the accepted forms
     return str(v).strip()
+
+
+def resolve_critical(init: str, activation: str | None, alpha: float, bias_init: str) -> str:
+    """`normal(sigma_w2=critical)` / `orthogonal(sigma_w2=critical)` with the σ_w² on the
+    order-to-chaos line χ_1 = 1 (`vglab.nn.meanfield.critical_sigma_w2`) for this activation, α
+    and the biases' variance σ_b²; other laws unchanged. Rounded to 6 digits (labels show it)."""
+    if not CRITICAL.search(init):
+        return init
+    from vglab.nn import meanfield
+    from vglab.nn.init import parse
+
+    where = f"init = {init!r}"
+    sigma_b2 = parse(bias_init).variance()
+    if not math.isfinite(sigma_b2):
+        raise SpecError(f"{where}: the critical sigma_w2 needs a bias law of fixed variance, got bias_init = "
+                        f"{bias_init!r}; write e.g. bias_init = \"normal(variance=1e-4)\" or \"zeros\"")
+    if activation not in meanfield.ACTIVATIONS:
+        raise SpecError(f"{where}: vglab's mean-field theory has no model of activation {activation!r}, so it cannot "
+                        f"find its critical sigma_w2; use it with one of {sorted(meanfield.ACTIVATIONS)} or give "
+                        "sigma_w2 as a number")
+    try:
+        crit = meanfield.critical_sigma_w2(activation, float(alpha), float(sigma_b2))
+    except ValueError as e:
+        raise SpecError(f"{where}: {e}; give sigma_w2 as a number") from None
+    return CRITICAL.sub(f"sigma_w2={float(f'{crit:.6g}')!r}", init)
 
 
 def _check_bias_init(v):
@@ -526,7 +554,8 @@ def json_schema() -> dict:
              "probes": list(probes.TIERS) + ["all"] + list(probes.ALL)}
     described = {"dataset": f"{', '.join(DATASETS)}, or the path of an .npz",
                  "optimizer": f"one of {', '.join(optim.OPTIMIZERS)}, or a table {{name = ..., <parameter> = ...}}",
-                 "init": INIT_HELP,
+                 "init": INIT_HELP + "; sigma_w2=critical: the order-to-chaos sigma_w2 of the configuration's "
+                         "activation, alpha and bias law",
                  "activation": f"one of {', '.join(sorted(activations.ACTIVATIONS))}, or kernel-shaped (TAT): "
                                "tat(<name>, tau=0.3, depth=L) (an MLP's depth fills in a missing L)",
                  "residual": "the built-in MLP's branch scale s: hidden layers compute h + s·phi(z) (0: no skip)",
@@ -743,7 +772,8 @@ class RunSpec:
             "dataset": dataset_column(self.dataset),
             "network": self.network, "depth": self.depth, "width": self.width, "variant": self.variant,
             "activation": self.activation or (facts or {}).get("activation") or "unknown", "alpha": self.alpha,
-            "weight_init": init_label(self.init_given or self.weight_init), "weight_init_spec": law.spec,
+            "weight_init": init_label(self.init_given or self.weight_init, self.weight_init),
+            "weight_init_spec": law.spec,
             "weight_init_kind": law.kind,
             "init_scale": float("nan") if law.fan_scaled or law.value is None else float(law.value),
             "bias_init": bias.label, "bias_init_spec": bias.spec, "bias_var": bias.variance(),
@@ -751,6 +781,7 @@ class RunSpec:
             "epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
             "optimizer": self.optimizer_setting().label, "optimizer_spec": json.dumps(dict(self.optimizer)),
             "model": self.model, "model_args": json.dumps(dict(self.model_args), default=str), "input": self.input,
+            "residual": self.residual, "norm": self.norm,
             "record_every": self.record_every, "train_size": n_train, "n_params": n_params, "n_classes": n_classes,
             "n_in": (facts or {}).get("n_in"), "input_sq_norm": (facts or {}).get("input_sq_norm"),
         }
@@ -787,19 +818,24 @@ def arch_name(network: str, depth=None, width=None, variant=None, model=None, mo
     return f"{ref}({args})" if args else ref
 
 
-def init_label(spec: str) -> str:
-    """`N(0, std=10)`; a law written with variance= keeps it: `N(0, var=10)`."""
+def init_label(spec: str, resolved: str | None = None) -> str:
+    """`N(0, std=10)`; a law written with variance= keeps it: `N(0, var=10)`; a critical one
+    (`resolved`: its spec with the number) says so: `orthogonal(σ_w²=1.00046, critical)`."""
     from vglab.nn.init import parse
 
+    if CRITICAL.search(spec):
+        return parse(resolved).label[:-1] + ", critical)"
     m = re.match(r"^\s*normal\s*\(\s*(?:variance|var)\s*=\s*([^)]+)\)\s*$", spec)
     return f"N(0, var={float(m.group(1)):g})" if m else parse(spec).label
 
 
 def _init_slug(spec: str) -> str:
     """`normal(std=10)` -> `std10`, `normal(variance=10)` -> `var10`, `uniform(a=10)` -> `u10`,
-    `orthogonal(gain=2)` -> `orth2`."""
+    `orthogonal(gain=2)` -> `orth2`, `orthogonal(sigma_w2=critical)` -> `orth-crit`."""
     from vglab.nn.init import parse
 
+    if CRITICAL.search(spec):
+        return "orth-crit" if parse(CRITICAL.sub("sigma_w2=1", spec)).family == "orthogonal" else "sw-crit"
     law = parse(spec)
     if law.kind == "normal":
         m = re.match(r"^\s*normal\s*\(\s*(?:variance|var)\s*=\s*([^)]+)\)\s*$", spec)
@@ -912,8 +948,9 @@ class ExperimentSpec:
                     c[k] = MLP_DEFAULTS[k] if c[k] is None else c[k]
                 c["activation"] = _shaped_activation(c["activation"], c["network"], c["depth"])
                 c["init_given"] = c["init"]
-                c["init"] = parse(c["init"]).spec
-                c["bias_init"] = parse(c["bias_init"]).spec if c["bias_init"] else default_bias(c["init"])
+                c["bias_init"] = parse(c["bias_init"]).spec if c["bias_init"] else \
+                    default_bias(CRITICAL.sub("sigma_w2=1", c["init"]))
+                c["init"] = parse(resolve_critical(c["init"], c["activation"], c["alpha"], c["bias_init"])).spec
                 key = tuple((k, _hashable(v)) for k, v in c.items() if k != "init_given")
                 if key not in seen:
                     seen.add(key)
@@ -959,7 +996,7 @@ class ExperimentSpec:
             parts = [arch_name(c["network"], c["depth"], c["width"], c["variant"], c["model"], margs)] \
                 if len(archs) > 1 else []
             parts += [p for p in (_block_label(c["residual"], c["norm"]), _activation_label(c["activation"], c["alpha"]),
-                                  init_label(c["init_given"])) if p]
+                                  init_label(c["init_given"], c["init"])) if p]
             if c["bias_init"] != default_bias(c["init"]):
                 parts.append("bias " + parse(c["bias_init"]).label)
             if c["penalty"] != "none":

@@ -135,24 +135,50 @@ class Network(Model):
         preacts = {}
         h = x
         for layer in self.layers:
-            p = params[layer.name]
-            if layer.kind == "conv":
-                z = conv(h, p["w"]) + p["b"]
-            else:
-                if h.ndim > 2:  # first dense layer after the convolutions: Flatten
-                    h = h.reshape(h.shape[0], -1)
-                z = dense(h, p["w"]) + p["b"]
+            z, h = self.layer_step(layer, params[layer.name], h, phi, alpha)
             if not layer.hidden:
                 return (z, preacts) if capture else z
-            if self.norm == "layer":
-                z = layer_norm(z)
             if capture:
                 preacts[layer.name] = z
-            a = alpha * phi.fn(z / alpha)
-            h = h + self.residual * a if self.residual and h.shape[-1] == a.shape[-1] and layer.kind == "dense" else a
-            if layer.pool_after:
-                h = max_pool(h)
         raise AssertionError("a network ends with its output layer")
+
+    def layer_step(self, layer: Layer, p: dict, h, phi, alpha=1.0):
+        """One layer on its input h: (z, the next input) — the (normalized) pre-activation and
+        the layer's output (z itself for the linear output layer). `phi`: the activation."""
+        if layer.kind == "conv":
+            z = conv(h, p["w"]) + p["b"]
+        else:
+            if h.ndim > 2:  # first dense layer after the convolutions: Flatten
+                h = h.reshape(h.shape[0], -1)
+            z = dense(h, p["w"]) + p["b"]
+        if not layer.hidden:
+            return z, z
+        if self.norm == "layer":
+            z = layer_norm(z)
+        a = alpha * phi.fn(z / alpha)
+        h = h + self.residual * a if self.residual and h.shape[-1] == a.shape[-1] and layer.kind == "dense" else a
+        return z, (max_pool(h) if layer.pool_after else h)
+
+
+def hidden_jacobian(network: Network, params: dict, x, alpha=1.0):
+    """∂h^[L]/∂h^[1] for each example of `x` [batch, width, width]: the Jacobian from the first
+    hidden layer's output to the last's (an MLP's hidden layers, L − 1 apart), the product of
+    D_l W_l (with I + s·D_l W_l for residual layers and LayerNorm's Jacobian) whose singular
+    values dynamical isometry is about (Pennington, Schoenholz & Ganguli 2017). Taken from
+    h^[1] so that the map is square whatever the input width."""
+    hidden = network.hidden_layers
+    if network.kind != "mlp" or len(hidden) < 2:
+        raise ValueError(f"hidden_jacobian needs an MLP with at least 2 hidden layers, got {network.name}")
+    phi = activations.get(network.activation)
+    _, h1 = network.layer_step(hidden[0], params[hidden[0].name], x, phi, alpha)
+
+    def rest(h):  # one example's h^[1] -> h^[L]
+        h = h[None]
+        for layer in hidden[1:]:
+            _, h = network.layer_step(layer, params[layer.name], h, phi, alpha)
+        return h[0]
+
+    return jax.vmap(jax.jacrev(rest))(h1)  # reverse mode: `dense` has a custom VJP, no JVP
 
 
 def layer_norm(u):

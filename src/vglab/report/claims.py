@@ -549,7 +549,7 @@ def _why(avail):
     return Outcome(v, text, fd, preset)
 
 
-def _first_grad(res, run_ids) -> float:
+def first_grad(res, run_ids) -> float:
     """Mean log10 of the first layer's weight-gradient norm in the first recorded epoch."""
     g = res.grads
     g = g[g["run_id"].isin(run_ids) & (g["param"] == "w") & (g["epoch"] == tables.first_recorded_epoch(res))]
@@ -573,14 +573,14 @@ def _rescaling_by_init(avail):
         if base.empty:
             continue
         a1 = _acc(base)
-        gr1 = _first_grad(res, list(base["run_id"]))
+        gr1 = first_grad(res, list(base["run_id"]))
         means = g[g["alpha"] > 1].groupby("alpha")["val_acc"].mean()
         if means.empty:
             continue
         best_alpha = float(means.idxmax())
         best = g[np.isclose(g["alpha"], best_alpha)]
         ab = _acc(best)
-        grads = {float(al): _first_grad(res, list(gg["run_id"])) for al, gg in g[g["alpha"] > 1].groupby("alpha")}
+        grads = {float(al): first_grad(res, list(gg["run_id"])) for al, gg in g[g["alpha"] > 1].groupby("alpha")}
         best_grad_alpha = max(grads, key=lambda k: grads[k] if np.isfinite(grads[k]) else -np.inf)
         name = f"{g['weight_init'].iloc[0]} ({_arch_name(g)})"
         d_acc, d_grad = ab["mean"] - a1["mean"], grads[best_grad_alpha] - gr1

@@ -501,7 +501,8 @@ def _why_index_html(loaded: dict, pages: dict) -> list[str]:
     head = '<h2 id="why">Why the remedies work or fail</h2>'
     if not any(p in loaded for p in why_mod.PRESETS):
         return [head, "<p>Not run: <code>vglab reproduce --presets " + ",".join(why_mod.PRESETS) + "</code> checks "
-                "the optimizer's part, the rescaling identity and trainability against mean-field theory.</p>"]
+                "the optimizer's part, the rescaling identity, trainability against mean-field theory and which "
+                "remedy trains the deep net.</p>"]
     pairs = why_mod.evaluate(loaded)
     counts = {v: sum(o.verdict == v for _, o in pairs) for v in claims_mod.VERDICTS}
     tally = " · ".join(f"{_verdict(v)} {n}" for v, n in counts.items() if n)

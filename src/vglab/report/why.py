@@ -1,7 +1,8 @@
 """Why the remedies work or fail: claims checked on the `optimizers`, `rescaling-identity` and
-`trainability` presets (issue 16), with the same `Claim`/`Outcome` types as the reference
-study's claims (`vglab.report.claims`) but in a list of their own (`WHY_CLAIMS`): the index
-shows them in a separate "Why" section.
+`trainability` presets (issue 16) and on `deep-remedies` (issue 29: which designed remedy
+trains the deep net, and which factor of the backprop product it fixes), with the same
+`Claim`/`Outcome` types as the reference study's claims (`vglab.report.claims`) but in a list
+of their own (`WHY_CLAIMS`): the index shows them in a separate "Why" section.
 
 Every compared difference is measured over seeds with a 95 % interval
 (`vglab.report.stats.difference`): paired when both arms hold the same seeds (runs with one
@@ -19,13 +20,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from vglab.report import claims, stats, tables, theory
-from vglab.report.claims import CHANCE_MARGIN, HELPS, SHALLOW_LEARNS, WITHIN, Claim, Outcome
+from vglab.report.claims import CHANCE_MARGIN, HELPS, RAISES_GRAD, SHALLOW_LEARNS, WITHIN, Claim, Outcome
 
 # ------------------------------------------------------------------ thresholds
 # (shared with the reference claims: HELPS = 3 points "helps", WITHIN = 2 points "restores",
@@ -41,7 +43,8 @@ START_RTOL = 1e-4  # the plain twin starts as the α-network: epoch-0 validation
 OPTIMIZERS = "optimizers"
 RESCALING_IDENTITY = "rescaling-identity"
 TRAINABILITY = "trainability"
-PRESETS = (OPTIMIZERS, RESCALING_IDENTITY, TRAINABILITY)
+DEEP_REMEDIES = "deep-remedies"
+PRESETS = (OPTIMIZERS, RESCALING_IDENTITY, TRAINABILITY, DEEP_REMEDIES)
 TWIN_MODEL = "vglab.nn.rescaling:twin"
 
 
@@ -545,6 +548,290 @@ def _trainable_depth(avail: dict) -> Outcome:
                    {f"width={n['width']} alpha={n['alpha']:g}": n for _, _, n in parts}, preset)
 
 
+# ------------------------------------------------------------------ deep remedies (issue 29)
+REMEDY_ORDER = ("none", "Glorot", "α=2", "α=5", "orthogonal critical", "Gaussian critical", "kernel-shaped",
+                "residual", "LayerNorm")
+DESIGNED = ("orthogonal critical", "Gaussian critical", "kernel-shaped", "residual", "LayerNorm")
+FEW_POINTS = 0.05  # "within a few points" of the shallow net: at most 5 points below it
+THEORY_GAP = 0.5  # width 8 "holds less": its mean-field error at least 0.5 decades larger than width 128's
+_TAT = re.compile(r"^\s*tat\s*\(\s*(\w+)")
+
+
+def remedy_of(row) -> str:
+    """Which arm of the deep-remedies preset a run is, from its runs columns: the shallow
+    reference (depth 1), LayerNorm (`norm`), residual (`residual` > 0), kernel-shaped (a TAT
+    activation), orthogonal / Gaussian critical (`weight_init_kind` scaled_orthogonal /
+    scaled_normal: the preset's σ_w² = critical), Glorot, α = 2, 5 or none (N(0, std) at α = 1)."""
+    if int(row["depth"]) == 1:
+        return "shallow"
+    if str(row.get("norm") or "none") == "layer":
+        return "LayerNorm"
+    if float(row.get("residual") or 0.0) > 0:
+        return "residual"
+    if _TAT.match(str(row["activation"])):
+        return "kernel-shaped"
+    kind = str(row["weight_init_kind"])
+    named = {"scaled_orthogonal": "orthogonal critical", "scaled_normal": "Gaussian critical",
+             "glorot_uniform": "Glorot"}
+    if kind in named:
+        return named[kind]
+    return "none" if np.isclose(float(row["alpha"]), 1.0) else f"α={float(row['alpha']):g}"
+
+
+def remedy_runs(res) -> pd.DataFrame:
+    """The final-epoch table of built-in MLPs with `remedy` (`remedy_of`) and `base` (the
+    activation a TAT one is made from). Cached on the results."""
+    key = "_why_remedies"
+    if key not in res._cache:
+        f = runs(res)
+        f = f[f["network"].astype(str) == "mlp"].copy()
+        for col, default in (("residual", 0.0), ("norm", "none")):
+            f[col] = f[col].fillna(default) if col in f else default
+        f["remedy"] = [remedy_of(r) for _, r in f.iterrows()] if len(f) else []
+        f["base"] = [m.group(1) if (m := _TAT.match(str(a))) else str(a) for a in f["activation"]]
+        res._cache[key] = f
+    return res._cache[key]
+
+
+def remedy_cells(f: pd.DataFrame) -> list[tuple[str, int, int]]:
+    """The deep nets (base activation, depth, width), tanh first, shallow to deep, narrow to wide."""
+    deep = f[f["depth"].astype(int) > 1]
+    cells = {(str(a), int(d), int(w)) for a, d, w in zip(deep["base"], deep["depth"], deep["width"])}
+    return sorted(cells, key=lambda c: (c[0] != "tanh", c[0], c[1], c[2]))
+
+
+def remedy_arm(f: pd.DataFrame, cell: tuple, remedy: str, value: str = "val_acc") -> dict:
+    """{seed: value} of one remedy on one deep net; the shallow reference at the cell's width."""
+    act, depth, width = cell
+    rows = f[(f["base"] == act) & (f["width"].astype(int) == width) & (f["remedy"] == remedy)]
+    if remedy != "shallow":
+        rows = rows[rows["depth"].astype(int) == depth]
+    return by_seed(rows, value) if len(rows) else {}
+
+
+def _cell_name(cell) -> str:
+    return f"{cell[0]} {cell[1]}x{cell[2]}"
+
+
+def _at_chance(chance: float, *arms: dict) -> bool:
+    return all(abs(_mean(a) - chance) <= CHANCE_MARGIN for a in arms)
+
+
+def _isometry_cell(f, cell, chance):
+    orth, gauss = remedy_arm(f, cell, "orthogonal critical"), remedy_arm(f, cell, "Gaussian critical")
+    if not orth or not gauss:
+        return None
+    d = stats.difference(orth, gauss)
+    c = stats.check(d, low=HELPS, scale=100, digits=1)
+    v = "inconclusive" if _at_chance(chance, orth, gauss) else ("reproduced" if c.by_means else "not reproduced")
+    text = (f"{_cell_name(cell)}: orthogonal {_acc_text(orth)} vs Gaussian {_acc_text(gauss)}, difference {_pts(d)}, "
+            f"{HELPS * 100:g}-point threshold {c.text}")
+    return v, text, {"orth": _mean(orth), "gauss": _mean(gauss), "diff": d.diff, "low": d.low, "high": d.high}
+
+
+def _tat_cell(f, cell, chance):
+    tat, shallow = remedy_arm(f, cell, "kernel-shaped"), remedy_arm(f, cell, "shallow")
+    if not tat or not shallow:
+        return None
+    d = stats.difference(tat, shallow)
+    c = stats.check(d, low=-FEW_POINTS, scale=100, digits=1)
+    trains = _mean(tat) - chance >= SHALLOW_LEARNS
+    v = "reproduced" if c.by_means else ("partly" if trains else "not reproduced")
+    text = (f"{_cell_name(cell)}: kernel-shaped {_acc_text(tat)} vs shallow 1x{cell[2]} {_acc_text(shallow)}, "
+            f"difference {_pts(d)}, −{FEW_POINTS * 100:g}-point threshold {c.text}")
+    return v, text, {"tat": _mean(tat), "shallow": _mean(shallow), "diff": d.diff, "low": d.low, "high": d.high}
+
+
+def _per_cell(avail: dict, decide, activations=("tanh",)) -> Outcome:
+    """A claim decided per deep net of `activations` (merged as architectures); the other
+    activations' nets shown beside it, not counted."""
+    preset, res = next(iter(avail.items()))
+    f = remedy_runs(res)
+    chance = 1.0 / tables.n_classes(res)
+    counted, beside, nums = [], [], {}
+    for cell in remedy_cells(f):
+        out = decide(f, cell, chance)
+        if out is None:
+            continue
+        (counted if cell[0] in activations else beside).append((out[0], out[1]))
+        nums[_cell_name(cell)] = {**out[2], "verdict": out[0], "counted": cell[0] in activations}
+    if not counted:
+        return Outcome("not run", f"`{preset}` lacks these arms on a deep {'/'.join(activations)} net", nums, preset)
+    text = " ‖ ".join(f"{t} → {v}" for v, t in counted)
+    if beside:
+        text += " ‖ Not counted (shown beside): " + " ‖ ".join(f"{t} → {v}" for v, t in beside)
+    return Outcome(_merge([v for v, _ in counted]), text, nums, preset)
+
+
+def _isometry(avail: dict) -> Outcome:
+    return _per_cell(avail, _isometry_cell)
+
+
+def _tat_near_shallow(avail: dict) -> Outcome:
+    return _per_cell(avail, _tat_cell)
+
+
+def _alpha_cell(f, cell, chance):
+    none = remedy_arm(f, cell, "none")
+    alphas = {r: a for r in ("α=2", "α=5") if (a := remedy_arm(f, cell, r))}
+    designed = {r: a for r in DESIGNED if (a := remedy_arm(f, cell, r))}
+    if not none or not alphas or not designed:
+        return None
+    best = max(alphas, key=lambda r: _mean(alphas[r]))
+    gain = stats.difference(alphas[best], none)
+    over = {r: stats.difference(a, alphas[best]) for r, a in designed.items()}
+    beats = [r for r, d in over.items() if stats.check(d, low=HELPS).by_means]
+    if _at_chance(chance, none, *alphas.values(), *designed.values()):
+        v = "inconclusive"
+    else:
+        v = "reproduced" if len(beats) == len(designed) else ("partly" if beats else "not reproduced")
+    rows = "; ".join(f"{r} {_acc_text(designed[r])}, − {best} {_pts(d)}" for r, d in over.items())
+    text = (f"{_cell_name(cell)}: none {_acc_text(none)}, {best} (the better α) {_acc_text(alphas[best])}, gain "
+            f"{_pts(gain)}; {rows} — {len(beats)} of {len(designed)} remedies at least {HELPS * 100:g} points above "
+            f"{best} (by the means)")
+    return v, text, {"best_alpha": best, "alpha_gain": gain.diff, "beats": beats,
+                     "over_alpha": {r: d.diff for r, d in over.items()}}
+
+
+def _alpha_less(avail: dict) -> Outcome:
+    return _per_cell(avail, _alpha_cell, activations=("tanh", "sigmoid"))
+
+
+PLAIN = ("none", "Glorot", "α=2", "α=5", "orthogonal critical", "Gaussian critical")  # arms with a mean-field model
+
+
+def theory_errors(res) -> dict[int, list[float]]:
+    """Per width, |measured − predicted| log10 ‖∂J/∂W^[1]‖/‖∂J/∂W^[L]‖ (first over last hidden
+    layer, decades; `theory.compare`'s prediction with layer inputs, measured in the first
+    recorded epoch) of every run of the deep nets' plain arms (`PLAIN`); runs whose first-layer
+    gradient underflowed to 0 (no finite measurement) are left out and counted under key -width."""
+    f = remedy_runs(res)
+    plain = f[f["remedy"].isin(PLAIN) & (f["depth"].astype(int) > 1)]
+    width_of = dict(zip(plain["label"], plain["width"].astype(int)))
+    out: dict[int, list[float]] = {}
+    for c in theory.compare(res, labels=set(width_of)):
+        w = width_of[c.label]
+        err = np.abs(c.measured[:, 0] - c.pred_full[0]) / 2  # squared norms -> norms
+        out.setdefault(w, []).extend(float(e) for e in err[np.isfinite(err)])
+        out.setdefault(-w, []).extend([1.0] * int((~np.isfinite(err)).sum()))
+    return out
+
+
+def _width_theory(avail: dict) -> Outcome:
+    preset, res = next(iter(avail.items()))
+    errs = theory_errors(res)
+    widths = sorted(w for w in errs if w > 0 and errs[w])
+    if len(widths) < 2:
+        return Outcome("not run", f"`{preset}` lacks deep plain nets at two widths with measured gradients")
+    narrow, wide = widths[0], widths[-1]
+    d = stats.difference(errs[narrow], errs[wide])
+    c = stats.check(d, low=THEORY_GAP, digits=2, unit=" decades")
+    v = "reproduced" if c.by_means else ("partly" if d.diff > 0 else "not reproduced")
+    f, chance = remedy_runs(res), 1.0 / tables.n_classes(res)
+    held = []
+    for name, decide in (("isometry", _isometry_cell), ("kernel-shaped ≈ shallow", _tat_cell)):
+        for w in (narrow, wide):
+            outs = [o[0] for cell in remedy_cells(f) if cell[0] == "tanh" and cell[2] == w
+                    and (o := decide(f, cell, chance)) is not None]
+            held.append(f"{name} at width {w}: {outs.count('reproduced')} of {len(outs)} nets")
+    left = {w: len(errs.get(-w, [])) for w in (narrow, wide)}
+    text = (f"mean-field error of the first/last hidden gradient ratio (decades, per run): width {narrow} "
+            f"{np.mean(errs[narrow]):.2f} ({len(errs[narrow])} runs, {left[narrow]} underflowed), width {wide} "
+            f"{np.mean(errs[wide]):.2f} ({len(errs[wide])} runs, {left[wide]} underflowed); width {narrow} − width "
+            f"{wide} {d.text(digits=2, unit=' decades')}, {THEORY_GAP:g}-decade threshold {c.text}. Claims per net: "
+            + "; ".join(held))
+    return Outcome(v, text, {"error_narrow": float(np.mean(errs[narrow])), "error_wide": float(np.mean(errs[wide])),
+                             "diff": d.diff, "low": d.low, "high": d.high, "narrow": narrow, "wide": wide}, preset)
+
+
+JACOBIAN_EXAMPLES = 16  # inputs per configuration whose Jacobians' singular values are pooled
+
+
+def jacobian_spectra(res, cell, examples: int = JACOBIAN_EXAMPLES) -> dict[str, np.ndarray]:
+    """Per remedy on one deep net: the singular values of ∂h^[L]/∂h^[1] at initialization
+    (`vglab.nn.networks.hidden_jacobian`), pooled over `examples` inputs, for the first seed's
+    network drawn again from its stored laws and seed (`train.loop.initial_params`: what
+    training started from). Inputs are N(0, E‖x‖²/n_in) per feature, the stored input scale
+    (`theory.stored_inputs`): the report does not prepare the dataset again. Cached."""
+    key = ("_why_jacobians", cell, examples)
+    if key in res._cache:
+        return res._cache[key]
+    from vglab.nn import init, networks
+    from vglab.train import Member, loop
+
+    f = remedy_runs(res)
+    act, depth, width = cell
+    f = f[(f["base"] == act) & (f["depth"].astype(int) == depth) & (f["width"].astype(int) == width)]
+    out = {}
+    for remedy in REMEDY_ORDER:
+        rows = f[f["remedy"] == remedy].sort_values("seed")
+        facts = theory.stored_inputs(rows.iloc[0]) if len(rows) else None
+        if facts is None:
+            continue
+        r, (n_in, x2, _) = rows.iloc[0], facts
+        net = networks.build("mlp", (n_in,), depth=depth, width=width, activation=str(r["activation"]),
+                             n_out=int(r["n_classes"]), residual=float(r["residual"]), norm=str(r["norm"]))
+        member = Member(seed=int(r["seed"]), weight_init=init.parse(r["weight_init_spec"]),
+                        bias_init=init.parse(r["bias_init_spec"]))
+        x = np.random.default_rng(0).normal(0.0, math.sqrt((x2 or n_in / 3) / n_in), (examples, n_in))
+        jac = networks.hidden_jacobian(net, loop.initial_params(net, member), x.astype(np.float32), float(r["alpha"]))
+        out[remedy] = np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False).ravel()
+    res._cache[key] = out
+    return out
+
+
+def remedy_factors(res, cell) -> dict[str, dict]:
+    """Per remedy on one deep net: final accuracy {seed: acc}, the first layer's log10 weight-
+    gradient norm in the first recorded epoch (`claims.first_grad`) and the backprop product's
+    factors at initialization (`claims.factor_diagnosis`: Σ log10‖W‖₂ over the later layers,
+    Σ mean log10 φ′, saturated fraction)."""
+    f = remedy_runs(res)
+    act, depth, width = cell
+    out = {}
+    for r in REMEDY_ORDER:
+        rows = f[(f["base"] == act) & (f["depth"].astype(int) == depth) & (f["width"].astype(int) == width)
+                 & (f["remedy"] == r)]
+        if rows.empty:
+            continue
+        ids = list(rows["run_id"])
+        out[r] = {"acc": by_seed(rows), "grad": claims.first_grad(res, ids),
+                  **claims.factor_diagnosis(res, ids, epoch=0)}
+    return out
+
+
+def _fixed(x: dict, none: dict) -> str:
+    """Which factor a remedy raised against no remedy: the larger rise of Σ log10‖W‖ and Σ log10 φ′."""
+    dw, dd = x["weight_log10"] - none["weight_log10"], x["deriv_log10"] - none["deriv_log10"]
+    if not (np.isfinite(dw) and np.isfinite(dd)) or max(dw, dd) < RAISES_GRAD:
+        return "neither factor"
+    return "weights" if dw >= dd else "derivatives"
+
+
+def _factors(avail: dict) -> Outcome:
+    preset, res = next(iter(avail.items()))
+    f = remedy_runs(res)
+    rows, nums = [], {}
+    for cell in remedy_cells(f):
+        fx = remedy_factors(res, cell)
+        none = fx.get("none")
+        parts = []
+        for r, x in fx.items():
+            fixed = f", fixed {_fixed(x, none)}" if none is not None and r != "none" else ""
+            parts.append(f"{r} {_mean(x['acc']):.3f}, g₁ 10^{x['grad']:.1f}, W {x['weight_log10']:+.1f}, "
+                         f"φ′ {x['deriv_log10']:+.1f}{fixed}")
+            nums[f"{_cell_name(cell)} · {r}"] = {"acc": _mean(x["acc"]), "grad_log10": x["grad"],
+                                                 "weight_log10": x["weight_log10"], "deriv_log10": x["deriv_log10"],
+                                                 "saturated_frac": x["saturated_frac"]}
+        rows.append(f"{_cell_name(cell)}: " + "; ".join(parts))
+    if not rows:
+        return Outcome("not run", f"`{preset}` has no deep nets")
+    head = ("Per net and remedy: final val acc (mean), first-layer ‖∂J/∂W‖ in the first recorded epoch (g₁), and at "
+            "initialization Σ log10‖W‖₂ over the later layers (W) and Σ mean log10 φ′ (φ′). Residual and LayerNorm "
+            "change the backward map beyond W and φ′ (the identity path; the normalization's 1/σ), so for them read "
+            "g₁. ‖ ")
+    return Outcome("answered", head + " ‖ ".join(rows), nums, preset)
+
+
 # ------------------------------------------------------------------ the claims
 WHY_CLAIMS: list[Claim] = [
     Claim("sgd-l2-rescues",
@@ -597,6 +884,53 @@ WHY_CLAIMS: list[Claim] = [
           f"{AGREE_PARTLY:.0%} and above the constant: partly; else not reproduced; maps combined as for "
           "architectures. Cells whose 95 % seed interval (one-sample t) lies wholly on one side are counted too.",
           _trainable_depth, source="why (issue 16)"),
+    Claim("isometry",
+          "Orthogonal weights at the critical point (χ_1 = 1) train a deep tanh net better than Gaussian weights at "
+          "the critical point (dynamical isometry: Pennington, Schoenholz & Ganguli 2017; Xiao et al. 2018).",
+          (DEEP_REMEDIES,),
+          f"Per deep tanh net (each depth > 1 and width): orthogonal − Gaussian init, both at the critical σ_w² of "
+          f"the same σ_b², final validation accuracy paired over seeds (95 % t interval). At least {HELPS * 100:g} "
+          f"points by the means: reproduced; less: not reproduced; both arms within {CHANCE_MARGIN * 100:g} points "
+          "of chance: inconclusive. Nets combined as architectures (all the same -> that verdict, a mix -> partly); "
+          "the text says whether the whole interval meets the threshold. Sigmoid nets are shown beside it, not "
+          "counted: sigmoid's critical point is at q* = 45.6, where φ′ is far from constant, so the theory "
+          "promises no isometry there.",
+          _isometry, source="why (issue 29)"),
+    Claim("kernel-shaped-trains",
+          "A kernel-shaped tanh (TAT, Zhang et al. 2022) trains the deep net without skips or normalization to "
+          "within a few points of the shallow net.", (DEEP_REMEDIES,),
+          f"Per deep tanh net: the TAT-tanh net (τ = 0.3, orthogonal σ_w² = 1, zero biases) − the shallow 1×width "
+          f"tanh net (the study's N(0, std=0.05)), final validation accuracy paired over seeds (95 % t interval). "
+          f"At most {FEW_POINTS * 100:g} points below by the means: reproduced; further below but at least "
+          f"{SHALLOW_LEARNS * 100:g} points above chance: partly; else not reproduced. Nets combined as "
+          "architectures; sigmoid shown beside it, not counted.",
+          _tat_near_shallow, source="why (issue 29)"),
+    Claim("alpha-below-remedies",
+          "α-rescaling (the reference study's remedy) helps the deep net less than each designed remedy: "
+          "orthogonal and Gaussian critical init, kernel shaping, residual connections, LayerNorm.", (DEEP_REMEDIES,),
+          f"Per deep net (tanh and sigmoid, each depth > 1 and width): the better α of 2 and 5 (higher mean final "
+          f"accuracy) at the study's N(0, std=0.05); each designed remedy − that α, paired over seeds (95 % t "
+          f"intervals). Every remedy at least {HELPS * 100:g} points above it by the means: reproduced; some: partly; "
+          f"none: not reproduced; every arm within {CHANCE_MARGIN * 100:g} points of chance: inconclusive. Nets "
+          "combined as architectures.",
+          _alpha_less, source="why (issue 29)"),
+    Claim("narrow-theory",
+          "At width 8 the theory's predictions hold less than at width 128 (mean-field theory is a wide-network "
+          "limit).", (DEEP_REMEDIES,),
+          f"Per run of the deep nets' arms with a mean-field model (none, Glorot, α, orthogonal and Gaussian "
+          f"critical; tanh and sigmoid): the error |measured − predicted| of log10 ‖∂J/∂W^[1]‖/‖∂J/∂W^[L]‖ (first "
+          f"over last hidden layer; prediction with layer inputs, measured in the first recorded epoch). Narrowest − "
+          f"widest width's mean error (Welch t, 95 % interval) at least {THEORY_GAP:g} decades by the means: "
+          f"reproduced; above 0: partly; else not reproduced. The isometry and kernel-shaping claims' nets that hold "
+          f"at each width are counted beside it.",
+          _width_theory, source="why (issue 29)"),
+    Claim("remedy-factors",
+          "Which factor of the backprop product does each remedy fix on the deep net?", (DEEP_REMEDIES,),
+          f"Per deep net and remedy: final accuracy, the first layer's weight-gradient norm in the first recorded "
+          f"epoch, and at initialization Σ log10‖W‖₂ over the later layers and Σ mean log10 φ′ "
+          f"(`claims.factor_diagnosis`); a remedy fixed the factor that rose more against no remedy "
+          f"(N(0, std=0.05), α = 1), when it rose by at least {RAISES_GRAD:g} decades.",
+          _factors, source="why (issue 29)"),
 ]
 
 

@@ -1,6 +1,7 @@
 """Figures of the why pages (`vglab.report.why`): the trainability heat map with the
 mean-field 6 ξ_c curve, update sizes per layer under SGD and Adam, Adam's eps against the
-gradients' size, and the rescaling decomposition. One function per figure, each taking a
+gradients' size, the rescaling decomposition, and the deep remedies' accuracy and gradient
+against depth with their Jacobians' singular values at initialization. One function per figure, each taking a
 `Results` and returning a matplotlib `Figure` (saved with `vglab.report.figures.save`);
 `INSTRUMENTS` registers them (`figures.Instrument`), each drawn on its preset's page only.
 """
@@ -16,7 +17,7 @@ from matplotlib import patheffects
 from matplotlib.figure import Figure
 
 from vglab.data.own import dataset_name
-from vglab.report import tables, theory, why
+from vglab.report import claims, tables, theory, why
 from vglab.report.claims import preset_of
 from vglab.report.figures import RC, Instrument, NoData, Use
 
@@ -299,6 +300,90 @@ def twin_curves(res) -> Figure:
     return fig
 
 
+# ------------------------------------------------------------------ deep remedies
+def _remedy_styles():
+    cmap = matplotlib.colormaps["tab10"]
+    return {r: {"color": cmap(k % 10), "ls": "--" if r in ("none", "Glorot", "α=2", "α=5") else "-",
+                "marker": "os^v*DPXh"[k % 9]} for k, r in enumerate(why.REMEDY_ORDER)}
+
+
+def _panel_stat(ax, f, remedy, value, style, chance=None):
+    """One remedy's line over depth: mean over seeds, bars min–max."""
+    g = f[f["remedy"] == remedy].groupby(f["depth"].astype(int))[value].agg(["mean", "min", "max"]).sort_index()
+    if g.empty:
+        return
+    err = np.clip([g["mean"] - g["min"], g["max"] - g["mean"]], 0, None)
+    ax.errorbar(g.index, g["mean"], yerr=err, label=remedy, capsize=2, lw=1.3, ms=4, **style)
+
+
+def remedies_vs_depth(res) -> Figure:
+    """Per activation and width: final accuracy (top) and the first layer's log10 weight-gradient
+    norm in the first recorded epoch (bottom) against depth, one line per remedy (mean over seeds,
+    bars min–max); the shallow net (depth 1) as a grey band, chance dotted."""
+    f = why.remedy_runs(res)
+    cells = why.remedy_cells(f)
+    if not cells:
+        raise NoData("no deep remedy nets")
+    measured = {"param", "grad_norm_mean"} <= set(res.grads.columns)
+    f = f.assign(g1=[claims.first_grad(res, [rid]) if measured else math.nan for rid in f["run_id"]])
+    cols = sorted({(a, w) for a, _, w in cells}, key=lambda c: (c[0] != "tanh", c[0], c[1]))
+    fig = _figure(3.3 * len(cols) + 0.4, 6.4)
+    axes = _axes(fig, 2, len(cols), sharex=True)
+    styles, chance = _remedy_styles(), 1.0 / tables.n_classes(res)
+    for j, (act, width) in enumerate(cols):
+        sub = f[(f["base"] == act) & (f["width"].astype(int) == width)]
+        for i, value in enumerate(("val_acc", "g1")):
+            ax = axes[i][j]
+            shallow = sub.loc[sub["remedy"] == "shallow", value]
+            if len(shallow):
+                ax.axhspan(shallow.min(), shallow.max(), color="grey", alpha=0.25, lw=0, label="shallow 1×width")
+            for r in why.REMEDY_ORDER:
+                _panel_stat(ax, sub, r, value, styles[r])
+            if value == "val_acc":
+                ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+                ax.set_title(f"{act} · width {width}")
+            ax.set_xticks(sorted({c[1] for c in cells}))
+        axes[1][j].set_xlabel("depth (hidden layers)")
+    axes[0][0].set_ylabel("final val acc")
+    axes[1][0].set_ylabel("log10 ‖∂J/∂W^[1]‖ (first record)")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=6, frameon=False)
+    fig.suptitle("Which remedy trains the deep net: accuracy and first-layer gradient vs depth "
+                 "(mean over seeds, bars: min–max)")
+    return fig
+
+
+def jacobian_spectra(res) -> Figure:
+    """Per deep net: the distribution (empirical CDF) of the singular values of the hidden
+    layers' input–output Jacobian ∂h^[L]/∂h^[1] at initialization, one line per remedy
+    (`why.jacobian_spectra`): dynamical isometry is all of them near 1 (a step at 0)."""
+    f = why.remedy_runs(res)
+    cells = why.remedy_cells(f)
+    if not cells:
+        raise NoData("no deep remedy nets")
+    acts = list(dict.fromkeys(c[0] for c in cells))
+    shapes = sorted({c[1:] for c in cells})
+    fig = _figure(3.0 * len(shapes) + 0.4, 2.9 * len(acts) + 0.8)
+    axes = _axes(fig, len(acts), len(shapes), sharey=True)
+    styles = _remedy_styles()
+    for cell in cells:
+        ax = axes[acts.index(cell[0])][shapes.index(cell[1:])]
+        for r, sv in why.jacobian_spectra(res, cell).items():
+            with np.errstate(divide="ignore"):
+                x = np.sort(np.log10(np.maximum(sv, 1e-30)))
+            ax.plot(np.clip(x, -12, 4), np.linspace(0, 1, x.size), color=styles[r]["color"], ls=styles[r]["ls"],
+                    lw=1.3, label=r)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(f"{cell[0]} {cell[1]}x{cell[2]}")
+        ax.set_xlabel("log10 singular value of ∂h^[L]/∂h^[1]")
+    for row in axes:
+        row[0].set_ylabel("fraction ≤ x")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=min(5, 2 * len(shapes)),
+               frameon=False)
+    fig.suptitle(f"Jacobian singular values at initialization\n(first seed, {why.JACOBIAN_EXAMPLES} inputs; "
+                 "below 1e-12 drawn at −12)")
+    return fig
+
+
 # which figures each preset's page draws (name -> function, caption)
 def _on(preset: str):
     """`needs` of a why instrument: drawn on its preset's page, with its default arguments."""
@@ -338,5 +423,16 @@ INSTRUMENTS: tuple[Instrument, ...] = (
         ("trainability_map", trainability_map,
          "Final validation accuracy (mean over seeds) over depth and σ_w², with the mean-field trainable depth "
          "6 ξ_c (white), the order-to-chaos line (dotted) and the cells on the wrong side of the prediction (×)."),
+    ),
+    *_instruments(
+        why.DEEP_REMEDIES,
+        ("remedies_vs_depth", remedies_vs_depth,
+         "Per activation and width, against depth: final validation accuracy and the first layer's weight-gradient "
+         "norm in the first recorded epoch, one line per remedy (mean over seeds, bars min–max); grey band: the "
+         "shallow net's range over seeds; dotted: chance."),
+        ("jacobian_spectra", jacobian_spectra,
+         "The singular values of the hidden layers' input–output Jacobian ∂h^[L]/∂h^[1] at initialization (first "
+         "seed, redrawn from its stored init laws; inputs at the data's stored scale), as a cumulative distribution "
+         "per remedy: dynamical isometry is a step at 1 (log10 = 0)."),
     ),
 )
