@@ -96,7 +96,7 @@ class CostModel:
 # was measured on ("calibrated", "machine", "date", "versions") and how it was fitted.
 COSTS_FILE = Path(__file__).with_name("costs.json")
 REPORT_PANELS = 6  # = report.figures.MAX_PANELS: configurations a per-configuration figure draws at most
-OWN_PAGES = ("optimizers", "rescaling-identity", "trainability")  # = report.why.PRESETS: their own figures
+OWN_PAGES = ("optimizers", "rescaling-identity", "trainability", "deep-remedies")  # = report.why.PRESETS: their own figures
 
 
 def load_costs(device: str, path: Path = COSTS_FILE) -> CostModel:
