@@ -3,6 +3,7 @@
     PYTHONPATH=src python benchmarks/cost_model.py --compare RESULTS...     # estimate vs measured, per term
     PYTHONPATH=src python benchmarks/cost_model.py --compare RESULTS... --costs OLD.json   # another calibration's plan
     PYTHONPATH=src python benchmarks/cost_model.py --calibrate RESULTS...   # fit costs.json's "cpu" from them
+    PYTHONPATH=src python benchmarks/cost_model.py --calibrate RESULTS... --terms report   # only those terms
     PYTHONPATH=src python benchmarks/cost_model.py --programs [PROGRAM...]  # one program, cold compile, per epoch
 
 RESULTS: a results folder (`vglab run --out`) or a folder of them (`vglab reproduce --out`);
@@ -22,7 +23,9 @@ within the band (its ratio is noise), and the last line lists the terms outside 
 
 --calibrate fits the CPU constants (least squares of the relative error, i.e. about log
 space, non-negative, each constant pulled weakly towards its current value so that one
-these runs cannot see stays put) and, with --write, writes them into
+these runs cannot see stays put; `--terms` names the terms to fit, the others' constants
+are kept), prints each term's residuals (estimate / measured per sample: per report page)
+and, with --write, writes them into
 src/vglab/experiments/costs.json with the machine, date and versions they were measured on.
 
 --programs (the older per-program check): per built-in program, CPU seconds of a cold
@@ -103,6 +106,7 @@ def measured(folder: Path) -> dict:
     report = meta.get("report") or {}
     return {"compile": sum(t["compile"] for t in tasks.values()), "train": sum(t["train"] for t in tasks.values()),
             "report": report.get("cpu_seconds"), "report_written": report.get("written"), "tasks": tasks,
+            "report_figures": sum(report["figures"].values()) if "figures" in report else None,
             "started": call["started"], "workers": call["workers"], "load": call.get("load_average"),
             "machine": meta.get("machine", {}), "versions": meta.get("versions", {})}
 
@@ -347,7 +351,8 @@ def samples(paths, data_dir=None) -> dict:
                     out["tasks"].append(({"penalties": 0, **f}, t["units"], t["train"]))
             pf = plan.report_features.get(r.experiment)
             if m["report"] and pf:
-                out["pages"].append((pf, m["report"]))
+                out["pages"].append(({**pf, "name": f"{root.name}/{r.experiment}", "figures_s": m["report_figures"]},
+                                     m["report"]))
         for k, n in counts.items():  # each results root weighs the same: a small run counts as much as a study
             out["weights"][k] += [1 / (len(out[k]) - n)] * (len(out[k]) - n)
     return out
@@ -372,28 +377,38 @@ def _fit_compile(data: dict, c) -> dict:
 
 
 def _fit_pages(data: dict, c) -> dict:
-    """Report constants from the pages' CPU seconds (`runner.report_seconds`' terms)."""
+    """Report constants from the pages' CPU seconds (`runner.report_seconds`' terms). A page
+    that records its figures' CPU seconds ("figures_s", meta.json's report "figures") is
+    split: the figures against the figure terms, the rest (loading, the Diagnosis, the
+    claims, the HTML) against the runs and flagged cells; fitted together the two confound (the
+    deep nets have both many layers to draw and many flagged cells)."""
     from vglab.experiments import runner
 
-    a = []
+    rest, figs = [], []
     for f, _ in data["pages"]:
         std, panels = not f.get("own_page"), min(f["configs"], runner.REPORT_PANELS)
-        a.append([1.0, f["runs"], std * panels * f["layers"], std * panels, std * f["configs"] * (f["layers"] >= 3),
-                  float(bool(f.get("own_page")))])
-    x = _fit(a, [sec for _, sec in data["pages"]],
-             [c.report_s, max(c.report_s_per_run, 1e-3), max(c.report_s_per_panel, 1e-2),
-              max(c.report_s_per_config_panel, 0.1), max(c.report_s_per_config, 0.05), max(c.report_s_own_page, 1.0)],
-             ["p0", "pr", "pp", "pc", "pk", "po"], data.get("weights", {}).get("pages"))
-    return {"report_s": x["p0"], "report_s_per_run": x["pr"], "report_s_per_panel": x["pp"],
-            "report_s_per_config_panel": x["pc"], "report_s_per_config": x["pk"], "report_s_own_page": x["po"]}
+        rest.append([1.0, f["runs"], f.get("flagged", 0)])
+        figs.append([std * panels * f["layers"], std * panels, std * f["configs"] * (f["layers"] >= 3),
+                     float(bool(f.get("own_page")))])
+    prior = ([c.report_s, max(c.report_s_per_run, 1e-3), max(c.report_s_per_flagged_cell, 1e-3)],
+             [max(c.report_s_per_panel, 1e-2), max(c.report_s_per_config_panel, 0.1), max(c.report_s_per_config, 0.05),
+              max(c.report_s_own_page, 1.0)])
+    names = (["p0", "pr", "pf"], ["pp", "pc", "pk", "po"])
+    w, seconds = data.get("weights", {}).get("pages"), [sec for _, sec in data["pages"]]
+    drawn = [f.get("figures_s") for f, _ in data["pages"]]
+    if data["pages"] and all(d is not None for d in drawn):
+        x = {**_fit(rest, [s - d for s, d in zip(seconds, drawn)], prior[0], names[0], w),
+             **_fit(figs, drawn, prior[1], names[1], w)}
+    else:
+        x = _fit([a + b for a, b in zip(rest, figs)], seconds, prior[0] + prior[1], names[0] + names[1], w)
+    return {"report_s": x["p0"], "report_s_per_run": x["pr"], "report_s_per_flagged_cell": x["pf"], "report_s_per_panel": x["pp"], "report_s_per_config_panel": x["pc"],
+            "report_s_per_config": x["pk"], "report_s_own_page": x["po"]}
 
 
-def fit(data: dict, prior) -> dict:
-    """The CostModel constants that best reproduce `data` (`samples`), starting from `prior`
-    (a CostModel): each term is linear in its constants, fitted apart (`_fit`)."""
+def _fit_train(data: dict, c) -> dict:
+    """Training constants from the tasks' CPU seconds (`runner.estimate`'s unit term)."""
     from vglab.experiments import runner
 
-    c = prior
     a = []
     for f, u, _ in data["tasks"]:
         fwd = 3 * f["steps"] * f["members"] * f["batch_size"] + f["records"] * f["members"] * (
@@ -405,19 +420,56 @@ def fit(data: dict, prior) -> dict:
                  [c.step_overhead_s, c.layer_step_s["dense"], c.layer_step_s["conv"], 1 / c.macs_per_s["dense"],
                   1 / c.macs_per_s["conv"], c.record_s, c.layer_record_s["dense"], c.layer_record_s["conv"]],
                  ["so", "sd", "sc", "md", "mc", "r0", "rd", "rc"], data.get("weights", {}).get("tasks"))
-    constants = {
-        **_fit_compile(data, c), "step_overhead_s": train["so"],
-        "layer_step_s": {"dense": train["sd"], "conv": train["sc"]},
-        "macs_per_s": {"dense": 1 / max(train["md"], 1e-15), "conv": 1 / max(train["mc"], 1e-15)},
-        "record_s": train["r0"], "layer_record_s": {"dense": train["rd"], "conv": train["rc"]}, **_fit_pages(data, c)}
+    return {"step_overhead_s": train["so"], "layer_step_s": {"dense": train["sd"], "conv": train["sc"]},
+            "macs_per_s": {"dense": 1 / max(train["md"], 1e-15), "conv": 1 / max(train["mc"], 1e-15)},
+            "record_s": train["r0"], "layer_record_s": {"dense": train["rd"], "conv": train["rc"]}}
+
+
+TERMS = ("compile", "train", "report")
+
+
+def fit(data: dict, prior, terms=TERMS) -> dict:
+    """The CostModel constants of `terms` that best reproduce `data` (`samples`), starting
+    from `prior` (a CostModel): each term is linear in its constants, fitted apart (`_fit`)."""
+    parts = {"compile": _fit_compile, "train": _fit_train, "report": _fit_pages}
+    constants = {k: v for t in terms for k, v in parts[t](data, prior).items()}
     return json.loads(json.dumps(constants, default=float), parse_float=lambda x: float(f"{float(x):.3g}"))
 
 
-def calibrate(paths, data_dir=None, write: bool = False, out=sys.stdout, costs_file: Path | None = None) -> dict:
-    """Fit the CPU constants from the folders' meta.json (see the module docstring); with
-    `write`, into costs.json's "cpu" (or `costs_file`)."""
+def residuals(data: dict, costs, out=sys.stdout) -> None:
+    """Estimate / measured of each sample the fit saw, with `costs` (a CostModel): per term
+    the spread, and each report page (the term with the fewest samples)."""
+    import numpy as np
+
     from vglab.experiments import runner
 
+    fams = [(runner.estimate(f, costs)[0] + (n_prog - 1) * runner.variant_seconds(f, costs)
+             + (n_tasks - n_prog) * costs.load_s, s) for f, n_prog, n_tasks, s in data["families"]]
+    tasks = [(runner.estimate(f, costs)[1] * u, s) for f, u, s in data["tasks"]]
+    pages = [(runner.report_seconds(f, costs), s) for f, s in data["pages"]]
+    print("fit residuals (estimate / measured CPU seconds, in-sample):", file=out)
+    for name, pairs in (("compile (families)", fams), ("train (tasks)", tasks), ("report (pages)", pages)):
+        r = np.array([e / m for e, m in pairs if m > 0])
+        if len(r):
+            print(f"  {name:<20} n={len(r):<3} geometric mean {np.exp(np.log(r).mean()):.2f}, "
+                  f"min {r.min():.2f}, max {r.max():.2f}, outside 2x: {int(((r < 0.5) | (r > 2)).sum())}", file=out)
+    for (f, s), (e, _) in zip(data["pages"], pages):
+        print(f"    {f.get('name', '?'):<34} runs {f['runs']:>4} flagged {f.get('flagged', 0):>6} layers {f['layers']:>3} "
+              f"configs {f['configs']:>4}{' own page' if f.get('own_page') else '':<9} {e:6.1f} s / {s:6.1f} s = "
+              f"{e / s:.2f}", file=out)
+
+
+def calibrate(paths, data_dir=None, write: bool = False, out=sys.stdout, costs_file: Path | None = None,
+              terms=TERMS) -> dict:
+    """Fit the CPU constants of `terms` from the folders' meta.json (see the module
+    docstring), the others kept; print the fit's residuals; with `write`, into costs.json's
+    "cpu" (or `costs_file`)."""
+    from dataclasses import replace
+
+    from vglab.experiments import runner
+
+    path = costs_file or runner.COSTS_FILE
+    full = json.loads(path.read_text())
     data = samples(paths, data_dir)
     machine, versions = data["machine"], data["versions"]
     entry = {"calibrated": f"one CPU core ({_cpu_name()}, {machine.get('cpu_count', '?')} cores), "
@@ -427,12 +479,13 @@ def calibrate(paths, data_dir=None, write: bool = False, out=sys.stdout, costs_f
                        f"{len(data['tasks'])} "
                        f"tasks' training, {len(data['pages'])} report pages, in CPU seconds (process time), so that "
                        "a shared machine's inflated wall time does not enter. Another machine: CPU seconds scale "
-                       "with its single-core speed; compare a run made there (--compare) and re-fit (--calibrate)."),
-             "constants": fit(data, runner.CPU_COSTS)}
+                       "with its single-core speed; compare a run made there (--compare) and re-fit (--calibrate)."
+                       + ("" if tuple(terms) == TERMS else f" This fit: {', '.join(terms)}; the other terms' constants "
+                          "kept from the fit before.")),
+             "constants": {**full["cpu"]["constants"], **fit(data, runner.CPU_COSTS, terms)}}
     print(json.dumps(entry, indent=2), file=out)
+    residuals(data, replace(runner.CPU_COSTS, **entry["constants"]), out)
     if write:
-        path = costs_file or runner.COSTS_FILE
-        full = json.loads(path.read_text())
         full["cpu"] = entry
         path.write_text(json.dumps(full, indent=2) + "\n")
         print(f"written: {path}", file=out)
@@ -528,8 +581,14 @@ def main(argv: list[str]) -> None:
     elif argv and argv[0] == "--compare":
         compare(argv[1:], data_dir)
     elif argv and argv[0] == "--calibrate":
+        terms = TERMS
+        if "--terms" in argv:  # e.g. --terms report: refit those, keep the others' constants
+            i = argv.index("--terms")
+            terms, argv = tuple(argv[i + 1].split(",")), argv[:i] + argv[i + 2:]
+            if not set(terms) <= set(TERMS):
+                raise SystemExit(f"error: --terms {','.join(terms)}: choose from {','.join(TERMS)} (comma-separated)")
         write = "--write" in argv
-        calibrate([a for a in argv[1:] if a != "--write"], data_dir, write)
+        calibrate([a for a in argv[1:] if a != "--write"], data_dir, write, terms=terms)
     else:
         programs(argv[1:] if argv and argv[0] == "--programs" else argv, gpu)
 

@@ -91,7 +91,7 @@ def test_the_fit_recovers_the_seconds_of_a_known_cost_model():
                     load_s=1.0, step_overhead_s=2e-5, layer_step_s={"dense": 1e-5, "conv": 2e-4},
                     macs_per_s={"dense": 5e9, "conv": 2e10}, record_s=0.002, layer_record_s={"dense": 5e-4, "conv": 0.01},
                     report_s=2.0, report_s_per_run=0.01, report_s_per_panel=0.02, report_s_per_config_panel=0.3,
-                    report_s_per_config=0.15, report_s_own_page=4.0)
+                    report_s_per_config=0.15, report_s_own_page=4.0, report_s_per_flagged_cell=0.003)
     programs = [(d, c, dm, cm, m) for d, c, dm, cm, m in [(2, 0, 300, 0, 8), (21, 0, 1500, 0, 8), (11, 0, 900, 0, 8),
                                                          (65, 0, 260000, 0, 8), (9, 0, 600000, 0, 8),
                                                          (2, 4, 800, 1.2e6, 1), (9, 4, 900, 1.0e6, 1),
@@ -106,13 +106,18 @@ def test_the_fit_recovers_the_seconds_of_a_known_cost_model():
         for n_prog, n_tasks in ((1, 1), (1 + i % 3, 2 + i % 4)):  # a model alone, and with variants and loads
             families.append((f, n_prog, n_tasks, comp + (n_prog - 1) * runner.variant_seconds(f, truth)
                              + (n_tasks - n_prog) * truth.load_s))
-    pages = [({"runs": r, "configs": k, "layers": l, "own_page": o},
-              runner.report_seconds({"runs": r, "configs": k, "layers": l, "own_page": o}, truth))
-             for r, k, l, o in [(9, 3, 2, False), (864, 288, 65, True), (45, 15, 21, False), (6, 2, 2, False),
-                                (63, 21, 2, False), (27, 9, 21, False), (150, 50, 21, True), (24, 8, 11, False),
-                                (4, 2, 13, False)]]
+    shapes = [(9, 3, 2, False, 0), (864, 288, 65, True, 0), (45, 15, 21, False, 6480), (6, 2, 2, False, 0),
+              (63, 21, 2, False, 0), (27, 9, 21, False, 6885), (150, 50, 21, True, 11220), (24, 8, 11, False, 1920),
+              (4, 2, 13, False, 120), (84, 28, 21, True, 2520)]
+    pages = [({"runs": r, "configs": k, "layers": l, "own_page": o, "flagged": g},
+              runner.report_seconds({"runs": r, "configs": k, "layers": l, "own_page": o, "flagged": g}, truth))
+             for r, k, l, o, g in shapes]
+    # a page that records its figures' seconds: the figures and the rest are fitted apart
+    drawn = [({**f, "figures_s": runner.report_seconds({**f, "runs": 0, "flagged": 0}, truth) - truth.report_s}, s)
+             for f, s in pages]
     fitted = replace(runner.CPU_COSTS, **bench.fit({"families": families, "loads": [0.5, 1.5, 1.0], "tasks": tasks,
                                                      "pages": pages}, runner.CPU_COSTS))
+    split = replace(runner.CPU_COSTS, **bench.fit({"pages": drawn}, runner.CPU_COSTS, terms=("report",)))
     for f, units, seconds in tasks:
         assert runner.estimate(f, fitted)[1] * units == pytest.approx(seconds, rel=0.05)
     for f, n_prog, n_tasks, seconds in families:
@@ -121,13 +126,48 @@ def test_the_fit_recovers_the_seconds_of_a_known_cost_model():
         assert est == pytest.approx(seconds, rel=0.05)
     for f, seconds in pages:
         assert runner.report_seconds(f, fitted) == pytest.approx(seconds, rel=0.05)
+        assert runner.report_seconds(f, split) == pytest.approx(seconds, rel=0.05)
+    assert split.report_s_per_flagged_cell == pytest.approx(truth.report_s_per_flagged_cell, rel=0.05)
 
 
 def test_the_cost_model_s_copies_of_report_facts_match_the_report():
     """The runner may not import the report (layers): what its page estimate reads of the
-    report, the panels a figure draws and the presets drawing their own page, must match."""
+    report, the panels a figure draws, the presets drawing their own page and the
+    Diagnosis' thresholds, must match."""
     from vglab.experiments import runner
     from vglab.report import figures, why
 
+    from vglab.report import doctor
+
     assert runner.REPORT_PANELS == figures.MAX_PANELS
     assert set(runner.OWN_PAGES) == set(why.PRESETS)
+    assert runner.DIAGNOSIS_DECADES == (doctor.VANISH_DECADES, doctor.EXPLODE_DECADES)
+
+
+def test_the_report_term_follows_the_diagnosis_flagged_cells(tmp_path, monkeypatch, vglab_cache):
+    """many-layers on digits with its nets 8 deep (one program; 2 epochs, one seed): the cells
+    where the page's Diagnosis looks up a vanishing gradient's layer factors (each
+    `doctor._cause`: ~2.5 ms, most of a deep sweep's page) against those the plan's
+    mean-field prediction flagged, within 2x; and the page's estimate within 3x of its CPU
+    seconds (the small run above draws no deep net)."""
+    import vglab
+    from vglab.experiments import runner
+    from vglab.experiments.spec import load_spec
+    from vglab.report import doctor
+
+    spec = load_spec("many-layers", dataset="digits", epochs=2, seeds=[0], sets=["arms.0.depth=8", "arms.1.depth=8"])
+    out = tmp_path / "many-layers"
+    plan = runner.plan_experiments([spec], [out], workers=1, device="cpu")
+    flagged = plan.report_features["many-layers"]["flagged"]
+    # at N(0, std=0.05), sigma_w^2 = 0.02: 0.85 decades a layer, past 3 from the 4th layer below the
+    # output: 5 of 8 hidden layers, in 2 records with a gradient, in each run
+    assert flagged == len(spec.expand()) * 2 * 5 > 0
+    runner.run_experiment(spec, out, workers=1, progress=None)
+    counted = []
+    real = doctor._cause
+    monkeypatch.setattr(doctor, "_cause", lambda *a, **k: counted.append(1) or real(*a, **k))
+    vglab.report(out)
+    assert flagged / 2 <= len(counted) <= flagged * 2, (len(counted), flagged)
+    meta = json.loads((out / "meta.json").read_text())
+    estimate = runner.report_seconds(plan.report_features["many-layers"])
+    assert 1 / 3 <= estimate / meta["report"]["cpu_seconds"] <= 3, (estimate, meta["report"])

@@ -32,6 +32,7 @@ import functools
 import hashlib
 import html
 import json
+import math
 import os
 import platform
 import shutil
@@ -61,7 +62,13 @@ class CostModel:
     step is new, the evaluation and probe programs are shared) `variant_s` plus
     `variant_s_per_layer` per layer (measured: 7 s for a 20x8 MLP whose first program took
     17 s, 3.5 s for a 1x8 one, on one core). A report page (`report_seconds`, drawn on one
-    CPU core): `report_s`, plus `report_s_per_run` (reading each run's tables), plus
+    CPU core): `report_s`, plus `report_s_per_run` (reading each run's tables, the
+    Diagnosis' per-run tables), plus `report_s_per_flagged_cell` per (run, record, hidden
+    layer) whose gradient vanished or exploded, where the Diagnosis looks up the layer
+    factors (34 s of alpha-sweep's 41 s page on digits went to its 6831 such cells of
+    8100; r-sweep's 63 runs with none took 12 s). Which vanish is known only after
+    training: the plan counts those the mean-field theory predicts at init
+    (`flagged_cells`, `report_features`' "flagged"), plus
     `report_s_per_panel` per configuration and layer and `report_s_per_config_panel` per
     configuration, the configurations capped at REPORT_PANELS (the report draws at most
     that many per figure), plus `report_s_per_config` per configuration uncapped (the
@@ -83,6 +90,7 @@ class CostModel:
     compile_s_per_penalty: float = 0.0  # each penalty term (L1, L2) the program computes
     report_s: float = 0.0
     report_s_per_run: float = 0.0
+    report_s_per_flagged_cell: float = 0.0  # the Diagnosis, per (run, record, layer) expected to vanish or explode
     report_s_per_panel: float = 0.0
     report_s_per_config_panel: float = 0.0
     report_s_per_config: float = 0.0
@@ -96,6 +104,10 @@ class CostModel:
 # was measured on ("calibrated", "machine", "date", "versions") and how it was fitted.
 COSTS_FILE = Path(__file__).with_name("costs.json")
 REPORT_PANELS = 6  # = report.figures.MAX_PANELS: configurations a per-configuration figure draws at most
+DIAGNOSIS_DECADES = (3.0, 1.0)  # = report.doctor's VANISH_DECADES, EXPLODE_DECADES: a level that far below / above
+# The share of a network's cells flagged where the theory cannot say: the calibration runs'
+# CNNs had 21-75 % (digits: cnn-large-params 50 of 240, paper-cnn-many-layers 518 of 900).
+UNPREDICTED_SHARE = 0.5
 OWN_PAGES = ("optimizers", "rescaling-identity", "trainability", "deep-remedies")  # = report.why.PRESETS: their own figures
 
 
@@ -676,12 +688,59 @@ def _dur(seconds: float) -> str:
     return f"{s // 3600} h {s // 60 % 60:02d} min"
 
 
-def report_features(job: _Job, layers: int) -> dict:
+def report_features(job: _Job, layers: int, flagged: float = 0.0) -> dict:
     """What a report page's cost depends on (`report_seconds`): its runs (all of the
-    experiment's: the page shows every one), configurations and the deepest network's layers."""
+    experiment's: the page shows every one), configurations, the deepest network's layers,
+    and the Diagnosis' flagged cells (`flagged_cells`, summed over the pending runs' tasks,
+    scaled to all)."""
     runs = job.spec.expand()
     return {"runs": len(runs), "configs": len({r.label for r in runs}), "layers": layers,
-            "own_page": job.spec.preset in OWN_PAGES}
+            "flagged": round(flagged * len(runs) / max(job.pending_runs, 1)), "own_page": job.spec.preset in OWN_PAGES}
+
+
+def flagged_cells(payload: Task, records: int, layers: int) -> float:
+    """The (run, record with a gradient, hidden layer) cells of a task where the report's
+    Diagnosis is expected to find a vanishing or exploding gradient and looks up its
+    layer factors (`flagged_layers`). Only where the gradient levels are recorded (the
+    `grad_moments` probe; trainability's `grad_norm` alone gives none); the first record
+    (the init) has no gradient."""
+    if "grad_moments" not in getattr(payload.config, "probes", ()):
+        return 0.0
+    hidden = max(layers - 1, 0)
+    return (records - 1) * sum(flagged_layers(payload.model, m, hidden) for _, ms in payload.units for m in ms)
+
+
+def flagged_layers(model, member, hidden: int) -> float:
+    """Hidden layers of a run whose gradient level, relative to the output layer's, the
+    mean-field theory puts past the Diagnosis' thresholds at init: k layers below the output,
+    E||delta||^2 has changed by chi_1^k, the mean |gradient| by about chi_1^(k/2) (alpha-sweep's
+    20x8 tanh net at N(0, std=0.05): 17 of 20 layers predicted, 84 % of its cells measured;
+    many-layers 1530 predicted, 1518-1550 measured). A network the theory does not describe
+    (convolutions, residual, normalized, your own model): `UNPREDICTED_SHARE` of its layers."""
+    from vglab.nn import meanfield
+
+    if model.network != "mlp" or model.activation not in meanfield.ACTIVATIONS or model.residual or model.norm != "none":
+        return UNPREDICTED_SHARE * hidden
+    w = model.width
+    return _flagged(model.activation, float(member.alpha), w * member.weight_init.variance(w, w),
+                    member.bias_law.variance(w, w), hidden)
+
+
+@functools.lru_cache(maxsize=256)
+def _flagged(activation: str, alpha: float, sigma_w2: float, sigma_b2: float, hidden: int) -> float:
+    import numpy as np
+
+    from vglab.nn import meanfield
+
+    try:
+        with np.errstate(all="ignore"):
+            chi = meanfield.chi_1(activation, alpha, sigma_w2, sigma_b2)
+        step = 0.5 * math.log10(chi)
+    except (ValueError, ArithmeticError):  # no finite fixed point (ReLU at sigma_w^2 > 2), a zero or NaN variance
+        return UNPREDICTED_SHARE * hidden
+    if not math.isfinite(step):
+        return UNPREDICTED_SHARE * hidden
+    return sum(1 for k in range(1, hidden + 1) if k * step <= -DIAGNOSIS_DECADES[0] or k * step >= DIAGNOSIS_DECADES[1])
 
 
 def report_seconds(f: dict, costs: CostModel = CPU_COSTS) -> float:
@@ -690,7 +749,8 @@ def report_seconds(f: dict, costs: CostModel = CPU_COSTS) -> float:
     figures = costs.report_s_own_page if f.get("own_page") else (
         costs.report_s_per_panel * panels * f["layers"] + costs.report_s_per_config_panel * panels
         + costs.report_s_per_config * f["configs"] * (f["layers"] >= 3))  # the heatmap needs 2 hidden layers
-    return costs.report_s + costs.report_s_per_run * f["runs"] + figures
+    diagnosis = costs.report_s_per_flagged_cell * f.get("flagged", 0)
+    return costs.report_s + costs.report_s_per_run * f["runs"] + diagnosis + figures
 
 
 def _plan(jobs: list[_Job], tasks: list[PlannedTask], shapes: dict, place: Placement, cluster=None) -> Plan:
@@ -701,7 +761,7 @@ def _plan(jobs: list[_Job], tasks: list[PlannedTask], shapes: dict, place: Place
     already costs `variant_seconds`; an experiment's compile is its share (`compile_shares`)."""
     workers, on_gpu = place.n_workers, place.on_gpu
     costs = cost_model(on_gpu)
-    train_s, layers = [0.0] * len(jobs), [0] * len(jobs)
+    train_s, layers, flagged = [0.0] * len(jobs), [0] * len(jobs), [0.0] * len(jobs)
     group_s: dict[str, float] = {}
     features: dict[str, dict] = {}
     free, compiled, families, ends, shared = [0.0] * max(workers, 1), set(), set(), {}, []
@@ -710,11 +770,13 @@ def _plan(jobs: list[_Job], tasks: list[PlannedTask], shapes: dict, place: Place
         spec = jobs[j].spec
         arrays = shapes[payload.data]
         network = payload.model.build(arrays.x_train.shape[1:], arrays.n_classes)
-        layers[j] = max(layers[j], len(network.layout().layers))
+        depth = len(network.layout().layers)
+        layers[j] = max(layers[j], depth)
         f = task_features(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
                           grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)),
                           len(program[-1]))
         c, u = estimate(f, costs)
+        flagged[j] += flagged_cells(payload, f["records"], depth)
         family = program_family(program)
         features[t.key] = {**f, "first": program not in compiled, "program": _key_hash(program),
                            "family": _key_hash(family)}
@@ -728,7 +790,7 @@ def _plan(jobs: list[_Job], tasks: list[PlannedTask], shapes: dict, place: Place
         w = free.index(min(free))
         free[w] += c + u * len(chunk)
         ends[j] = free[w]
-    pages = {job.spec.name: report_features(job, layers[j]) for j, job in enumerate(jobs) if job.units}
+    pages = {job.spec.name: report_features(job, layers[j], flagged[j]) for j, job in enumerate(jobs) if job.units}
     report_s = [report_seconds(pages[job.spec.name], cost_model(False)) if job.units else 0.0  # on the CPU
                 for j, job in enumerate(jobs)]
     drawers = [0.0] * parallel.default_workers() if on_gpu else free  # on a GPU, reports go to the CPU's cores
