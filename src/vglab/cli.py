@@ -93,7 +93,7 @@ def _user_errors(resumable: bool = False):
     from rich.markup import escape
 
     from vglab.data import DataError
-    from vglab.experiments.spec import SpecError
+    from vglab.experiments.schema import SpecError
     from vglab.results.store import CALLER, StoreError
 
     def fail(msg: str, code: int):
@@ -235,7 +235,8 @@ def show(preset: str = typer.Argument(..., help="A preset name or a spec .toml f
     """
     from rich.table import Table
 
-    from vglab.experiments.spec import ARM_KEYS, load_spec
+    from vglab.experiments.schema import ARM_KEYS
+    from vglab.experiments.spec import load_spec
 
     with _user_errors():
         spec = load_spec(preset, sets=set_, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size,
@@ -383,7 +384,7 @@ def schema():
     """
     import json
 
-    from vglab.experiments.spec import json_schema
+    from vglab.experiments.schema import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
 

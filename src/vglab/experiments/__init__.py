@@ -1,7 +1,11 @@
 """Experiments: specs (TOML presets and files), their expansion into runs, groups and
 units, and the runner that trains them into a results directory.
 
-- `spec.py`: `load_spec(preset_or_file, **overrides) -> ExperimentSpec`, validated.
+- `spec.py`: `load_spec(preset_or_file, **overrides) -> ExperimentSpec`, validated (and the
+  names below re-exported); one job each: `schema.py` (the spec's keys, defaults and
+  constraints), `expansion.py` (spec -> runs -> groups -> units), `runs.py` (`RunSpec`,
+  `ModelSpec`, `Unit`), `identity.py` (run ids, group names, labels), `presets.py` (the
+  built-in presets, the reproduce list), `overrides.py` (`--set`).
 - `presets/*.toml`: the built-in experiments (`vglab list`).
 - `runner.py`: `run_experiment(spec, out)`, resume, locking, meta data, local workers.
 - `ray_executor.py`: the same tasks on a Ray cluster.
@@ -10,7 +14,11 @@ units, and the runner that trains them into a results directory.
   `vglab.reproduce` pass to the runner.
 """
 
-from vglab.experiments.spec import ExperimentSpec, RunSpec, SpecError, Unit, list_presets, load_spec
+from vglab.experiments.expansion import ExperimentSpec
+from vglab.experiments.presets import list_presets
+from vglab.experiments.runs import RunSpec, Unit
+from vglab.experiments.schema import SpecError
+from vglab.experiments.spec import load_spec
 
 __all__ = ["ExperimentSpec", "RunSpec", "SpecError", "Unit", "list_presets", "load_spec", "run_experiment",
            "run_experiments"]

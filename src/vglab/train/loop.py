@@ -50,7 +50,7 @@ from vglab.train.flat import optimizer_on_flat as on_flat
 PARAMS = model_mod.PARAMS
 # The `epochs` table's metric columns (DESIGN.md), NaN where not measured.
 EPOCH_METRICS = ("train_loss", "train_penalty", "train_total_loss", "train_acc", "val_loss", "val_acc")
-ADAM_EPS = 1e-7  # Keras' default; the reference study trained with Keras
+ADAM_EPS = optim.DEFAULTS["adam"]["eps"]  # Keras' 1e-7 (vglab.train.optim); the reference study trained with Keras
 
 
 @dataclass(frozen=True)
