@@ -111,6 +111,7 @@ class ExperimentSpec:
     schedule: dict = field(default_factory=lambda: {"name": "constant"})
     pca: float | bool | None = None
     base_dir: str | None = None  # relative paths (dataset, model files) are read from here
+    label_smoothing: float = 0.0
 
     @property
     def learning_rate(self) -> float | None:

@@ -92,6 +92,7 @@ class RunSpec:
     data_sha: str | None = None  # content hash of an own .npz dataset
     residual: float = 0.0  # the built-in MLP's options; left out of the run id at these defaults
     norm: str = "none"
+    label_smoothing: float = 0.0  # the loss's (vglab.train.loop); left out of the run id at 0
     traced: tuple[str, ...] = field(default=(), compare=False)  # optimizer parameters swept in one program
     init_given: str = field(default="", compare=False)  # as written (for the label's convention)
     base_dir: str | None = field(default=None, compare=False)
@@ -140,7 +141,7 @@ class RunSpec:
         """The `vglab.train.TrainConfig` this run's group shares."""
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
                            optimizer=self.optimizer_setting(), probes=self.probes, probe_every=self.probe_every,
-                           record_every=self.record_every)
+                           record_every=self.record_every, label_smoothing=self.label_smoothing)
 
     def row(self, n_params: int, n_train: int, n_classes: int | None = None, facts: dict | None = None) -> dict:
         """The run's row of the `runs` table (DESIGN.md), without run_id and diverged_epoch

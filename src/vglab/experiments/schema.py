@@ -17,6 +17,7 @@ A spec file::
     # record_every = 1               # a table row every k epochs (probes still see every step)
     # probe_every = 1                # per-step gradient probes on every n-th step only
     # schedule = "cosine"            # the learning rate's shape over the run (constant by default)
+    # label_smoothing = 0.1          # the training loss's target (1 - x)·one-hot + x/classes (0 by default)
 
     network = "mlp"                  # arm defaults: any arm key set here applies to every arm
     depth = 1
@@ -272,6 +273,13 @@ def _check_schedule(v):
     return {"name": name, **d}
 
 
+def _check_label_smoothing(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ValueError(f"label_smoothing is the weight of the uniform target in the loss, 0 <= x < 1 (0: the plain "
+                         f"cross-entropy), got {v!r}")
+    return float(v)
+
+
 def _check_pca(v):
     if v is False:
         return v
@@ -417,6 +425,7 @@ class Settings(_Strict):
     probe_every: Annotated[int | None, Rule(1, _positive_int("probe_every"))] = None
     schedule: Annotated[str | dict[str, Any] | None, Rule({"name": "constant"}, _check_schedule)] = None
     pca: Annotated[bool | float | None, Rule(None, _check_pca)] = None
+    label_smoothing: Annotated[float | None, Rule(0.0, _check_label_smoothing, id_default=0.0)] = None
 
     @field_validator("*", mode="before")
     @classmethod
