@@ -14,19 +14,16 @@ units, and the runner that trains them into a results directory.
   `vglab.reproduce` pass to the runner.
 """
 
-from vglab.experiments.expansion import ExperimentSpec
-from vglab.experiments.presets import list_presets
-from vglab.experiments.runs import RunSpec, Unit
-from vglab.experiments.schema import SpecError
-from vglab.experiments.spec import load_spec
+import importlib
 
-__all__ = ["ExperimentSpec", "RunSpec", "SpecError", "Unit", "list_presets", "load_spec", "run_experiment",
-           "run_experiments"]
+# Each name's home, imported on first use: the spec's checks import JAX (through vglab.nn and
+# vglab.train), and `vglab list` reads only the presets' TOML.
+_HOME = {"ExperimentSpec": "expansion", "RunSpec": "runs", "Unit": "runs", "SpecError": "errors",
+         "list_presets": "presets", "load_spec": "spec", "run_experiment": "runner", "run_experiments": "runner"}
+__all__ = list(_HOME)
 
 
-def __getattr__(name):  # the runner imports more; load it on first use
-    if name in ("run_experiment", "run_experiments"):
-        from vglab.experiments import runner
-
-        return getattr(runner, name)
-    raise AttributeError(name)
+def __getattr__(name):
+    if name in _HOME:
+        return getattr(importlib.import_module(f"vglab.experiments.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'vglab.experiments' has no attribute {name!r}")

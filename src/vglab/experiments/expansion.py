@@ -23,7 +23,8 @@ from pathlib import Path
 from vglab.data.own import fingerprint, is_path
 from vglab.experiments.identity import config_label, default_bias, freeze, hashable
 from vglab.experiments.runs import RunSpec, Unit
-from vglab.experiments.schema import (ARM_DEFAULTS, ARM_KEYS, CRITICAL, MLP_DEFAULTS, MLP_ONLY, SETTINGS, SpecError,
+from vglab.experiments.errors import SpecError
+from vglab.experiments.schema import (ARM_DEFAULTS, ARM_KEYS, CRITICAL, MLP_DEFAULTS, MLP_ONLY, SETTINGS,
                                       without_id_defaults)
 from vglab.nn import meanfield, shaping
 from vglab.nn.init import parse as parse_init

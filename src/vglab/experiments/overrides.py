@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from vglab.experiments.schema import SpecError, first_error
+from vglab.experiments.errors import SpecError
+from vglab.experiments.schema import first_error
 
 
 def parse_set(assignment: str) -> tuple[list, Any]:

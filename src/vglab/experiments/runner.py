@@ -41,10 +41,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from vglab.experiments.progress import NoProgress
+from vglab.experiments.errors import SpecError
 from vglab.experiments.expansion import ExperimentSpec
+from vglab.experiments.progress import NoProgress
 from vglab.experiments.runs import Unit
-from vglab.experiments.schema import SETTINGS, SpecError, check_limit
+from vglab.experiments.schema import SETTINGS, check_limit
 from vglab.experiments.spec import check_sizes, load_spec
 from vglab.results import store
 from vglab.train import parallel

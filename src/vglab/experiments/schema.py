@@ -65,6 +65,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from vglab.data import DATASETS
 from vglab.data.own import is_path
+from vglab.experiments.errors import SpecError
 from vglab.nn import activations, shaping
 from vglab.nn.init import SPEC_HELP as INIT_HELP
 from vglab.nn.init import parse as parse_init
@@ -80,10 +81,6 @@ BUILT_IN = NETWORKS  # the `network` values that are vglab's own networks
 INPUTS = ("features", "images")
 CRITICAL = re.compile(r"sigma_w2\s*=\s*critical\b")  # `orthogonal(sigma_w2=critical)`: χ_1 = 1 (resolve_critical)
 _UNSET = object()
-
-
-class SpecError(ValueError):
-    """An experiment spec that cannot be used; the message names the key and what to write."""
 
 
 # ------------------------------------------------------------------ limits

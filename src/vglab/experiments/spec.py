@@ -28,8 +28,9 @@ from vglab.experiments.identity import arch_name, default_bias, init_label
 from vglab.experiments.overrides import apply_sets, parse_set, scale_records, set_source
 from vglab.experiments.presets import REPRODUCE, list_presets, preset_names, preset_path, presets_dir
 from vglab.experiments.runs import ModelSpec, RunSpec, Unit
+from vglab.experiments.errors import SpecError
 from vglab.experiments.schema import (ARM_DEFAULTS, ARM_KEYS, BUILT_IN, CRITICAL, INPUTS, LIMITS, MLP_DEFAULTS, MLP_ONLY,
-                                      SETTING_DEFAULTS, SETTINGS, Arm, Limit, Settings, SpecError, SpecFile,
+                                      SETTING_DEFAULTS, SETTINGS, Arm, Limit, Settings, SpecFile,
                                       check_limit, check_name, check_optimizer, count_runs, json_schema, one_line)
 from vglab.nn import shaping
 from vglab.train.probes import resolve as resolve_probes
