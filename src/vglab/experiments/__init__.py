@@ -5,7 +5,7 @@ units, and the runner that trains them into a results directory.
   names below re-exported); one job each: `schema.py` (the spec's keys, defaults and
   constraints), `expansion.py` (spec -> runs -> groups -> units), `runs.py` (`RunSpec`,
   `ModelSpec`, `Unit`), `identity.py` (run ids, group names, labels), `presets.py` (the
-  built-in presets, the reproduce list), `overrides.py` (`--set`).
+  built-in presets, the reproduce list), `overrides.py` (`--set`), `errors.py` (`SpecError`).
 - `presets/*.toml`: the built-in experiments (`vglab list`).
 - `runner.py`: `run_experiment(spec, out)`, resume, locking, meta data, local workers.
 - `ray_executor.py`: the same tasks on a Ray cluster.

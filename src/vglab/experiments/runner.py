@@ -8,7 +8,7 @@
    refused if the folder holds complete runs (unless `overwrite`, which deletes them);
    one without complete runs is simply replaced.
 3. Find the pending runs (those without DONE). A unit (a group's runs with one seed, see
-   spec.py) with any pending run is trained again whole, so that every run's numbers are
+   expansion.py) with any pending run is trained again whole, so that every run's numbers are
    what an uninterrupted sweep computes; only its missing runs are written.
 4. Prepare each dataset once here: fails early if it is missing, fits the PCA once
    (cached on disk) instead of once per worker, and gives the input shape; a batch larger
@@ -936,7 +936,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
 
     `on_complete(out)` is called for each experiment as soon as its last run and its
     meta.json are written (while others still train), e.g. to start its report.
-    `allow_large` lifts `spec.LIMITS`."""
+    `allow_large` lifts `schema.LIMITS`."""
     place = placement(workers, executor, address, device)
     outs = [Path(o) for o in outs] if outs is not None else [default_out(s) for s in specs]
     if len(outs) != len(specs) or len(set(o.resolve() for o in outs)) != len(outs):

@@ -12,6 +12,7 @@ modules that do one job each, so `vglab.experiments.spec` stays the one import f
 - `identity`: run ids, slugs, group names and labels.
 - `presets`: the built-in presets and the `reproduce` list.
 - `overrides`: the CLI's `--set` and how `--epochs` keeps the records.
+- `errors`: `SpecError`, importable without the checks (and JAX).
 """
 
 from __future__ import annotations
