@@ -215,3 +215,57 @@ def test_a_spec_works_its_runs_out_once(monkeypatch):
     assert len(calls) == 1 and spec.expand() == runs == real(spec) and len(runs) == 6
     spec.expand().clear()  # a caller's list is its own
     assert len(spec.expand()) == 6
+
+
+def test_label_smoothing_is_one_setting_and_keeps_the_ids_of_stored_runs():
+    """A setting added after results existed: at its default the run ids (stored folders'
+    keys: this one is of large-params on digits) and experiment.toml stay as they were."""
+    plain = load_spec("large-params")
+    assert plain.expand()[0].run_id == "mlp-1x8-tanh-std10-s0-76768a29"
+    assert load_spec("large-params", label_smoothing=0).expand()[0].run_id == plain.expand()[0].run_id
+    assert "label_smoothing" not in plain.to_dict() and plain.expand()[0].train_config().label_smoothing == 0
+    smooth = load_spec("large-params", sets=["label_smoothing=0.1"])
+    assert smooth.to_dict()["label_smoothing"] == 0.1 and smooth.to_spec_file()["label_smoothing"] == 0.1
+    assert smooth.expand()[0].train_config().label_smoothing == 0.1
+    assert {r.run_id for r in smooth.expand()}.isdisjoint(r.run_id for r in plain.expand())
+    for bad in (1, -0.1, "x"):
+        with pytest.raises(SpecError, match="label_smoothing"):
+            load_spec({"name": "t", "label_smoothing": bad})
+
+
+def test_label_smoothing_loss_is_the_cross_entropy_against_the_smoothed_target():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from vglab.train.loop import mean_cross_entropy
+
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(5, 4)) * 3, jnp.float32)
+    y = jnp.array([0, 3, 1, 1, 2])
+    want = optax.softmax_cross_entropy(logits, optax.smooth_labels(jax.nn.one_hot(y, 4), 0.2)).mean()
+    np.testing.assert_allclose(mean_cross_entropy(logits, y, 0.2), want, rtol=1e-5)
+    plain = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    np.testing.assert_allclose(mean_cross_entropy(logits, y), plain, rtol=1e-5)
+    assert float(mean_cross_entropy(logits, y, 0.2)) != pytest.approx(float(plain), rel=1e-3)
+
+
+def test_training_uses_the_label_smoothing_it_is_given():
+    """Two steps of a 1x4 MLP: the smoothed loss moves the weights elsewhere (the val loss,
+    the plain cross-entropy of the same start, differs after them). 3 s."""
+    import numpy as np
+
+    from vglab import nn
+    from vglab.train import Member, TrainConfig, train_group
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    data = type("Arrays", (), {"x_train": x[:64], "y_train": y[:64], "x_test": x[64:], "y_test": y[64:],
+                               "n_classes": 2})()
+    net = nn.mlp(1, 4, 5, n_out=2)
+    runs = [train_group(net, data, [Member(seed=0)], TrainConfig(epochs=1, batch_size=32, probes=(),
+                                                                 learning_rate=0.1, label_smoothing=e))[0].epochs
+            for e in (0.0, 0.5)]
+    assert runs[0]["val_loss"].iloc[0] == runs[1]["val_loss"].iloc[0]  # the same start
+    assert abs(runs[0]["val_loss"].iloc[-1] - runs[1]["val_loss"].iloc[-1]) > 1e-4

@@ -93,7 +93,7 @@ def _user_errors(resumable: bool = False):
     from rich.markup import escape
 
     from vglab.data import DataError
-    from vglab.experiments.spec import SpecError
+    from vglab.experiments.errors import SpecError
     from vglab.results.store import CALLER, StoreError
 
     def fail(msg: str, code: int):
@@ -223,6 +223,49 @@ def list_cmd():
     out.print(table)
 
 
+def _arms_table(spec):
+    """`vglab show`'s arms: the keys any arm sets, "-" where one means nothing."""
+    from rich.table import Table
+
+    from vglab.experiments.schema import ARM_KEYS
+
+    arms = Table(title="arms (each a cross product)", title_justify="left", box=None)
+    keys = [k for k in ARM_KEYS if k == "activation" or any(arm[k] not in ([None], [{}]) for arm in spec.arms)]
+    arms.add_column("#")
+    for k in keys:
+        arms.add_column(k)
+    for i, arm in enumerate(spec.arms):
+        cells = [", ".join(_cell(v) for v in arm[k]) for k in keys]
+        if arm["penalty"] == ["none"] and "r" in keys:
+            cells[keys.index("r")] = "-"  # r means nothing without a penalty
+        if set(arm["network"]) == {"model"}:  # your model: its factory sets its layers, its activation is its own
+            for k in ("depth", "width"):
+                if k in keys:
+                    cells[keys.index(k)] = "-"
+        if arm["activation"] == [None]:
+            cells[keys.index("activation")] = "model's own"
+        arms.add_row(str(i), *cells)
+    return arms
+
+
+def _runs_table(spec):
+    """`vglab show`'s runs: one row per configuration, with its group and seed 0's run id."""
+    from rich.table import Table
+
+    groups = spec.groups()
+    runs = Table(title=f"{len(spec.expand())} runs: {len(spec.configurations())} configurations x {len(spec.seeds)} "
+                       f"seeds, in {len(groups)} vectorized groups", title_justify="left", box=None)
+    for col in ("configuration (label)", "group", "seeds", "run id (seed 0)"):
+        runs.add_column(col)
+    for group, members in groups.items():
+        by_label: dict[str, list] = {}
+        for r in members:
+            by_label.setdefault(r.label, []).append(r)
+        for label, rs in by_label.items():
+            runs.add_row(label, group, ",".join(str(r.seed) for r in rs), rs[0].run_id)
+    return runs
+
+
 @app.command()
 def show(preset: str = typer.Argument(..., help="A preset name or a spec .toml file."),
          dataset: Optional[str] = DATASET, epochs: Optional[int] = EPOCHS, seeds: Optional[int] = SEEDS,
@@ -233,9 +276,7 @@ def show(preset: str = typer.Argument(..., help="A preset name or a spec .toml f
     Examples: [bold]vglab show r-sweep[/bold] · [bold]vglab show my-spec.toml --dataset mnist[/bold] ·
     [bold]vglab show r-sweep --toml > mine.toml[/bold]
     """
-    from rich.table import Table
-
-    from vglab.experiments.spec import ARM_KEYS, load_spec
+    from vglab.experiments.spec import load_spec
 
     with _user_errors():
         spec = load_spec(preset, sets=set_, dataset=dataset, epochs=epochs, seeds=seeds, train_size=train_size,
@@ -257,41 +298,14 @@ def show(preset: str = typer.Argument(..., help="A preset name or a spec .toml f
               f"{spec.batch_size} · {' / '.join(optimizers)} lr {', '.join(f'{r:g}' for r in rates)} · train size "
               f"{spec.train_size or 'all'} · probes {', '.join(spec.probes)}"
               + (f" (every {spec.probe_every} steps)" if spec.probe_every > 1 else ""), soft_wrap=True)
-    arms = Table(title="arms (each a cross product)", title_justify="left", box=None)
-    keys = [k for k in ARM_KEYS if k == "activation" or any(arm[k] not in ([None], [{}]) for arm in spec.arms)]
-    arms.add_column("#")
-    for k in keys:
-        arms.add_column(k)
-    for i, arm in enumerate(spec.arms):
-        cells = [", ".join(_cell(v) for v in arm[k]) for k in keys]
-        if arm["penalty"] == ["none"] and "r" in keys:
-            cells[keys.index("r")] = "-"  # r means nothing without a penalty
-        if set(arm["network"]) == {"model"}:  # your model: its factory sets its layers, its activation is its own
-            for k in ("depth", "width"):
-                if k in keys:
-                    cells[keys.index(k)] = "-"
-        if arm["activation"] == [None]:
-            cells[keys.index("activation")] = "model's own"
-        arms.add_row(str(i), *cells)
-    out.print(arms)
+    out.print(_arms_table(spec))
     models = sorted({m for arm in spec.arms for m in arm["model"] if m and not m.startswith("vglab.")})
     if models:
         out.print(f"note: this spec names your own model ({', '.join(models)}): vglab imports that code and runs it "
                   "to build the model, for `vglab run` (even with --dry-run) and in every worker, as any Python "
                   "script would; run specs only from people you trust.", highlight=False, soft_wrap=True,
                   markup=False)
-    groups = spec.groups()
-    runs = Table(title=f"{len(spec.expand())} runs: {len(spec.configurations())} configurations x {len(spec.seeds)} "
-                       f"seeds, in {len(groups)} vectorized groups", title_justify="left", box=None)
-    for col in ("configuration (label)", "group", "seeds", "run id (seed 0)"):
-        runs.add_column(col)
-    for group, members in groups.items():
-        by_label: dict[str, list] = {}
-        for r in members:
-            by_label.setdefault(r.label, []).append(r)
-        for label, rs in by_label.items():
-            runs.add_row(label, group, ",".join(str(r.seed) for r in rs), rs[0].run_id)
-    out.print(runs)
+    out.print(_runs_table(spec))
 
 
 @app.command()
@@ -383,7 +397,7 @@ def schema():
     """
     import json
 
-    from vglab.experiments.spec import json_schema
+    from vglab.experiments.schema import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
 

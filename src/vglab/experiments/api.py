@@ -11,12 +11,13 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+from vglab.experiments.presets import REPRODUCE, preset_names
+from vglab.experiments.presets import list_presets as _presets
+
 
 def list_presets() -> list[dict]:
     """The built-in experiments: one dict (name, description, reference) per preset."""
-    from vglab.experiments.spec import list_presets as presets
-
-    return presets()
+    return _presets()
 
 
 def load_results(path, *more):
@@ -122,7 +123,7 @@ def run(spec, *, dataset: str | None = None, epochs: int | None = None, seeds: i
     `workers` to one process per core (1 trains in this process); `executor` is "local" or
     "ray" (`address`: a cluster, else a local Ray instance); `device` "cpu" | "gpu" | "auto"
     must be chosen before JAX starts.
-    `allow_large` lifts the size limits (`vglab.experiments.spec.LIMITS`).
+    `allow_large` lifts the size limits (`vglab.experiments.schema.LIMITS`).
     With several workers, a script must call this under `if __name__ == "__main__":`.
     With `progress`, the plan (estimated time per experiment) is shown before training;
     `dry_run=True` returns that `runner.Plan` without training or writing anything.
@@ -165,7 +166,7 @@ def reproduce_specs(dataset: str, presets, out, sets, allow_large: bool, **overr
     """`reproduce`'s experiments, checked: (specs, the root folder, each one's folder)."""
     from vglab.data.own import dataset_name
     from vglab.experiments import runner
-    from vglab.experiments.spec import REPRODUCE, load_spec, preset_names
+    from vglab.experiments.spec import load_spec
 
     if isinstance(presets, str) or (presets is not None and not presets):
         raise ValueError(f"presets must be a non-empty list of preset names or spec files, got {presets!r}; "

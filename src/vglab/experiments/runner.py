@@ -2,13 +2,13 @@
 
 `run_experiments(specs, outs)` in order:
 0. Check what can be checked without the folders (`_validate_before_writing`): names,
-   sizes against `spec.LIMITS`, workers, the device, the script's main guard.
+   sizes against `schema.LIMITS`, workers, the device, the script's main guard.
 1. Lock every output directory (`store.locked`): a second writer fails at once.
 2. Check `experiment.toml`: a directory holds one experiment; a different spec there is
    refused if the folder holds complete runs (unless `overwrite`, which deletes them);
    one without complete runs is simply replaced.
 3. Find the pending runs (those without DONE). A unit (a group's runs with one seed, see
-   spec.py) with any pending run is trained again whole, so that every run's numbers are
+   expansion.py) with any pending run is trained again whole, so that every run's numbers are
    what an uninterrupted sweep computes; only its missing runs are written.
 4. Prepare each dataset once here: fails early if it is missing, fits the PCA once
    (cached on disk) instead of once per worker, and gives the input shape; a batch larger
@@ -42,8 +42,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from vglab.experiments.errors import SpecError
+from vglab.experiments.expansion import ExperimentSpec
 from vglab.experiments.progress import NoProgress
-from vglab.experiments.spec import ExperimentSpec, SpecError, Unit, check_limit, check_sizes, load_spec
+from vglab.experiments.runs import Unit
+from vglab.experiments.schema import SETTINGS, check_limit
+from vglab.experiments.spec import check_sizes, load_spec
 from vglab.results import store
 from vglab.train import parallel
 from vglab.train.loop import penalty_terms
@@ -211,7 +215,7 @@ class Task:
     """What a worker trains: one group's units (same model, data and training config)."""
 
     data: DataKey
-    model: object  # vglab.experiments.spec.ModelSpec
+    model: object  # vglab.experiments.runs.ModelSpec
     config: object  # vglab.train.TrainConfig, shared by the units' runs
     units: tuple  # ((unit id, (Member, ...)), ...)
     live: bool = False  # emit each record's metrics (live TensorBoard events)
@@ -341,8 +345,7 @@ def _check_out(spec: ExperimentSpec, out: Path, overwrite: bool) -> tuple[set[st
                 why = (f"{len(done)} complete runs of another experiment and "
                        f"{'a damaged' if f.exists() else 'no'} experiment.toml")
             else:
-                keys = ("name", "dataset", "epochs", "seeds", "batch_size", "learning_rate", "train_size", "probes",
-                        "record_every", "probe_every", "schedule", "pca", "arms")
+                keys = ("name", *SETTINGS, "learning_rate", "arms")
                 diff = [k for k in keys if old.get(k) != new.get(k)] or ["runs"]
                 why = f"results of a different experiment (differs in: {', '.join(diff)})"
             raise store.StoreError(f"{out} holds {why}; choose another {store.option('out')}, or pass "
@@ -995,7 +998,7 @@ def run_experiments(specs: list[ExperimentSpec], outs: list[Path | str] | None =
 
     `on_complete(out)` is called for each experiment as soon as its last run and its
     meta.json are written (while others still train), e.g. to start its report.
-    `allow_large` lifts `spec.LIMITS`."""
+    `allow_large` lifts `schema.LIMITS`."""
     place = placement(workers, executor, address, device)
     outs = [Path(o) for o in outs] if outs is not None else [default_out(s) for s in specs]
     if len(outs) != len(specs) or len(set(o.resolve() for o in outs)) != len(outs):

@@ -1,7 +1,7 @@
 """Mean-field signal propagation, the part the layers below the report need: the length
 map's fixed point q*, the gradient factor χ_1 per layer, and the critical σ_w² where χ_1 = 1
 (Poole et al. 2016; Schoenholz et al. 2017). A spec's `init = "orthogonal(sigma_w2=critical)"`
-is resolved here (`vglab.experiments.spec`), so the experiments layer does not import the
+is resolved here (`vglab.experiments.expansion.resolve_critical`), so the experiments layer does not import the
 report; `vglab.report.theory` builds the correlation map, the depth scales and the
 predictions on these functions (its docstring states the equations).
 

@@ -39,6 +39,13 @@ from vglab.nn.model import Model
 KERNEL = 3  # every conv is 3x3 'same'
 CNN_VARIANTS = ("parameters", "layers")
 NORMS = ("none", "layer")  # the MLP's `norm` option
+NETWORKS = ("mlp", "cnn", "paper_cnn")  # the built-in networks (a spec's `network`, besides "model")
+# The defaults of every builder and of a spec (one home): the reference study's small net,
+# one hidden layer of 8 tanh units; paper_cnn's variant with the study's parameter count.
+DEFAULT_ACTIVATION = "tanh"
+DEFAULT_DEPTH = 1
+DEFAULT_WIDTH = 8
+DEFAULT_VARIANT = "parameters"
 LAYER_NORM_EPS = 1e-5  # PyTorch's and Flax's default
 # Full float32 products on every backend: with JAX's default, GPUs multiply in TF32, which
 # moved losses and gradient statistics by up to 5e-3 relative to the CPU (HIGHEST: 4e-6,
@@ -71,7 +78,7 @@ class Network(Model):
     kind: str  # "mlp" | "cnn": which input preprocessing it takes
     in_shape: tuple[int, ...]  # one example: (D,) or (H, W, C)
     layers: tuple[Layer, ...]
-    activation: str = "tanh"
+    activation: str = DEFAULT_ACTIVATION
     meta: dict = field(default_factory=dict, compare=False, hash=False)
     residual: float = 0.0  # the branch scale s of h + s·φ(z) (0: no skip connection); MLP only
     norm: str = "none"  # "layer": LayerNorm before φ; MLP only
@@ -342,7 +349,7 @@ def _dense_stack(n_in: int, depth: int, width: int, n_out: int, first_index: int
     return layers
 
 
-def mlp(depth: int, width: int, n_in: int, n_out: int = 10, activation: str = "tanh", *, residual: float = 0.0,
+def mlp(depth: int, width: int, n_in: int, n_out: int = 10, activation: str = DEFAULT_ACTIVATION, *, residual: float = 0.0,
         norm: str = "none") -> Network:
     """`n_in` (PCA) features -> `depth` hidden layers of `width` units -> `n_out` logits;
     `residual` and `norm`: see the module docstring."""
@@ -377,7 +384,7 @@ def _image_shape(in_shape) -> tuple[int, int, int]:
     return tuple(int(s) for s in in_shape)
 
 
-def cnn(depth: int, width: int, in_shape, n_out: int = 10, activation: str = "tanh", filters: int = 36) -> Network:
+def cnn(depth: int, width: int, in_shape, n_out: int = 10, activation: str = DEFAULT_ACTIVATION, filters: int = 36) -> Network:
     """4 conv layers of `filters` 3x3 'same', max-pool after every second, Flatten,
     `depth` dense layers of `width`, `n_out` logits."""
     _check_positive(depth=depth, width=width, n_out=n_out, filters=filters)
@@ -390,7 +397,7 @@ def cnn(depth: int, width: int, in_shape, n_out: int = 10, activation: str = "ta
     )
 
 
-def paper_cnn(variant: str, in_shape, n_out: int = 10, activation: str = "tanh") -> Network:
+def paper_cnn(variant: str, in_shape, n_out: int = 10, activation: str = DEFAULT_ACTIVATION) -> Network:
     """The reference study's CNNs, with the Flatten its code lacked.
 
     'parameters': 6 conv layers of 36 filters, max-pool after every 2nd, dense 8, dense 10.
@@ -409,11 +416,22 @@ def paper_cnn(variant: str, in_shape, n_out: int = 10, activation: str = "tanh")
     return Network(f"paper_cnn({variant})", "cnn", in_shape, tuple(convs + dense), activation, {"variant": variant})
 
 
-NETWORKS = ("mlp", "cnn", "paper_cnn")
+def arch_name(network: str, depth=None, width=None, variant=None, model=None, model_args=()) -> str:
+    """A network's short name in labels and run ids: `mlp 20x8`, `cnn 4conv+1x8`,
+    `paper_cnn(layers)`, your model's `file:factory(k=v)` (`model_args`: sorted items)."""
+    if network == "mlp":
+        return f"mlp {depth}x{width}"
+    if network == "cnn":
+        return f"cnn 4conv+{depth}x{width}"
+    if network == "paper_cnn":
+        return f"paper_cnn({variant})"
+    ref = str(model).rsplit("/", 1)[-1].replace(".py:", ":").removeprefix("__main__:")
+    args = ", ".join(f"{k}={v}" for k, v in model_args)
+    return f"{ref}({args})" if args else ref
 
 
-def build(network: str, in_shape, *, depth: int = 1, width: int = 8, variant: str | None = None,
-          activation: str = "tanh", n_out: int = 10, residual: float = 0.0, norm: str = "none") -> Network:
+def build(network: str, in_shape, *, depth: int = DEFAULT_DEPTH, width: int = DEFAULT_WIDTH, variant: str | None = None,
+          activation: str = DEFAULT_ACTIVATION, n_out: int = 10, residual: float = 0.0, norm: str = "none") -> Network:
     """One entry point for specs: `network` is 'mlp', 'cnn' or 'paper_cnn'."""
     if network != "mlp" and (residual or norm != "none"):
         raise ValueError(f"residual and norm are options of the built-in MLP, not of {network!r}")
@@ -424,5 +442,5 @@ def build(network: str, in_shape, *, depth: int = 1, width: int = 8, variant: st
     if network == "cnn":
         return cnn(depth, width, in_shape, n_out, activation)
     if network == "paper_cnn":
-        return paper_cnn(variant or "parameters", in_shape, n_out, activation)
+        return paper_cnn(variant or DEFAULT_VARIANT, in_shape, n_out, activation)
     raise ValueError(f"unknown network {network!r}; choose one of {list(NETWORKS)}")

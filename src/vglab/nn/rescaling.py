@@ -36,7 +36,7 @@ import numpy as np
 
 from vglab.nn import activations
 from vglab.nn.model import Model
-from vglab.nn.networks import Network, build
+from vglab.nn.networks import DEFAULT_ACTIVATION, DEFAULT_DEPTH, DEFAULT_WIDTH, Network, build
 
 
 def _check(network: Network, tree: dict, alpha, what: str) -> None:
@@ -157,8 +157,9 @@ class Twin(Model):
         return self.network.apply(params, twin_inputs(x, self.alpha), alpha=alpha, capture=capture)
 
 
-def twin(alpha: float, form: str = "plain", network: str = "mlp", depth: int = 1, width: int = 8,
-         variant: str | None = None, *, in_shape, n_classes: int = 10, activation: str = "tanh") -> Twin:
+def twin(alpha: float, form: str = "plain", network: str = "mlp", depth: int = DEFAULT_DEPTH,
+         width: int = DEFAULT_WIDTH, variant: str | None = None, *, in_shape, n_classes: int = 10,
+         activation: str = DEFAULT_ACTIVATION) -> Twin:
     """A `Twin` of a built-in network (`vglab.nn.networks.build`), for specs:
     `model = "vglab.nn.rescaling:twin"`, `model_args = {alpha = 2, form = "plain", depth = 20, width = 8}`.
     Started from the same base draw as the α-network of the same init law and seed (the

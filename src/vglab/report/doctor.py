@@ -417,7 +417,58 @@ def diagnose(res) -> Diagnosis:
     return Diagnosis(str(res.path) if getattr(res, "path", None) else None, findings, checks, missing)
 
 
-def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple[list[Finding], RunCheck]:
+@dataclass
+class _RunTables:
+    """One run's tables as the rules read them: [epoch x layer_index] pivots of its
+    gradient records and layer factors, its layers, and where it diverged."""
+
+    relu: bool
+    sigmoid: bool
+    layer_of: dict  # layer_index -> name, in order (the last is the output layer)
+    param: str  # "b" when every layer has bias records (their level is the one compared), else "w"
+    rel: pd.DataFrame  # log10 of mean |g| relative to the output layer
+    level: pd.DataFrame
+    upd: pd.DataFrame  # update ratio ‖Δθ‖/‖θ‖
+    zero: pd.DataFrame  # fraction of zero gradient entries
+    actf: pd.DataFrame  # the layer factors, columns (quantity, layer_index)
+    div: int | None  # the diverged epoch (or step)
+
+    @property
+    def order(self) -> list:
+        return list(self.layer_of)
+
+    @property
+    def hidden(self) -> list:
+        return self.order[:-1]
+
+    @property
+    def epochs(self) -> list:
+        return sorted(set(self.rel.index) | set(self.upd.index))
+
+    def live(self, e) -> bool:
+        """Before the engine froze a diverged run at its last finite parameters."""
+        return self.div is None or e < self.div
+
+    def factors(self, li, e):
+        """(log10 bound of the weights' product above layer li, log10 of the derivatives'
+        product from li, the epoch they were read at): the factors at the start of the
+        steps epoch e pools."""
+        actf = self.actf
+        if actf.empty or "log_weight_norm" not in actf.columns.get_level_values(0):
+            return None, None, None
+        before = [k for k in actf.index if k < e]
+        fe = max(before) if before else (e if e in actf.index else None)
+        if fe is None:
+            return None, None, None
+        wn = actf.loc[fe, "log_weight_norm"].astype(float)
+        w = float(wn[[k for k in wn.index if k > li]].sum() / math.log(10))
+        dl = _deriv_log10(actf, fe, self.relu)
+        dl = dl[[k for k in dl.index if k >= li and k in self.hidden]]
+        d = float(dl.sum()) if len(dl) and dl.notna().all() else None
+        return w, d, fe
+
+
+def _run_tables(row, g: pd.DataFrame, a: pd.DataFrame) -> _RunTables:
     act_name = str(row.get("activation_given"))
     relu = act_name in RELU_TYPE
     # sigmoid-type, or not named (a watched model) but with its saturation recorded
@@ -429,7 +480,6 @@ def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple
     layer_of = dict(zip(names["layer_index"], names["layer"]))
     order = list(layer_of)
     out_idx = order[-1] if order else None
-    hidden = order[:-1]
     has_b = bool(len(g)) and set(g.loc[g["param"] == "b", "layer_index"]) >= set(order)
     param = "b" if has_b else "w"
     gp = g[g["param"] == param]
@@ -446,7 +496,6 @@ def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple
     acts = {c: _pivot(a, c) for c in ("saturated_frac", "log_deriv_mean", "deriv_mean", "log_weight_norm")}
     actf = pd.concat({k: v for k, v in acts.items() if not v.empty}, axis=1) if any(
         not v.empty for v in acts.values()) else pd.DataFrame()
-    epochs = sorted(set(rel.index) | set(upd.index))
     div = row.get("diverged_epoch")
     div = None if div is None or (isinstance(div, float) and math.isnan(div)) else int(div)
     if row.get("x_unit") == "step":
@@ -455,109 +504,123 @@ def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple
         bad = [e for e in level.index if not np.isfinite(level.loc[e].to_numpy(float)).all()] if not level.empty \
             else []
         div = min(bad) if bad else None
-    checked = [k for k in FINDINGS if k not in missing and not (k == "saturated" and not sigmoid)
-               and not (k == "dead" and not relu) and not (k == "exploding" and "vanishing" in missing)]
-    check = RunCheck("", "", None, [layer_of[i] for i in order], epochs, param, tuple(checked), diverged_epoch=div,
-                     unit="step" if row.get("x_unit") == "step" else "epoch")
+    return _RunTables(relu, sigmoid, layer_of, param, rel, level, upd, zero, actf, div)
+
+
+def _diagnose_run(row, g: pd.DataFrame, a: pd.DataFrame, missing: dict) -> tuple[list[Finding], RunCheck]:
+    t = _run_tables(row, g, a)
+    checked = [k for k in FINDINGS if k not in missing and not (k == "saturated" and not t.sigmoid)
+               and not (k == "dead" and not t.relu) and not (k == "exploding" and "vanishing" in missing)]
+    check = RunCheck("", "", None, [t.layer_of[i] for i in t.order], t.epochs, t.param, tuple(checked),
+                     diverged_epoch=t.div, unit="step" if row.get("x_unit") == "step" else "epoch")
     extremes = {}
     holds: dict[tuple[str, int], dict[int, dict]] = {}
-
-    def mark(kind, li, e, ev):
-        holds.setdefault((kind, li), {})[e] = ev
-
-    def factors(li, e):
-        if actf.empty or "log_weight_norm" not in actf.columns.get_level_values(0):
-            return None, None, None
-        before = [k for k in actf.index if k < e]  # the factors at the start of the pooled steps
-        fe = max(before) if before else (e if e in actf.index else None)
-        if fe is None:
-            return None, None, None
-        wn = actf.loc[fe, "log_weight_norm"].astype(float)
-        w = float(wn[[k for k in wn.index if k > li]].sum() / math.log(10))
-        dl = _deriv_log10(actf, fe, relu)
-        dl = dl[[k for k in dl.index if k >= li and k in hidden]]
-        d = float(dl.sum()) if len(dl) and dl.notna().all() else None
-        return w, d, fe
-
-    for e in epochs:
-        if div is not None and e >= div:
-            continue  # the engine froze the run at its last finite parameters: nothing to read
-        for li in hidden:
-            x = rel.at[e, li] if (e in rel.index and li in rel.columns) else np.nan
-            z = zero.at[e, li] if (relu and e in zero.index and li in zero.columns) else np.nan
-            dead = np.isfinite(z) and z >= DEAD_FRAC
-            if np.isfinite(z):
-                extremes["zero_frac_max"] = max(extremes.get("zero_frac_max", -1), float(z))
-            if dead:
-                mark("dead", li, e, {"zero_frac": float(z)})
-            if not np.isnan(x):
-                if np.isfinite(x):
-                    extremes["level_min"] = min(extremes.get("level_min", np.inf), float(x))
-                    extremes["level_max"] = max(extremes.get("level_max", -np.inf), float(x))
-                if x <= -VANISH_DECADES and not dead:
-                    w, d, fe = factors(li, e)
-                    cause, share = _cause(w, d, x, True)
-                    mark("vanishing", li, e, {"level_decades": float(x), "weight_log10": share, "deriv_log10": d,
-                                              "weight_norm_bound_log10": w, "factor_epoch": fe, "cause": cause,
-                                              "param": param})
-                elif x >= EXPLODE_DECADES:
-                    w, d, fe = factors(li, e)
-                    cause, share = _cause(w, d, x, False)
-                    mark("exploding", li, e, {"level_decades": float(x), "weight_log10": share, "deriv_log10": d,
-                                              "weight_norm_bound_log10": w, "factor_epoch": fe, "cause": cause,
-                                              "param": param})
-        for li in order:
-            u = upd.at[e, li] if (e in upd.index and li in upd.columns) else np.nan
-            if np.isfinite(u):
-                extremes["update_ratio_min"] = min(extremes.get("update_ratio_min", np.inf), float(u))
-                if u < FROZEN_RATIO:
-                    v = holds.get(("vanishing", li), {}).get(e)
-                    mark("frozen", li, e, {"update_ratio": float(u), "cause": v["cause"] if v else "optimizer",
-                                           "vanishing": bool(v)})
-    if sigmoid and not actf.empty and "saturated_frac" in actf.columns.get_level_values(0):
-        sat = actf["saturated_frac"]
-        for e in sat.index:
-            if div is not None and e > div:
-                continue
-            for li in hidden:
-                s = sat.at[e, li] if li in sat.columns else np.nan
-                if np.isfinite(s):
-                    extremes["saturated_max"] = max(extremes.get("saturated_max", -1), float(s))
-                    if s >= SATURATED_FRAC:
-                        mark("saturated", li, e, {"saturated_frac": float(s)})
+    for e in t.epochs:
+        if t.live(e):  # after a divergence the run is frozen: nothing to read
+            _scan_levels(t, e, holds, extremes)
+            _scan_updates(t, e, holds, extremes)
+    _scan_saturation(t, holds, extremes)
     check.extremes = extremes
-    ok = [e for e in epochs if div is None or e < div]
+    ok = [e for e in t.epochs if t.live(e)]
     if ok:
-        e = ok[-1]
-        hid = [li for li in hidden if e in rel.index and li in rel.columns and not np.isnan(rel.at[e, li])]
-        lv = [max(float(rel.at[e, li]), UNDERFLOW_LOG10) for li in hid]
-        last = {"epoch": e, "level_min": min(lv) if lv else np.nan, "level_max": max(lv) if lv else np.nan,
-                "frozen_layers": float(sum(1 for li in order if e in upd.index and li in upd.columns
-                                           and upd.at[e, li] < FROZEN_RATIO)) if not upd.empty else np.nan}
-        if relu and e in zero.index:
-            last["zero_frac_max"] = float(np.nanmax(zero.loc[e, [li for li in hidden if li in zero.columns]]))
-        if sigmoid and "saturated_frac" in actf.columns.get_level_values(0) and e in actf.index:
-            sat_last = actf.loc[e, "saturated_frac"]
-            measured = [li for li in hidden if li in sat_last.index]  # a layer without pre-activations has none
-            if measured and np.isfinite(sat_last[measured].to_numpy(float)).any():
-                last["saturated_max"] = float(np.nanmax(sat_last[measured].to_numpy(float)))
-        check.last = last
+        check.last = _at_epoch(t, ok[-1])
+    return _findings(t, holds), check
+
+
+def _mark(holds: dict, kind: str, li, e, ev: dict) -> None:
+    holds.setdefault((kind, li), {})[e] = ev
+
+
+def _scan_levels(t: _RunTables, e, holds: dict, extremes: dict) -> None:
+    """Epoch e's vanishing, exploding and dead hidden layers."""
+    rel, zero = t.rel, t.zero
+    for li in t.hidden:
+        x = rel.at[e, li] if (e in rel.index and li in rel.columns) else np.nan
+        z = zero.at[e, li] if (t.relu and e in zero.index and li in zero.columns) else np.nan
+        dead = np.isfinite(z) and z >= DEAD_FRAC
+        if np.isfinite(z):
+            extremes["zero_frac_max"] = max(extremes.get("zero_frac_max", -1), float(z))
+        if dead:
+            _mark(holds, "dead", li, e, {"zero_frac": float(z)})
+        if np.isnan(x):
+            continue
+        if np.isfinite(x):
+            extremes["level_min"] = min(extremes.get("level_min", np.inf), float(x))
+            extremes["level_max"] = max(extremes.get("level_max", -np.inf), float(x))
+        vanishing = x <= -VANISH_DECADES and not dead
+        if vanishing or x >= EXPLODE_DECADES:
+            w, d, fe = t.factors(li, e)
+            cause, share = _cause(w, d, x, vanishing)
+            _mark(holds, "vanishing" if vanishing else "exploding", li, e, {
+                "level_decades": float(x), "weight_log10": share, "deriv_log10": d, "weight_norm_bound_log10": w,
+                "factor_epoch": fe, "cause": cause, "param": t.param})
+
+
+def _scan_updates(t: _RunTables, e, holds: dict, extremes: dict) -> None:
+    """Epoch e's frozen layers (after `_scan_levels`: a frozen layer whose gradient vanished
+    is caused by it)."""
+    upd = t.upd
+    for li in t.order:
+        u = upd.at[e, li] if (e in upd.index and li in upd.columns) else np.nan
+        if np.isfinite(u):
+            extremes["update_ratio_min"] = min(extremes.get("update_ratio_min", np.inf), float(u))
+            if u < FROZEN_RATIO:
+                v = holds.get(("vanishing", li), {}).get(e)
+                _mark(holds, "frozen", li, e, {"update_ratio": float(u), "cause": v["cause"] if v else "optimizer",
+                                               "vanishing": bool(v)})
+
+
+def _scan_saturation(t: _RunTables, holds: dict, extremes: dict) -> None:
+    if not (t.sigmoid and not t.actf.empty and "saturated_frac" in t.actf.columns.get_level_values(0)):
+        return
+    sat = t.actf["saturated_frac"]
+    for e in sat.index:
+        if t.div is not None and e > t.div:
+            continue
+        for li in t.hidden:
+            s = sat.at[e, li] if li in sat.columns else np.nan
+            if np.isfinite(s):
+                extremes["saturated_max"] = max(extremes.get("saturated_max", -1), float(s))
+                if s >= SATURATED_FRAC:
+                    _mark(holds, "saturated", li, e, {"saturated_frac": float(s)})
+
+
+def _at_epoch(t: _RunTables, e) -> dict:
+    """The run's state at its last readable epoch e (the `RunCheck.last` row)."""
+    rel, upd, zero, actf, hidden = t.rel, t.upd, t.zero, t.actf, t.hidden
+    hid = [li for li in hidden if e in rel.index and li in rel.columns and not np.isnan(rel.at[e, li])]
+    lv = [max(float(rel.at[e, li]), UNDERFLOW_LOG10) for li in hid]
+    last = {"epoch": e, "level_min": min(lv) if lv else np.nan, "level_max": max(lv) if lv else np.nan,
+            "frozen_layers": float(sum(1 for li in t.order if e in upd.index and li in upd.columns
+                                       and upd.at[e, li] < FROZEN_RATIO)) if not upd.empty else np.nan}
+    if t.relu and e in zero.index:
+        last["zero_frac_max"] = float(np.nanmax(zero.loc[e, [li for li in hidden if li in zero.columns]]))
+    if t.sigmoid and "saturated_frac" in actf.columns.get_level_values(0) and e in actf.index:
+        sat_last = actf.loc[e, "saturated_frac"]
+        measured = [li for li in hidden if li in sat_last.index]  # a layer without pre-activations has none
+        if measured and np.isfinite(sat_last[measured].to_numpy(float)).any():
+            last["saturated_max"] = float(np.nanmax(sat_last[measured].to_numpy(float)))
+    return last
+
+
+def _findings(t: _RunTables, holds: dict) -> list[Finding]:
+    """One finding per (kind, layer): its onset, whether it holds at every later epoch, and
+    its evidence at the onset (and at its last epoch)."""
     found = []
     for (kind, li), per_epoch in holds.items():
         es = sorted(per_epoch)
         onset = es[0]
-        later = [e for e in (epochs if kind != "saturated" else sorted(actf.index)) if e >= onset
-                 and (div is None or e < div)]
+        later = [e for e in (t.epochs if kind != "saturated" else sorted(t.actf.index)) if e >= onset and t.live(e)]
         ev = dict(per_epoch[onset])
         cause = ev.pop("cause", "derivatives" if kind in ("saturated", "dead") else None)
         last = es[-1]
         ev["epochs"] = es
         if last != onset:
             ev["at_last_epoch"] = {k: v for k, v in per_epoch[last].items() if k != "cause"}
-        found.append(Finding("", "", None, layer_of[li], int(li), kind, cause, int(onset),
+        found.append(Finding("", "", None, t.layer_of[li], int(li), kind, cause, int(onset),
                              all(e in per_epoch for e in later), ev))
     found.sort(key=lambda f: (FINDINGS.index(f.finding), f.layer_index))
-    return found, check
+    return found
 
 
 # ------------------------------------------------------------------------ shown

@@ -26,6 +26,7 @@ from matplotlib import cm, colors  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from vglab.data.files import write_via  # noqa: E402
 from vglab.data.own import dataset_name  # noqa: E402
@@ -189,8 +190,6 @@ def _seeds_note(res, labels) -> str:
 
 
 def _legend_below(fig, axes, labels_short, colors_, title=None, extra=(), styles=None):
-    from matplotlib.lines import Line2D
-
     if styles:
         handles = [Line2D([], [], lw=2, ms=4.5, **styles[lab]) for lab in labels_short]
     else:
@@ -322,8 +321,6 @@ def learning_curves_by_penalty(res, labels=None) -> Figure:
     with matplotlib.rc_context(RC):
         cb = fig.colorbar(sm, ax=axes.ravel().tolist(), aspect=35, shrink=0.9)
     cb.set_label("penalty strength r (log scale)")
-    from matplotlib.lines import Line2D
-
     fig.legend([Line2D([], [], color="0.1", ls="--", lw=1.6), Line2D([], [], color="0.4", ls=":", lw=1)],
                ["no penalty (reference)", f"chance {chance:.2f}"], loc="outside lower center", ncol=2, frameon=False,
                fontsize=8, title_fontsize=7.5,
@@ -347,35 +344,45 @@ def gradient_stats(res, labels=None, *, layers: str = "first_last", param: str =
     g = _grad_table(res, param)
     if g.empty or not labels:
         raise NoData("no gradient statistics recorded")
-    short, shared = short_labels(labels)
-    col = _colors(labels)
     what = "weights" if param == "w" else "biases"
     if layers == "first_last":
-        fig = _figure(9.0, 3.9 + 0.18 * max(0, len(labels) - 3))
-        axes = _subplots(fig, 1, 2)
-        for lab in labels:
-            sub = g[g["run_id"].isin(_runs_of(res, lab))]
-            first, last = sub["layer_index"].min(), sub["layer_index"].max()
-            for idx, ls in ((first, "-"), (last, "--")):
-                s = sub[sub["layer_index"] == idx]
-                _band(axes[0, 0], tables.per_seed(s, "grad_mean"), col[lab], None, ls=ls)
-                _band(axes[0, 1], tables.per_seed(s, "grad_std"), col[lab], None, ls=ls)
-        from matplotlib.lines import Line2D
-
-        extra = [(Line2D([], [], color="0.2", ls="-"), "first layer"), (Line2D([], [], color="0.2", ls="--"), "last (output) layer")]
-        axes[0, 0].set_title(f"mean of ∂J/∂w ({what}), first vs last layer")
-        axes[0, 1].set_title(f"standard deviation of ∂J/∂w ({what})")
-        _finish_grad_axes(axes[0, 0], axes[0, 1], g, tables.x_unit(res))
-        _title(fig, res, "Gradient statistics per epoch", shared)
-        _legend_below(fig, axes, short, col, title=_seeds_note(res, labels), extra=extra)
-        return fig
+        return _grad_first_last(res, labels, g, what)
     if layers != "all":
         raise ValueError(f"layers must be 'first_last' or 'all', got {layers!r}")
+    return _grad_every_layer(res, labels, g, what)
+
+
+def _grad_first_last(res, labels, g, what: str) -> Figure:
+    """The first and last layer of every configuration in one pair of panels."""
+    short, shared = short_labels(labels)
+    col = _colors(labels)
+    fig = _figure(9.0, 3.9 + 0.18 * max(0, len(labels) - 3))
+    axes = _subplots(fig, 1, 2)
+    for lab in labels:
+        sub = g[g["run_id"].isin(_runs_of(res, lab))]
+        first, last = sub["layer_index"].min(), sub["layer_index"].max()
+        for idx, ls in ((first, "-"), (last, "--")):
+            s = sub[sub["layer_index"] == idx]
+            _band(axes[0, 0], tables.per_seed(s, "grad_mean"), col[lab], None, ls=ls)
+            _band(axes[0, 1], tables.per_seed(s, "grad_std"), col[lab], None, ls=ls)
+    extra = [(Line2D([], [], color="0.2", ls="-"), "first layer"),
+             (Line2D([], [], color="0.2", ls="--"), "last (output) layer")]
+    axes[0, 0].set_title(f"mean of ∂J/∂w ({what}), first vs last layer")
+    axes[0, 1].set_title(f"standard deviation of ∂J/∂w ({what})")
+    _finish_grad_axes(axes[0, 0], axes[0, 1], g, tables.x_unit(res))
+    _title(fig, res, "Gradient statistics per epoch", shared)
+    _legend_below(fig, axes, short, col, title=_seeds_note(res, labels), extra=extra)
+    return fig
+
+
+def _grad_every_layer(res, labels, g, what: str) -> Figure:
+    """Every layer, one row per configuration, coloured from the first layer to the output.
+    One subfigure per configuration, titled with it (its two panels' titles name the
+    statistic only: long configuration names overlapped the neighbouring title), and one at
+    the bottom for the layer colour scale."""
+    short, shared = short_labels(labels)
     n = len(labels)
     fig = _figure(9.0, 1.6 + 2.5 * n)
-    # One subfigure per configuration, titled with it (its two panels' titles name the
-    # statistic only: long configuration names overlapped the neighbouring title), and
-    # one at the bottom for the layer colour scale.
     rows = fig.subfigures(n + 1, 1, height_ratios=[2.5] * n + [0.75])
     cmap = matplotlib.colormaps["viridis"]
     layer_lists = set()
@@ -402,10 +409,17 @@ def gradient_stats(res, labels=None, *, layers: str = "first_last", param: str =
     lo, hi = min(a.get_xlim()[0] for a in axes), max(a.get_xlim()[1] for a in axes)
     for a in axes:  # one epoch axis for every row
         a.set_xlim(lo, hi)
+    _layer_colorbar(rows[n], cmap, layer_lists, _seeds_note(res, labels))
+    _title(fig, res, f"Gradient statistics of every layer ({what})", shared)
+    return fig
+
+
+def _layer_colorbar(row, cmap, layer_lists: set, note: str) -> None:
+    """The layer colour scale, ticked with the layers' names when every row has the same."""
     sm = cm.ScalarMappable(norm=colors.Normalize(0, 1 / 0.92), cmap=cmap)
     with matplotlib.rc_context(RC):
-        cax = rows[n].add_axes((0.2, 0.55, 0.6, 0.18))
-    cb = rows[n].colorbar(sm, cax=cax, orientation="horizontal")
+        cax = row.add_axes((0.2, 0.55, 0.6, 0.18))
+    cb = row.colorbar(sm, cax=cax, orientation="horizontal")
     if len(layer_lists) == 1:
         names = list(next(iter(layer_lists)))
         ticks = _thin(list(range(len(names))), 10)
@@ -413,9 +427,7 @@ def gradient_stats(res, labels=None, *, layers: str = "first_last", param: str =
         cb.set_ticks([t / top for t in ticks], labels=[names[t] for t in ticks])
     else:
         cb.set_ticks([0, 1], labels=["first layer", "output layer"])
-    cb.set_label(f"layer colour (first → output) · {_seeds_note(res, labels)}", fontsize=8)
-    _title(fig, res, f"Gradient statistics of every layer ({what})", shared)
-    return fig
+    cb.set_label(f"layer colour (first → output) · {note}", fontsize=8)
 
 
 def _finish_grad_axes(ax_mean, ax_std, g, xlabel: str | None):
@@ -826,8 +838,6 @@ def theory_overlay(res, labels=None) -> Figure:
         ax.set_xlabel("hidden layer l")
         ax.set_ylabel("log10 ‖∂J/∂W^[l]‖² − log10 ‖∂J/∂W^[L]‖²")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    from matplotlib.lines import Line2D
-
     handles = [Line2D([], [], color="#1f77b4", lw=1.8), Line2D([], [], color="#2ca02c", lw=1.5, ls="--"),
                Line2D([], [], color="#d62728", marker="o", ls="none", ms=4)]
     texts = ["theory: backward χ product", "theory: with layer inputs",
@@ -864,43 +874,9 @@ def regime_diagnosis(res, labels=None) -> Figure:
     last_epoch = a["epoch"].max()
     quantities = ((axes[0, 0], "log_weight_norm", LOG10E), (axes[0, 1], "log_deriv_mean", LOG10E),
                   (axes[0, 2], "saturated_frac", 1.0))
-    depths = set()
-    for lab in labels:
-        sub = a[a["run_id"].isin(_runs_of(res, lab))]
-        n_layers = int(sub["layer_index"].max()) + 1
-        depths.add(n_layers)
-        # markers at every layer, hollow at initialization: a single hidden layer is one point
-        for ep, ls, mfc in ((0, "--", "white"), (last_epoch, "-", None)):
-            s = sub[sub["epoch"] == ep]
-            for ax, colname, scale in quantities:
-                w = tables.per_seed(s, colname, index="layer_index") * scale
-                w.index = w.index + 1  # layers counted from 1
-                _band(ax, w, col[lab], None, ls=ls, marker=sty[lab]["marker"], lw=1.4, alpha=0.12, markevery=1,
-                      mfc=mfc)
-                out = w.loc[[n_layers]] if n_layers in w.index else None
-                if out is not None and out.notna().any(axis=None):  # mark the linear output layer
-                    ax.plot([n_layers], [out.mean(axis=1).iloc[0]], "s", color=col[lab], ms=6, mfc="white")
-    titles = ("weight factor: log10 ‖W^[l]‖₂ (spectral norm)", "derivative factor: mean log10 g'(z^[l])",
-              "saturated units: fraction with g'(z) < 0.01")
-    n_max = max(depths)
-    ticks = _thin(list(range(1, n_max + 1)), 12)
-    # Layers by name, as the gradient-flow figure names them (the deepest configuration's).
-    deepest = a[a["run_id"].isin([rid for lab in labels for rid in _runs_of(res, lab)])]
-    names = deepest.drop_duplicates("layer_index").set_index("layer_index")["layer"].astype(str)
-    tick_names = [names.get(t - 1, str(t)) for t in ticks]
-    for ax, t in zip(axes[0], titles):
-        ax.set_title(t)
-        ax.set_xlabel("layer (first hidden to output; □ = linear output layer)" if len(depths) > 1 or ax is axes[0, 0]
-                      else "layer (first hidden to last)")
-        # Every panel spans the same layers (a net of one hidden layer has one point in the
-        # derivative and saturation panels, which autoscaling spread over 0.96-1.04).
-        ax.set_xlim(0.5, n_max + 0.5)
-        ax.set_xticks(ticks, tick_names, rotation=30 if max(map(len, tick_names)) > 4 else 0, fontsize=7.5)
-    axes[0, 0].axhline(0, color="0.5", lw=0.8)
-    axes[0, 1].axhline(0, color="0.5", lw=0.8)
-    axes[0, 2].set_ylim(-0.02, 1.02)
-    from matplotlib.lines import Line2D
-
+    depths = {_draw_factors(quantities, a[a["run_id"].isin(_runs_of(res, lab))], col[lab], sty[lab]["marker"],
+                            last_epoch) for lab in labels}
+    _layer_axes(axes, a[a["run_id"].isin([rid for lab in labels for rid in _runs_of(res, lab)])], depths)
     extra = [(Line2D([], [], color="0.2", ls="--", marker="o", mfc="white", ms=4.5),
               tables.in_x_unit(res, "epoch 0 (initialization)")),
              (Line2D([], [], color="0.2", ls="-", marker="o", ms=4.5),
@@ -914,6 +890,44 @@ def regime_diagnosis(res, labels=None) -> Figure:
     _legend_below(fig, axes, short, col, title=_seeds_note(res, labels), extra=extra,
                   styles={lab: {"color": sty[lab]["color"], "marker": sty[lab]["marker"]} for lab in labels})
     return fig
+
+
+def _draw_factors(quantities, sub: pd.DataFrame, color, marker, last_epoch) -> int:
+    """One configuration's factors per layer at epoch 0 (dashed, hollow markers: a single
+    hidden layer is one point) and at the end (solid); returns its number of layers."""
+    n_layers = int(sub["layer_index"].max()) + 1
+    for ep, ls, mfc in ((0, "--", "white"), (last_epoch, "-", None)):
+        s = sub[sub["epoch"] == ep]
+        for ax, colname, scale in quantities:
+            w = tables.per_seed(s, colname, index="layer_index") * scale
+            w.index = w.index + 1  # layers counted from 1
+            _band(ax, w, color, None, ls=ls, marker=marker, lw=1.4, alpha=0.12, markevery=1, mfc=mfc)
+            out = w.loc[[n_layers]] if n_layers in w.index else None
+            if out is not None and out.notna().any(axis=None):  # mark the linear output layer
+                ax.plot([n_layers], [out.mean(axis=1).iloc[0]], "s", color=color, ms=6, mfc="white")
+    return n_layers
+
+
+def _layer_axes(axes, drawn: pd.DataFrame, depths: set) -> None:
+    """The three panels' titles and one layer axis, by name as the gradient-flow figure
+    names them (the deepest configuration's)."""
+    titles = ("weight factor: log10 ‖W^[l]‖₂ (spectral norm)", "derivative factor: mean log10 g'(z^[l])",
+              "saturated units: fraction with g'(z) < 0.01")
+    n_max = max(depths)
+    ticks = _thin(list(range(1, n_max + 1)), 12)
+    names = drawn.drop_duplicates("layer_index").set_index("layer_index")["layer"].astype(str)
+    tick_names = [names.get(t - 1, str(t)) for t in ticks]
+    for ax, t in zip(axes[0], titles):
+        ax.set_title(t)
+        ax.set_xlabel("layer (first hidden to output; □ = linear output layer)" if len(depths) > 1 or ax is axes[0, 0]
+                      else "layer (first hidden to last)")
+        # Every panel spans the same layers (a net of one hidden layer has one point in the
+        # derivative and saturation panels, which autoscaling spread over 0.96-1.04).
+        ax.set_xlim(0.5, n_max + 0.5)
+        ax.set_xticks(ticks, tick_names, rotation=30 if max(map(len, tick_names)) > 4 else 0, fontsize=7.5)
+    axes[0, 0].axhline(0, color="0.5", lw=0.8)
+    axes[0, 1].axhline(0, color="0.5", lw=0.8)
+    axes[0, 2].set_ylim(-0.02, 1.02)
 
 
 # ------------------------------------------------------------- the instruments

@@ -395,7 +395,7 @@ def is_fresh(results_dir: Path) -> bool:
 
 def _index_title(loaded: dict, datasets: list[str]) -> str:
     """What was run: the reference study (all its presets), or the experiments by name."""
-    from vglab.experiments.spec import REPRODUCE
+    from vglab.experiments.presets import REPRODUCE
 
     on = f" on {', '.join(datasets)}" if datasets else ""
     names = list(loaded)

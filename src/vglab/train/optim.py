@@ -159,7 +159,7 @@ class Optimizer:
     schedule. Hashable: it is part of a compiled program's key."""
 
     name: str = "adam"
-    static: tuple[tuple[str, object], ...] = (("eps", 1e-7),)
+    static: tuple[tuple[str, object], ...] = tuple(DEFAULTS["adam"].items())
     traced: tuple[str, ...] = ()
     schedule: Schedule = field(default_factory=Schedule)
     total_steps: int | None = None  # the run's optimizer steps (only schedules other than constant need it)
