@@ -125,14 +125,16 @@ PAD_MACS = 16384  # multiply-adds per example of one member, up to which a unit 
 
 
 def grid_slots(kind: str, runs: int, network) -> int:
-    """Members a unit (or a task's units) of at most `runs` runs of `network` is trained with:
-    MLP units of nets of at most `PAD_MACS` multiply-adds per member and example are padded
-    to `MLP_SLOTS`, all others train their runs. Measured (CPU seconds per digits epoch with a
-    record, batch 64, one single-threaded worker, deep-remedies' units): padding costs
-    little up to 20x8 (1.5 k MACs: 0.027 s with 1 member, 0.079 s with 8; a compile it saves
-    is ~17 s), and the member's multiply-adds beyond it (20x64, 83 k MACs: ...; 50x128,
-    808 k MACs: ... s with 1 member, ... s with 8). Every reference preset's nets are below
-    (at most 20x8 on MNIST's inputs: ~7.6 k MACs), so they keep their 8-member programs."""
+    """Members a unit (a task's units) of at most `runs` runs of `network` trains with: MLP
+    units of nets of at most `PAD_MACS` multiply-adds per member and example are padded to
+    `MLP_SLOTS`; all others train exactly their runs. Measured (CPU seconds per digits epoch
+    with its record, batch 64, one single-threaded worker, deep-remedies' groups, 2026-12-07;
+    members = max(runs, slots)): 20x8 (1.5 k MACs) 0.027 with 1 member, 0.079 with 8; 20x32
+    (21 k) 0.087 with 3, 0.23 with 8; 20x64 (80 k) 0.16 / 0.68; 20x128 (316 k) 0.76 / 2.5;
+    50x128 (808 k) 2.3 / 7.1. Padding a 20x8 unit costs 0.4 s over 8 digits epochs, against
+    the ~17 s compile of another grid size that it saves; from ~16 k MACs on (20x32: 1.6 s on
+    digits, ~11 s on 10000 MNIST examples) it costs a compile's worth per unit. Every
+    reference preset's net is far below (at most 20x8: 7.6 k MACs on MNIST's raw pixels)."""
     if kind != "mlp":
         return runs
     return max(runs, MLP_SLOTS) if sum(_macs(network).values()) <= PAD_MACS else runs
