@@ -518,7 +518,7 @@ def measure(preset: str, dataset: str, epochs: int, train_size: int | None = Non
     model = run.model_spec().build(arrays.x_train.shape[1:], arrays.n_classes)
     group = [r.member() for r in spec.expand() if r.group == run.group]
     members = group if gpu else group[:runner.MLP_SLOTS] if key.kind == "mlp" else group[:1]
-    slots = runner.grid_slots(key.kind, len(members))
+    slots = runner.grid_slots(key.kind, len(members), model)
     clock = time.perf_counter if gpu else time.process_time
     costs = runner.cost_model(gpu)
 

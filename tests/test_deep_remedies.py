@@ -187,3 +187,6 @@ def test_the_page_shows_the_deep_claims_and_figures(tmp_path):
     for claim in ("isometry", "kernel-shaped-trains", "alpha-below-remedies", "narrow-theory", "remedy-factors"):
         assert f'id="claim-{claim}"' in page
     assert 'id="claim-trainable-depth"' not in page and (out / "figures" / "remedies_vs_depth.png").exists()
+    # the synthetic runs record no gradients: the diagnosis and the factors' claim say so, and what to record
+    assert "KeyError" not in page and "holds no gradient records" in page and "with the grad_norm probe" in page
+    assert "hold no gradient records" in page and "with the grad_moments probe" in page

@@ -175,11 +175,24 @@ def test_experiments_with_big_reports_finish_training_first(tmp_path):
     assert rest == sorted(rest, key=lambda name: name != "deep"), rest
 
 
-def test_small_mlp_units_train_padded_grids():
+def test_small_mlp_units_train_padded_grids_and_large_ones_their_runs():
+    """Padding to 8 members shares one program between units of 1-8 runs of a small net; a
+    large net's members cost their multiply-adds, so its units train their runs. Every preset's
+    MLP units but deep-remedies' (50x128 and 20x128 nets) keep their 8-member grids, on MNIST's
+    raw 784 pixels too (wider than any input a preset's MLP sees): their numbers do not change."""
+    from vglab import nn
     from vglab.experiments import runner
+    from vglab.experiments.spec import load_spec, preset_names
 
-    assert [runner.grid_slots("mlp", k) for k in (1, 2, 4, 5, 8, 9, 20)] == [8, 8, 8, 8, 8, 9, 20]
-    assert runner.grid_slots("cnn", 1) == 1
+    small, large = nn.mlp(20, 8, 64), nn.mlp(50, 128, 64)
+    assert [runner.grid_slots("mlp", k, small) for k in (1, 2, 4, 5, 8, 9, 20)] == [8, 8, 8, 8, 8, 9, 20]
+    assert [runner.grid_slots("mlp", k, large) for k in (1, 3, 8, 9)] == [1, 3, 8, 9]
+    assert runner.grid_slots("cnn", 1, small) == 1
+    units = {(u.runs[0].model_spec(), len(u.runs)): name for name in preset_names() if name != "deep-remedies"
+             for u in load_spec(name).units(one_run_inputs=runner.ONE_RUN_INPUTS, max_runs=runner.MLP_SLOTS)}
+    unpadded = {name for (model, runs), name in units.items()
+                if model.kind == "mlp" and runner.grid_slots("mlp", runs, model.build((784,), 10)) < 8}
+    assert not unpadded and len({name for name in units.values()}) > 10
 
 
 def test_on_complete_sees_each_experiment_finished_before_the_run_ends(tmp_path, vglab_cache):

@@ -264,6 +264,21 @@ def test_frozen_while_the_gradient_flows_is_the_optimizers_and_thresholds_are_ed
     assert "saturated" in d.missing and "not looked for" in "\n".join(d.lines())
 
 
+def test_results_without_gradient_records_say_so_and_what_to_record():
+    """A grads table with no rows, or rows without the per-layer keys (no `param`), is not an
+    error: the findings read from gradients are not looked for, and the text says which probe
+    records them; the layer factors are still read."""
+    acts = [{"run_id": "r", "epoch": e, "layer": f"l{i}", "layer_index": i, "saturated_frac": 0.99 - i}
+            for e in (0, 1) for i in (0, 1)]  # l1: the output layer
+    for grads in ([], [{"run_id": "r", "epoch": 1, "grad_norm_mean": 0.1}]):
+        d = doctor.diagnose(_results(grads, acts))
+        text = "\n".join(d.lines())
+        for probe in ("grad_moments", "update_size", "grad_signs"):
+            assert f"no gradient records (no per-layer rows in the grads table); train with the {probe} probe" in text
+        assert [(f.finding, f.layer_index) for f in d.findings] == [("saturated", 0)]  # the factors still count
+        assert d.runs[0].checked == ("saturated",)
+
+
 def test_cause_rule_and_a_model_without_derivatives():
     """The level splits into the φ′ product (measured) and the weights' share (the rest)."""
     assert doctor._cause(-11.0, -0.1, -9.0, True) == ("weights", pytest.approx(-8.9))

@@ -132,15 +132,28 @@ def cost_model(on_gpu: bool) -> CostModel:
 
 
 PROBE_BATCH = 512
-# On CPU, MLP units hold at most 8 runs and train as a grid of 8 members (the copies are
-# trained and discarded): so small, extra members cost little, while every distinct
-# size is another program to compile (10-30 s on one core). CNNs are compute-bound.
+# On CPU, MLP units hold at most 8 runs. A small net's unit trains as a grid of 8 members
+# (the copies are trained and discarded): its extra members cost little, while every
+# distinct grid size is another program to compile (10-30 s on one core). A large net's
+# members cost their multiply-adds each, so its unit trains exactly its runs.
 MLP_SLOTS = 8
+PAD_MACS = 16384  # multiply-adds per example of one member, up to which a unit is padded (`grid_slots`)
 
 
-def grid_slots(kind: str, runs: int) -> int:
-    """Members a unit of `runs` runs is trained with."""
-    return max(runs, MLP_SLOTS) if kind == "mlp" else runs
+def grid_slots(kind: str, runs: int, network) -> int:
+    """Members a unit (a task's units) of at most `runs` runs of `network` trains with: MLP
+    units of nets of at most `PAD_MACS` multiply-adds per member and example are padded to
+    `MLP_SLOTS`; all others train exactly their runs. Measured (CPU seconds per digits epoch
+    with its record, batch 64, one single-threaded worker, deep-remedies' groups, 2026-12-07;
+    members = max(runs, slots)): 20x8 (1.5 k MACs) 0.027 with 1 member, 0.079 with 8; 20x32
+    (21 k) 0.087 with 3, 0.23 with 8; 20x64 (80 k) 0.16 / 0.68; 20x128 (316 k) 0.76 / 2.5;
+    50x128 (808 k) 2.3 / 7.1. Padding a 20x8 unit costs 0.4 s over 8 digits epochs, against
+    the ~17 s compile of another grid size that it saves; from ~16 k MACs on (20x32: 1.6 s on
+    digits, ~11 s on 10000 MNIST examples) it costs a compile's worth per unit. Every
+    reference preset's net is far below (at most 20x8: 7.6 k MACs on MNIST's raw pixels)."""
+    if kind != "mlp":
+        return runs
+    return max(runs, MLP_SLOTS) if sum(_macs(network).values()) <= PAD_MACS else runs
 
 
 def default_out(spec: ExperimentSpec, root: Path | str = DEFAULT_ROOT) -> Path:
@@ -218,6 +231,7 @@ class Task:
     model: object  # vglab.experiments.runs.ModelSpec
     config: object  # vglab.train.TrainConfig, shared by the units' runs
     units: tuple  # ((unit id, (Member, ...)), ...)
+    slots: int  # the grid's members, every unit's (`grid_slots` of the task's group: one program)
     live: bool = False  # emit each record's metrics (live TensorBoard events)
 
 
@@ -289,7 +303,7 @@ def train_task(task: Task, emit) -> dict:
     unit_cpu, share = [], 1.0
     for i, (unit_id, members) in enumerate(task.units):
         t0, c0 = time.perf_counter(), time.process_time()
-        results = train_group(model, arrays, list(members), task.config, min_slots=grid_slots(task.data.kind, len(members)),
+        results = train_group(model, arrays, list(members), task.config, min_slots=task.slots,
                               on_epoch=functools.partial(on_epoch, unit_id))
         unit_cpu.append(time.process_time() - c0)
         if i == 0:  # epoch, observe and end_grads have all run
@@ -493,6 +507,7 @@ class _Draft:
 
     compile_s: float
     unit_s: float
+    slots: int  # `grid_slots` of the group
     experiment: int
     data: DataKey
     model: object
@@ -514,20 +529,21 @@ def _drafts(jobs: list[_Job], data_dir, shapes: dict, costs: CostModel) -> tuple
             arrays = shapes[data]
             network = model.build(arrays.x_train.shape[1:], arrays.n_classes)
             layers[j] = max(layers.get(j, 0), len(network.layout().layers))
-            compile_s, unit_s = _costs(network, job.spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                                       grid_slots(data.kind, max(len(u.runs) for u in units)), costs,
-                                       len(penalty_terms([r.member() for u in units for r in u.runs])))
+            slots = grid_slots(data.kind, max(len(u.runs) for u in units), network)
+            compile_s, unit_s = _costs(network, job.spec, arrays.x_train.shape[0], arrays.x_test.shape[0], slots,
+                                       costs, len(penalty_terms([r.member() for u in units for r in u.runs])))
             for chunk in [[u] for u in units] if unit_s > compile_s else [units]:
-                drafts.append(_Draft(compile_s, unit_s, j, data, model, r.train_config(), chunk))
+                drafts.append(_Draft(compile_s, unit_s, slots, j, data, model, r.train_config(), chunk))
     return drafts, layers
 
 
 def _planned(d: _Draft, live: bool) -> PlannedTask:
-    task = Task(d.data, d.model, d.config, tuple((u.id, tuple(r.member() for r in u.runs)) for u in d.units), live)
+    task = Task(d.data, d.model, d.config, tuple((u.id, tuple(r.member() for r in u.runs)) for u in d.units),
+                d.slots, live)
     key = f"{d.units[0].id}+{len(d.units) - 1}" if len(d.units) > 1 else d.units[0].id
     # What the compiled programs depend on (not the init family, the learning rate, the
     # number of epochs or records: see train.loop.train_group).
-    program = (d.data, d.model, grid_slots(d.data.kind, max(len(u.runs) for u in d.units)),
+    program = (d.data, d.model, d.slots,
                replace(d.config, epochs=1, record_every=1, learning_rate=1e-3),
                penalty_terms([m for _, members in task.units for m in members]))
     return PlannedTask(d.compile_s + d.unit_s * len(d.units), key, task, tuple(d.units), program, d.experiment)
@@ -776,7 +792,7 @@ def _plan(jobs: list[_Job], tasks: list[PlannedTask], shapes: dict, place: Place
         depth = len(network.layout().layers)
         layers[j] = max(layers[j], depth)
         f = task_features(network, spec, arrays.x_train.shape[0], arrays.x_test.shape[0],
-                          grid_slots(payload.data.kind, max(len(members) for _, members in payload.units)),
+                          payload.slots,
                           len(program[-1]))
         c, u = estimate(f, costs)
         flagged[j] += flagged_cells(payload, f["records"], depth)

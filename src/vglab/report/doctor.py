@@ -379,22 +379,41 @@ def _model_of(row: pd.Series) -> dict:
             "depth": int(depth) if known(depth) else None}
 
 
+# What a gradient record is keyed by, and per finding read from gradient records: what it
+# is called and the probe that records the column it reads (train.probes).
+GRAD_KEYS = ("run_id", "epoch", "layer_index", "param")
+GRAD_NEEDS = (("vanishing", "vanishing/exploding", "grad_moments"), ("frozen", "frozen", "update_size"),
+              ("dead", "dead", "grad_signs"))
+
+
+def _gradient_records(grads: pd.DataFrame) -> pd.DataFrame:
+    """The grads table, or an empty one keyed by `GRAD_KEYS` where it holds no per-layer
+    gradient record (no rows, or not those keys: a folder trained without gradient probes)."""
+    if grads.empty or not set(GRAD_KEYS) <= set(grads.columns):
+        return pd.DataFrame(columns=list(GRAD_KEYS))
+    return grads
+
+
 def diagnose(res) -> Diagnosis:
     """The findings of every run of `res` (a `Results`; see the module docstring for the rules).
     With each finding's remedies (measured evidence): `vglab.report.remedies.diagnose`."""
     r = _runs_frame(res)
-    g_all, a_all = res.grads, res.activations
+    g_all, a_all = _gradient_records(res.grads), res.activations
     missing = {}
-    if g_all.empty or "grad_abs_mean" not in g_all:
-        missing["vanishing"] = "vanishing/exploding: no per-layer gradient table (grads) in these results"
-    if "update_ratio" not in g_all:
+    if g_all.empty:
+        missing.update((k, f"{what}: these results hold no gradient records (no per-layer rows in the grads "
+                           f"table); train with the {probe} probe to look for it")
+                       for k, what, probe in GRAD_NEEDS)
+    elif "grad_abs_mean" not in g_all:
+        missing["vanishing"] = "vanishing/exploding: the grad_moments probe (mean |g| per layer) was not recorded"
+    if "frozen" not in missing and "update_ratio" not in g_all:
         missing["frozen"] = "frozen: the update_size probe was not recorded"
     if a_all.empty or "saturated_frac" not in a_all:
         missing["saturated"] = "saturated: no layer factors (activations table) were recorded"
     elif a_all["saturated_frac"].isna().all():
         missing["saturated"] = ("saturated: the model records no pre-activations (build its nonlinearity with "
                                 "vglab.nn.activation)")
-    if "zero_frac" not in g_all:
+    if "dead" not in missing and "zero_frac" not in g_all:
         missing["dead"] = "dead: the grad_signs probe (zero fractions) was not recorded"
     grads_by = dict(tuple(g_all.groupby("run_id"))) if len(g_all) else {}
     acts_by = dict(tuple(a_all.groupby("run_id"))) if len(a_all) else {}

@@ -809,6 +809,9 @@ def _fixed(x: dict, none: dict) -> str:
 
 def _factors(avail: dict) -> Outcome:
     preset, res = next(iter(avail.items()))
+    if not {"param", "grad_norm_mean"} <= set(res.grads.columns):
+        return Outcome("not run", f"`{preset}` holds no gradient records (no grad_norm rows in its grads table): "
+                                  "train it with the grad_norm probe to read each remedy's first-layer gradient")
     f = remedy_runs(res)
     rows, nums = [], {}
     for cell in remedy_cells(f):
