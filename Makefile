@@ -23,8 +23,11 @@ run: install
 
 # The whole test suite (slow tests on $VGLAB_DATA or ../shared/data run when either holds the data, skip when not),
 # on two pytest processes: most of its time is single-threaded compiling and process start-up, so on the
-# 2-core CI machine two processes took 802 s where one took 1,131 s (575 tests).
+# 2-core CI machine two processes took 802 s where one took 1,131 s (575 tests). `--dist worksteal`: each
+# process takes one half of the tests in file order (a file's module fixture is built once, not in both,
+# as `load`'s interleaved chunks did) and an idle one takes half of what the other has left. Both share
+# one JAX compilation cache for the run (conftest.py).
 test: $(VENV)/.test-extras
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 .PHONY: install run test

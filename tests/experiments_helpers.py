@@ -2,8 +2,9 @@
 cache, and a way to run the `vglab` command in a subprocess.
 
 The tiny spec trains on 256 digits for 2 epochs with 4-unit MLPs, so every group costs
-about its compile time; the JAX compilation cache (in the session's private cache dir)
-makes every later process load those programs instead of compiling them again.
+about its compile time; the run's JAX compilation cache ($VGLAB_JAX_CACHE, made by the
+root conftest.py for the whole pytest run) makes every later process, in either xdist
+worker, load those programs instead of compiling them again.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def real_data(folder: str) -> Path:
 
 @pytest.fixture(scope="session")
 def vglab_cache(tmp_path_factory) -> Path:
-    """One private vglab cache (PCA, compiled programs) for the session's processes."""
+    """One private vglab cache (PCA, the digits split) for the session's processes (compiled
+    programs go to the run's $VGLAB_JAX_CACHE)."""
     cache = tmp_path_factory.mktemp("vglab-cache")
     old = os.environ.get("VGLAB_CACHE")
     os.environ["VGLAB_CACHE"] = str(cache)

@@ -8,6 +8,7 @@ experiments runner writes them. Doubles as the contract between the store and th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -192,6 +193,25 @@ def _key() -> str:
     return h.hexdigest()[:16]
 
 
+_LOCK = "build.lock"
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold an exclusive lock on `folder` (a file lock: released if the process dies). The
+    fixture takes ~50 s of CPU to build; two xdist workers that both miss the cache used to
+    build it twice at once."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / _LOCK, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def fixture_dirs(cache_root: Path | None = None) -> dict[str, Path]:
     """The fixture, built once per test process. With `cache_root` (pytest's cache folder)
     it is kept there between sessions, keyed by a hash of the sources it depends on; else
@@ -203,18 +223,15 @@ def fixture_dirs(cache_root: Path | None = None) -> dict[str, Path]:
 
     if cache_root is not None:
         final = Path(cache_root) / _key()
-        if (final / "COMPLETE").exists():
-            _BUILT["dirs"] = {p: final / p for p in FIXTURE_PRESETS}
-            return _BUILT["dirs"]
-        for old in Path(cache_root).iterdir() if Path(cache_root).exists() else []:
-            shutil.rmtree(old, ignore_errors=True)  # stale builds
-        work = Path(tempfile.mkdtemp(prefix="build-", dir=cache_root))
-        build_fixture(work)
-        (work / "COMPLETE").write_text("")
-        try:
-            work.rename(final)
-        except OSError:  # another process finished first
-            shutil.rmtree(work, ignore_errors=True)
+        with _locked(Path(cache_root)):  # the other xdist worker waits for this build, not repeats it
+            if not (final / "COMPLETE").exists():
+                for old in Path(cache_root).iterdir():
+                    if old.name != _LOCK:
+                        shutil.rmtree(old, ignore_errors=True)  # stale builds
+                work = Path(tempfile.mkdtemp(prefix="build-", dir=cache_root))
+                build_fixture(work)
+                (work / "COMPLETE").write_text("")
+                work.rename(final)
         _BUILT["dirs"] = {p: final / p for p in FIXTURE_PRESETS}
         return _BUILT["dirs"]
     import atexit

@@ -119,10 +119,13 @@ def test_a_gpu_plan_uses_the_gpu_calibration(monkeypatch, vglab_cache):
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, vglab_cache):
+    from typer.testing import CliRunner  # in-process: the command's code, without ~3 s of CPU starting Python
+
+    from vglab.cli import app
+
     spec = write_spec(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "vglab.cli", "run", str(spec), "--out", str(tmp_path / "out"),
-                           "--dry-run"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    proc = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "out"), "--dry-run"])
+    assert proc.exit_code == 0, proc.output
     assert proc.stdout.startswith("plan: 1 experiment, 8 runs to train on ")
     assert "tiny" in proc.stdout and "estimated time:" in proc.stdout
     assert not (tmp_path / "out").exists()
