@@ -77,15 +77,21 @@ def hist_bins(a):
 # --------------------------------------------------------------------------- gradients
 # What an entry contributes to its tensor's sums at one step: (the array it reads, the
 # elementwise feature). "g": the gradient; "u": the step's parameter update; "p": the
-# parameters before the step. The counts are written with sign (0 for zeros, and for the
-# subnormals that XLA on CPU flushes, as g == 0 and g > 0 see them) rather than with a
-# comparison: XLA's CPU backend fuses sign, abs, max and arithmetic into its vectorized
-# (YNNPACK) reductions, but not a comparison or conversion, which cost a kernel and an
-# array each; and no two features share a subexpression (XLA would materialize it).
+# parameters before the step. The counts are written with arithmetic (0 for zeros, and for
+# the subnormals that XLA on CPU flushes, as g == 0 and g > 0 see them) rather than with a
+# comparison: XLA's CPU backend fuses sign, abs, min, max and arithmetic into its
+# vectorized (YNNPACK) reductions, but not a comparison or conversion, which cost a kernel
+# and an array each; and no two features share a subexpression (XLA would materialize it:
+# sum_sq was |g| * |g|, which wrote |g| out for sum_abs and read it twice). n_pos is
+# relu(min(g * 2^127, 1)) (1 for every normal g > 0, inf included; NaN stays NaN): the
+# sign(max(g, 0)) it replaced cost 1.66 ms on a 1 M-entry gradient against 0.28 ms (one
+# core, busy machine), and the five gradient features together 3.3-3.6 ms against 2.4-2.8
+# (in the whole watched step of the 1.2 M-parameter char LM the difference stayed within a
+# busy machine's noise: moments +41 and +45 % against +47 and +44 %).
 SUM_FEATURES = {
-    "sum": ("g", lambda g: g), "sum_sq": ("g", lambda g: jnp.abs(g) * jnp.abs(g)), "sum_abs": ("g", jnp.abs),
+    "sum": ("g", lambda g: g), "sum_sq": ("g", lambda g: g * g), "sum_abs": ("g", jnp.abs),
     "n_zero": ("g", lambda g: 1.0 - jnp.abs(jnp.sign(g))),
-    "n_pos": ("g", lambda g: jnp.sign(jnp.maximum(g, 0.0))),
+    "n_pos": ("g", lambda g: jax.nn.relu(jnp.minimum(g * jnp.float32(2.0 ** 127), 1.0))),
     "update_sq": ("u", lambda u: u * u), "param_sq": ("p", lambda p: p * p),
 }
 SUM_COLUMNS = tuple(n for n, (source, _) in SUM_FEATURES.items() if source == "g")  # the gradient's
