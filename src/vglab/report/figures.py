@@ -31,6 +31,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from vglab.data.files import write_via  # noqa: E402
 from vglab.data.own import dataset_name  # noqa: E402
 from vglab.report import tables, theory  # noqa: E402
+from vglab.schema import REPORT_PANELS  # noqa: E402
 
 BAND_NOTE = "line: mean over seeds · band: min–max over seeds"
 RC = {"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -217,8 +218,8 @@ def _note(fig, text):
 
 
 def _title(fig, res, text, shared=""):
-    preset = res.spec.get("preset", "") if isinstance(res.spec, dict) else ""
-    ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
+    preset = res.info.preset
+    ds = dataset_name(res.info.dataset)  # a path: its short name
     head = tables.in_x_unit(res, text) + (f" — {preset}" if preset else "") + (f" ({ds})" if ds else "")
     fig.suptitle(head + (f"\n{shared}" if shared else ""), fontsize=10)
 
@@ -931,7 +932,7 @@ def _layer_axes(axes, drawn: pd.DataFrame, depths: set) -> None:
 
 
 # ------------------------------------------------------------- the instruments
-MAX_PANELS = 6  # per-configuration panel figures show at most this many configurations
+MAX_PANELS = REPORT_PANELS  # per-configuration panel figures show at most this many (`vglab.schema`: the plan prices it)
 MAX_LINES = 8  # line figures colour at most this many configurations distinctly (more: a colour ramp)
 
 
