@@ -1,8 +1,9 @@
 """Instruments: one function per figure type. Each takes a `Results` (plus options) and
 returns a matplotlib `Figure`; `save(fig, stem)` writes `stem.png` (and `stem.svg` on request).
 
-`INSTRUMENTS` is the one registry the report reads (Cockpit style): each `Instrument`
-declares what it needs from the results, the function that draws it and its caption.
+`INSTRUMENTS` lists the standard figures (Cockpit style): each `Instrument` declares what
+it needs from the results, the function that draws it and its caption. The report reads
+them with the why pages' from the one registry, `vglab.report.registry.INSTRUMENTS`.
 
 Runs are grouped by `label`; the line is the mean over seeds and the shaded band spans
 the min–max over seeds (the band's meaning is written on every figure). Figures are
@@ -948,7 +949,8 @@ class Use:
 class Instrument:
     """One figure type: what it needs from the results (`needs(res)` -> a `Use`, or None
     when these results cannot show it), the function that draws it, and what it shows.
-    The report draws every instrument whose needs are met, in the order of INSTRUMENTS."""
+    The report draws every instrument whose needs are met, in the order of
+    `registry.INSTRUMENTS`."""
 
     name: str
     draw: Callable[..., Figure]
