@@ -340,7 +340,7 @@ def _mean_field(row: pd.Series, res, label: str) -> dict | None:
     try:
         depth, width = int(row["depth"]), int(row["width"])
         sw2 = width * theory.weight_variance(spec, width, width)
-        sb2 = theory.bias_variance(row.get("bias_init"), spec)
+        sb2 = theory.run_bias_variance(row, spec)  # stored in run.json; older runs: from the label
         ds = theory.depth_scales(act, float(row.get("alpha", 1.0) or 1.0), sw2, sb2)
     except (ValueError, TypeError, KeyError):
         return None

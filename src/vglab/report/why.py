@@ -498,8 +498,7 @@ def _trainability_maps(res) -> list[TrainabilityMap]:
     for (width, alpha, act), g in f.groupby(["width", "alpha", "activation"], sort=True):
         depths = np.array(sorted(g["depth"].astype(int).unique()))
         sw = np.array(sorted(g["init_scale"].astype(float).unique()))
-        stored = theory.stored_inputs(g.iloc[0])  # σ_b² as the runner stored it; older runs: from the label
-        sb2 = stored[2] if stored is not None else theory.bias_variance(str(g["bias_init"].iloc[0]))
+        sb2 = theory.run_bias_variance(g.iloc[0])  # as the runner stored it; older runs: from the label
         acc = np.full((depths.size, sw.size), np.nan)
         per = [[{} for _ in sw] for _ in depths]
         for (d, s), c in g.groupby([g["depth"].astype(int), g["init_scale"].astype(float)]):
