@@ -23,6 +23,7 @@ def test_each_claim_is_checked_on_presets_of_its_own_list_s_section():
         for c in listed:
             assert {registry.section_of(p) for p in c.presets} == {section}, (c.id, c.presets)
         assert registry.section_claims(section) == tuple(listed)
+        assert set(registry.section_presets(section)) == set(presets.in_section(section))
     assert registry.CLAIMS == (*claims.CLAIMS, *why.WHY_CLAIMS)
 
 

@@ -28,7 +28,6 @@ import numpy as np
 
 from vglab.data import files
 from vglab.data.own import dataset_name
-from vglab.experiments.presets import in_section
 from vglab.report import claims as claims_mod
 from vglab.report import figures as F
 from vglab.report import registry, tables, theory
@@ -496,7 +495,7 @@ def _why_index_html(loaded: dict, pages: dict) -> list[str]:
     reference study's; a line saying how to run them when none of their presets ran."""
     head = '<h2 id="why">Why the remedies work or fail</h2>'
     if not any(registry.section_of(p) == registry.WHY for p in loaded):
-        return [head, "<p>Not run: <code>vglab reproduce --presets " + ",".join(in_section(registry.WHY)) + "</code> checks "
+        return [head, "<p>Not run: <code>vglab reproduce --presets " + ",".join(registry.section_presets(registry.WHY)) + "</code> checks "
                 "the optimizer's part, the rescaling identity, trainability against mean-field theory and which "
                 "remedy trains the deep net.</p>"]
     pairs = claims_mod.evaluate(loaded, registry.section_claims(registry.WHY))

@@ -47,6 +47,12 @@ def section_claims(section: str) -> tuple[Claim, ...]:
     return tuple(c for c in CLAIMS if names.intersection(c.presets))
 
 
+def section_presets(section: str) -> tuple[str, ...]:
+    """The presets of a section in the order its claims name them (the order `vglab reproduce
+    --presets` is suggested in)."""
+    return tuple(dict.fromkeys(p for c in section_claims(section) for p in c.presets))
+
+
 @dataclass(frozen=True)
 class Page:
     """What a results page shows for its preset: its section, the claims checked on it."""
