@@ -130,20 +130,6 @@ def test_the_fit_recovers_the_seconds_of_a_known_cost_model():
     assert split.report_s_per_flagged_cell == pytest.approx(truth.report_s_per_flagged_cell, rel=0.05)
 
 
-def test_the_cost_model_s_copies_of_report_facts_match_the_report():
-    """The runner may not import the report (layers): what its page estimate reads of the
-    report, the panels a figure draws, the presets drawing their own page and the
-    Diagnosis' thresholds, must match."""
-    from vglab.experiments import runner
-    from vglab.report import figures, why
-
-    from vglab.report import doctor
-
-    assert runner.REPORT_PANELS == figures.MAX_PANELS
-    assert set(runner.OWN_PAGES) == set(why.PRESETS)
-    assert runner.DIAGNOSIS_DECADES == (doctor.VANISH_DECADES, doctor.EXPLODE_DECADES)
-
-
 def test_the_report_term_follows_the_diagnosis_flagged_cells(tmp_path, monkeypatch, vglab_cache):
     """many-layers on digits with its nets 8 deep (one program; 2 epochs, one seed): the cells
     where the page's Diagnosis looks up a vanishing gradient's layer factors (each

@@ -5,6 +5,9 @@ the results store reads by them, so reading results never imports JAX.
 - `PARAMS`: a layer's tensors, in the order of a histogram's param axis ("w", then "b").
 - The gradient histogram: bin 0 counts exact zeros, bins 1..`HIST_BINS` split log10|g| over
   `HIST_LOG10_RANGE` evenly (`hist_edges`), values outside clipped into the end bins.
+- The report's sizes that the plan prices before training (`experiments.runner`'s cost model)
+  and the report draws by: `REPORT_PANELS`, `VANISH_DECADES`, `EXPLODE_DECADES`. They live
+  here, below both, so neither keeps a copy of the other's.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ import numpy as np
 PARAMS = ("w", "b")
 HIST_LOG10_RANGE = (-12.0, 2.0)  # histogram of log10|g|: 1e-12 .. 1e2
 HIST_BINS = 60
+
+REPORT_PANELS = 6  # a per-configuration panel figure draws at most this many configurations
+VANISH_DECADES = 3.0  # the doctor: a hidden layer's mean |gradient| this many decades below the output layer's
+EXPLODE_DECADES = 1.0  # ... or this many above
 
 
 def hist_edges() -> np.ndarray:

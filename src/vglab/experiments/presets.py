@@ -1,11 +1,19 @@
 """The built-in presets: `presets/*.toml` found by name (`preset_names`, `list_presets`), and
 `REPRODUCE`, the list `vglab reproduce` runs in its order. Reading only TOML, so listing the
 presets imports neither JAX nor the spec's checks.
+
+`preset(name)` is a preset's record, read from its TOML: its spec file, and its `section`, the
+report section that checks its claims ("reference": the study's; "why": the why claims, and
+its page draws its own figures, `own_page`). The claims name their presets
+(`vglab.report.registry`); the plan (`experiments.runner`) reads `own_page` to price the page.
+So a new preset with a claim is its TOML (with its section) and one claims entry.
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -30,10 +38,47 @@ def preset_names() -> list[str]:
     return [n for n in REPRODUCE if n in names] + [n for n in names if n not in REPRODUCE]
 
 
+OWN_PAGE_SECTION = "why"  # a preset of this section draws its own figures (`report.why_figures`)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A built-in preset's record: its spec file and what its TOML says about it."""
+
+    name: str
+    path: Path
+    description: str = ""
+    reference: str = ""
+    section: str = ""  # "reference", "why" or "" (no claims: a plain page)
+
+    @property
+    def own_page(self) -> bool:
+        """Whether its report page draws its own figures instead of the standard instruments."""
+        return self.section == OWN_PAGE_SECTION
+
+
+@functools.lru_cache(maxsize=64)
+def preset(name) -> Preset | None:
+    """The record of the built-in preset `name`, or None when there is none by that name."""
+    path = preset_path(name) if name else None
+    if path is None:
+        return None
+    data = tomllib.loads(path.read_text())
+    return Preset(str(name), path, data.get("description", ""), data.get("reference", ""), data.get("section", ""))
+
+
+def own_page(name) -> bool:
+    """Whether the built-in preset `name` draws its own report page (False for any other name)."""
+    rec = preset(name)
+    return rec is not None and rec.own_page
+
+
+def in_section(section: str) -> tuple[str, ...]:
+    """The built-in presets of a report section, in `preset_names` order."""
+    return tuple(n for n in preset_names() if preset(n).section == section)
+
+
 def list_presets() -> list[dict]:
     """name, description, reference of every built-in preset."""
-    out = []
-    for name in preset_names():
-        data = tomllib.loads((presets_dir() / f"{name}.toml").read_text())
-        out.append({"name": name, "description": data.get("description", ""), "reference": data.get("reference", "")})
-    return out
+    return [{"name": p.name, "description": p.description, "reference": p.reference}
+            for p in map(preset, preset_names())]

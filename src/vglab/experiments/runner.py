@@ -44,11 +44,13 @@ from pathlib import Path
 
 from vglab.experiments.errors import SpecError
 from vglab.experiments.expansion import ExperimentSpec
+from vglab.experiments.presets import own_page
 from vglab.experiments.progress import NoProgress
 from vglab.experiments.runs import Unit
 from vglab.experiments.schema import SETTINGS, check_limit
 from vglab.experiments.spec import check_sizes, load_spec
 from vglab.results import store
+from vglab.schema import EXPLODE_DECADES, REPORT_PANELS, VANISH_DECADES
 from vglab.train import parallel
 from vglab.train.loop import penalty_terms
 
@@ -77,7 +79,7 @@ class CostModel:
     configuration, the configurations capped at REPORT_PANELS (the report draws at most
     that many per figure), plus `report_s_per_config` per configuration uncapped (the
     gradient-flow heatmap draws every one: 2.5 s of rescaling-by-init's 14 s page on MNIST);
-    a page of `OWN_PAGES` draws its own few figures instead, `report_s_own_page`.
+    a preset that draws its own page (`presets.Preset.own_page`) its own few figures instead, `report_s_own_page`.
     The constants live in costs.json (`COSTS_FILE`), fitted by `benchmarks/cost_model.py
     --calibrate` from the CPU seconds that runs record in meta.json."""
 
@@ -98,7 +100,7 @@ class CostModel:
     report_s_per_panel: float = 0.0
     report_s_per_config_panel: float = 0.0
     report_s_per_config: float = 0.0
-    report_s_own_page: float = 0.0  # a page that draws its own figures instead (`OWN_PAGES`)
+    report_s_own_page: float = 0.0  # a page that draws its own figures instead (`presets.Preset.own_page`)
     variant_s: float | None = None  # None: not calibrated (the GPU's), a variant costs a full compile
     variant_s_per_layer: float = 0.0
 
@@ -107,12 +109,9 @@ class CostModel:
 # CPU plan; "gpu": one process on a GPU, reports still drawn on the CPU). Each says what it
 # was measured on ("calibrated", "machine", "date", "versions") and how it was fitted.
 COSTS_FILE = Path(__file__).with_name("costs.json")
-REPORT_PANELS = 6  # = report.figures.MAX_PANELS: configurations a per-configuration figure draws at most
-DIAGNOSIS_DECADES = (3.0, 1.0)  # = report.doctor's VANISH_DECADES, EXPLODE_DECADES: a level that far below / above
 # The share of a network's cells flagged where the theory cannot say: the calibration runs'
 # CNNs had 21-75 % (digits: cnn-large-params 50 of 240, paper-cnn-many-layers 518 of 900).
 UNPREDICTED_SHARE = 0.5
-OWN_PAGES = ("optimizers", "rescaling-identity", "trainability", "deep-remedies")  # = report.why.PRESETS: their own figures
 
 
 def load_costs(device: str, path: Path = COSTS_FILE) -> CostModel:
@@ -714,7 +713,7 @@ def report_features(job: _Job, layers: int, flagged: float = 0.0) -> dict:
     scaled to all)."""
     runs = job.spec.expand()
     return {"runs": len(runs), "configs": len({r.label for r in runs}), "layers": layers,
-            "flagged": round(flagged * len(runs) / max(job.pending_runs, 1)), "own_page": job.spec.preset in OWN_PAGES}
+            "flagged": round(flagged * len(runs) / max(job.pending_runs, 1)), "own_page": own_page(job.spec.preset)}
 
 
 def flagged_cells(payload: Task, records: int, layers: int) -> float:
@@ -759,7 +758,7 @@ def _flagged(activation: str, alpha: float, sigma_w2: float, sigma_b2: float, hi
         return UNPREDICTED_SHARE * hidden
     if not math.isfinite(step):
         return UNPREDICTED_SHARE * hidden
-    return sum(1 for k in range(1, hidden + 1) if k * step <= -DIAGNOSIS_DECADES[0] or k * step >= DIAGNOSIS_DECADES[1])
+    return sum(1 for k in range(1, hidden + 1) if k * step <= -VANISH_DECADES or k * step >= EXPLODE_DECADES)
 
 
 def report_seconds(f: dict, costs: CostModel = CPU_COSTS) -> float:

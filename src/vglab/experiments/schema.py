@@ -8,6 +8,7 @@ A spec file::
 
     description = "one line"         # what it is, and which figure of the reference it reproduces
     reference = "Figure 1"
+    # section = "reference"          # built-in presets only: the report section that checks its claims
     dataset = "digits"               # run settings: shared by every run of the experiment
     epochs = 20
     seeds = 3                        # 3 means [0, 1, 2]; or a list
@@ -59,7 +60,7 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -434,6 +435,9 @@ class SpecFile(Settings, Arm):
     name: str | None = None
     description: str = ""
     reference: str = ""
+    # A built-in preset's report section (`experiments.presets.Preset`): "reference" (the study's
+    # claims), "why" (the why claims, and the page draws its own figures) or none.
+    section: Literal["", "reference", "why"] = ""
     arms: list[Arm] | None = None
     datasets: dict[str, Settings] | None = None
 
@@ -515,7 +519,7 @@ def one_line(e: ValidationError, source: str) -> str:
         elif where.startswith("arms"):
             allowed = ARM_KEYS
         else:
-            allowed = ("name", "description", "reference") + SETTINGS + ARM_KEYS + ("arms", "datasets")
+            allowed = ("name", "description", "reference", "section") + SETTINGS + ARM_KEYS + ("arms", "datasets")
         place = f" in {where}" if where else ""
         return f"{source}: unknown key {key!r}{place}; allowed keys: {', '.join(allowed)}{more}"
     msg = err["msg"].removeprefix("Value error, ")

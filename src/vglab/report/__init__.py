@@ -4,7 +4,9 @@
     >>> write_report("results/large-params")          # -> results/large-params/report.html
 
 - `figures.py`: one function per figure type, each `Results -> matplotlib Figure`; `save`;
-  `INSTRUMENTS`, the one registry of figures (what each needs, draws and shows).
+  `INSTRUMENTS`, the standard figures (what each needs, draws and shows).
+- `registry.py`: the one registry: every claim and every instrument, and what a preset's page
+  shows (`page`: its section, read from the preset's TOML, and its claims).
 - `claims.py`: the reference study's claims as rules over the results -> verdicts.
 - `theory.py`: mean-field signal propagation (Poole et al. 2016; Schoenholz et al. 2017): per-layer
   gradient decay, the fixed points q* and c*, χ_1, the depth scale ξ_c and the trainable depth 6 ξ_c.

@@ -142,9 +142,9 @@ def _sig(a) -> bool:
 
 def _finals(res) -> pd.DataFrame:
     key = "_claims_final"
-    if key not in res._cache:
-        res._cache[key] = tables.final(res)
-    return res._cache[key]
+    if key not in res.cache:
+        res.cache[key] = tables.final(res)
+    return res.cache[key]
 
 
 def _acc(rows: pd.DataFrame) -> dict:
@@ -757,8 +757,8 @@ def by_id(claim_id: str) -> Claim:
 
 
 def preset_of(res) -> str | None:
-    p = (res.spec.get("preset") or res.spec.get("name")) if isinstance(res.spec, dict) else None
-    return str(p) if p else None
+    """The preset the results ran, the key its claims are found by (a spec file's: its name)."""
+    return res.info.preset or res.info.name or None
 
 
 def evaluate(results, claims=None) -> list[tuple[Claim, Outcome]]:

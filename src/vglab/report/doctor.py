@@ -60,9 +60,8 @@ import pandas as pd
 
 from vglab.report import claims as claims_mod
 from vglab.report import tables, theory
+from vglab.schema import EXPLODE_DECADES, VANISH_DECADES  # one home: the cost model prices them too
 
-VANISH_DECADES = 3.0  # a hidden layer's mean |gradient| this many decades below the output layer's
-EXPLODE_DECADES = 1.0  # ... or this many above
 SATURATED_FRAC = 0.5  # fraction of (unit, probe example) with φ' < 0.01
 DEAD_FRAC = 0.4  # fraction of a ReLU layer's units with an exactly zero gradient (mean over the epoch's steps)
 FROZEN_RATIO = 1e-7  # ‖Δθ‖/‖θ‖ per step below float32's relative resolution (2^-23 = 1.2e-7)
@@ -341,7 +340,7 @@ def _mean_field(row: pd.Series, res, label: str) -> dict | None:
     try:
         depth, width = int(row["depth"]), int(row["width"])
         sw2 = width * theory.weight_variance(spec, width, width)
-        sb2 = theory.bias_variance(row.get("bias_init"), spec)
+        sb2 = theory.run_bias_variance(row, spec)  # stored in run.json; older runs: from the label
         ds = theory.depth_scales(act, float(row.get("alpha", 1.0) or 1.0), sw2, sb2)
     except (ValueError, TypeError, KeyError):
         return None

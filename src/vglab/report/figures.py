@@ -1,8 +1,9 @@
 """Instruments: one function per figure type. Each takes a `Results` (plus options) and
 returns a matplotlib `Figure`; `save(fig, stem)` writes `stem.png` (and `stem.svg` on request).
 
-`INSTRUMENTS` is the one registry the report reads (Cockpit style): each `Instrument`
-declares what it needs from the results, the function that draws it and its caption.
+`INSTRUMENTS` lists the standard figures (Cockpit style): each `Instrument` declares what
+it needs from the results, the function that draws it and its caption. The report reads
+them with the why pages' from the one registry, `vglab.report.registry.INSTRUMENTS`.
 
 Runs are grouped by `label`; the line is the mean over seeds and the shaded band spans
 the min–max over seeds (the band's meaning is written on every figure). Figures are
@@ -31,6 +32,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from vglab.data.files import write_via  # noqa: E402
 from vglab.data.own import dataset_name  # noqa: E402
 from vglab.report import tables, theory  # noqa: E402
+from vglab.schema import REPORT_PANELS  # noqa: E402
 
 BAND_NOTE = "line: mean over seeds · band: min–max over seeds"
 RC = {"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -217,8 +219,8 @@ def _note(fig, text):
 
 
 def _title(fig, res, text, shared=""):
-    preset = res.spec.get("preset", "") if isinstance(res.spec, dict) else ""
-    ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
+    preset = res.info.preset
+    ds = dataset_name(res.info.dataset)  # a path: its short name
     head = tables.in_x_unit(res, text) + (f" — {preset}" if preset else "") + (f" ({ds})" if ds else "")
     fig.suptitle(head + (f"\n{shared}" if shared else ""), fontsize=10)
 
@@ -931,7 +933,7 @@ def _layer_axes(axes, drawn: pd.DataFrame, depths: set) -> None:
 
 
 # ------------------------------------------------------------- the instruments
-MAX_PANELS = 6  # per-configuration panel figures show at most this many configurations
+MAX_PANELS = REPORT_PANELS  # per-configuration panel figures show at most this many (`vglab.schema`: the plan prices it)
 MAX_LINES = 8  # line figures colour at most this many configurations distinctly (more: a colour ramp)
 
 
@@ -947,7 +949,8 @@ class Use:
 class Instrument:
     """One figure type: what it needs from the results (`needs(res)` -> a `Use`, or None
     when these results cannot show it), the function that draws it, and what it shows.
-    The report draws every instrument whose needs are met, in the order of INSTRUMENTS."""
+    The report draws every instrument whose needs are met, in the order of
+    `registry.INSTRUMENTS`."""
 
     name: str
     draw: Callable[..., Figure]

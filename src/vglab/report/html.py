@@ -30,9 +30,7 @@ from vglab.data import files
 from vglab.data.own import dataset_name
 from vglab.report import claims as claims_mod
 from vglab.report import figures as F
-from vglab.report import tables, theory
-from vglab.report import why as why_mod
-from vglab.report import why_figures
+from vglab.report import registry, tables, theory
 
 CSS = """
 :root { --fg:#1d232b; --muted:#5b6673; --line:#e3e7ec; --bg:#fff; --soft:#f6f8fa; --accent:#2458a6; }
@@ -115,7 +113,7 @@ class DrawnFigure:
     cpu_seconds: float = 0.0  # drawing and saving it (this process), for the cost model (meta.json "report")
 
 
-def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS, instruments=F.INSTRUMENTS) -> list[DrawnFigure]:
+def _render_figures(res, fig_dir: Path, formats=FIGURE_FORMATS, instruments=registry.INSTRUMENTS) -> list[DrawnFigure]:
     out = []
     for inst in instruments:
         use = inst.needs(res)
@@ -291,8 +289,16 @@ def _index_link(results_dir: Path, index) -> str:
     return f'<nav class="up"><a href="{_esc(rel)}">← all experiments (index)</a></nav>'
 
 
-def _is_reference_preset(preset: str | None) -> bool:
-    return any(claims_mod.relevant(c, preset) for c in claims_mod.CLAIMS)
+def _claims_html(pg: registry.Page, res) -> list[str]:
+    """The page's claims (`registry.page`): its section's, checked on these results."""
+    if not pg.section:
+        return [f"<p>{_esc(pg.preset)} is not one of the reference study's presets, so no claim of the study is "
+                "checked on it; its runs and figures follow.</p>"]
+    out = [_claims_table(claims_mod.evaluate({pg.preset: res}, pg.claims))]
+    if pg.section == registry.REFERENCE:
+        out.append(f'<p class="rule">{_esc(claims_mod.DIVERGED_NOTE)} The other claims of the reference study are '
+                   "checked on other presets: see the index page of <code>vglab reproduce</code>.</p>")
+    return out
 
 
 def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> Path:
@@ -306,13 +312,12 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
     res = load(results_dir)
     load_cpu = time.process_time() - cpu0
     preset = claims_mod.preset_of(res) or results_dir.name
-    ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
-    why_page = preset in why_mod.PRESETS  # the why presets draw their own figures (`why_figures.INSTRUMENTS`)
-    figs = _render_figures(res, results_dir / "figures", figure_formats,
-                           instruments=why_figures.INSTRUMENTS if why_page else F.INSTRUMENTS)
+    ds = dataset_name(res.info.dataset)  # a path: its short name
+    pg = registry.page(preset)  # its section's claims; `registry.INSTRUMENTS` decide by their needs what is drawn
+    figs = _render_figures(res, results_dir / "figures", figure_formats)
     _write_summary_csv(res, results_dir / SUMMARY_CSV)
-    desc = res.spec.get("description", "") if isinstance(res.spec, dict) else ""
-    reference = res.spec.get("reference", "") if isinstance(res.spec, dict) else ""
+    desc = res.info.description
+    reference = res.info.reference
 
     parts = [_index_link(results_dir, index), f"<h1>{_esc(preset)}</h1>",
              f'<p class="sub">{_esc(desc + " · " if desc else "")}dataset {_esc(ds or "?")} · '
@@ -321,20 +326,9 @@ def write_report(results_dir, *, figure_formats=FIGURE_FORMATS, index=None) -> P
              '<nav class="toc"><a href="#diagnosis">Diagnosis</a><a href="#claims">Claims</a><a href="#runs">Runs</a>'
              '<a href="#figures">Figures</a><a href="#config">Configuration</a><a href="#meta">Versions and timing</a>'
              '</nav>', _diagnosis_html(res, results_dir),
-             '<h2 id="claims">Claims of the reference study</h2>']
-    if _is_reference_preset(preset):
-        pairs = claims_mod.evaluate({preset: res})
-        mine = [(c, o) for c, o in pairs if claims_mod.relevant(c, preset)]
-        parts.append(_claims_table(mine))
-        parts.append(f'<p class="rule">{_esc(claims_mod.DIVERGED_NOTE)} The other claims of the reference study are '
-                     "checked on other presets: see the index page of <code>vglab reproduce</code>.</p>")
-    elif why_page:
-        parts[-1] = '<h2 id="claims">Why: claims checked on this experiment</h2>'
-        parts.append(_claims_table([(c, o) for c, o in why_mod.evaluate({preset: res}) if why_mod.relevant(c, preset)]))
-    else:
-        parts.append(f"<p>{_esc(preset)} is not one of the reference study's presets, so no claim of the study is "
-                     "checked on it; its runs and figures follow.</p>")
-    parts += ['<h2 id="runs">Runs</h2>', _runs_table(res), "" if why_page else _theory_table(res),
+             '<h2 id="claims">' + ("Why: claims checked on this experiment" if pg.section == registry.WHY
+                                   else "Claims of the reference study") + "</h2>", *_claims_html(pg, res)]
+    parts += ['<h2 id="runs">Runs</h2>', _runs_table(res), "" if pg.own_page else _theory_table(res),
               '<h2 id="figures">Figures</h2>']
     if not figs:
         parts.append("<p>No figures: these results hold no per-epoch data.</p>")
@@ -427,7 +421,7 @@ def render_index(results_dirs, out, refresh_pages: bool = True, figure_formats=F
         rel = Path(os.path.relpath(d / "report.html", out.parent)).as_posix()
         pages.setdefault(preset, rel)
         loaded.setdefault(preset, res)
-        ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
+        ds = dataset_name(res.info.dataset)  # a path: its short name
         if ds and ds not in datasets:
             datasets.append(ds)
         s = tables.summary(res)
@@ -467,8 +461,9 @@ def _forest_html(pairs, loaded: dict, out: Path, figure_formats) -> str:
     from vglab.report import forest
 
     shown = [(c, o) for c, o in pairs if o.verdict != "not run"]
-    shown += [(c, o) for c, o in why_mod.evaluate(loaded) if o.verdict != "not run"] if any(
-        p in loaded for p in why_mod.PRESETS) else []
+    why_claims = registry.section_claims(registry.WHY)
+    shown += [(c, o) for c, o in claims_mod.evaluate(loaded, why_claims) if o.verdict != "not run"] if any(
+        registry.section_of(p) == registry.WHY for p in loaded) else []
     try:
         fig = forest.forest(shown, loaded)
     except F.NoData:
@@ -499,11 +494,11 @@ def _why_index_html(loaded: dict, pages: dict) -> list[str]:
     """The index's "Why" section: the why claims (`vglab.report.why`), apart from the
     reference study's; a line saying how to run them when none of their presets ran."""
     head = '<h2 id="why">Why the remedies work or fail</h2>'
-    if not any(p in loaded for p in why_mod.PRESETS):
-        return [head, "<p>Not run: <code>vglab reproduce --presets " + ",".join(why_mod.PRESETS) + "</code> checks "
+    if not any(registry.section_of(p) == registry.WHY for p in loaded):
+        return [head, "<p>Not run: <code>vglab reproduce --presets " + ",".join(registry.section_presets(registry.WHY)) + "</code> checks "
                 "the optimizer's part, the rescaling identity, trainability against mean-field theory and which "
                 "remedy trains the deep net.</p>"]
-    pairs = why_mod.evaluate(loaded)
+    pairs = claims_mod.evaluate(loaded, registry.section_claims(registry.WHY))
     counts = {v: sum(o.verdict == v for _, o in pairs) for v in claims_mod.VERDICTS}
     tally = " · ".join(f"{_verdict(v)} {n}" for v, n in counts.items() if n)
     return [head, f'<p class="sub">{len(pairs)} claims · {tally}</p>',

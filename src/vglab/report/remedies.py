@@ -369,7 +369,7 @@ def compare(kind: str, base: ArmRuns, arm: ArmRuns, remedy: str, change: dict, a
 def _about(row: pd.Series, base: str, source: str, res) -> dict:
     ds = row.get("dataset")
     if ds is None or (isinstance(ds, float) and math.isnan(ds)):
-        ds = res.spec.get("dataset") if isinstance(res.spec, dict) else "?"
+        ds = res.info.dataset or None
     ep, depth = row.get("epochs"), row.get("depth")
     return {"baseline": base, "source": source, "dataset": str(ds),
             "epochs": int(ep) if ep is not None and pd.notna(ep) else 0,

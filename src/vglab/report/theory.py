@@ -326,6 +326,17 @@ def bias_variance(label: str | None, weight_spec: str | None = None) -> float:
     raise ValueError(f"cannot read the bias init {label!r}")
 
 
+def run_bias_variance(row, weight_spec: str | None = None) -> float:
+    """σ_b² of one run: as the runner stored it when it trained it (run.json `bias_var`, the
+    bias law's variance); only runs stored before that column read it from their init label
+    (`bias_variance`)."""
+    stored = row.get("bias_var")
+    if stored is not None and np.isfinite(float(stored)):
+        return float(stored)
+    label = row.get("bias_init")
+    return bias_variance(label if isinstance(label, str) else None, weight_spec)
+
+
 # ------------------------------------------------------------------------- predict
 @dataclass
 class Prediction:

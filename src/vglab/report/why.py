@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from vglab.experiments.presets import in_section
 from vglab.report import claims, stats, tables, theory
 from vglab.report.claims import CHANCE_MARGIN, HELPS, RAISES_GRAD, SHALLOW_LEARNS, WITHIN, Claim, Outcome
 
@@ -44,7 +45,7 @@ OPTIMIZERS = "optimizers"
 RESCALING_IDENTITY = "rescaling-identity"
 TRAINABILITY = "trainability"
 DEEP_REMEDIES = "deep-remedies"
-PRESETS = (OPTIMIZERS, RESCALING_IDENTITY, TRAINABILITY, DEEP_REMEDIES)
+PRESETS = in_section("why")  # read from the presets' TOML (`section = "why"`), not listed here
 TWIN_MODEL = "vglab.nn.rescaling:twin"
 
 
@@ -55,8 +56,8 @@ def runs(res) -> pd.DataFrame:
     model_args of `vglab.nn.rescaling:twin` runs; form "alpha-net" for a built-in network at
     α != 1, "standard" at α = 1) and opt_label. Cached on the results."""
     key = "_why_runs"
-    if key in res._cache:
-        return res._cache[key]
+    if key in res.cache:
+        return res.cache[key]
     f = tables.final(res).copy()
     specs = [json.loads(s) if isinstance(s, str) and s else {} for s in f.get("optimizer_spec", pd.Series([""] * len(f)))]
     f["opt_name"] = [s.get("name", "adam") for s in specs]
@@ -78,7 +79,7 @@ def runs(res) -> pd.DataFrame:
     f["twin_form"], f["twin_alpha"] = forms, alphas
     f["opt_label"] = [_opt_label(n, m, e, lr) for n, m, e, lr in
                       zip(f["opt_name"], f["opt_momentum"], f["opt_eps"], f["learning_rate"].astype(float))]
-    res._cache[key] = f
+    res.cache[key] = f
     return f
 
 
@@ -482,9 +483,9 @@ def trainability_maps(res) -> list[TrainabilityMap]:
     """The heat maps of a trainability experiment: one per (width, α), tanh-type MLPs under
     normal(sigma_w2=...) weights (σ_w² from `init_scale`), σ_b² from the bias law. Cached on
     the results (the chaotic phase's depth scales take ~0.1-0.5 s per σ_w²)."""
-    if "_why_maps" not in res._cache:
-        res._cache["_why_maps"] = _trainability_maps(res)
-    return res._cache["_why_maps"]
+    if "_why_maps" not in res.cache:
+        res.cache["_why_maps"] = _trainability_maps(res)
+    return res.cache["_why_maps"]
 
 
 def _trainability_maps(res) -> list[TrainabilityMap]:
@@ -497,8 +498,7 @@ def _trainability_maps(res) -> list[TrainabilityMap]:
     for (width, alpha, act), g in f.groupby(["width", "alpha", "activation"], sort=True):
         depths = np.array(sorted(g["depth"].astype(int).unique()))
         sw = np.array(sorted(g["init_scale"].astype(float).unique()))
-        stored = theory.stored_inputs(g.iloc[0])  # σ_b² as the runner stored it; older runs: from the label
-        sb2 = stored[2] if stored is not None else theory.bias_variance(str(g["bias_init"].iloc[0]))
+        sb2 = theory.run_bias_variance(g.iloc[0])  # as the runner stored it; older runs: from the label
         acc = np.full((depths.size, sw.size), np.nan)
         per = [[{} for _ in sw] for _ in depths]
         for (d, s), c in g.groupby([g["depth"].astype(int), g["init_scale"].astype(float)]):
@@ -582,15 +582,15 @@ def remedy_runs(res) -> pd.DataFrame:
     """The final-epoch table of built-in MLPs with `remedy` (`remedy_of`) and `base` (the
     activation a TAT one is made from). Cached on the results."""
     key = "_why_remedies"
-    if key not in res._cache:
+    if key not in res.cache:
         f = runs(res)
         f = f[f["network"].astype(str) == "mlp"].copy()
         for col, default in (("residual", 0.0), ("norm", "none")):
             f[col] = f[col].fillna(default) if col in f else default
         f["remedy"] = [remedy_of(r) for _, r in f.iterrows()] if len(f) else []
         f["base"] = [m.group(1) if (m := _TAT.match(str(a))) else str(a) for a in f["activation"]]
-        res._cache[key] = f
-    return res._cache[key]
+        res.cache[key] = f
+    return res.cache[key]
 
 
 def remedy_cells(f: pd.DataFrame) -> list[tuple[str, int, int]]:
@@ -754,8 +754,8 @@ def jacobian_spectra(res, cell, examples: int = JACOBIAN_EXAMPLES) -> dict[str, 
     training started from). Inputs are N(0, E‖x‖²/n_in) per feature, the stored input scale
     (`theory.stored_inputs`): the report does not prepare the dataset again. Cached."""
     key = ("_why_jacobians", cell, examples)
-    if key in res._cache:
-        return res._cache[key]
+    if key in res.cache:
+        return res.cache[key]
     from vglab.nn import init, networks
     from vglab.train import Member, loop
 
@@ -776,7 +776,7 @@ def jacobian_spectra(res, cell, examples: int = JACOBIAN_EXAMPLES) -> dict[str, 
         x = np.random.default_rng(0).normal(0.0, math.sqrt((x2 or n_in / 3) / n_in), (examples, n_in))
         jac = networks.hidden_jacobian(net, loop.initial_params(net, member), x.astype(np.float32), float(r["alpha"]))
         out[remedy] = np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False).ravel()
-    res._cache[key] = out
+    res.cache[key] = out
     return out
 
 

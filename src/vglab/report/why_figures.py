@@ -94,7 +94,7 @@ def trainability_map(res) -> Figure:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False)
     fig.colorbar(mesh, ax=axes.ravel().tolist(), label="final val acc (mean over seeds)", shrink=0.8)
-    ds = dataset_name(res.spec.get("dataset", "")) if isinstance(res.spec, dict) else ""  # a path: its short name
+    ds = dataset_name(res.info.dataset)  # a path: its short name
     fig.suptitle(f"Trainability: final accuracy vs depth and σ_w² (σ_b² = {maps[0].sigma_b2:.3g}) · {ds}")
     return fig
 

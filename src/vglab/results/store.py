@@ -286,6 +286,25 @@ def _remove_empty(dirs: list[Path]) -> None:
 
 
 # ------------------------------------------------------------------------- load
+@dataclass(frozen=True)
+class Info:
+    """What the report shows of an experiment's spec (experiment.toml), typed: its name, the
+    built-in preset it ran (none for a spec file), the dataset as given (a built-in's name or a
+    path), and its description and reference. Empty strings where the spec does not say."""
+
+    name: str = ""
+    preset: str = ""
+    dataset: str = ""
+    description: str = ""
+    reference: str = ""
+
+    @classmethod
+    def of(cls, spec: dict | None) -> "Info":
+        spec = spec or {}
+        return cls(str(spec.get("name") or ""), str(spec.get("preset") or ""), str(spec.get("dataset") or ""),
+                   str(spec.get("description") or ""), str(spec.get("reference") or ""))
+
+
 @dataclass
 class Results:
     """Results read into pandas. Only complete runs are included.
@@ -312,9 +331,14 @@ class Results:
     epochs: pd.DataFrame
     grads: pd.DataFrame
     activations: pd.DataFrame
-    _cache: dict = field(default_factory=dict, repr=False)
+    cache: dict = field(default_factory=dict, repr=False)  # derived tables the report computes once (public)
     folders: dict = field(default_factory=dict, repr=False)  # experiment key -> folder (several folders)
     specs: dict = field(default_factory=dict, repr=False)  # experiment key -> spec (several folders)
+
+    @property
+    def info(self) -> "Info":
+        """The experiment's facts from its spec, typed (`Info`); empty for several folders."""
+        return Info.of(self.spec)
 
     def run_folder(self, run_id: str, experiment: str | None = None) -> Path:
         """The folder of one run (`experiment` picks it when several folders hold `run_id`)."""
