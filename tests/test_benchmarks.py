@@ -28,10 +28,11 @@ def test_gpu_reproduce_runs_every_stage_small_on_the_cpu(tmp_path, vglab_cache):
     assert [int(line.split()[0]) for line in mlp if line.strip()[:1].isdigit()] == [1, 2]
     rows = [line.split() for line in cnn if line.strip()[:1].isdigit()]
     assert [int(r[0]) for r in rows] == [2]
+    assert "(cnn-large-params), all probes, 320 examples, on cpu" in out  # --small: 320 of digits' 1437
     for k, s_epoch, ms_step, model_ep_s, *_ in rows:  # the figures follow from each other (to their printed digits)
         rel = 0.0005 / float(s_epoch) + 0.01
         assert float(model_ep_s) == pytest.approx(int(k) / float(s_epoch), rel=rel)
-        assert float(ms_step) == pytest.approx(1e3 * float(s_epoch) / (1437 // 32), rel=rel)
+        assert float(ms_step) == pytest.approx(1e3 * float(s_epoch) / (320 // 32), rel=rel)
     assert (tmp_path / "out" / "large-params" / "report.html").exists()
 
 
