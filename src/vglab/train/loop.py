@@ -530,12 +530,10 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
                 min_slots: int = 1):
     """Train `members` on `arrays` (a `vglab.data.Arrays`) as one vectorized program.
 
-    `model` is any `vglab.nn.model.Model` (a built-in network or an adapter).
-    `on_epoch(epoch, metrics)` is called after every recorded epoch (epoch 0 = at
-    initialization) with per-member numpy arrays, e.g. for a progress bar. `min_slots`
-    pads every seed's row of the grid to at least that many members (so groups of
-    different sizes can share one compiled program). Returns one `RunResult` per member.
-    """
+    `model` is any `vglab.nn.model.Model` (a built-in network or an adapter). `on_epoch(epoch, metrics)`
+    is called after every recorded epoch (0 = at initialization) with per-member numpy arrays, e.g. for a
+    progress bar. `min_slots` pads every seed's row of the grid to at least that many members (so groups
+    of different sizes can share one compiled program). Returns one `RunResult` per member."""
     x, y = jnp.asarray(arrays.x_train), jnp.asarray(arrays.y_train, jnp.int32)
     x_test, y_test = jnp.asarray(arrays.x_test), jnp.asarray(arrays.y_test, jnp.int32)
     x_probe, y_probe = _probe_subset(x, y, config.probe_batch_size)
@@ -567,15 +565,17 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
             obs["final_grad_first"], obs["final_grad_last"] = end_grads(state["params"], hypers, x_probe, y_probe)
         return {**obs, "alive": state["alive"]}
 
-    state = _grid_init(model, flat, w_law, b_law, optimizer, hypers_np, seeds, keep_initial)
     history = []  # per record: dict of numpy arrays with leading member axis
-    t0 = time.perf_counter()
-    record = jax.device_get(measure(state, _zero_acc(flat, program, slots.shape), 0))
-    record["seconds"] = time.perf_counter() - t0
-    record["epoch"] = 0
-    history.append(per_member(record))
-    if on_epoch:
-        on_epoch(0, history[-1])
+
+    def keep(epoch: int, state, acc, t0: float) -> None:
+        record = jax.device_get(measure(state, acc, epoch))
+        record["seconds"], record["epoch"] = time.perf_counter() - t0, epoch
+        history.append(per_member(record))
+        if on_epoch:
+            on_epoch(epoch, history[-1])
+
+    state = _grid_init(model, flat, w_law, b_law, optimizer, hypers_np, seeds, keep_initial)
+    keep(0, state, _zero_acc(flat, program, slots.shape), time.perf_counter())
     done = 0
     for e in config.record_epochs():
         t0 = time.perf_counter()
@@ -584,12 +584,7 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
             order = np.stack([batch_order(seed, epoch, x.shape[0], config.batch_size) for seed in seeds], 1)
             state, acc = epoch_fn(state, acc, hypers, jnp.asarray(order), x, y)
         done = e
-        record = jax.device_get(measure(state, acc, e))
-        record["seconds"] = time.perf_counter() - t0
-        record["epoch"] = e
-        history.append(per_member(record))
-        if on_epoch:
-            on_epoch(e, history[-1])
+        keep(e, state, acc, t0)
     return [_member_result(layout, history, k) for k in range(len(members))]
 
 
