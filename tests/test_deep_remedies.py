@@ -9,7 +9,7 @@ import pytest
 from test_report_why import SEEDS, Builder, outcome
 
 from vglab.experiments.spec import SpecError, load_spec, resolve_critical
-from vglab.nn import init, meanfield, networks
+from vglab.nn import activations, init, meanfield, networks
 from vglab.report import theory, why
 from vglab.train import Member, loop
 
@@ -150,6 +150,31 @@ def test_hidden_jacobian_matches_the_product_of_layer_maps_and_is_isometric_when
         assert (sv.min() > 0.9 and sv.max() < 1.0 + 1e-5) if isometric else (sv.min() < 0.1 and sv.max() > 1.5)
     with pytest.raises(ValueError, match="at least 2 hidden layers"):
         networks.hidden_jacobian(networks.mlp(1, 8, 5), p, x)
+
+
+@pytest.mark.parametrize("residual,norm,alpha", [(0.5, "none", 1.0), (0.0, "layer", 1.0), (0.3, "layer", 2.0)])
+def test_hidden_jacobian_chained_per_layer_equals_the_whole_net_differentiated(residual, norm, alpha):
+    """The compiled layer-by-layer chain against reverse mode through the unrolled net, for the
+    blocks whose layer Jacobian is not D_l W_l (residual branch, LayerNorm) and for α ≠ 1."""
+    import jax
+
+    net = networks.build("mlp", (5,), depth=5, width=12, activation="sigmoid", n_out=3, residual=residual, norm=norm)
+    p = loop.initial_params(net, Member(seed=4, weight_init=init.parse("normal(sigma_w2=2)"), bias_init=init.zeros()))
+    x = np.random.default_rng(3).normal(0, 1.0, (4, 5)).astype(np.float32)
+    phi = activations.get(net.activation)
+    hidden = net.hidden_layers
+    _, h1 = net.layer_step(hidden[0], p[hidden[0].name], x, phi, alpha)
+
+    def unrolled(h):
+        h = h[None]
+        for layer in hidden[1:]:
+            _, h = net.layer_step(layer, p[layer.name], h, phi, alpha)
+        return h[0]
+
+    ref = np.asarray(jax.vmap(jax.jacrev(unrolled))(h1), np.float64)
+    jac = np.asarray(networks.hidden_jacobian(net, p, x, alpha), np.float64)
+    assert np.abs(ref).max() > 1e-3  # a map worth comparing, not a vanished one
+    np.testing.assert_allclose(jac, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
 
 
 # ------------------------------------------------------------------ figures

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from vglab.nn import activations
@@ -172,20 +173,36 @@ def hidden_jacobian(network: Network, params: dict, x, alpha=1.0):
     hidden layer's output to the last's (an MLP's hidden layers, L − 1 apart), the product of
     D_l W_l (with I + s·D_l W_l for residual layers and LayerNorm's Jacobian) whose singular
     values dynamical isometry is about (Pennington, Schoenholz & Ganguli 2017). Taken from
-    h^[1] so that the map is square whatever the input width."""
+    h^[1] so that the map is square whatever the input width.
+
+    Chained layer by layer in one compiled scan (`_chained_jacobian`): differentiated eagerly
+    through the unrolled net, one 50x128 net's Jacobians took 10 CPU seconds op by op, and
+    the deep-remedies report's 72 of them 467 of its 497 CPU seconds."""
     hidden = network.hidden_layers
     if network.kind != "mlp" or len(hidden) < 2:
         raise ValueError(f"hidden_jacobian needs an MLP with at least 2 hidden layers, got {network.name}")
+    stacked = jax.tree_util.tree_map(lambda *p: np.stack(p), *(params[layer.name] for layer in hidden[1:]))
+    return _chained_jacobian(network, hidden[0], hidden[1], params[hidden[0].name], stacked, x, alpha)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _chained_jacobian(network: Network, first: Layer, layer: Layer, p1: dict, stacked: dict, x, alpha):
+    """h^[1] from `first`, then J ← J_l · J over the stacked hidden layers 2..L (all of
+    `layer`'s shape), per example."""
     phi = activations.get(network.activation)
-    _, h1 = network.layer_step(hidden[0], params[hidden[0].name], x, phi, alpha)
+    _, h1 = network.layer_step(first, p1, x, phi, alpha)
 
-    def rest(h):  # one example's h^[1] -> h^[L]
-        h = h[None]
-        for layer in hidden[1:]:
-            _, h = network.layer_step(layer, params[layer.name], h, phi, alpha)
-        return h[0]
+    def body(carry, p):
+        h, jac = carry  # [batch, width], [batch, width, width]
 
-    return jax.vmap(jax.jacrev(rest))(h1)  # reverse mode: `dense` has a custom VJP, no JVP
+        def step(v):  # one example's h^[l-1] -> h^[l]
+            return network.layer_step(layer, p, v[None], phi, alpha)[1][0]
+
+        return (jax.vmap(step)(h), jnp.matmul(jax.vmap(jax.jacrev(step))(h), jac, precision=PRECISION)), None
+
+    eye = jnp.broadcast_to(jnp.eye(h1.shape[-1], dtype=h1.dtype), (*h1.shape, h1.shape[-1]))
+    (_, jac), _ = lax.scan(body, (h1, eye), stacked)  # reverse mode per layer: `dense` has a custom VJP
+    return jac
 
 
 def layer_norm(u):
