@@ -107,6 +107,7 @@ def measured(folder: Path) -> dict:
     return {"compile": sum(t["compile"] for t in tasks.values()), "train": sum(t["train"] for t in tasks.values()),
             "report": report.get("cpu_seconds"), "report_written": report.get("written"), "tasks": tasks,
             "report_figures": sum(report["figures"].values()) if "figures" in report else None,
+            "report_figure_seconds": report.get("figures", {}),
             "started": call["started"], "workers": call["workers"], "load": call.get("load_average"),
             "machine": meta.get("machine", {}), "versions": meta.get("versions", {})}
 
@@ -351,8 +352,8 @@ def samples(paths, data_dir=None) -> dict:
                     out["tasks"].append(({"penalties": 0, **f}, t["units"], t["train"]))
             pf = plan.report_features.get(r.experiment)
             if m["report"] and pf:
-                out["pages"].append(({**pf, "name": f"{root.name}/{r.experiment}", "figures_s": m["report_figures"]},
-                                     m["report"]))
+                out["pages"].append(({**pf, "name": f"{root.name}/{r.experiment}", "figures_s": m["report_figures"],
+                                      "figure_seconds": m["report_figure_seconds"]}, m["report"]))
         for k, n in counts.items():  # each results root weighs the same: a small run counts as much as a study
             out["weights"][k] += [1 / (len(out[k]) - n)] * (len(out[k]) - n)
     return out
@@ -384,6 +385,7 @@ def _fit_pages(data: dict, c) -> dict:
     deep nets have both many layers to draw and many flagged cells)."""
     from vglab.experiments import runner
 
+    per_config = _fit_figure_configs(data, c)
     rest, figs = [], []
     for f, _ in data["pages"]:
         std, panels = not f.get("own_page"), min(f["configs"], runner.REPORT_PANELS)
@@ -395,14 +397,28 @@ def _fit_pages(data: dict, c) -> dict:
               max(c.report_s_own_page, 1.0)])
     names = (["p0", "pr", "pf"], ["pp", "pc", "pk", "po"])
     w, seconds = data.get("weights", {}).get("pages"), [sec for _, sec in data["pages"]]
-    drawn = [f.get("figures_s") for f, _ in data["pages"]]
+    # the figures priced per configuration are taken out of the pages' figure seconds first
+    drawn = [None if f.get("figures_s") is None else
+             f["figures_s"] - sum(f.get("figure_seconds", {}).get(n, 0.0) for n in per_config)
+             for f, _ in data["pages"]]
     if data["pages"] and all(d is not None for d in drawn):
         x = {**_fit(rest, [s - d for s, d in zip(seconds, drawn)], prior[0], names[0], w),
              **_fit(figs, drawn, prior[1], names[1], w)}
     else:
         x = _fit([a + b for a, b in zip(rest, figs)], seconds, prior[0] + prior[1], names[0] + names[1], w)
     return {"report_s": x["p0"], "report_s_per_run": x["pr"], "report_s_per_flagged_cell": x["pf"], "report_s_per_panel": x["pp"], "report_s_per_config_panel": x["pc"],
-            "report_s_per_config": x["pk"], "report_s_own_page": x["po"]}
+            "report_s_per_config": x["pk"], "report_s_own_page": x["po"], "report_s_per_figure_config": per_config}
+
+
+def _fit_figure_configs(data: dict, c) -> dict:
+    """The own-page figures priced per configuration (those named in the prior,
+    `report_s_per_figure_config`): their recorded CPU seconds over the configurations of the
+    pages that drew them (the prior where no page recorded one)."""
+    out = {}
+    for name, prior in c.report_s_per_figure_config.items():
+        drew = [(f["figure_seconds"][name], f["configs"]) for f, _ in data["pages"] if name in f.get("figure_seconds", {})]
+        out[name] = sum(s for s, _ in drew) / sum(n for _, n in drew) if drew else prior
+    return out
 
 
 def _fit_train(data: dict, c) -> dict:

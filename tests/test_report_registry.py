@@ -61,9 +61,28 @@ def test_a_new_preset_with_one_claim_is_its_toml_and_one_claims_entry(tmp_path, 
         new = claims.Claim("my-claim", "A new question.", ("my-why",), "a rule", lambda avail: claims.Outcome("answered", ""))
         monkeypatch.setattr(registry, "CLAIMS", (*registry.CLAIMS, new))
         assert registry.page("my-why") == registry.Page("my-why", "why", (new,), True)
-        assert new in registry.section_claims("why") and runner.own_page("my-why")
+        assert new in registry.section_claims("why") and presets.own_figures("my-why") == presets.own_figures("optimizers")
+        drawn = [i.name for i in registry.INSTRUMENTS if i.needs(_results({"preset": "my-why"})) is not None]
+        assert drawn == list(presets.own_figures("optimizers"))
     finally:
         presets.preset.cache_clear()
+
+
+def test_each_own_page_figure_a_preset_lists_is_registered_and_the_plan_prices_it():
+    """A preset's TOML `figures` name why instruments (each drawn by some page); the plan's page
+    estimate adds a figure priced per configuration (`report_s_per_figure_config`) per configuration."""
+    registered = {i.name for i in why_figures.INSTRUMENTS}
+    listed = [f for name in presets.preset_names() for f in presets.own_figures(name)]
+    assert set(listed) == registered and len(listed) == len(registered)
+    for name in presets.preset_names():
+        assert presets.own_page(name) == (presets.preset(name).section == "why"), name
+    costs = runner.CPU_COSTS
+    per = costs.report_s_per_figure_config["jacobian_spectra"]
+    page = {"runs": 30, "configs": 10, "layers": 21, "own_page": True, "figures": ["remedies_vs_depth"]}
+    with_jacobians = {**page, "figures": ["remedies_vs_depth", "jacobian_spectra"]}
+    assert per > 0
+    assert runner.report_seconds(with_jacobians, costs) - runner.report_seconds(page, costs) == pytest.approx(10 * per)
+    assert runner.report_seconds({**page, "own_page": False}, costs) != runner.report_seconds(page, costs)
 
 
 def test_results_info_is_typed_and_old_specs_read_with_empty_fields():

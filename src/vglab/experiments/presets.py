@@ -2,11 +2,12 @@
 `REPRODUCE`, the list `vglab reproduce` runs in its order. Reading only TOML, so listing the
 presets imports neither JAX nor the spec's checks.
 
-`preset(name)` is a preset's record, read from its TOML: its spec file, and its `section`, the
-report section that checks its claims ("reference": the study's; "why": the why claims, and
-its page draws its own figures, `own_page`). The claims name their presets
-(`vglab.report.registry`); the plan (`experiments.runner`) reads `own_page` to price the page.
-So a new preset with a claim is its TOML (with its section) and one claims entry.
+`preset(name)` is a preset's record, read from its TOML: its spec file, its `section`, the
+report section that checks its claims ("reference": the study's; "why": the why claims), and
+its `figures`, the figures its own page draws instead of the standard ones (`own_page`). The
+claims name their presets (`vglab.report.registry`); the report draws the figures a record
+names; the plan (`experiments.runner`) prices the page by them. So a new preset with a claim
+is its TOML (with its section and figures) and one claims entry.
 """
 
 from __future__ import annotations
@@ -38,9 +39,6 @@ def preset_names() -> list[str]:
     return [n for n in REPRODUCE if n in names] + [n for n in names if n not in REPRODUCE]
 
 
-OWN_PAGE_SECTION = "why"  # a preset of this section draws its own figures (`report.why_figures`)
-
-
 @dataclass(frozen=True)
 class Preset:
     """A built-in preset's record: its spec file and what its TOML says about it."""
@@ -50,11 +48,12 @@ class Preset:
     description: str = ""
     reference: str = ""
     section: str = ""  # "reference", "why" or "" (no claims: a plain page)
+    figures: tuple[str, ...] = ()  # the figures its own page draws (`report.why_figures`), in order
 
     @property
     def own_page(self) -> bool:
         """Whether its report page draws its own figures instead of the standard instruments."""
-        return self.section == OWN_PAGE_SECTION
+        return bool(self.figures)
 
 
 @functools.lru_cache(maxsize=64)
@@ -64,13 +63,20 @@ def preset(name) -> Preset | None:
     if path is None:
         return None
     data = tomllib.loads(path.read_text())
-    return Preset(str(name), path, data.get("description", ""), data.get("reference", ""), data.get("section", ""))
+    return Preset(str(name), path, data.get("description", ""), data.get("reference", ""), data.get("section", ""),
+                  tuple(data.get("figures", ())))
 
 
 def own_page(name) -> bool:
     """Whether the built-in preset `name` draws its own report page (False for any other name)."""
     rec = preset(name)
     return rec is not None and rec.own_page
+
+
+def own_figures(name) -> tuple[str, ...]:
+    """The figures the built-in preset `name`'s own page draws (none for any other name)."""
+    rec = preset(name)
+    return rec.figures if rec is not None else ()
 
 
 def in_section(section: str) -> tuple[str, ...]:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from vglab.experiments.errors import SpecError
 from vglab.experiments.expansion import ExperimentSpec
-from vglab.experiments.presets import own_page
+from vglab.experiments.presets import own_figures
 from vglab.experiments.progress import NoProgress
 from vglab.experiments.runs import Unit
 from vglab.experiments.schema import SETTINGS, check_limit
@@ -79,7 +79,10 @@ class CostModel:
     configuration, the configurations capped at REPORT_PANELS (the report draws at most
     that many per figure), plus `report_s_per_config` per configuration uncapped (the
     gradient-flow heatmap draws every one: 2.5 s of rescaling-by-init's 14 s page on MNIST);
-    a preset that draws its own page (`presets.Preset.own_page`) its own few figures instead, `report_s_own_page`.
+    a preset that draws its own page (`presets.Preset.figures`) its own few figures instead,
+    `report_s_own_page`, plus per figure that costs by configuration
+    `report_s_per_figure_config[name]` per configuration (deep-remedies' Jacobian spectra draw
+    each deep configuration's init again and differentiate it: most of its page).
     The constants live in costs.json (`COSTS_FILE`), fitted by `benchmarks/cost_model.py
     --calibrate` from the CPU seconds that runs record in meta.json."""
 
@@ -100,7 +103,8 @@ class CostModel:
     report_s_per_panel: float = 0.0
     report_s_per_config_panel: float = 0.0
     report_s_per_config: float = 0.0
-    report_s_own_page: float = 0.0  # a page that draws its own figures instead (`presets.Preset.own_page`)
+    report_s_own_page: float = 0.0  # a page that draws its own figures instead (`presets.Preset.figures`)
+    report_s_per_figure_config: dict = field(default_factory=dict)  # own figure name -> seconds per configuration
     variant_s: float | None = None  # None: not calibrated (the GPU's), a variant costs a full compile
     variant_s_per_layer: float = 0.0
 
@@ -712,8 +716,10 @@ def report_features(job: _Job, layers: int, flagged: float = 0.0) -> dict:
     and the Diagnosis' flagged cells (`flagged_cells`, summed over the pending runs' tasks,
     scaled to all)."""
     runs = job.spec.expand()
+    figures = own_figures(job.spec.preset)
     return {"runs": len(runs), "configs": len({r.label for r in runs}), "layers": layers,
-            "flagged": round(flagged * len(runs) / max(job.pending_runs, 1)), "own_page": own_page(job.spec.preset)}
+            "flagged": round(flagged * len(runs) / max(job.pending_runs, 1)), "own_page": bool(figures),
+            "figures": list(figures)}
 
 
 def flagged_cells(payload: Task, records: int, layers: int) -> float:
@@ -764,7 +770,9 @@ def _flagged(activation: str, alpha: float, sigma_w2: float, sigma_b2: float, hi
 def report_seconds(f: dict, costs: CostModel = CPU_COSTS) -> float:
     """Drawing one report page (one CPU core), from `report_features`: see `CostModel`."""
     panels = min(f["configs"], REPORT_PANELS)
-    figures = costs.report_s_own_page if f.get("own_page") else (
+    own = costs.report_s_own_page + f["configs"] * sum(costs.report_s_per_figure_config.get(n, 0.0)
+                                                       for n in f.get("figures", ()))
+    figures = own if f.get("own_page") else (
         costs.report_s_per_panel * panels * f["layers"] + costs.report_s_per_config_panel * panels
         + costs.report_s_per_config * f["configs"] * (f["layers"] >= 3))  # the heatmap needs 2 hidden layers
     diagnosis = costs.report_s_per_flagged_cell * f.get("flagged", 0)

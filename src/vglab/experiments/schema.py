@@ -9,6 +9,7 @@ A spec file::
     description = "one line"         # what it is, and which figure of the reference it reproduces
     reference = "Figure 1"
     # section = "reference"          # built-in presets only: the report section that checks its claims
+    # figures = ["twin_curves"]      # built-in "why" presets only: the figures its own page draws
     dataset = "digits"               # run settings: shared by every run of the experiment
     epochs = 20
     seeds = 3                        # 3 means [0, 1, 2]; or a list
@@ -438,6 +439,9 @@ class SpecFile(Settings, Arm):
     # A built-in preset's report section (`experiments.presets.Preset`): "reference" (the study's
     # claims), "why" (the why claims, and the page draws its own figures) or none.
     section: Literal["", "reference", "why"] = ""
+    # The figures a "why" preset's own page draws (`report.why_figures.INSTRUMENTS`' names):
+    # its record says what its page shows, and the plan prices those figures.
+    figures: list[str] = []
     arms: list[Arm] | None = None
     datasets: dict[str, Settings] | None = None
 
@@ -461,6 +465,8 @@ class SpecFile(Settings, Arm):
 # Read from the table: the key lists, the defaults, the keys of one network only.
 SETTINGS = tuple(Settings.model_fields)
 ARM_KEYS = tuple(Arm.model_fields)
+# The file's own keys (what it is, its record as a preset), before the settings in messages.
+FILE_KEYS = tuple(k for k in SpecFile.model_fields if k not in SETTINGS + ARM_KEYS + ("arms", "datasets"))
 SETTING_DEFAULTS = {k: rule(Settings, k).default for k in SETTINGS}
 ARM_DEFAULTS = {k: rule(Arm, k).default for k in ARM_KEYS}
 MLP_ONLY = tuple(k for k in ARM_KEYS if rule(Arm, k).only == "mlp")  # arm keys of network = "mlp" only
@@ -519,7 +525,7 @@ def one_line(e: ValidationError, source: str) -> str:
         elif where.startswith("arms"):
             allowed = ARM_KEYS
         else:
-            allowed = ("name", "description", "reference", "section") + SETTINGS + ARM_KEYS + ("arms", "datasets")
+            allowed = FILE_KEYS + SETTINGS + ARM_KEYS + ("arms", "datasets")
         place = f" in {where}" if where else ""
         return f"{source}: unknown key {key!r}{place}; allowed keys: {', '.join(allowed)}{more}"
     msg = err["msg"].removeprefix("Value error, ")

@@ -182,7 +182,8 @@ def hidden_jacobian(network: Network, params: dict, x, alpha=1.0):
     if network.kind != "mlp" or len(hidden) < 2:
         raise ValueError(f"hidden_jacobian needs an MLP with at least 2 hidden layers, got {network.name}")
     stacked = jax.tree_util.tree_map(lambda *p: np.stack(p), *(params[layer.name] for layer in hidden[1:]))
-    return _chained_jacobian(network, hidden[0], hidden[1], params[hidden[0].name], stacked, x, alpha)
+    block = replace(network, name="", layers=hidden[:2], meta={})  # its program serves every depth
+    return _chained_jacobian(block, hidden[0], hidden[1], params[hidden[0].name], stacked, x, alpha)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))

@@ -133,13 +133,27 @@ def tat(name: str, depth: int, tau: float = DEFAULT_TAU) -> Shaping:
     return _solve(name, int(depth), float(tau))
 
 
+@functools.lru_cache(maxsize=16)
+def _programs(name: str):
+    """The residual conditions, their Jacobian and γ of activation `name` as compiled
+    programs of (p, target): one compile per activation serves every depth and τ."""
+    conditions = _expectations(name)
+    residual = jax.jit(lambda p, target: conditions(p, target)[0])
+    return residual, jax.jit(jax.jacfwd(residual)), jax.jit(lambda p, target: conditions(p, target)[1])
+
+
 @functools.lru_cache(maxsize=64)
 def _solve(name: str, depth: int, tau: float) -> Shaping:
     with jax.enable_x64(True):
-        conditions = _expectations(name)
-        target = tau / depth
-        fn = jax.jit(lambda p: conditions(p, target)[0])
-        jac = jax.jit(jax.jacfwd(fn))
+        residual, jacobian, gamma_of = _programs(name)
+        target = jnp.float64(tau / depth)
+
+        def fn(p):
+            return residual(p, target)
+
+        def jac(p):
+            return jacobian(p, target)
+
         for start in ((0.1, 0.5), (0.3, 0.5), (0.1, -1.0), (0.3, 1.0), (1.0, 1.0), (0.05, 0.5)):
             p = jnp.asarray([start[0], start[1], -float(FORMULAS[name].fn(np)(np.float64(start[1])))], jnp.float64)
             p = _newton(fn, jac, p)
@@ -147,7 +161,7 @@ def _solve(name: str, depth: int, tau: float) -> Shaping:
                 break
         else:
             raise ValueError(f"found no TAT parameters for {name} at depth {depth}, tau {tau:g}")
-        gamma = float(conditions(p, target)[1])
+        gamma = float(gamma_of(p, target))
     a, b, d = (float(v) for v in p)
     if a < 0:  # x -> -x: the same kernel, α > 0 by convention
         a = -a

@@ -7,10 +7,10 @@
   each names the presets it is checked on, and its section is theirs (`section_of`).
 - `INSTRUMENTS`: every figure; each instrument's `needs` decides whether a page draws it (the
   standard instruments are not drawn on a page that draws its own, `why_figures` are drawn
-  on their preset's page only).
+  on the pages whose preset's record lists them, `Preset.figures`).
 
-So a new preset with one claim is its TOML (with `section = ...`) and one entry in `CLAIMS`
-or `WHY_CLAIMS`; nothing else names it.
+So a new preset with one claim is its TOML (with `section = ...`, and `figures = [...]` for its
+own page) and one entry in `CLAIMS` or `WHY_CLAIMS`; nothing else names it.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from matplotlib import patheffects
 from matplotlib.figure import Figure
 
 from vglab.data.own import dataset_name
+from vglab.experiments.presets import own_figures
 from vglab.report import claims, tables, theory, why
 from vglab.report.claims import preset_of
 from vglab.report.figures import RC, Instrument, NoData, Use
@@ -384,19 +385,19 @@ def jacobian_spectra(res) -> Figure:
     return fig
 
 
-# which figures each preset's page draws (name -> function, caption)
-def _on(preset: str):
-    """`needs` of a why instrument: drawn on its preset's page, with its default arguments."""
-    return lambda res: Use() if preset_of(res) == preset else None
+# The why figures (name -> function, caption). Which page draws which: its preset's record
+# (`presets.Preset.figures`, from its TOML); drawn in this registry's order.
+def _listed(name: str):
+    """`needs` of a why instrument: drawn where the page's preset lists it, with its default arguments."""
+    return lambda res: Use() if name in own_figures(preset_of(res)) else None
 
 
-def _instruments(preset: str, *entries) -> tuple[Instrument, ...]:
-    return tuple(Instrument(name, draw, caption, _on(preset)) for name, draw, caption in entries)
+def _instruments(*entries) -> tuple[Instrument, ...]:
+    return tuple(Instrument(name, draw, caption, _listed(name)) for name, draw, caption in entries)
 
 
 INSTRUMENTS: tuple[Instrument, ...] = (
     *_instruments(
-        why.OPTIMIZERS,
         ("large_params_optimizers", large_params_optimizers,
          "Final validation accuracy of the large-parameters arms under each optimizer and learning rate (mean over "
          "seeds; bars: min–max)."),
@@ -409,7 +410,6 @@ INSTRUMENTS: tuple[Instrument, ...] = (
          "with the swept eps values (dashed). A layer whose gradient is below eps takes steps shrunk by |g|/eps."),
     ),
     *_instruments(
-        why.RESCALING_IDENTITY,
         ("rescaling_decomposition", rescaling_decomposition,
          "Rescaling's effect on final accuracy and its three parts, paired over seeds with 95 % t intervals: input "
          "scale (x/α), bias scale + output temperature (b/α, α·W_out: the plain twin's start), parametrisation "
@@ -419,13 +419,11 @@ INSTRUMENTS: tuple[Instrument, ...] = (
          "α-network (mean over seeds). The plain twin and the α-network coincide at epoch 0 (same function)."),
     ),
     *_instruments(
-        why.TRAINABILITY,
         ("trainability_map", trainability_map,
          "Final validation accuracy (mean over seeds) over depth and σ_w², with the mean-field trainable depth "
          "6 ξ_c (white), the order-to-chaos line (dotted) and the cells on the wrong side of the prediction (×)."),
     ),
     *_instruments(
-        why.DEEP_REMEDIES,
         ("remedies_vs_depth", remedies_vs_depth,
          "Per activation and width, against depth: final validation accuracy and the first layer's weight-gradient "
          "norm in the first recorded epoch, one line per remedy (mean over seeds, bars min–max); grey band: the "
