@@ -40,6 +40,26 @@ def test_step_sums_per_tensor_for_a_grid_of_members():
     assert list(slot) == [0, 2, 1, 3, 4]
 
 
+@pytest.mark.parametrize("entry_max", [probes.ENTRY_MAX, 0], ids=["flat_gradient", "per_tensor"])
+def test_step_sums_of_updates_and_parameters_per_tensor(entry_max, monkeypatch):
+    """A small model's update and parameter sums come from their own arrays, its gradient's
+    from the flat vector: all columns in SUM_FEATURES order, each tensor's row in storage order."""
+    monkeypatch.setattr(probes, "ENTRY_MAX", entry_max)
+    rng = np.random.default_rng(2)
+    shapes = [(3, 4), (4,), (3, 4), (5, 2)]
+    named = {k: [rng.standard_normal((2,) + s).astype(np.float32) for s in shapes] for k in "gup"}
+    columns = {"update_sq", "sum_sq", "param_sq"}  # a set, as step_columns gives it
+    g, u, p = ([jnp.asarray(t) for t in named[k]] for k in "gup")
+    step = probes.StepGrads.from_tensors(g, n_lead=1, columns=columns, params=p, updates=u)
+    assert step.columns == ("sum_sq", "update_sq", "param_sq")
+    slot = step.segments.tensor_order()
+    for t in range(len(shapes)):
+        expected = np.stack([(named[k][t].reshape(2, -1) ** 2).sum(-1) for k in "gup"], -1)
+        np.testing.assert_allclose(np.asarray(step.sums[:, slot[t]]), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="'u'"):
+        probes.StepGrads.from_tensors(g, n_lead=1, columns=columns)
+
+
 @pytest.mark.parametrize("entry_max", [probes.ENTRY_MAX, 0], ids=["per_entry", "per_step"])
 def test_moments_and_signs_accumulated_over_steps_equal_the_per_step_means(entry_max, monkeypatch):
     """GradMoments and GradSigns add features over steps (entry by entry for a small model,
