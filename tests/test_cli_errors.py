@@ -358,8 +358,11 @@ def test_interrupted_or_terminated_run_says_how_to_resume(tmp_path, vglab_cache,
     assert proc.returncode == code and stderr == f"{word}; re-run the same command to resume\n" and stdout == ""
     done = store.completed_run_ids(out)
     assert 0 < len(done) < 8 and not (out / store.LOCK).exists()
-    vglab("run", spec, "--out", out, "--workers", "2", "--quiet", check=True)
+    kept = {d: (out / store.RUNS / d / store.DONE).stat().st_mtime_ns for d in done}
+    r = invoke("run", spec, "--out", out, "--workers", "1", "--quiet")  # the same command, in this process (no
+    assert r.exit_code == 0, r.output  # three more JAX processes to start): it trains only the runs not done
     assert len(runs_table(out)) == 8
+    assert {d: (out / store.RUNS / d / store.DONE).stat().st_mtime_ns for d in done} == kept
 
 
 # ------------------------------------------------------------------ scripts

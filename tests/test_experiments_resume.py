@@ -39,8 +39,14 @@ def test_sigkill_then_resume_equals_an_uninterrupted_sweep(tmp_path, vglab_cache
     last = json.loads((killed / "meta.json").read_text())["invocations"][-1]
     assert last["skipped"] == done_at_kill and last["trained"] == 8 - done_at_kill
 
-    # An uninterrupted sweep, in this process's way (one worker, in-process), elsewhere.
-    vglab("run", spec, "--out", clean, "--workers", "1", "--quiet", check=True)
+    # An uninterrupted sweep, in this process's way (one worker, in-process), elsewhere: the same
+    # command run in this test process (one JAX start fewer than a subprocess).
+    from typer.testing import CliRunner
+
+    from vglab.cli import app
+
+    r = CliRunner().invoke(app, ["run", str(spec), "--out", str(clean), "--workers", "1", "--quiet"])
+    assert r.exit_code == 0, r.output
 
     ids = sorted(p.name for p in (killed / "runs").iterdir())
     assert ids == sorted(p.name for p in (clean / "runs").iterdir()) and len(ids) == 8

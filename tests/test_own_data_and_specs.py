@@ -106,7 +106,12 @@ def test_own_npz_dataset_and_sgd_spec_end_to_end_to_a_report(tmp_path, vglab_cac
         'dataset = "mine.npz"\nepochs = 2\nseeds = 1\ndepth = 2\nwidth = 4\noptimizer = {name = "sgd", momentum = 0.9}\n'
         'learning_rate = [0.01, 0.1]\nprobes = "moments"\n[[arms]]\ninit = ["normal(std=1)", "normal(std=3)"]\n')
     out = tmp_path / "out"
-    vglab("run", tmp_path / "sgd.toml", "--out", out, "--workers", "1", "--quiet", check=True)
+    from typer.testing import CliRunner
+
+    from vglab.cli import app
+
+    r = CliRunner().invoke(app, ["run", str(tmp_path / "sgd.toml"), "--out", str(out), "--workers", "1", "--quiet"])
+    assert r.exit_code == 0, r.output  # the command in this process: one JAX start fewer than a subprocess
     res = api.load_results(out)
     assert len(res.runs) == 4 and set(res.runs["n_classes"]) == {3} and set(res.runs["optimizer"]) == {"sgd(momentum=0.9)"}
     assert set(res.runs["learning_rate"]) == {0.01, 0.1} and res.runs["dataset"].iloc[0].endswith("mine.npz")

@@ -97,14 +97,21 @@ def test_a_refused_lock_leaves_no_folder_it_created(tmp_path):
 def test_every_file_gets_the_same_mode_under_the_umask(tmp_path, vglab_cache):
     """experiment.toml, meta.json, run.json and DONE were 0600 (mkstemp) beside 0644 Parquet
     files: a shared results folder was half unreadable to its group."""
+    from typer.testing import CliRunner
+
+    from vglab.cli import app
+
     spec, out = write_spec(tmp_path), tmp_path / "out"
     for umask, mode in ((0o027, 0o640), (0o002, 0o664)):
         args = ["run", spec, "--out", out, "--workers", 1, "--quiet", "--tensorboard", "--overwrite", "--seeds", 1,
                 "--epochs", 1 + (umask == 0o002)]
-        # the shell sets the umask (preexec_fn would fork this JAX-running process)
-        r = subprocess.run(["sh", "-c", f'umask {umask:03o} && exec "$0" -m vglab.cli "$@"', sys.executable,
-                            *map(str, args)], capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
+        # the command in this process under the umask (no JAX process to start), the umask given back after
+        old = os.umask(umask)
+        try:
+            r = CliRunner().invoke(app, list(map(str, args)))
+        finally:
+            os.umask(old)
+        assert r.exit_code == 0, r.output
         files = [p for p in out.rglob("*") if p.is_file()]
         kinds = {p.name if p.parent.parent.name != "runs" else p.suffix or p.name for p in files}
         assert {"experiment.toml", "meta.json", ".json", ".parquet", ".npz", "DONE"} <= kinds
