@@ -450,6 +450,9 @@ class _RunTables:
     zero: pd.DataFrame  # fraction of zero gradient entries
     actf: pd.DataFrame  # the layer factors, columns (quantity, layer_index)
     div: int | None  # the diverged epoch (or step)
+    # per factor epoch: (layer indices, log10 ‖W‖₂), (hidden layer indices, log10 φ′): read
+    # once, not per flagged cell (optimizers on MNIST: 10,018 cells, 55 of the page's 93 CPU-s)
+    _factor_rows: dict = field(default_factory=dict, repr=False)
 
     @property
     def order(self) -> list:
@@ -478,11 +481,15 @@ class _RunTables:
         fe = max(before) if before else (e if e in actf.index else None)
         if fe is None:
             return None, None, None
-        wn = actf.loc[fe, "log_weight_norm"].astype(float)
-        w = float(wn[[k for k in wn.index if k > li]].sum() / math.log(10))
-        dl = _deriv_log10(actf, fe, self.relu)
-        dl = dl[[k for k in dl.index if k >= li and k in self.hidden]]
-        d = float(dl.sum()) if len(dl) and dl.notna().all() else None
+        if fe not in self._factor_rows:
+            wn = actf.loc[fe, "log_weight_norm"].astype(float)
+            dl = _deriv_log10(actf, fe, self.relu)
+            dl = dl[[k for k in dl.index if k in self.hidden]]
+            self._factor_rows[fe] = ((wn.index.to_numpy(), wn.to_numpy(float)), (dl.index.to_numpy(), dl.to_numpy(float)))
+        (wi, wv), (di, dv) = self._factor_rows[fe]
+        w = float(np.nansum(wv[wi > li]) / math.log(10))
+        dl = dv[di >= li]
+        d = float(dl.sum()) if len(dl) and not np.isnan(dl).any() else None
         return w, d, fe
 
 
