@@ -205,8 +205,8 @@ def idle_wall(plan, ms: list[dict]) -> float:
 def _dur(s) -> str:
     if s is None:
         return "-"
-    s = float(s)
-    return f"{s:.0f} s" if s < 60 else f"{int(s // 60)}:{int(round(s % 60)):02d}"
+    s = round(float(s))  # whole seconds first: 119.6 s is 2:00, not 1:60
+    return f"{s} s" if s < 60 else f"{s // 60}:{s % 60:02d}"
 
 
 def _ratio(est, meas) -> str:
