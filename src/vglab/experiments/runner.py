@@ -72,8 +72,8 @@ class CostModel:
     Diagnosis' per-run tables), plus `report_s_per_flagged_cell` per (run, record, hidden
     layer) whose gradient vanished or exploded, where the Diagnosis looks up the layer
     factors (1.1 ms a cell; before the Diagnosis read each run's factors once per record,
-    34 s of alpha-sweep's 41 s page on digits went to its 6831 such cells of 8100). Which vanish is known only after
-    training: the plan counts those the mean-field theory predicts at init
+    34 s of alpha-sweep's 41 s page on digits went to its 6831 such cells of 8100). Which
+    vanish is known only after training: the plan counts those the mean-field theory predicts at init
     (`flagged_cells`, `report_features`' "flagged"), plus
     `report_s_per_panel` per configuration and layer and `report_s_per_config_panel` per
     configuration, the configurations capped at REPORT_PANELS (the report draws at most
