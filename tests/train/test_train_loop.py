@@ -281,3 +281,43 @@ def test_in_out_weights_are_stored_transposed_so_a_shared_batch_reads_them_in_pl
     first = layout.layers[0]
     np.testing.assert_array_equal(v[: 8 * 153], params[first.name]["w"].T.ravel())  # stored (out, in)
     assert first_layer_copies(plain) >= 2 and first_layer_copies(swapped) == 0
+
+
+def test_runs_view_hands_each_run_as_one_slice_and_its_program_does_not_grow_with_depth():
+    """`Flat.with_runs` (the engine, for a model with `layer_runs`): each run of identical
+    layers comes out of the flat vector as one stacked slice and goes back in place, so the
+    vmapped gradient compiles to the same number of kernels at any depth (per-layer slices
+    and copies were most of a 50-layer group's compile time)."""
+    import re
+
+    from vglab.nn import networks
+    from vglab.train.flat import Flat
+
+    def check(depth):
+        model = networks.mlp(depth, 8, 20, n_out=3)
+        flat = Flat.of(model.layout(), swap_matrices=True).with_runs(model.layer_runs)
+        params = jax.tree_util.tree_map(np.asarray, model.init(jax.random.key(depth)))
+        v = jnp.asarray(flat.flatten(params))
+        runs = flat.model_params(v)
+        assert [run["w"].shape[0] for run in runs] == [len(r) for r in model.layer_runs] == [1, depth - 1, 1]
+        for run, names in zip(runs, model.layer_runs):
+            for j, name in enumerate(names):
+                np.testing.assert_array_equal(run["w"][j], params[name]["w"])
+                np.testing.assert_array_equal(run["b"][j], params[name]["b"])
+        np.testing.assert_array_equal(flat.from_model_params(runs), v)
+        x = jnp.ones((4, 20))
+
+        def loss(u):
+            return jnp.sum(model.apply_runs(flat.model_params(u), x) ** 2)
+
+        hlo = jax.jit(jax.vmap(jax.grad(loss))).lower(jnp.stack([v] * 3)).compile().as_text()
+        np.testing.assert_allclose(jax.grad(loss)(v), flat.flatten(jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))(
+            jax.tree_util.tree_map(jnp.asarray, params))), rtol=1e-5, atol=1e-7)
+        return len(re.findall(r" fusion\(", hlo))
+
+    assert check(4) == check(12)
+    # A layout whose runs are not contiguous in storage falls back to the pytree view.
+    model = networks.mlp(3, 8, 20, n_out=3)
+    flat = Flat.of(model.layout())
+    assert flat.with_runs((("dense1", "dense3"), ("dense2",), ("out",))).runs is None
+    assert flat.with_runs(None) is flat

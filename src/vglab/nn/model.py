@@ -70,11 +70,20 @@ class Model:
     accepts_alpha: bool = True
     layer_order: tuple[str, ...] | None = None
     weight_layout: str = "in_out"
+    # Optional, for models built of runs of identical layers (the built-in MLPs): the layer
+    # names in order, cut into runs, and `apply_runs`, which takes per run a dict of its
+    # layers' tensors stacked on a leading axis ({"w": [n, ...], "b": [n, ...]}) and with
+    # `capture` returns per run the pre-activations stacked (None for the output layer's).
+    # The engine then hands over each run as one slice of its flat vector (`Flat.with_runs`).
+    layer_runs: tuple[tuple[str, ...], ...] | None = None
 
     def init(self, key: jax.Array):
         raise NotImplementedError
 
     def apply(self, params, x, *, alpha=1.0, capture: bool = False):
+        raise NotImplementedError
+
+    def apply_runs(self, runs, x, *, alpha=1.0, capture: bool = False):
         raise NotImplementedError
 
     def layer_activations(self, names) -> dict[str, str]:

@@ -52,6 +52,8 @@ LAYER_NORM_EPS = 1e-5  # PyTorch's and Flax's default
 # moved losses and gradient statistics by up to 5e-3 relative to the CPU (HIGHEST: 4e-6,
 # at no measured cost; benchmarks/gpu_check.py).
 PRECISION = lax.Precision.HIGHEST
+# Runs of at least this many identical hidden layers are scanned (`Network.apply`).
+SCAN_MIN_LAYERS = 2
 
 
 @dataclass(frozen=True)
@@ -138,16 +140,61 @@ class Network(Model):
 
     def apply(self, params: dict, x: jax.Array, alpha=1.0, capture: bool = False):
         """Logits for a batch `x`; with `capture`, also the pre-activations z of each hidden layer."""
+        out = self.apply_runs(self.stack_runs(params), x, alpha, capture)
+        if not capture:
+            return out
+        logits, run_preacts = out
+        return logits, {layer.name: zs[j] for run, zs in zip(self._runs, run_preacts) if zs is not None
+                        for j, layer in enumerate(run)}
+
+    @property
+    def layer_runs(self) -> tuple[tuple[str, ...], ...]:
+        """The layer names in order, cut into runs (`Model.layer_runs`): consecutive hidden
+        dense layers of one square shape (a deep MLP's 8x8 layers) form a run; every other
+        layer is a run of one."""
+        return tuple(tuple(layer.name for layer in run) for run in self._runs)
+
+    @property
+    def _runs(self) -> tuple[tuple[Layer, ...], ...]:
+        runs: list[list[Layer]] = []
+        for layer in self.layers:
+            square = layer.hidden and layer.kind == "dense" and not layer.pool_after and \
+                layer.w_shape[0] == layer.w_shape[-1]
+            if square and runs and runs[-1][-1].w_shape == layer.w_shape and runs[-1][-1].hidden \
+                    and runs[-1][-1].kind == "dense" and not runs[-1][-1].pool_after:
+                runs[-1].append(layer)
+            else:
+                runs.append([layer])
+        return tuple(tuple(run) for run in runs)
+
+    def stack_runs(self, params: dict) -> tuple[dict, ...]:
+        """`params` as `apply_runs` takes them: per run, its layers' tensors stacked."""
+        return tuple(jax.tree_util.tree_map(lambda *p: jnp.stack(p), *(params[layer.name] for layer in run))
+                     for run in self._runs)
+
+    def apply_runs(self, runs: tuple[dict, ...], x: jax.Array, alpha=1.0, capture: bool = False):
+        """`apply` on parameters stacked per run (`Model.apply_runs`). A run of at least
+        `SCAN_MIN_LAYERS` layers is one `lax.scan`: its program is traced and compiled once,
+        not once per layer (the same operations, so the same numbers). With `capture`, the
+        second result holds per run its pre-activations stacked [layer, ...] (None for the
+        output layer's run)."""
         phi = activations.get(self.activation)
         activations.check_alpha(alpha)  # a concrete alpha <= 0 would run silently (tanh: alpha=-1 == alpha=1)
-        preacts = {}
+        run_preacts = []
         h = x
-        for layer in self.layers:
-            z, h = self.layer_step(layer, params[layer.name], h, phi, alpha)
-            if not layer.hidden:
-                return (z, preacts) if capture else z
-            if capture:
-                preacts[layer.name] = z
+        for run, p in zip(self._runs, runs):
+            if not run[0].hidden:
+                z, _ = self.layer_step(run[0], jax.tree_util.tree_map(lambda t: t[0], p), h, phi, alpha)
+                return (z, tuple(run_preacts)) if capture else z
+            if len(run) >= SCAN_MIN_LAYERS:
+                h, zs = lax.scan(lambda h, q: self.layer_step(run[0], q, h, phi, alpha)[::-1], h, p)
+            else:
+                zs = []
+                for j, layer in enumerate(run):
+                    z, h = self.layer_step(layer, jax.tree_util.tree_map(lambda t: t[j], p), h, phi, alpha)
+                    zs.append(z)
+                zs = jnp.stack(zs)
+            run_preacts.append(zs)
         raise AssertionError("a network ends with its output layer")
 
     def layer_step(self, layer: Layer, p: dict, h, phi, alpha=1.0):

@@ -17,7 +17,7 @@ factored moments, SM3, NovoGrad) update the pytree, so their numbers are unchang
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +55,9 @@ class Flat:
     size: int
     layout: Layout | None = None
     swapped: frozenset[int] = frozenset()  # tensors stored with their last two axes swapped
+    # Per run of layers the model takes stacked (`Model.layer_runs`): (param, tensor indices)
+    # pairs, each a contiguous stretch of one block; None: the model takes its pytree.
+    runs: tuple[tuple[tuple[str, tuple[int, ...]], ...], ...] | None = None
 
     @classmethod
     def of(cls, layout: Layout, swap_matrices: bool = False) -> "Flat":
@@ -69,6 +72,32 @@ class Flat:
         swapped = frozenset(i for i, t in enumerate(layout.tensors)
                             if swap_matrices and t.param == "w" and len(t.shape) == 2)
         return cls.of_shapes([t.shape for t in layout.tensors], layout, swapped)
+
+    def with_runs(self, layer_runs) -> "Flat":
+        """This layout, handing the model its parameters stacked per run of layers
+        (`Model.layer_runs`; None: as a pytree). Storage order groups equal shapes, so a
+        run's weights (or biases) are one stretch of the vector and its stack is one slice:
+        stacking the per-layer slices instead was one copy kernel per tensor under the
+        engine's vmap, and those kernels most of a 50-layer group's compile time."""
+        if not layer_runs:
+            return self
+        by_layer = {}
+        for i, t in enumerate(self.layout.tensors):
+            by_layer.setdefault(t.layer, {})[t.param] = i
+        runs = tuple(tuple((param, tuple(by_layer[name][param] for name in run)) for param in by_layer[run[0]])
+                     for run in layer_runs)
+        covered = sorted(i for run in runs for _, idx in run for i in idx)
+        if covered != list(range(self.n_tensors)) or not all(self._contiguous(idx) for run in runs for _, idx in run):
+            return self  # not stackable in place: the pytree view is always right
+        return replace(self, runs=runs)
+
+    def _contiguous(self, idx: tuple[int, ...]) -> bool:
+        block, j = self._place(idx[0])
+        return block.tensors[j:j + len(idx)] == idx and len({i in self.swapped for i in idx}) == 1
+
+    def _place(self, i: int) -> tuple[Block, int]:
+        block = next(b for b in self.blocks if i in b.tensors)
+        return block, block.tensors.index(i)
 
     @classmethod
     def of_shapes(cls, shapes, layout: Layout | None = None, swapped=frozenset()) -> "Flat":
@@ -97,6 +126,47 @@ class Flat:
         for i, t in enumerate(self.layout.tensors):
             leaves[t.leaf] = self.tensor(flat, i)
         return self.layout.unflatten(leaves)
+
+    def model_params(self, flat):
+        """What the model takes for a flat vector: its pytree, or per run its stacked tensors."""
+        return self.unflatten(flat) if self.runs is None else tuple(
+            {param: self._stack(flat, idx) for param, idx in run} for run in self.runs)
+
+    def from_model_params(self, params):
+        """The flat vector of what `model_params` gives (e.g. its gradient)."""
+        if self.runs is None:
+            return self.flatten(params)
+        pieces = {}
+        for run, arrays in zip(self.runs, params):
+            for param, idx in run:
+                a = arrays[param].swapaxes(-1, -2) if idx[0] in self.swapped else arrays[param]
+                pieces[idx[0]] = (len(idx), a.reshape(a.shape[:a.ndim - len(self.shapes[idx[0]]) - 1] + (-1,)))
+        parts = []
+        for block in self.blocks:
+            j = 0
+            while j < block.n:
+                n, part = pieces[block.tensors[j]]
+                parts.append(part)
+                j += n
+        return jnp.concatenate(parts, -1)
+
+    def model_leaves(self, params) -> list:
+        """The parameter leaves (`Layout.leaves` order) of what `model_params` gives."""
+        if self.runs is None:
+            return self.layout.leaves(params)
+        leaves = [None] * self.layout.n_leaves
+        for run, arrays in zip(self.runs, params):
+            for param, idx in run:
+                for j, i in enumerate(idx):
+                    leaves[self.layout.tensors[i].leaf] = arrays[param][j]
+        return leaves
+
+    def _stack(self, flat, idx: tuple[int, ...]):
+        """Tensors `idx` (a contiguous stretch of one block) as one array [..., len(idx), shape]."""
+        block, j = self._place(idx[0])
+        start = block.start + j * block.size
+        seg = flat[..., start:start + len(idx) * block.size].reshape(flat.shape[:-1] + (len(idx),) + block.shape)
+        return seg.swapaxes(-1, -2) if idx[0] in self.swapped else seg
 
     def flatten(self, params):
         """The flat vector of a parameter pytree (NumPy or JAX leaves; leading axes kept)."""

@@ -135,8 +135,15 @@ def cross_entropy(logits, y):
     return jax.nn.logsumexp(logits, -1) - jnp.sum(logits * jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype), -1)
 
 
-def _data_loss(model, params, x, y, hyper):
-    logits = model.apply(params, x, alpha=hyper["alpha"])
+def apply_model(model, flat: Flat, params, x, alpha, capture: bool = False):
+    """The model on what `flat.model_params` gave: per run stacked (`Model.apply_runs`) or its pytree."""
+    if flat.runs is not None:
+        return model.apply_runs(params, x, alpha=alpha, capture=capture)
+    return model.apply(params, x, alpha=alpha, capture=capture) if capture else model.apply(params, x, alpha=alpha)
+
+
+def _data_loss(model, flat: Flat, params, x, y, hyper):
+    logits = apply_model(model, flat, params, x, hyper["alpha"])
     return mean_cross_entropy(logits, y, hyper.get("label_smoothing")), jnp.mean(jnp.argmax(logits, -1) == y)
 
 
@@ -151,8 +158,8 @@ def mean_cross_entropy(logits, y, smoothing=None):
     return jnp.mean(jax.nn.logsumexp(logits, -1)) - jnp.sum(logits * target) / logits.shape[0]
 
 
-def _objective(model, params, x, y, hyper):
-    data_loss, correct = _data_loss(model, params, x, y, hyper)
+def _objective(model, flat: Flat, params, x, y, hyper):
+    data_loss, correct = _data_loss(model, flat, params, x, y, hyper)
     pen = penalty(params, hyper["l1"], hyper["l2"])
     return data_loss + pen, (data_loss, pen, correct)
 
@@ -238,10 +245,10 @@ def _member_update(model, flat: Flat, optimizer, terms, params, opt_state, hyper
     built it from a pad and an add per tensor); the penalty, elementwise, on the flat vector,
     with only the `terms` ("l1", "l2") some member of the group uses."""
     (data_loss, correct), g_data = jax.value_and_grad(
-        lambda t: _data_loss(model, t, xb, yb, hyper), has_aux=True)(flat.unflatten(params))
+        lambda t: _data_loss(model, flat, t, xb, yb, hyper), has_aux=True)(flat.model_params(params))
     l1, l2 = (hyper[t] if t in terms else None for t in ("l1", "l2"))
     pen, g_pen = jax.value_and_grad(lambda f: penalty(f, l1, l2))(params)
-    grads = flat.flatten(g_data) + g_pen
+    grads = flat.from_model_params(g_data) + g_pen
     total = data_loss + pen
     transformation = optimizer.transformation({k: hyper["opt/" + k] for k in optimizer.traced})
     if on_flat(optimizer.name):
@@ -338,8 +345,8 @@ def _finalize(flat: Flat, config, acc):
 def _member_observe(model, flat: Flat, config, params, initial, hyper, x_probe, y_probe, x_test, y_test):
     _, layer_qs = probes_mod.select(config.probes)
     layout, alpha = flat.layout, hyper["alpha"]
-    params = flat.unflatten(params)
-    initial = flat.unflatten(initial) if initial is not None else None
+    params = flat.model_params(params)
+    initial = flat.model_params(initial) if initial is not None else None
     out = {}
 
     # Validation over the whole test set, in chunks (padding masked out).
@@ -352,16 +359,32 @@ def _member_observe(model, flat: Flat, config, params, initial, hyper, x_probe, 
 
     def eval_chunk(args):
         xc, yc, mc = args
-        logits = model.apply(params, xc, alpha=alpha)
+        logits = apply_model(model, flat, params, xc, alpha)
         loss = cross_entropy(logits, yc)
         return jnp.sum(loss * mc), jnp.sum((jnp.argmax(logits, -1) == yc) * mc)
 
     losses, corrects = jax.lax.map(eval_chunk, (xs, ys, mask))
     out["val_loss"] = jnp.sum(losses) / x_test.shape[0]
     out["val_acc"] = jnp.sum(corrects) / x_test.shape[0]
-    if layer_qs:
+    if layer_qs and flat.runs is not None:
+        out.update(factors_of_groups(layout, layer_qs, run_factor_groups(model, flat, params, initial, alpha, x_probe),
+                                     alpha))
+    elif layer_qs:
         out.update(measure_layer_factors(model, layout, layer_qs, params, initial, alpha, x_probe))
     return out
+
+
+@dataclass(frozen=True)
+class FactorGroup:
+    """Layers whose factors are measured as one stacked batch: their indices in the layout,
+    their weights [n, ...] (None: no matrix weight), the weights at initialization, their
+    pre-activations [n, ...] and activation (None: the model gives none)."""
+
+    layers: tuple[int, ...]
+    w: jax.Array | None
+    w0: jax.Array | None
+    z: jax.Array | None
+    activation: str | None
 
 
 def measure_layer_factors(model, layout, layer_qs, params, initial, alpha, x_probe) -> dict:
@@ -386,30 +409,61 @@ def measure_layer_factors(model, layout, layer_qs, params, initial, alpha, x_pro
         act = acts.get(layer.name) if layer.name in preacts else None
         z_shape = tuple(preacts[layer.name].shape) if act is not None else None
         same_shape.setdefault((w_shape, z_shape, act), []).append(i)
-    per_layer = {}
-    for (w_shape, z_shape, act), idx in same_shape.items():
-        def weights(ls):
-            return jnp.stack([ls[layout.layers[i].weight.leaf] for i in idx])
 
-        w = weights(leaves) if w_shape is not None else None
-        w0 = weights(initial_leaves) if w_shape is not None and initial_leaves is not None else None
-        z = dphi = log_dphi = None
-        if z_shape is not None:
-            z = jnp.stack([preacts[layout.layers[i].name] for i in idx])
-            phi = activations.get(act)
-            dphi, log_dphi = phi.deriv(z / alpha), phi.log_deriv(z / alpha)  # g'(z) = phi'(z / alpha)
+    def stack(arrays, idx):
+        return jnp.stack([arrays[i] for i in idx])
+
+    groups = []
+    for (w_shape, z_shape, act), idx in same_shape.items():
+        weights = [layout.layers[i].weight.leaf if w_shape is not None else None for i in idx]
+        groups.append(FactorGroup(
+            tuple(idx), stack(leaves, weights) if w_shape is not None else None,
+            stack(initial_leaves, weights) if w_shape is not None and initial_leaves is not None else None,
+            jnp.stack([preacts[layout.layers[i].name] for i in idx]) if z_shape is not None else None, act))
+    return factors_of_groups(layout, layer_qs, groups, alpha)
+
+
+def run_factor_groups(model, flat: Flat, params, initial, alpha, x_probe) -> list[FactorGroup]:
+    """`FactorGroup`s of a model that takes its parameters per run (`flat.runs`): each run is
+    a group, its stacks as they are (stacking per-layer slices again was one copy kernel
+    per layer under the engine's vmap)."""
+    layout = flat.layout
+    acts = model.layer_activations(layout.names)
+    run_preacts = apply_model(model, flat, params, x_probe, alpha, capture=True)[1] if acts else ()
+    index = {name: i for i, name in enumerate(layout.names)}
+    groups = []
+    for r, run in enumerate(model.layer_runs):
+        z = run_preacts[r] if r < len(run_preacts) else None
+        groups.append(FactorGroup(tuple(index[name] for name in run), params[r]["w"],
+                                  initial[r]["w"] if initial is not None else None, z,
+                                  acts.get(run[0]) if z is not None else None))
+    return groups
+
+
+def factors_of_groups(layout, layer_qs, groups: list[FactorGroup], alpha) -> dict:
+    """{column: [layer]} of the layer quantities `layer_qs` over `groups` (every layer once)."""
+    per_group = []
+    for g in groups:
+        dphi = log_dphi = None
+        if g.z is not None:
+            phi = activations.get(g.activation)
+            dphi, log_dphi = phi.deriv(g.z / alpha), phi.log_deriv(g.z / alpha)  # g'(z) = phi'(z / alpha)
         cols = {}
         for q in layer_qs:
-            usable = (z is not None or not q.needs_activation) and (w is not None or q.needs_activation) \
-                and (w0 is not None or not q.needs_initial)
+            usable = (g.z is not None or not q.needs_activation) and (g.w is not None or q.needs_activation) \
+                and (g.w0 is not None or not q.needs_initial)
             if usable:
-                cols.update(jax.vmap(q.compute)(z, dphi, log_dphi, w, w0) if q.needs_initial
-                            else jax.vmap(q.compute)(z, dphi, log_dphi, w))
+                cols.update(jax.vmap(q.compute)(g.z, dphi, log_dphi, g.w, g.w0) if q.needs_initial
+                            else jax.vmap(q.compute)(g.z, dphi, log_dphi, g.w))
             else:
-                cols.update({c: jnp.full(len(idx), jnp.nan) for c in q.columns})
-        for j, i in enumerate(idx):
-            per_layer[i] = {c: v[j] for c, v in cols.items()}
-    return {col: jnp.stack([per_layer[i][col] for i in range(len(layout.layers))]) for col in per_layer[0]}
+                cols.update({c: jnp.full(len(g.layers), jnp.nan) for c in q.columns})
+        per_group.append(cols)
+    # One concatenation per column, then one gather when the groups are not in layer order:
+    # a slice per layer and column was one kernel each under the engine's vmap.
+    order = np.argsort(np.concatenate([g.layers for g in groups]), kind="stable")
+    identity = bool(np.array_equal(order, np.arange(len(order))))
+    return {col: (lambda v: v if identity else v[order])(jnp.concatenate([cols[col] for cols in per_group]))
+            for col in per_group[0]}
 
 
 def _member_end_grads(model, flat: Flat, params, hyper, x_probe, y_probe):
@@ -417,8 +471,8 @@ def _member_end_grads(model, flat: Flat, params, hyper, x_probe, y_probe):
     distribution plots. Its own program, run once after the last epoch: a backward pass
     over the probe batch was most of the observe program's cost (a CNN on digits: 2/3),
     and as a branch of it (a `cond` under vmap) it was traced several times over."""
-    g = jax.grad(lambda p: _objective(model, p, x_probe, y_probe, hyper)[0])(flat.unflatten(params))
-    leaves = flat.layout.leaves(g)
+    g = jax.grad(lambda p: _objective(model, flat, p, x_probe, y_probe, hyper)[0])(flat.model_params(params))
+    leaves = flat.model_leaves(g)
     first, last = _end_layers(flat.layout)
     return leaves[first.weight.leaf], leaves[last.weight.leaf]
 
@@ -550,7 +604,7 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
     optimizer = replace(config.optimizer, total_steps=steps * config.epochs
                         if config.optimizer.schedule.name != "constant" else None)
     program = replace(config, epochs=1, record_every=1, learning_rate=1e-3, optimizer=optimizer)
-    flat = Flat.of(layout, swap_matrices=model.weight_layout == "in_out")
+    flat = Flat.of(layout, swap_matrices=model.weight_layout == "in_out").with_runs(model.layer_runs)
     epoch_fn, observe, end_grads = _compiled(model, flat, program, penalty_terms(members))
     _, layer_qs = probes_mod.select(config.probes)
     keep_initial = any(q.needs_initial for q in layer_qs)
