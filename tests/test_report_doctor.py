@@ -216,8 +216,23 @@ def test_every_finding_of_the_planted_cases_has_measured_remedies(planted):
 
 
 def _results(grads: list[dict], acts: list[dict], activation="tanh") -> Results:
-    runs = pd.DataFrame([{"run_id": "r", "label": "own", "seed": 0, "activation": activation, "network": "model"}])
+    """One run of an own model; `activation` None: its runs store none (an own loop's)."""
+    row = {"run_id": "r", "label": "own", "seed": 0, "activation": activation, "network": "model"}
+    runs = pd.DataFrame([{k: v for k, v in row.items() if v is not None}])
     return Results(None, {}, {}, runs, pd.DataFrame(), pd.DataFrame(grads), pd.DataFrame(acts))
+
+
+def test_an_activation_not_stored_is_not_guessed():
+    """Runs that store no activation (an own loop's) are of an unknown model: the report's runs
+    view leaves it None (it used to say tanh, the built-in default), and so does the diagnosis."""
+    from vglab.report import tables
+
+    g = [_grad(0, -6.0), _grad(1, 0.0)]
+    g += [{**x, "param": "w"} for x in g]
+    assert doctor.diagnose(_results(g, [], activation="relu")).runs[0].model["activation"] == "relu"
+    res = _results(g, [], activation=None)
+    assert "activation" not in res.runs and tables.runs(res)["activation"].isna().all()
+    assert doctor.diagnose(res).runs[0].model["activation"] is None
 
 
 def _grad(layer_index, level, update_ratio=1e-3, param="b", zero=0.0, epoch=1):

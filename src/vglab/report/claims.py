@@ -17,6 +17,7 @@ the verdicts combined (all reproduced -> reproduced, none -> not reproduced, els
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -183,12 +184,15 @@ def _archs(f: pd.DataFrame, cols=ARCH) -> list[tuple[tuple, pd.DataFrame]]:
 
 
 def _arch_name(g: pd.DataFrame) -> str:
+    """The group's architecture as its labels and run ids name it (`nn.networks.arch_name`,
+    the rule's one home), from the runs' stored columns."""
+    from vglab.nn.networks import arch_name
+
     r = g.iloc[0]
-    if str(r.get("network")) == "mlp":
-        return f"mlp {int(r['depth'])}x{int(r['width'])}"
-    if str(r.get("network")) == "paper_cnn":
-        return f"paper_cnn({r.get('variant')})"
-    return str(r.get("network"))
+    size = lambda k: int(r[k]) if pd.notna(r.get(k)) else None  # noqa: E731 - paper_cnn: none
+    args = json.loads(r["model_args"]) if isinstance(r.get("model_args"), str) else {}
+    return arch_name(str(r.get("network")), size("depth"), size("width"), r.get("variant"), r.get("model"),
+                     tuple(sorted(args.items())))
 
 
 def _at_chance(res, *means) -> bool:

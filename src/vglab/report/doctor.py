@@ -360,9 +360,7 @@ def _mean_field(row: pd.Series, res, label: str) -> dict | None:
 
 
 def _runs_frame(res) -> pd.DataFrame:
-    r = tables.runs(res)
-    # the activation as recorded (tables.runs fills in tanh where a folder has none: a watched model's)
-    r["activation_given"] = res.runs["activation"].values if "activation" in res.runs else None
+    r = tables.runs(res)  # the activation as recorded (None where a folder has none: a watched model's)
     for col in ("seed", "network", "depth", "width", "weight_init_spec", "bias_init"):
         if col not in r:
             r[col] = None
@@ -372,7 +370,7 @@ def _runs_frame(res) -> pd.DataFrame:
 def _model_of(row: pd.Series) -> dict:
     """What kind of model a run trained (the remedies' evidence is chosen closest to it)."""
     known = lambda v: v is not None and not (isinstance(v, float) and math.isnan(v))  # noqa: E731
-    act, net, depth = row.get("activation_given"), row.get("network"), row.get("depth")
+    act, net, depth = row.get("activation"), row.get("network"), row.get("depth")
     return {"activation": str(act) if known(act) else None,
             "network": "watched" if row.get("x_unit") == "step" else (str(net) if known(net) else None),
             "depth": int(depth) if known(depth) else None}
@@ -494,7 +492,7 @@ class _RunTables:
 
 
 def _run_tables(row, g: pd.DataFrame, a: pd.DataFrame) -> _RunTables:
-    act_name = str(row.get("activation_given"))
+    act_name = str(row.get("activation"))
     relu = act_name in RELU_TYPE
     # sigmoid-type, or not named (a watched model) but with its saturation recorded
     sigmoid = act_name in SIGMOID_TYPE or (act_name not in RELU_TYPE and "saturated_frac" in a

@@ -29,10 +29,12 @@ def _norm_spec(spec) -> str | None:
 
 
 def runs(res) -> pd.DataFrame:
-    """The runs table with the columns the report relies on filled in (defaults when absent)."""
+    """The runs table with the columns the report relies on filled in (defaults when absent).
+    The activation is what training stored: a folder with none (a watched model's) gets
+    None, never the built-in default (a guess that made the doctor keep its own copy)."""
     r = res.runs.copy()
     defaults = {"label": None, "seed": 0, "network": "mlp", "depth": np.nan, "width": np.nan, "variant": None,
-                "activation": "tanh", "alpha": 1.0, "weight_init": None, "weight_init_spec": None,
+                "activation": None, "alpha": 1.0, "weight_init": None, "weight_init_spec": None,
                 "weight_init_kind": None, "init_scale": np.nan, "penalty": "none", "r": 0.0, "dataset": None,
                 "diverged_epoch": None}
     for col, val in defaults.items():
