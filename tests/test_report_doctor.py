@@ -240,6 +240,21 @@ def _grad(layer_index, level, update_ratio=1e-3, param="b", zero=0.0, epoch=1):
             "grad_abs_mean": 10.0 ** level, "update_ratio": update_ratio, "zero_frac": zero}
 
 
+def test_the_pivot_is_pandas_pivot_table():
+    """`doctor._pivot` places a run's records with NumPy: the frame pandas' pivot_table (mean per
+    epoch and layer) gives, with missing values, keys, epochs and layers, unordered rows and
+    repeated records (means) alike."""
+    df = pd.DataFrame({"epoch": [0, 0, 1, 1, 2, 2, 3], "layer_index": [0, 1, 0, 1, 0, 1, 2],
+                       "x": [1.5, np.nan, np.nan, np.nan, np.inf, -3.0, np.nan], "n": [1, 2, 3, 4, 5, 6, 7]})
+    cases = [(df, "x"), (df.iloc[::-1], "x"), (df, "n"), (pd.concat([df, df.assign(x=df.x + 1)]), "x"),
+             (df.assign(epoch=[0, 0, np.nan, 1, 2, 2, 3]), "x"), (df.astype({"x": np.float32}), "x")]
+    for frame, value in cases:
+        want = frame.pivot_table(index="epoch", columns="layer_index", values=value, aggfunc="mean")
+        pd.testing.assert_frame_equal(doctor._pivot(frame, value), want, check_exact=True)
+    assert doctor._pivot(df, "x").shape == (2, 2)  # epochs 1 and 3, layer 2: no value
+    assert doctor._pivot(df, "missing").empty and doctor._pivot(df.iloc[:0], "x").empty
+
+
 def test_compare_pairs_seeds_and_a_diverged_arm_removes_nothing():
     """`remedies.compare` on two arms of two seeds: an arm whose gradient recovers removed the vanishing
     (level −5 → −0.5 and −0.3 decades: +4.6 mean, paired t interval over the two seeds); an arm whose runs
