@@ -195,6 +195,14 @@ def _arch_name(g: pd.DataFrame) -> str:
                      tuple(sorted(args.items())))
 
 
+def _sigmoid_archs(avail: dict, has) -> tuple[str, object, list[pd.DataFrame]]:
+    """The first preset whose final accuracies `has` what a rule compares, its results, and
+    their sigmoid-type runs' finals by architecture and activation (one verdict part each)."""
+    preset, res = _first_with(avail, has)
+    f = _finals(res)
+    return preset, res, [g for _, g in _archs(f[f["activation"].map(_sig)], ARCH + ("activation",))]
+
+
 def _at_chance(res, *means) -> bool:
     chance = 1.0 / tables.n_classes(res)
     return all(abs(m - chance) <= CHANCE_MARGIN for m in means)
@@ -230,11 +238,9 @@ def _large_params_slow(avail):
     def has(f):
         return len(tables.arms(f, spec="normal(std=10)", penalty="none", alpha=1.0)) > 0
 
-    preset, res = _first_with(avail, has)
-    f = _finals(res)
-    f = f[f["activation"].map(_sig)]
+    preset, res, groups = _sigmoid_archs(avail, has)
     parts = []
-    for _, g in _archs(f, ARCH + ("activation",)):
+    for g in groups:
         big = tables.arms(g, spec="normal(std=10)", penalty="none", alpha=1.0)
         ref = tables.arms(g, spec="normal(std=1)", penalty="none", alpha=1.0)
         if big.empty or ref.empty:
@@ -262,11 +268,9 @@ def _l2_restores(avail):
     def has(f):
         return len(tables.arms(f, spec="normal(std=10)", penalty="l2")) > 0
 
-    preset, res = _first_with(avail, has)
-    f = _finals(res)
-    f = f[f["activation"].map(_sig)]
+    preset, res, groups = _sigmoid_archs(avail, has)
     parts = []
-    for _, g in _archs(f, ARCH + ("activation",)):
+    for g in groups:
         none, ref, _, l2 = _reg_arms(g)
         if l2.empty or (none.empty and ref.empty):
             continue
@@ -302,11 +306,9 @@ def _l1_weaker(avail):
         return len(tables.arms(f, spec="normal(std=10)", penalty="l1")) > 0 and len(
             tables.arms(f, spec="normal(std=10)", penalty="l2")) > 0
 
-    preset, res = _first_with(avail, has)
-    f = _finals(res)
-    f = f[f["activation"].map(_sig)]
+    preset, res, groups = _sigmoid_archs(avail, has)
     parts = []
-    for _, g in _archs(f, ARCH + ("activation",)):
+    for g in groups:
         none, _, l1, l2 = _reg_arms(g)
         if l1.empty or l2.empty:
             continue
