@@ -6,6 +6,7 @@ by the `runs` columns (DESIGN.md), never by parsing labels.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -51,6 +52,18 @@ def runs(res) -> pd.DataFrame:
     else:
         r["spec"] = []
     return r
+
+
+def arch_name(runs_: pd.DataFrame) -> str:
+    """The architecture of runs (of one architecture) as their labels and run ids name it
+    (`nn.networks.arch_name`, the rule's one home), from their stored columns: `mlp 20x8`."""
+    from vglab.nn.networks import arch_name as name
+
+    r = runs_.iloc[0]
+    size = lambda k: int(r[k]) if pd.notna(r.get(k)) else None  # noqa: E731 - a paper_cnn has none
+    args = json.loads(r["model_args"]) if isinstance(r.get("model_args"), str) else {}
+    return name(str(r.get("network")), size("depth"), size("width"), r.get("variant"), r.get("model"),
+                tuple(sorted(args.items())))
 
 
 def label_order(res_or_runs) -> list[str]:
