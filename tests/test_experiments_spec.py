@@ -12,7 +12,7 @@ RUN_COLUMNS = {"experiment", "label", "group", "dataset", "network", "depth", "w
                "alpha", "weight_init", "weight_init_spec", "weight_init_kind", "init_scale", "bias_init", "penalty",
                "r", "seed", "epochs", "batch_size", "learning_rate", "train_size", "n_params", "optimizer",
                "optimizer_spec", "model", "model_args", "input", "record_every", "n_classes",
-               "n_in", "input_sq_norm", "bias_init_spec", "bias_var", "residual", "norm"}
+               "n_in", "input_sq_norm", "bias_init_spec", "bias_var", "residual", "norm", "label_smoothing"}
 
 
 def test_every_preset_loads_on_every_dataset_and_describes_itself():
@@ -227,6 +227,7 @@ def test_label_smoothing_is_one_setting_and_keeps_the_ids_of_stored_runs():
     smooth = load_spec("large-params", sets=["label_smoothing=0.1"])
     assert smooth.to_dict()["label_smoothing"] == 0.1 and smooth.to_spec_file()["label_smoothing"] == 0.1
     assert smooth.expand()[0].train_config().label_smoothing == 0.1
+    assert smooth.expand()[0].row(1, 1)["label_smoothing"] == 0.1 and plain.expand()[0].row(1, 1)["label_smoothing"] == 0
     assert {r.run_id for r in smooth.expand()}.isdisjoint(r.run_id for r in plain.expand())
     for bad in (1, -0.1, "x"):
         with pytest.raises(SpecError, match="label_smoothing"):

@@ -216,13 +216,43 @@ def test_every_finding_of_the_planted_cases_has_measured_remedies(planted):
 
 
 def _results(grads: list[dict], acts: list[dict], activation="tanh") -> Results:
-    runs = pd.DataFrame([{"run_id": "r", "label": "own", "seed": 0, "activation": activation, "network": "model"}])
+    """One run of an own model; `activation` None: its runs store none (an own loop's)."""
+    row = {"run_id": "r", "label": "own", "seed": 0, "activation": activation, "network": "model"}
+    runs = pd.DataFrame([{k: v for k, v in row.items() if v is not None}])
     return Results(None, {}, {}, runs, pd.DataFrame(), pd.DataFrame(grads), pd.DataFrame(acts))
+
+
+def test_an_activation_not_stored_is_not_guessed():
+    """Runs that store no activation (an own loop's) are of an unknown model: the report's runs
+    view leaves it None (it used to say tanh, the built-in default), and so does the diagnosis."""
+    from vglab.report import tables
+
+    g = [_grad(0, -6.0), _grad(1, 0.0)]
+    g += [{**x, "param": "w"} for x in g]
+    assert doctor.diagnose(_results(g, [], activation="relu")).runs[0].model["activation"] == "relu"
+    res = _results(g, [], activation=None)
+    assert "activation" not in res.runs and tables.runs(res)["activation"].isna().all()
+    assert doctor.diagnose(res).runs[0].model["activation"] is None
 
 
 def _grad(layer_index, level, update_ratio=1e-3, param="b", zero=0.0, epoch=1):
     return {"run_id": "r", "epoch": epoch, "layer": f"l{layer_index}", "layer_index": layer_index, "param": param,
             "grad_abs_mean": 10.0 ** level, "update_ratio": update_ratio, "zero_frac": zero}
+
+
+def test_the_pivot_is_pandas_pivot_table():
+    """`doctor._pivot` places a run's records with NumPy: the frame pandas' pivot_table (mean per
+    epoch and layer) gives, with missing values, keys, epochs and layers, unordered rows and
+    repeated records (means) alike."""
+    df = pd.DataFrame({"epoch": [0, 0, 1, 1, 2, 2, 3], "layer_index": [0, 1, 0, 1, 0, 1, 2],
+                       "x": [1.5, np.nan, np.nan, np.nan, np.inf, -3.0, np.nan], "n": [1, 2, 3, 4, 5, 6, 7]})
+    cases = [(df, "x"), (df.iloc[::-1], "x"), (df, "n"), (pd.concat([df, df.assign(x=df.x + 1)]), "x"),
+             (df.assign(epoch=[0, 0, np.nan, 1, 2, 2, 3]), "x"), (df.astype({"x": np.float32}), "x")]
+    for frame, value in cases:
+        want = frame.pivot_table(index="epoch", columns="layer_index", values=value, aggfunc="mean")
+        pd.testing.assert_frame_equal(doctor._pivot(frame, value), want, check_exact=True)
+    assert doctor._pivot(df, "x").shape == (2, 2)  # epochs 1 and 3, layer 2: no value
+    assert doctor._pivot(df, "missing").empty and doctor._pivot(df.iloc[:0], "x").empty
 
 
 def test_compare_pairs_seeds_and_a_diverged_arm_removes_nothing():

@@ -92,6 +92,44 @@ def test_index_can_leave_the_pages_to_the_report_writer(report_dirs, tmp_path):
     assert 'href="regularization/report.html"' in index.read_text()
 
 
+def test_report_of_a_reproduce_root_redraws_every_page_and_the_index(report_dirs, tmp_path, monkeypatch):
+    """`vglab report ROOT` on a `vglab reproduce` root: every experiment's page redrawn (by
+    `write_report`, whose pages the tests above check), an up to date one too, linking back to
+    the index, and the index over them in reproduce's order; a folder that is neither an
+    experiment's nor a root is refused, naming the roots inside it."""
+    from typer.testing import CliRunner
+
+    from vglab.cli import app
+    from vglab.report import html
+
+    root = tmp_path / "digits"
+    dirs = {p: copy_of(p, root) for p in ("many-layers", "r-sweep")}  # reproduce's order is not by name
+    (dirs["many-layers"] / "report.html").write_text("<p>an older vglab's page</p>")
+    assert html.is_fresh(dirs["many-layers"])  # so `reproduce` would keep it; `report` redraws it
+    drawn = []
+
+    def draw(d, **kw):  # the page itself costs seconds (test_report_is_offline_relative_and_complete)
+        drawn.append((d, kw))
+        (d / "report.html").write_text("<p>redrawn</p>")
+        return d / "report.html"
+
+    monkeypatch.setattr(html, "write_report", draw)
+    r = CliRunner().invoke(app, ["report", str(root), "--workers", "1", "--quiet", "--svg"])
+    assert r.exit_code == 0, r.output
+    index = root / "index.html"
+    assert r.output.strip() == str(index)
+    assert sorted(drawn) == sorted((d, {"figure_formats": ("png", "svg"), "index": index}) for d in dirs.values())
+    page = index.read_text()
+    assert page.index('href="r-sweep/report.html"') < page.index('href="many-layers/report.html"')
+    assert 'id="claim-best-r"' in page and "2 experiments" in page
+
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
+    assert r.exit_code == 2 and "it holds neither runs/ nor experiment folders" in r.output, r.output
+    r = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert r.exit_code == 2 and f"it holds the reproduce roots {root}: give one of them" in r.output, r.output
+
+
 def test_summary_csv_is_written_and_linked(written):
     _, dirs, page_path = written
     out = dirs["many-layers"]

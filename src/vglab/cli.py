@@ -403,16 +403,25 @@ def schema():
 
 
 @app.command()
-def report(results_dir: Path = typer.Argument(..., help="A results directory (vglab run ... --out DIR)."),
-           open_: bool = typer.Option(False, "--open", help="Open the page in a browser."), svg: bool = SVG):
-    """Write the HTML report of a results directory and print its path.
+def report(results_dir: Path = typer.Argument(..., help="A results directory (vglab run ... --out DIR), or a "
+                                                        "reproduce root (vglab reproduce --out DIR)."),
+           open_: bool = typer.Option(False, "--open", help="Open the page in a browser."), svg: bool = SVG,
+           workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1,
+                                                 help="Of a reproduce root: processes drawing its pages (default: "
+                                                      "one per core; 1 draws in this process)."),
+           quiet: bool = QUIET):
+    """Write the HTML report of a results directory and print its path. Of a reproduce root:
+    redraw every experiment's page and the index, and print the index's path.
 
-    Example: [bold]vglab report vglab-results/digits/large-params --open[/bold]
+    Examples:
+      [bold]vglab report vglab-results/digits/large-params --open[/bold]
+      [bold]vglab report vglab-results/digits[/bold]      (every page of vglab reproduce, and its index)
     """
     import vglab
 
     with _user_errors():
-        page = vglab.report(results_dir, open=open_, figure_formats=("png", "svg") if svg else ("png",))
+        page = vglab.report(results_dir, open=open_, figure_formats=("png", "svg") if svg else ("png",),
+                            workers=workers, _progress=_progress(quiet))
     typer.echo(str(page))
 
 

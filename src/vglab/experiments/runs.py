@@ -164,7 +164,7 @@ class RunSpec:
             "optimizer": self.optimizer_setting().label, "optimizer_spec": json.dumps(dict(self.optimizer)),
             "model": self.model, "model_args": json.dumps(dict(self.model_args), default=str), "input": self.input,
             "residual": self.residual, "norm": self.norm,
-            "record_every": self.record_every, "train_size": n_train, "n_params": n_params, "n_classes": n_classes,
+            "record_every": self.record_every, "label_smoothing": self.label_smoothing, "train_size": n_train, "n_params": n_params, "n_classes": n_classes,
             "n_in": facts.get("n_in"), "input_sq_norm": facts.get("input_sq_norm"),
         }
 

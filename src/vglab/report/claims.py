@@ -182,13 +182,12 @@ def _archs(f: pd.DataFrame, cols=ARCH) -> list[tuple[tuple, pd.DataFrame]]:
     return out
 
 
-def _arch_name(g: pd.DataFrame) -> str:
-    r = g.iloc[0]
-    if str(r.get("network")) == "mlp":
-        return f"mlp {int(r['depth'])}x{int(r['width'])}"
-    if str(r.get("network")) == "paper_cnn":
-        return f"paper_cnn({r.get('variant')})"
-    return str(r.get("network"))
+def _sigmoid_archs(avail: dict, has) -> tuple[str, object, list[pd.DataFrame]]:
+    """The first preset whose final accuracies `has` what a rule compares, its results, and
+    their sigmoid-type runs' finals by architecture and activation (one verdict part each)."""
+    preset, res = _first_with(avail, has)
+    f = _finals(res)
+    return preset, res, [g for _, g in _archs(f[f["activation"].map(_sig)], ARCH + ("activation",))]
 
 
 def _at_chance(res, *means) -> bool:
@@ -226,11 +225,9 @@ def _large_params_slow(avail):
     def has(f):
         return len(tables.arms(f, spec="normal(std=10)", penalty="none", alpha=1.0)) > 0
 
-    preset, res = _first_with(avail, has)
-    f = _finals(res)
-    f = f[f["activation"].map(_sig)]
+    preset, res, groups = _sigmoid_archs(avail, has)
     parts = []
-    for _, g in _archs(f, ARCH + ("activation",)):
+    for g in groups:
         big = tables.arms(g, spec="normal(std=10)", penalty="none", alpha=1.0)
         ref = tables.arms(g, spec="normal(std=1)", penalty="none", alpha=1.0)
         if big.empty or ref.empty:
@@ -238,11 +235,11 @@ def _large_params_slow(avail):
         a, b = _acc(big), _acc(ref)
         gap = b["mean"] - a["mean"]
         v = "reproduced" if gap >= SLOW_GAP else ("partly" if gap >= SLOW_GAP_PARTLY else "not reproduced")
-        text = (f"{_arch_name(g)}: final val acc N(0, std=10) {_a(a)} vs N(0, std=1) {_a(b)} "
+        text = (f"{tables.arch_name(g)}: final val acc N(0, std=10) {_a(a)} vs N(0, std=1) {_a(b)} "
                 f"({_pts(-gap)})")
         if _at_chance(res, a["mean"], b["mean"]):
             v, text = "inconclusive", text + f" — {UNINFORMATIVE}"
-        parts.append((v, text, {"arch": _arch_name(g), "acc_std10": a["mean"], "acc_std1": b["mean"], "gap": gap}))
+        parts.append((v, text, {"arch": tables.arch_name(g), "acc_std10": a["mean"], "acc_std1": b["mean"], "gap": gap}))
     return _combine(parts, preset)
 
 
@@ -258,18 +255,16 @@ def _l2_restores(avail):
     def has(f):
         return len(tables.arms(f, spec="normal(std=10)", penalty="l2")) > 0
 
-    preset, res = _first_with(avail, has)
-    f = _finals(res)
-    f = f[f["activation"].map(_sig)]
+    preset, res, groups = _sigmoid_archs(avail, has)
     parts = []
-    for _, g in _archs(f, ARCH + ("activation",)):
+    for g in groups:
         none, ref, _, l2 = _reg_arms(g)
         if l2.empty or (none.empty and ref.empty):
             continue
         r = _closest_r(l2)
         a2 = _acc(l2[np.isclose(l2["r"], r)])
-        nums = {"arch": _arch_name(g), "r": r, "acc_l2": a2["mean"]}
-        bits = [f"{_arch_name(g)}: N(0, std=10) + L2 r={r:g} {_a(a2)}"]
+        nums = {"arch": tables.arch_name(g), "r": r, "acc_l2": a2["mean"]}
+        bits = [f"{tables.arch_name(g)}: N(0, std=10) + L2 r={r:g} {_a(a2)}"]
         an = _acc(none) if not none.empty else None
         ar = _acc(ref) if not ref.empty else None
         if ar:
@@ -298,11 +293,9 @@ def _l1_weaker(avail):
         return len(tables.arms(f, spec="normal(std=10)", penalty="l1")) > 0 and len(
             tables.arms(f, spec="normal(std=10)", penalty="l2")) > 0
 
-    preset, res = _first_with(avail, has)
-    f = _finals(res)
-    f = f[f["activation"].map(_sig)]
+    preset, res, groups = _sigmoid_archs(avail, has)
     parts = []
-    for _, g in _archs(f, ARCH + ("activation",)):
+    for g in groups:
         none, _, l1, l2 = _reg_arms(g)
         if l1.empty or l2.empty:
             continue
@@ -312,8 +305,8 @@ def _l1_weaker(avail):
             continue
         a1, a2 = _acc(l1[np.isclose(l1["r"], r)]), _acc(l2[np.isclose(l2["r"], r)])
         d = a2["mean"] - a1["mean"]
-        text = f"{_arch_name(g)}, N(0, std=10), r={r:g}: L1 {_a(a1)} vs L2 {_a(a2)} (L1 {_pts(-d)})"
-        nums = {"arch": _arch_name(g), "r": r, "acc_l1": a1["mean"], "acc_l2": a2["mean"]}
+        text = f"{tables.arch_name(g)}, N(0, std=10), r={r:g}: L1 {_a(a1)} vs L2 {_a(a2)} (L1 {_pts(-d)})"
+        nums = {"arch": tables.arch_name(g), "r": r, "acc_l1": a1["mean"], "acc_l2": a2["mean"]}
         if not none.empty:
             an = _acc(none)
             text += f", no penalty {_a(an)}"
@@ -343,9 +336,9 @@ def _best_r(avail):
         ratio = abs(math.log10(best / BEST_R))
         v = ("reproduced" if ratio <= math.log10(BEST_R_FACTOR) + 1e-9 else
              "partly" if ratio <= 1 + 1e-9 else "not reproduced")
-        text = (f"{_arch_name(g)} · {g['weight_init'].iloc[0]}: best L2 r = {best:g} "
+        text = (f"{tables.arch_name(g)} · {g['weight_init'].iloc[0]}: best L2 r = {best:g} "
                 f"(final val acc {means.max():.3f}; swept r = {', '.join(f'{r:g}' for r in means.index)})")
-        nums = {"arch": _arch_name(g), "best_r_l2": best, "acc_best_l2": float(means.max())}
+        nums = {"arch": tables.arch_name(g), "best_r_l2": best, "acc_best_l2": float(means.max())}
         l1 = g[g["penalty"] == "l1"]
         if l1["r"].nunique() >= 3:
             m1 = l1.groupby("r")["val_acc"].mean()
@@ -369,7 +362,7 @@ def _large_r_worse(avail):
         means = big.groupby("r")["val_acc"].mean()
         worse = {float(r): float(m) for r, m in means.items() if m < an["mean"]}
         v = ("reproduced" if len(worse) == len(means) else "not reproduced" if not worse else "partly")
-        text = (f"{_arch_name(g)} · {g['weight_init'].iloc[0]}: no penalty {_a(an)}; L2 "
+        text = (f"{tables.arch_name(g)} · {g['weight_init'].iloc[0]}: no penalty {_a(an)}; L2 "
                 + ", ".join(f"r={r:g}: {m:.3f}" for r, m in means.items())
                 + f" ({len(worse)} of {len(means)} below no penalty)")
         l1big = g[(g["penalty"] == "l1") & (g["r"] > LARGE_R)]
@@ -378,7 +371,7 @@ def _large_r_worse(avail):
             text += "; L1 " + ", ".join(f"r={r:g}: {m:.3f}" for r, m in m1.items())
         if _at_chance(res, an["mean"], *means.to_numpy()):
             v, text = "inconclusive", text + f" — {UNINFORMATIVE}"
-        parts.append((v, text, {"arch": _arch_name(g), "acc_none": an["mean"],
+        parts.append((v, text, {"arch": tables.arch_name(g), "acc_none": an["mean"],
                                 "acc_l2_large_r": {float(r): float(m) for r, m in means.items()}}))
     if not parts:
         raise _Missing(f"`{preset}` has no L2 runs with r > {LARGE_R:g} next to a run without penalty")
@@ -402,9 +395,9 @@ def _l2_catches_relu(avail):
         at, ar = _acc(tl2), _acc(relu)
         d = at["mean"] - ar["mean"]
         v = "reproduced" if d >= -WITHIN else ("partly" if d >= -2.5 * WITHIN else "not reproduced")
-        text = (f"{_arch_name(g)}: {tl2['activation'].iloc[0]} · {tl2['weight_init'].iloc[0]} + L2 r={r:g} {_a(at)} "
+        text = (f"{tables.arch_name(g)}: {tl2['activation'].iloc[0]} · {tl2['weight_init'].iloc[0]} + L2 r={r:g} {_a(at)} "
                 f"vs relu · Glorot uniform {_a(ar)} ({_pts(d)})")
-        nums = {"arch": _arch_name(g), "acc_tanh_l2": at["mean"], "acc_relu": ar["mean"], "diff": d}
+        nums = {"arch": tables.arch_name(g), "acc_tanh_l2": at["mean"], "acc_relu": ar["mean"], "diff": d}
         if _at_chance(res, at["mean"], ar["mean"]):
             v, text = "inconclusive", text + f" — {UNINFORMATIVE}"
         tnone = tables.arms(g[g["activation"].map(_sig)], spec=str(tl2["spec"].iloc[0]), penalty="none")
@@ -439,13 +432,13 @@ def _deep_chance(avail):
     ad = _acc(deep)
     near = abs(ad["mean"] - chance) <= CHANCE_MARGIN
     nums = {"acc_deep": ad["mean"], "chance": chance, "depth": int(deep["depth"].iloc[0])}
-    text = f"{_arch_name(deep)} at N(0, std=0.05): final val acc {_a(ad)} (chance {chance:.2f})"
+    text = f"{tables.arch_name(deep)} at N(0, std=0.05): final val acc {_a(ad)} (chance {chance:.2f})"
     if shallow.empty:
         return Outcome("partly" if near else "not reproduced", text + "; no shallow net to compare", nums, preset)
     ash = _acc(shallow)
     nums["acc_shallow"] = ash["mean"]
     learns = ash["mean"] >= chance + SHALLOW_LEARNS
-    text += f"; {_arch_name(shallow)} at the same init: {_a(ash)}"
+    text += f"; {tables.arch_name(shallow)} at the same init: {_a(ash)}"
     v = "reproduced" if near and learns else ("partly" if near else "not reproduced")
     return Outcome(v, text, nums, preset)
 
@@ -462,7 +455,7 @@ def _alpha2(avail):
     same = abs(d) < SAME
     near = abs(a2["mean"] - chance) <= CHANCE_MARGIN
     v = "reproduced" if same and near else ("partly" if same or near else "not reproduced")
-    text = (f"{_arch_name(d1)} at N(0, std=0.05): α=2 {_a(a2)} vs α=1 {_a(a1)} ({_pts(d)}; chance {chance:.2f})")
+    text = (f"{tables.arch_name(d1)} at N(0, std=0.05): α=2 {_a(a2)} vs α=1 {_a(a1)} ({_pts(d)}; chance {chance:.2f})")
     return Outcome(v, text, {"acc_alpha1": a1["mean"], "acc_alpha2": a2["mean"], "diff": d, "chance": chance}, preset)
 
 
@@ -529,7 +522,7 @@ def _why(avail):
         raise _Missing(f"`{preset}` has no deep run at alpha = 1")
     fd = factor_diagnosis(res, list(deep["run_id"]))
     dom = _dominant(fd)
-    text = f"{_arch_name(deep)} at N(0, std=0.05), epoch 0: " + _diag_text(fd) + f" → dominant factor: {dom}"
+    text = f"{tables.arch_name(deep)} at N(0, std=0.05), epoch 0: " + _diag_text(fd) + f" → dominant factor: {dom}"
     from vglab.report import theory
 
     comp = [c for c in theory.compare(res, labels=[deep["label"].iloc[0]])]
@@ -582,7 +575,7 @@ def _rescaling_by_init(avail):
         ab = _acc(best)
         grads = {float(al): first_grad(res, list(gg["run_id"])) for al, gg in g[g["alpha"] > 1].groupby("alpha")}
         best_grad_alpha = max(grads, key=lambda k: grads[k] if np.isfinite(grads[k]) else -np.inf)
-        name = f"{g['weight_init'].iloc[0]} ({_arch_name(g)})"
+        name = f"{g['weight_init'].iloc[0]} ({tables.arch_name(g)})"
         d_acc, d_grad = ab["mean"] - a1["mean"], grads[best_grad_alpha] - gr1
         if d_acc >= RAISES_ACC:
             helped_acc.append(name)
@@ -622,7 +615,7 @@ def _combined(avail):
         arms = {"none": _acc(base), "penalty only": best(l2), "rescaling only": best(resc), "both": best(both)}
         singles = [a["mean"] for k, a in arms.items() if k in ("penalty only", "rescaling only") and a]
         gain = arms["both"]["mean"] - max(singles + [arms["none"]["mean"]])
-        name = f"{g['weight_init'].iloc[0]} ({_arch_name(g)})"
+        name = f"{g['weight_init'].iloc[0]} ({tables.arch_name(g)})"
         verdict = ("both together beat either alone" if gain >= RAISES_ACC else
                    "combining does not beat the best single remedy")
         txt = f"{name}: " + ", ".join(f"{k} {_a(a)} [{a['label']}]" if k != "none" else f"{k} {_a(a)}"
@@ -652,7 +645,7 @@ def _alpha_sweep(avail):
     best = float(means.idxmax())
     d = float(means.max()) - a1["mean"]
     v = "reproduced" if d < SAME else "not reproduced"
-    text = (f"{_arch_name(d1)} at N(0, std=0.05): α=1 {_a(a1)}; " + ", ".join(f"α={al:g}: {m:.3f}" for al, m in means.items())
+    text = (f"{tables.arch_name(d1)} at N(0, std=0.05): α=1 {_a(a1)}; " + ", ".join(f"α={al:g}: {m:.3f}" for al, m in means.items())
             + f" (best α={best:g}, {_pts(d)})")
     return Outcome(v, text, {"acc_alpha1": a1["mean"], "best_alpha": best, "acc_best": float(means.max()), "diff": d},
                    preset)
@@ -671,8 +664,8 @@ def _l2_generalizes(avail):
         an, a2 = _acc(none), _acc(l2[np.isclose(l2["r"], r)])
         d = a2["mean"] - an["mean"]
         v = "reproduced" if d >= HELPS else "not reproduced"
-        text = f"{_arch_name(g)} · {g['weight_init'].iloc[0]}: L2 r={r:g} {_a(a2)} vs no penalty {_a(an)} ({_pts(d)})"
-        nums = {"arch": _arch_name(g), "acc_none": an["mean"], "acc_l2": a2["mean"], "gain": d}
+        text = f"{tables.arch_name(g)} · {g['weight_init'].iloc[0]}: L2 r={r:g} {_a(a2)} vs no penalty {_a(an)} ({_pts(d)})"
+        nums = {"arch": tables.arch_name(g), "acc_none": an["mean"], "acc_l2": a2["mean"], "gain": d}
         l1 = g[g["penalty"] == "l1"]
         if not l1.empty:
             a1 = _acc(l1[np.isclose(l1["r"], _closest_r(l1))])

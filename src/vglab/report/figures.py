@@ -111,6 +111,13 @@ def _subplots(fig: Figure, nrows: int, ncols: int, **kw):
     return axes
 
 
+def _label_canvas(labels: list[str], w: float, h: float, fit: int, nrows: int, ncols: int):
+    """For a figure with one line per label: ((short labels, shared text), colours, styles, the
+    figure, its axes); `h` grows 0.18 in per label beyond `fit` (the legend's rows)."""
+    fig = _figure(w, h + 0.18 * max(0, len(labels) - fit))
+    return short_labels(labels), _colors(labels), _styles(labels), fig, _subplots(fig, nrows, ncols)
+
+
 def short_labels(labels: list[str]) -> tuple[dict[str, str], str]:
     """Drop the ' · '-separated parts every label shares; returns ({label: short}, shared text)."""
     parts = [lab.split(" · ") for lab in labels]
@@ -231,11 +238,7 @@ def learning_curves(res, labels=None, *, log_loss: bool = True) -> Figure:
     labels = _labels(res, labels)
     if not labels or res.epochs.empty:
         raise NoData("no epochs recorded")
-    short, shared = short_labels(labels)
-    col = _colors(labels)
-    sty = _styles(labels)
-    fig = _figure(9.0, 6.2 + 0.18 * max(0, len(labels) - 4))
-    axes = _subplots(fig, 2, 2)
+    (short, shared), col, sty, fig, axes = _label_canvas(labels, 9.0, 6.2, 4, 2, 2)
     chance = tables.chance(res)
     spots = [("train_acc", axes[0, 0], "training accuracy"), ("val_acc", axes[0, 1], "validation accuracy"),
              ("train_loss", axes[1, 0], "training loss (cross-entropy, nats)"),
@@ -356,10 +359,7 @@ def gradient_stats(res, labels=None, *, layers: str = "first_last", param: str =
 
 def _grad_first_last(res, labels, g, what: str) -> Figure:
     """The first and last layer of every configuration in one pair of panels."""
-    short, shared = short_labels(labels)
-    col = _colors(labels)
-    fig = _figure(9.0, 3.9 + 0.18 * max(0, len(labels) - 3))
-    axes = _subplots(fig, 1, 2)
+    (short, shared), col, _, fig, axes = _label_canvas(labels, 9.0, 3.9, 3, 1, 2)
     for lab in labels:
         sub = g[g["run_id"].isin(_runs_of(res, lab))]
         first, last = sub["layer_index"].min(), sub["layer_index"].max()
@@ -868,11 +868,7 @@ def regime_diagnosis(res, labels=None) -> Figure:
     a = res.activations
     if a.empty or not labels:
         raise NoData("no layer factors recorded")
-    short, shared = short_labels(labels)
-    col = _colors(labels)
-    sty = _styles(labels)
-    fig = _figure(11.5, 4.3 + 0.18 * max(0, len(labels) - 3))
-    axes = _subplots(fig, 1, 3)
+    (short, shared), col, sty, fig, axes = _label_canvas(labels, 11.5, 4.3, 3, 1, 3)
     last_epoch = a["epoch"].max()
     quantities = ((axes[0, 0], "log_weight_norm", LOG10E), (axes[0, 1], "log_deriv_mean", LOG10E),
                   (axes[0, 2], "saturated_frac", 1.0))

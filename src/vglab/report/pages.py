@@ -1,6 +1,8 @@
-"""Writing report pages from Python: one experiment's (`report`, which is `vglab.report`),
-and every preset's while they train (`reproduce`, which is `vglab.reproduce`), on a pool of
-processes (`ReportWriter`). Whether a page is up to date is `html.is_fresh` (the one rule).
+"""Writing report pages from Python: one experiment's, or every page of a `reproduce` root
+and its index (`report`, which is `vglab.report`), and every preset's while they train
+(`reproduce`, which is `vglab.reproduce`), on a pool of processes (`ReportWriter`); both
+draw a root's pages and index the one way (`_pages_and_index`). Whether a page is up to
+date is `html.is_fresh` (the one rule).
 
 The HTML module is imported when a page is drawn (`html_module`), so a command that draws
 none (`reproduce(report=False)`, a dry run) does not import matplotlib.
@@ -26,14 +28,32 @@ def html_module():
     return html
 
 
-def write(path, open: bool = False, figure_formats=("png",)):  # noqa: A002 - mirrors the CLI's --open
-    """Write the HTML report of the results directory `path`; returns the page's path."""
-    from vglab.results.store import StoreError
+def is_results_dir(path: Path) -> bool:
+    """An experiment's folder: its runs, or at least its experiment.toml (no run done yet)."""
+    return (path / "runs").is_dir() or (path / "experiment.toml").exists()
 
+
+def experiment_dirs(root: Path) -> list[Path]:
+    """The experiment folders of a `reproduce` root (one per preset), in `reproduce`'s order:
+    the presets' list, then the others by name."""
+    from vglab.experiments.presets import preset_names
+
+    order = {n: i for i, n in enumerate(preset_names())}
+    dirs = [d for d in Path(root).iterdir() if d.is_dir() and is_results_dir(d)] if Path(root).is_dir() else []
+    return sorted(dirs, key=lambda d: (order.get(d.name, len(order)), d.name))
+
+
+def write(path, open: bool = False, figure_formats=("png",), workers: int | None = None,  # noqa: A002
+          progress: bool = True, _progress=None):
+    """Write the HTML report of the results directory `path`, or of every experiment of the
+    `reproduce` root `path` and its index; returns the page's path (the index's)."""
     path = Path(path)
-    if not (path / "runs").is_dir() and not (path / "experiment.toml").exists():
-        raise StoreError(f"no results directory at {path}; run an experiment first (vglab run PRESET --out {path})")
-    page = html_module().write_report(path, figure_formats=tuple(figure_formats))
+    if is_results_dir(path):
+        page = html_module().write_report(path, figure_formats=tuple(figure_formats))
+    elif experiment_dirs(path):
+        page = write_root(path, figure_formats, workers, _progress or default_progress(progress))
+    else:
+        raise _no_results(path)
     if open:
         import webbrowser
 
@@ -41,17 +61,64 @@ def write(path, open: bool = False, figure_formats=("png",)):  # noqa: A002 - mi
     return page
 
 
+def _no_results(path: Path):
+    """The error for a folder that is neither an experiment's nor a `reproduce` root (naming
+    the roots inside it, when it holds several: `vglab-results`)."""
+    from vglab.results.store import StoreError
+
+    roots = [d for d in sorted(path.iterdir()) if d.is_dir() and experiment_dirs(d)] if path.is_dir() else []
+    if roots:
+        return StoreError(f"no results directory at {path}; it holds the reproduce roots "
+                          f"{', '.join(str(d) for d in roots)}: give one of them")
+    return StoreError(f"no results directory at {path}: it holds neither runs/ nor experiment folders; run an "
+                      f"experiment first (vglab run PRESET --out {path}, or vglab reproduce --out {path})")
+
+
+def write_root(root, figure_formats=("png",), workers: int | None = None, progress=None) -> Path:
+    """Redraw every experiment page of the `reproduce` root `root` (on `workers` processes) and
+    its index, as `reproduce` draws them; returns the index's path."""
+    root = Path(root)
+    dirs = experiment_dirs(root)
+
+    def submit_all(submit):
+        for d in dirs:
+            submit(d)
+        return dirs
+
+    index, shown = root / html_module().INDEX, progress or default_progress(False)
+    with shown:
+        return _pages_and_index(index, ReportWriter(workers, shown, figure_formats, index, redraw=True), submit_all)
+
+
+def _pages_and_index(index: Path, writer: "ReportWriter", experiments) -> Path:
+    """Draw each experiment's page on `writer` as `experiments(writer.submit)` hands it over
+    (returning the folders), then the index over them: written once every page is (it links
+    them), so a page that fails leaves no index."""
+    from vglab.data.files import write_text
+
+    with writer:
+        done = experiments(writer.submit)
+        # The index evaluates every claim over all results (seconds): here, while the last
+        # pages are drawn, not after.
+        page = html_module().render_index(done, index, refresh_pages=False)
+    write_text(index, page)
+    return index
+
+
 class ReportEntry:
-    """`vglab.report(path, open=False, figure_formats=("png",))`: write the HTML report of the
-    results directory `path` and return the page's path.
+    """`vglab.report(path, open=False, figure_formats=("png",), workers=None, progress=True)`:
+    write the HTML report of the results directory `path` and return the page's path; of a
+    `reproduce` root, redraw every experiment's page (on `workers` processes, the pages
+    counted on stderr unless `progress` is False) and the index, and return the index's path.
 
     `vglab.report` is also the name of the subpackage `vglab/report/`, and importing it
     would replace this function on the package (`vglab/__init__.py` keeps it). So this one
     object stands for both: calling it writes a report; its attributes are the
     subpackage's (`vglab.report.html`)."""
 
-    def __call__(self, path, open: bool = False, figure_formats=("png",)):  # noqa: A002
-        return write(path, open, figure_formats)
+    def __call__(self, path, open: bool = False, figure_formats=("png",), workers: int | None = None,  # noqa: A002
+                 progress: bool = True, _progress=None):
+        return write(path, open, figure_formats, workers, progress, _progress)
 
     def __getattr__(self, name):
         return getattr(importlib.import_module("vglab.report"), name)
@@ -90,38 +157,34 @@ def reproduce(dataset: str = "digits", *, out=None, presets: list[str] | None = 
     if html is None:
         options.train(specs, outs, shown)
         return root
-    index = root / "index.html"
-    with shown, ReportWriter(workers, shown, tuple(figure_formats), index) as reports:
-        done = options.train(specs, outs, shown, on_complete=reports.submit)  # pages drawn while others train
-        # The index evaluates every claim over all results (seconds): here, while the last
-        # pages are drawn, not after; it is written once they all are (it links them).
-        page = html.render_index(done, index, refresh_pages=False)
-    from vglab.data.files import write_text
-
-    write_text(index, page)
-    return index
+    index = root / html.INDEX
+    with shown:  # pages drawn while other experiments train
+        return _pages_and_index(index, ReportWriter(workers, shown, figure_formats, index),
+                                lambda submit: options.train(specs, outs, shown, on_complete=submit))
 
 
 class ReportWriter:
     """Writes the report of each experiment whose page is missing or older than its
-    results, on as many processes as training uses (a page's figures take seconds to
-    draw), as the experiments are submitted; leaving the `with` block waits for all.
+    results (every one with `redraw`), on as many processes as training uses (a page's
+    figures take seconds to draw), as the experiments are submitted; leaving the `with`
+    block waits for all.
     The progress display counts the pages (`reports`, `report_done`)."""
 
-    def __init__(self, workers: int | None, progress=None, figure_formats=("png",), index=None):
+    def __init__(self, workers: int | None, progress=None, figure_formats=("png",), index=None, redraw: bool = False):
         from vglab.experiments.progress import NoProgress
         from vglab.train.parallel import default_workers
 
         self.n = workers or default_workers()
         self.progress = progress or NoProgress()
         self.kw = {"figure_formats": tuple(figure_formats), "index": index}
+        self.redraw = redraw  # every page submitted, fresh or not (`vglab report ROOT`)
         self.pool, self.futures, self.submitted = None, [], 0
 
     def __enter__(self):
         return self
 
     def submit(self, d) -> None:
-        if html_module().is_fresh(d):
+        if not self.redraw and html_module().is_fresh(d):
             return
         self.submitted += 1
         self.progress.reports(self.submitted)

@@ -6,6 +6,7 @@ by the `runs` columns (DESIGN.md), never by parsing labels.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -29,10 +30,12 @@ def _norm_spec(spec) -> str | None:
 
 
 def runs(res) -> pd.DataFrame:
-    """The runs table with the columns the report relies on filled in (defaults when absent)."""
+    """The runs table with the columns the report relies on filled in (defaults when absent).
+    The activation is what training stored: a folder with none (a watched model's) gets
+    None, never the built-in default (a guess that made the doctor keep its own copy)."""
     r = res.runs.copy()
     defaults = {"label": None, "seed": 0, "network": "mlp", "depth": np.nan, "width": np.nan, "variant": None,
-                "activation": "tanh", "alpha": 1.0, "weight_init": None, "weight_init_spec": None,
+                "activation": None, "alpha": 1.0, "weight_init": None, "weight_init_spec": None,
                 "weight_init_kind": None, "init_scale": np.nan, "penalty": "none", "r": 0.0, "dataset": None,
                 "diverged_epoch": None}
     for col, val in defaults.items():
@@ -49,6 +52,18 @@ def runs(res) -> pd.DataFrame:
     else:
         r["spec"] = []
     return r
+
+
+def arch_name(runs_: pd.DataFrame) -> str:
+    """The architecture of runs (of one architecture) as their labels and run ids name it
+    (`nn.networks.arch_name`, the rule's one home), from their stored columns: `mlp 20x8`."""
+    from vglab.nn.networks import arch_name as name
+
+    r = runs_.iloc[0]
+    size = lambda k: int(r[k]) if pd.notna(r.get(k)) else None  # noqa: E731 - a paper_cnn has none
+    args = json.loads(r["model_args"]) if isinstance(r.get("model_args"), str) else {}
+    return name(str(r.get("network")), size("depth"), size("width"), r.get("variant"), r.get("model"),
+                tuple(sorted(args.items())))
 
 
 def label_order(res_or_runs) -> list[str]:

@@ -367,10 +367,11 @@ def _slope(y) -> float:
     return float(np.polyfit(x[ok], y[ok], 1)[0])
 
 
-def predict(depth: int, width: int, n_in: int, activation_name: str = "tanh", alpha: float = 1.0, *,
+def predict(depth: int, width: int, n_in: int, activation_name: str, alpha: float = 1.0, *,
             weight_var=None, bias_var: float = 0.0, input_sq_norm: float | None = None,
             n_out: int = 10, weight_spec: str | None = None) -> Prediction:
-    """Mean-field prediction for an MLP n_in -> depth x width -> n_out.
+    """Mean-field prediction for an MLP n_in -> depth x width -> n_out of `activation_name`
+    (no default: the report passes what each run stored, `compare`).
 
     Give the weight variance either as `weight_var` (a number, or a function
     (fan_in, fan_out) -> variance) or as an init `weight_spec` ('normal(std=0.05)').

@@ -283,7 +283,7 @@ def _eps_below_gradients(avail: dict) -> Outcome:
         if not d.empty else []
     if not parts:
         return Outcome("not run", f"`{preset}` lacks the deep net under Adam at two or more eps values")
-    arch = f"mlp {int(d['depth'].iloc[0])}x{int(d['width'].iloc[0])} at {d['weight_init'].iloc[0]}, Adam"
+    arch = f"{tables.arch_name(d)} at {d['weight_init'].iloc[0]}, Adam"
     text = arch + ": " + " ‖ ".join(f"{t} → {v}" for v, t, _ in parts)
     return Outcome(_merge([v for v, _, _ in parts]), text, {f"alpha={n['alpha']:g}": n for _, _, n in parts}, preset)
 
@@ -320,7 +320,7 @@ def _frozen(avail: dict) -> Outcome:
         rows.append(f"{label}: {n} of {total} layers never change in epoch 1{moving}")
         nums[label] = {"frozen": n, "layers": total, "log10_grad_first_moving": float(grads.iloc[n]) if n < total
                        else math.nan}
-    arch = f"mlp {int(d['depth'].iloc[0])}x{int(d['width'].iloc[0])} at {d['weight_init'].iloc[0]}, α=1"
+    arch = f"{tables.arch_name(d)} at {d['weight_init'].iloc[0]}, α=1"
     return Outcome("answered", arch + ": " + "; ".join(rows), nums, preset)
 
 
