@@ -99,3 +99,19 @@ def test_train_speed_refuses_a_missing_equinox_before_any_work(monkeypatch, caps
                                        "MLP of examples/equinox_mlp.py; pip install 'vglab[equinox]', or leave them out "
                                        "with --only engine\n")
     assert train_speed.missing_imports(["engine"]) == []
+
+
+def test_scan_cost_prints_both_views_of_each_net(monkeypatch, capsys):
+    """`scan_cost.py`, where `scan_pays`' constants come from: one row per net and view,
+    the same gradient through the unrolled and the scanned program."""
+    sys.path.insert(0, str(BENCH))
+    monkeypatch.setattr(sys, "argv", ["scan_cost.py", "--nets", "3x4", "--steps", "1"])
+    import scan_cost
+
+    scan_cost.main()
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[1]) for r in rows] == [("3x4", "unrolled"), ("3x4", "scanned")]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+    v, fns = scan_cost.programs(3, 4)
+    import numpy as np
+    np.testing.assert_allclose(fns["scanned"](v), fns["unrolled"](v), rtol=1e-5, atol=1e-7)

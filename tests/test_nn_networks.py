@@ -244,31 +244,22 @@ def test_mlp_capture_gives_every_hidden_preactivation():
     np.testing.assert_allclose(pre["dense1"], x @ params["dense1"]["w"] + params["dense1"]["b"], rtol=1e-6)
 
 
-def _unrolled(net, params, x, alpha=1.0):
-    """The network layer after layer, without scanning (the reference for `apply`)."""
-    phi, h, pre = activations.get(net.activation), x, {}
-    for layer in net.layers:
-        z, h = net.layer_step(layer, params[layer.name], h, phi, alpha)
-        pre[layer.name] = z
-    return z, pre
-
-
 @pytest.mark.parametrize("kwargs", [{}, {"residual": 0.5}, {"norm": "layer"}])
-def test_scanned_runs_give_the_unrolled_networks_numbers_and_gradients(kwargs):
-    """A run of identical hidden layers is one scan (compiled once, not per layer): its
-    logits, pre-activations and gradients are those of the layer-by-layer net."""
+def test_scanned_runs_give_the_layer_by_layer_networks_numbers_and_gradients(kwargs):
+    """`apply_runs` scans a run of identical hidden layers (compiled once, not per layer):
+    its logits, pre-activations and gradients are those of `apply`, layer after layer."""
     net = networks.mlp(6, 5, 5, n_out=3, activation="tanh", **kwargs)  # n_in = width: dense1 joins the run
     assert net.layer_runs == (tuple(f"dense{i}" for i in range(1, 7)), ("out",))
     params = jax.tree_util.tree_map(jnp.asarray, _numpy_params(net))
     x = jnp.asarray(np.random.default_rng(0).normal(size=(7, 5)), jnp.float32)
-    logits, pre = jax.jit(lambda p: net.apply(p, x, alpha=2.0, capture=True))(params)
-    ref_logits, ref_pre = _unrolled(net, params, x, alpha=2.0)
+    logits, run_pre = jax.jit(lambda p: net.apply_runs(net.stack_runs(p), x, alpha=2.0, capture=True))(params)
+    ref_logits, ref_pre = net.apply(params, x, alpha=2.0, capture=True)
     np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-6)
-    assert list(pre) == [f"dense{i}" for i in range(1, 7)]
-    for name in pre:
-        np.testing.assert_allclose(pre[name], ref_pre[name], rtol=1e-5, atol=1e-6)
-    grad = jax.grad(lambda p: jnp.sum(jnp.sin(net.apply(p, x, alpha=2.0))))(params)
-    ref_grad = jax.grad(lambda p: jnp.sum(jnp.sin(_unrolled(net, p, x, alpha=2.0)[0])))(params)
+    assert run_pre[0].shape == (6, 7, 5) and len(run_pre) == 1  # the output layer's run gives none
+    for j, name in enumerate(ref_pre):
+        np.testing.assert_allclose(run_pre[0][j], ref_pre[name], rtol=1e-5, atol=1e-6)
+    grad = jax.grad(lambda p: jnp.sum(jnp.sin(net.apply_runs(net.stack_runs(p), x, alpha=2.0))))(params)
+    ref_grad = jax.grad(lambda p: jnp.sum(jnp.sin(net.apply(p, x, alpha=2.0))))(params)
     for g, r in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(ref_grad)):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6)
 

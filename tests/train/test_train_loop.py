@@ -321,3 +321,20 @@ def test_runs_view_hands_each_run_as_one_slice_and_its_program_does_not_grow_wit
     flat = Flat.of(model.layout())
     assert flat.with_runs((("dense1", "dense3"), ("dense2",), ("out",))).runs is None
     assert flat.with_runs(None) is flat
+
+
+def test_the_engine_scans_where_compiling_costs_more_than_the_loop():
+    """`scan_pays`: a deep narrow net on a short run (digits' steps) is scanned, compiled
+    once per run; a deep wide group over MNIST's steps stays unrolled (the scan's copies of
+    its weights would cost more per step than compiling saves); a shallow net has no run."""
+    from vglab.nn import networks
+    from vglab.train.flat import Flat
+
+    def pays(depth, width, steps, members):
+        model = networks.mlp(depth, width, 40)
+        flat = Flat.of(model.layout(), swap_matrices=True).with_runs(model.layer_runs)
+        return loop.scan_pays(flat, steps, members)
+
+    assert pays(50, 8, 900, 9) and pays(20, 8, 15_000, 9)
+    assert not pays(50, 128, 15_000, 9) and not pays(1, 8, 10, 1)
+    assert pays(50, 128, 900, 3) and not pays(50, 128, 900, 50)

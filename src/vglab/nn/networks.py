@@ -139,13 +139,19 @@ class Network(Model):
         return _layout(self)
 
     def apply(self, params: dict, x: jax.Array, alpha=1.0, capture: bool = False):
-        """Logits for a batch `x`; with `capture`, also the pre-activations z of each hidden layer."""
-        out = self.apply_runs(self.stack_runs(params), x, alpha, capture)
-        if not capture:
-            return out
-        logits, run_preacts = out
-        return logits, {layer.name: zs[j] for run, zs in zip(self._runs, run_preacts) if zs is not None
-                        for j, layer in enumerate(run)}
+        """Logits for a batch `x`; with `capture`, also the pre-activations z of each hidden
+        layer. Layer after layer (`apply_runs` scans runs of identical layers instead)."""
+        phi = activations.get(self.activation)
+        activations.check_alpha(alpha)  # a concrete alpha <= 0 would run silently (tanh: alpha=-1 == alpha=1)
+        preacts = {}
+        h = x
+        for layer in self.layers:
+            z, h = self.layer_step(layer, params[layer.name], h, phi, alpha)
+            if not layer.hidden:
+                return (z, preacts) if capture else z
+            if capture:
+                preacts[layer.name] = z
+        raise AssertionError("a network ends with its output layer")
 
     @property
     def layer_runs(self) -> tuple[tuple[str, ...], ...]:
@@ -175,9 +181,10 @@ class Network(Model):
     def apply_runs(self, runs: tuple[dict, ...], x: jax.Array, alpha=1.0, capture: bool = False):
         """`apply` on parameters stacked per run (`Model.apply_runs`). A run of at least
         `SCAN_MIN_LAYERS` layers is one `lax.scan`: its program is traced and compiled once,
-        not once per layer (the same operations, so the same numbers). With `capture`, the
-        second result holds per run its pre-activations stacked [layer, ...] (None for the
-        output layer's run)."""
+        not once per layer (the same operations, so the same numbers; the engine chooses
+        between the two, `vglab.train.loop.scan_pays`). With `capture`, the second result
+        holds per run its pre-activations stacked [layer, ...] (None for the output layer's
+        run)."""
         phi = activations.get(self.activation)
         activations.check_alpha(alpha)  # a concrete alpha <= 0 would run silently (tanh: alpha=-1 == alpha=1)
         run_preacts = []

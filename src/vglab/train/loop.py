@@ -29,6 +29,7 @@ sweep over r, alpha, init scale or learning rate is a controlled comparison.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -604,7 +605,10 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
     optimizer = replace(config.optimizer, total_steps=steps * config.epochs
                         if config.optimizer.schedule.name != "constant" else None)
     program = replace(config, epochs=1, record_every=1, learning_rate=1e-3, optimizer=optimizer)
-    flat = Flat.of(layout, swap_matrices=model.weight_layout == "in_out").with_runs(model.layer_runs)
+    flat = Flat.of(layout, swap_matrices=model.weight_layout == "in_out")
+    runs = flat.with_runs(model.layer_runs)
+    if runs.runs is not None and scan_pays(runs, steps * config.epochs, slots.size):
+        flat = runs
     epoch_fn, observe, end_grads = _compiled(model, flat, program, penalty_terms(members))
     _, layer_qs = probes_mod.select(config.probes)
     keep_initial = any(q.needs_initial for q in layer_qs)
@@ -643,6 +647,32 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
 
 
 # ------------------------------------------------------------ host-side tables
+# When scanning a model's runs of identical layers pays (`scan_pays`), measured on a 2-core
+# CPU (benchmarks/scan_cost.py: the vmapped gradient of 9 members; whole groups): unrolled, each
+# layer costs about 1.2 CPU-s of compiling over a group's three programs (a 50x8 group:
+# 78 -> 20 s scanned); scanned, each step costs about 10 us more per layer (the loop) and
+# 1.1e-8 s per parameter per member and layer (a run's weights are copied layer-major for
+# the scan and back: 50x128, 9 members: 100 -> 180 ms per step).
+SCAN_COMPILE_S_PER_LAYER = 1.2
+SCAN_STEP_S_PER_LAYER = 1e-5
+SCAN_STEP_S_PER_PARAM = 1.1e-8
+
+
+def scan_pays(flat: Flat, steps: int, members: int) -> bool:
+    """Whether a group of `members` training for `steps` steps is faster with its runs
+    scanned (`flat.runs`: compiled once per run) than unrolled (compiled once per layer):
+    digits' short runs are mostly compiling, MNIST's wide deep nets mostly stepping."""
+    saved = cost = 0.0
+    for run in flat.runs:
+        n = len(run[0][1])
+        if n < 2:
+            continue
+        per_layer = sum(math.prod(flat.shapes[idx[0]]) for _, idx in run)
+        saved += (n - 1) * SCAN_COMPILE_S_PER_LAYER
+        cost += steps * n * (SCAN_STEP_S_PER_LAYER + members * per_layer * SCAN_STEP_S_PER_PARAM)
+    return saved > cost
+
+
 def _member_result(layout: model_mod.Layout, history: list[dict], k: int) -> RunResult:
     alive = np.array([h["alive"][k] for h in history])
     dead = np.flatnonzero(~alive)
