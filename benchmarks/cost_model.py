@@ -363,9 +363,11 @@ def _fit_compile(data: dict, c) -> dict:
     """Compile constants from the families' totals: the first program, the variants, the loads."""
     import numpy as np
 
+    from vglab.experiments import runner
+
     load = float(np.mean(data["loads"])) if data["loads"] else c.load_s
-    a = [[1.0, f["dense_layers"], f["conv_layers"], f["conv_macs"], f.get("penalties", 0), n_prog - 1,
-          (n_prog - 1) * (f["dense_layers"] + f["conv_layers"]), n_tasks - n_prog]
+    a = [[1.0, f["dense_layers"] - f.get("scanned_layers", 0), f["conv_layers"], f["conv_macs"], f.get("penalties", 0),
+          n_prog - 1, (n_prog - 1) * runner.compiled_layers(f), n_tasks - n_prog]
          for f, n_prog, n_tasks, _ in data["families"]]
     x = _fit(a, [sec for *_, sec in data["families"]],
              [c.compile_s, c.compile_s_per_layer["dense"], c.compile_s_per_layer["conv"], c.compile_s_per_conv_mac,
@@ -432,7 +434,8 @@ def _fit_train(data: dict, c) -> dict:
         a.append([u * f["steps"], u * f["steps"] * f["dense_layers"], u * f["steps"] * f["conv_layers"],
                   u * fwd * f["dense_macs"], u * fwd * f["conv_macs"], u * f["records"],
                   u * f["records"] * f["dense_layers"], u * f["records"] * f["conv_layers"]])
-    train = _fit(a, [s for _, _, s in data["tasks"]],
+    # A scanned group's extra step time is the engine's own estimate (`scan_step_s`), not fitted.
+    train = _fit(a, [s - u * f["steps"] * f.get("scan_step_s", 0.0) for f, u, s in data["tasks"]],
                  [c.step_overhead_s, c.layer_step_s["dense"], c.layer_step_s["conv"], 1 / c.macs_per_s["dense"],
                   1 / c.macs_per_s["conv"], c.record_s, c.layer_record_s["dense"], c.layer_record_s["conv"]],
                  ["so", "sd", "sc", "md", "mc", "r0", "rd", "rc"], data.get("weights", {}).get("tasks"))

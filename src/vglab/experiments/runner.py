@@ -52,7 +52,8 @@ from vglab.experiments.spec import check_sizes, load_spec
 from vglab.results import store
 from vglab.schema import EXPLODE_DECADES, REPORT_PANELS, VANISH_DECADES
 from vglab.train import parallel
-from vglab.train.loop import penalty_terms
+from vglab.train.flat import Flat
+from vglab.train.loop import penalty_terms, scan_cost
 
 EXECUTORS = ("local", "ray")
 ONE_RUN_INPUTS = ("images",)  # image models are trained one run per unit on CPU (see ExperimentSpec.units)
@@ -424,20 +425,39 @@ def _layer_kinds(network) -> dict[str, int]:
 
 def task_features(network, spec: ExperimentSpec, n_train: int, n_test: int, members: int, penalties: int = 0) -> dict:
     """What the cost model reads of a group's program and one unit of `members` (recorded
-    per task in meta.json, where `benchmarks/cost_model.py --calibrate` fits the constants)."""
+    per task in meta.json, where `benchmarks/cost_model.py --calibrate` fits the constants).
+    `scanned_layers` and `scan_step_s`: the engine's choice to scan the model's runs of
+    identical layers (`train.loop.scan_pays`), which it compiles once per run and steps
+    through more slowly."""
     layers, macs = _layer_kinds(network), _macs(network)
     records = len(set(range(spec.record_every, spec.epochs + 1, spec.record_every)) | {spec.epochs}) + 1
+    steps = spec.epochs * (n_train // spec.batch_size)
+    scan = _scan_cost(network, members)
+    scanned = scan is not None and scan.saved_s > steps * scan.step_s
     return {"dense_layers": layers["dense"], "conv_layers": layers["conv"], "dense_macs": macs["dense"],
             "conv_macs": macs["conv"], "members": members, "batch_size": spec.batch_size,
-            "steps": spec.epochs * (n_train // spec.batch_size), "records": records, "n_test": n_test,
-            "penalties": penalties}
+            "steps": steps, "records": records, "n_test": n_test, "penalties": penalties,
+            "scanned_layers": scan.scanned_layers if scanned else 0, "scan_step_s": scan.step_s if scanned else 0.0}
+
+
+def _scan_cost(network, members: int):
+    """The engine's `ScanCost` of a model with runs of identical layers (None without)."""
+    if not getattr(network, "layer_runs", None):
+        return None
+    flat = Flat.of(network.layout(), swap_matrices=network.weight_layout == "in_out").with_runs(network.layer_runs)
+    return scan_cost(flat, members) if flat.runs is not None else None
+
+
+def compiled_layers(f: dict) -> int:
+    """The dense and conv layers a program compiles one by one (a scanned run: once)."""
+    return f["dense_layers"] - f.get("scanned_layers", 0) + f["conv_layers"]
 
 
 def _step_seconds(f: dict, costs: CostModel) -> float:
     """One optimizer step of a unit (one worker)."""
     forward = f["dense_macs"] / costs.macs_per_s["dense"] + f["conv_macs"] / costs.macs_per_s["conv"]  # one example
     return (costs.step_overhead_s + f["dense_layers"] * costs.layer_step_s["dense"]
-            + f["conv_layers"] * costs.layer_step_s["conv"]
+            + f["conv_layers"] * costs.layer_step_s["conv"] + f.get("scan_step_s", 0.0)
             + 3 * f["members"] * f["batch_size"] * forward)  # forward + backward: about 3 forwards
 
 
@@ -451,7 +471,7 @@ def _record_seconds(f: dict, costs: CostModel) -> float:
 def estimate(f: dict, costs: CostModel = CPU_COSTS) -> tuple[float, float]:
     """(seconds to compile the group's programs, seconds to train one unit) on one worker,
     from a task's features (`task_features`) and `costs`."""
-    compile_s = (costs.compile_s + f["dense_layers"] * costs.compile_s_per_layer["dense"]
+    compile_s = (costs.compile_s + (f["dense_layers"] - f.get("scanned_layers", 0)) * costs.compile_s_per_layer["dense"]
                  + f["conv_layers"] * costs.compile_s_per_layer["conv"] + costs.compile_s_per_conv_mac * f["conv_macs"]
                  + costs.compile_s_per_penalty * f.get("penalties", 0))
     return compile_s, f["steps"] * _step_seconds(f, costs) + f["records"] * _record_seconds(f, costs)
@@ -462,7 +482,7 @@ def variant_seconds(f: dict, costs: CostModel = CPU_COSTS) -> float:
     its training step (another optimizer, penalty or batch size); the rest is shared."""
     if costs.variant_s is None:
         return estimate(f, costs)[0]
-    return costs.variant_s + costs.variant_s_per_layer * (f["dense_layers"] + f["conv_layers"])
+    return costs.variant_s + costs.variant_s_per_layer * compiled_layers(f)
 
 
 def program_family(program: tuple) -> tuple:

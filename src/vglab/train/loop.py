@@ -658,19 +658,35 @@ SCAN_STEP_S_PER_LAYER = 1e-5
 SCAN_STEP_S_PER_PARAM = 1.1e-8
 
 
+@dataclass(frozen=True)
+class ScanCost:
+    """What scanning a model's runs (`flat.runs`) changes for a group: the layers it no
+    longer compiles one by one (each run's beyond its first), the compile seconds that saves
+    and the seconds each step costs more."""
+
+    scanned_layers: int
+    saved_s: float
+    step_s: float
+
+
+def scan_cost(flat: Flat, members: int) -> ScanCost:
+    """`ScanCost` of `flat.runs` for a group of `members` (constants above)."""
+    scanned, step = 0, 0.0
+    for run in flat.runs or ():
+        n = len(run[0][1])
+        if n >= 2:
+            per_layer = sum(math.prod(flat.shapes[idx[0]]) for _, idx in run)
+            scanned += n - 1
+            step += n * (SCAN_STEP_S_PER_LAYER + members * per_layer * SCAN_STEP_S_PER_PARAM)
+    return ScanCost(scanned, scanned * SCAN_COMPILE_S_PER_LAYER, step)
+
+
 def scan_pays(flat: Flat, steps: int, members: int) -> bool:
     """Whether a group of `members` training for `steps` steps is faster with its runs
     scanned (`flat.runs`: compiled once per run) than unrolled (compiled once per layer):
     digits' short runs are mostly compiling, MNIST's wide deep nets mostly stepping."""
-    saved = cost = 0.0
-    for run in flat.runs:
-        n = len(run[0][1])
-        if n < 2:
-            continue
-        per_layer = sum(math.prod(flat.shapes[idx[0]]) for _, idx in run)
-        saved += (n - 1) * SCAN_COMPILE_S_PER_LAYER
-        cost += steps * n * (SCAN_STEP_S_PER_LAYER + members * per_layer * SCAN_STEP_S_PER_PARAM)
-    return saved > cost
+    cost = scan_cost(flat, members)
+    return cost.scanned_layers > 0 and cost.saved_s > steps * cost.step_s
 
 
 def _member_result(layout: model_mod.Layout, history: list[dict], k: int) -> RunResult:
