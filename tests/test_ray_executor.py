@@ -44,11 +44,12 @@ def sweep(tmp_path_factory, vglab_cache):
     return spec, folder
 
 
-def _scenario(name: str, sweep) -> dict:
+def _scenario(name: str, sweep, timeout: float = 400) -> dict:
     """Scenario `name` of ray_netns, run in a namespace; no process of it is left afterwards."""
     spec, folder = sweep
     tag = uuid.uuid4().hex
-    found = ray_netns.scenario(name, folder / f"{name}.json", spec, folder, env={**os.environ, "VGLAB_TEST_TAG": tag})
+    found = ray_netns.scenario(name, folder / f"{name}.json", spec, folder, timeout=timeout,
+                               env={**os.environ, "VGLAB_TEST_TAG": tag})
     left = [cmd for p, (_, _, cmd, env) in _processes().items() if f"VGLAB_TEST_TAG={tag}".encode() in env.split(b"\0")]
     assert not left, f"left running: {left}"
     return found
@@ -57,7 +58,7 @@ def _scenario(name: str, sweep) -> dict:
 @pytest.fixture(scope="module")
 def cluster(sweep) -> dict:
     """One two-node cluster for the module: the two-node sweep, then the one that loses a node."""
-    return _scenario("cluster", sweep)
+    return _scenario("cluster", sweep, timeout=600)  # two sweeps: 154 s at a load of 5 on 2 cores
 
 
 def _meta(out: Path) -> dict:
