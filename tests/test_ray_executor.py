@@ -88,7 +88,7 @@ def test_ray_gives_the_same_results_as_local_workers(sweep):
     assert local["invocations"][-1]["executor"] == "local"
 
 
-@pytest.mark.slow  # starts two Ray nodes (~60 s on a 2-core machine, with the next test's sweep)
+@pytest.mark.slow  # starts two Ray nodes and runs this and the next test's sweeps (~2 min on a loaded 2-core machine)
 @needs_namespace
 def test_a_sweep_on_a_two_node_cluster_is_spread_over_both_and_equals_local(sweep, cluster):
     folder = sweep[1]
