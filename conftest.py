@@ -19,7 +19,8 @@ The same first `pytest_configure` adds `--xla_backend_optimization_level=0` to $
 the compile time, and the suite's programs run a few epochs on a few hundred examples, so
 compiling is most of their cost. Measured (CPU seconds, each file alone, 2-core machine under
 load; default level -> 0): tests/test_models.py 148 -> 75, tests/test_report_doctor.py
-232 -> 152, tests/test_experiments_cnn.py 31 -> 11, tests/train/test_probes.py 28 -> 24; a
+232 -> 152, tests/test_new_user.py 175 -> 125, tests/train/test_train_loop.py 113 -> 88,
+tests/test_experiments_cnn.py 31 -> 11, tests/train/test_probes.py 28 -> 24; a
 6x8 MLP's step with every probe compiled in 17.5 -> 8.6 s, while a steady epoch on digits
 took 5x longer (11 -> 65 ms), which a test's few epochs do not notice. The tests check the
 same behaviour: results agree with the optimized programs' up to the last bit of a rounding
