@@ -157,10 +157,13 @@ def plain_case(depth: int, members: int, epochs: int, n_train: int | None, seeds
 
 
 def per_core(kind: str, depth: int, probes: str, epochs: int, cores: int, n_train: int | None) -> dict:
-    """`cores` processes, each pinned to one core with single-threaded XLA, splitting the seeds."""
+    """`cores` processes, each pinned to one core with single-threaded XLA (the runner's worker
+    environment, on top of the caller's $XLA_FLAGS), splitting the seeds."""
+    from vglab.train.parallel import worker_env
+
     seeds = list(range(5))
     chunks = [seeds[i::cores] for i in range(cores)]
-    env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+    env = {**os.environ, **worker_env()}
     t0 = time.perf_counter()
     procs = [
         subprocess.Popen(

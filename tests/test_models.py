@@ -96,35 +96,38 @@ def test_builtin_network_as_a_plain_function_pair_trains_bit_identically():
         _frames_equal(a, b)
 
 
-def _builtin_start(depth=20, width=8, seed=3):
-    net = nn.mlp(depth, width, DATA.x_train.shape[1])
-    member = Member(seed=seed, weight_init=init.normal(std=0.3))
-    return net, member, loop.initial_params(net, member)
+@pytest.fixture(scope="module")
+def builtin_deep():
+    """The built-in 20x8 MLP, its member, start and trained result: the reference the
+    Equinox and Flax adapters must reproduce (trained once for both)."""
+    net = nn.mlp(20, 8, DATA.x_train.shape[1])
+    member = Member(seed=3, weight_init=init.normal(std=0.3))
+    return net, member, loop.initial_params(net, member), train_group(net, DATA, [member], CONFIG)[0]
 
 
-def test_equinox_mlp_equal_to_the_builtin_trains_to_its_numbers():
+def test_equinox_mlp_equal_to_the_builtin_trains_to_its_numbers(builtin_deep):
     eqx = pytest.importorskip("equinox")
     from examples.equinox_mlp import DeepMLP
 
-    net, member, p0 = _builtin_start()
+    net, member, p0, ref = builtin_deep
     module = DeepMLP(jax.random.key(0), DATA.x_train.shape[1], 10, depth=20, width=8)
     names = net.layer_names
     module = eqx.tree_at(lambda m: [layer.weight for layer in m.layers] + [layer.bias for layer in m.layers], module,
                          [p0[n]["w"].T for n in names] + [p0[n]["b"] for n in names])  # Equinox: (out, in)
     model = nn.equinox(module)
     own = Member(seed=member.seed, weight_init=init.model(), alpha=1.0)
-    ref, got = train_group(net, DATA, [member], CONFIG)[0], train_group(model, DATA, [own], CONFIG)[0]
+    got = train_group(model, DATA, [own], CONFIG)[0]
     assert model.activation == "tanh" and model.accepts_alpha
     assert [layer.hidden for layer in model.layout(DATA.x_train[:2]).layers] == [True] * 20 + [False]
     _close(ref, got)
     np.testing.assert_array_equal(ref.histograms.sum(-1), got.histograms.sum(-1))
 
 
-def test_flax_mlp_equal_to_the_builtin_trains_to_its_numbers():
+def test_flax_mlp_equal_to_the_builtin_trains_to_its_numbers(builtin_deep):
     pytest.importorskip("flax")
     from flax import nnx
 
-    net, member, p0 = _builtin_start()
+    net, member, p0, ref = builtin_deep
     act = nn.activation("tanh")
 
     class MLP(nnx.Module):
@@ -142,7 +145,7 @@ def test_flax_mlp_equal_to_the_builtin_trains_to_its_numbers():
         layer.kernel[...], layer.bias[...] = p0[name]["w"], p0[name]["b"]
     model = nn.flax_nnx(module)
     own = Member(seed=member.seed, weight_init=init.model(), alpha=1.0)
-    _close(train_group(net, DATA, [member], CONFIG)[0], train_group(model, DATA, [own], CONFIG)[0])
+    _close(ref, train_group(model, DATA, [own], CONFIG)[0])
 
 
 def test_init_laws_and_alpha_apply_to_a_users_model():

@@ -35,21 +35,30 @@ needs_namespace = pytest.mark.skipif(ray_netns.namespace_problem() is not None,
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, vglab_cache):
-    """The tiny spec (8 runs, 3 groups) and its results from local workers, to compare with."""
+    """The tiny spec (8 runs, 3 groups) and its results from the local executor, to compare
+    with (in this process: the results do not depend on the number of workers, and two
+    worker processes cost two JAX start-ups)."""
     folder = tmp_path_factory.mktemp("ray")
     spec = write_spec(folder)
-    vglab.run(spec, out=folder / "local", workers=2, progress=False)
+    vglab.run(spec, out=folder / "local", workers=1, progress=False)
     return spec, folder
 
 
-def _scenario(name: str, sweep) -> dict:
+def _scenario(name: str, sweep, timeout: float = 400) -> dict:
     """Scenario `name` of ray_netns, run in a namespace; no process of it is left afterwards."""
     spec, folder = sweep
     tag = uuid.uuid4().hex
-    found = ray_netns.scenario(name, folder / f"{name}.json", spec, folder, env={**os.environ, "VGLAB_TEST_TAG": tag})
+    found = ray_netns.scenario(name, folder / f"{name}.json", spec, folder, timeout=timeout,
+                               env={**os.environ, "VGLAB_TEST_TAG": tag})
     left = [cmd for p, (_, _, cmd, env) in _processes().items() if f"VGLAB_TEST_TAG={tag}".encode() in env.split(b"\0")]
     assert not left, f"left running: {left}"
     return found
+
+
+@pytest.fixture(scope="module")
+def cluster(sweep) -> dict:
+    """One two-node cluster for the module: the two-node sweep, then the one that loses a node."""
+    return _scenario("cluster", sweep, timeout=600)  # two sweeps: 154 s at a load of 5 on 2 cores
 
 
 def _meta(out: Path) -> dict:
@@ -79,10 +88,9 @@ def test_ray_gives_the_same_results_as_local_workers(sweep):
     assert local["invocations"][-1]["executor"] == "local"
 
 
-@pytest.mark.slow  # starts two Ray nodes (~40 s on a 2-core machine)
+@pytest.mark.slow  # starts two Ray nodes and runs this and the next test's sweeps (~2 min on a loaded 2-core machine)
 @needs_namespace
-def test_a_sweep_on_a_two_node_cluster_is_spread_over_both_and_equals_local(sweep):
-    cluster = _scenario("two-nodes", sweep)
+def test_a_sweep_on_a_two_node_cluster_is_spread_over_both_and_equals_local(sweep, cluster):
     folder = sweep[1]
     assert cluster["addresses"] == ["127.0.0.1", "127.0.0.1"]  # ray.nodes(): both nodes, loopback only
     plan = cluster["dry_run"]
@@ -105,10 +113,9 @@ def test_a_sweep_on_a_two_node_cluster_is_spread_over_both_and_equals_local(swee
         assert group and float(group[1]) >= t["seconds"] - 0.1, run["stderr"]  # each group is one task here
 
 
-@pytest.mark.slow  # starts two Ray nodes (~35 s on a 2-core machine)
+@pytest.mark.slow  # the cluster of the test above: one more sweep (~15 s)
 @needs_namespace
-def test_a_worker_node_lost_mid_sweep_costs_its_task_only(sweep):
-    cluster = _scenario("lost-node", sweep)
+def test_a_worker_node_lost_mid_sweep_costs_its_task_only(sweep, cluster):
     assert cluster["addresses"] == ["127.0.0.1", "127.0.0.1"]
     folder = sweep[1]
     lost = cluster["lost_node"]
