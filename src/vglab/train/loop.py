@@ -605,10 +605,7 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
     optimizer = replace(config.optimizer, total_steps=steps * config.epochs
                         if config.optimizer.schedule.name != "constant" else None)
     program = replace(config, epochs=1, record_every=1, learning_rate=1e-3, optimizer=optimizer)
-    flat = Flat.of(layout, swap_matrices=model.weight_layout == "in_out")
-    runs = flat.with_runs(model.layer_runs)
-    if runs.runs is not None and scan_pays(runs, steps * config.epochs, slots.size):
-        flat = runs
+    flat = _storage(model, layout, steps * config.epochs, slots.size)
     epoch_fn, observe, end_grads = _compiled(model, flat, program, penalty_terms(members))
     _, layer_qs = probes_mod.select(config.probes)
     keep_initial = any(q.needs_initial for q in layer_qs)
@@ -656,6 +653,14 @@ def train_group(model, arrays, members: list[Member], config: TrainConfig = Trai
 SCAN_COMPILE_S_PER_LAYER = 1.2
 SCAN_STEP_S_PER_LAYER = 1e-5
 SCAN_STEP_S_PER_PARAM = 1.1e-8
+
+
+def _storage(model, layout, steps: int, members: int) -> Flat:
+    """Where a group keeps its parameters (`Flat`), with the model's runs handed over stacked
+    when scanning them pays (`scan_pays`)."""
+    flat = Flat.of(layout, swap_matrices=model.weight_layout == "in_out")
+    runs = flat.with_runs(model.layer_runs)
+    return runs if runs.runs is not None and scan_pays(runs, steps, members) else flat
 
 
 @dataclass(frozen=True)
