@@ -312,7 +312,7 @@ def test_runs_view_hands_each_run_as_one_slice_and_its_program_does_not_grow_wit
 
         hlo = jax.jit(jax.vmap(jax.grad(loss))).lower(jnp.stack([v] * 3)).compile().as_text()
         np.testing.assert_allclose(jax.grad(loss)(v), flat.flatten(jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))(
-            jax.tree_util.tree_map(jnp.asarray, params))), rtol=1e-5, atol=1e-7)
+            jax.tree_util.tree_map(jnp.asarray, params))), rtol=1e-4, atol=1e-6)  # 12 layers' rounding
         return len(re.findall(r" fusion\(", hlo))
 
     assert check(4) == check(12)
