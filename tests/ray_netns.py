@@ -146,6 +146,9 @@ def _cluster(spec: Path, out: Path) -> dict:
     env_ports = {"head": ["--port", HEAD_PORT], "worker": ["--node-manager-port", 6390, "--object-manager-port", 6391,
                                                             "--min-worker-port", 20000, "--max-worker-port", 20999]}
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    # vglab's tasks carry a runtime environment (the workers' XLA settings), so each node starts
+    # its own workers for them: the idle worker Ray would start for the first driver goes unused.
+    os.environ["RAY_prestart_worker_first_driver"] = "0"
     _ray("start", "--head", *map(str, env_ports["head"]), "--include-dashboard", "false", *common)
     _ray("start", "--address", f"127.0.0.1:{HEAD_PORT}", *map(str, env_ports["worker"]), *common)
     found = {"addresses": _node_addresses()}
