@@ -334,35 +334,40 @@ def test_more_workers_than_cores(tmp_path):
 
 
 # ------------------------------------------------------------------ signals
-@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-def test_interrupted_or_terminated_run_says_how_to_resume(tmp_path, vglab_cache, sig, code, word):
+def test_an_interrupted_then_terminated_run_says_how_to_resume_each_time(tmp_path, vglab_cache):
+    """Ctrl-C, then SIGTERM to the same command run again (one sweep serves both signals:
+    the second run resumes the first's folder), each once some of its runs are complete: the
+    exit code and the one line saying how to resume, complete runs kept, the lock released;
+    then the same command trains only the runs not done."""
     spec = write_spec(tmp_path)
     spec.write_text(spec.read_text().replace("epochs = 2", "epochs = 40"))  # ~1 s per unit: time to interrupt
-    out = tmp_path / "out"
-    # SIGINT handled in the command, as in a terminal: a shell's background job (pytest ... &)
-    # ignores it, a child inherits that, and a Python started with SIGINT ignored keeps ignoring
-    # it (no KeyboardInterrupt). A handler, unlike "ignore", is reset to the default by exec.
-    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "vglab.cli", "run", str(spec), "--out", str(out), "--workers",
-                                 "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    deadline = time.time() + 240
-    while not store.completed_run_ids(out) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)  # Ctrl-C reaches the whole group
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == code and stderr == f"{word}; re-run the same command to resume\n" and stdout == ""
-    done = store.completed_run_ids(out)
-    assert 0 < len(done) < 8 and not (out / store.LOCK).exists()
-    kept = {d: (out / store.RUNS / d / store.DONE).stat().st_mtime_ns for d in done}
+    out, kept = tmp_path / "out", {}
+    for sig, code, word in [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]:
+        # SIGINT handled in the command, as in a terminal: a shell's background job (pytest ... &)
+        # ignores it, a child inherits that, and a Python started with SIGINT ignored keeps ignoring
+        # it (no KeyboardInterrupt). A handler, unlike "ignore", is reset to the default by exec.
+        handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "vglab.cli", "run", str(spec), "--out", str(out),
+                                     "--workers", "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, start_new_session=True)
+        finally:
+            signal.signal(signal.SIGINT, handler)
+        deadline = time.time() + 240
+        while len(store.completed_run_ids(out)) <= len(kept) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)  # until this run has completed one of its own
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)  # Ctrl-C reaches the whole group
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == code and stderr == f"{word}; re-run the same command to resume\n" and stdout == ""
+        done = store.completed_run_ids(out)
+        assert len(kept) < len(done) < 8 and not (out / store.LOCK).exists()
+        assert {d: (out / store.RUNS / d / store.DONE).stat().st_mtime_ns for d in kept} == kept  # kept as they were
+        kept = {d: (out / store.RUNS / d / store.DONE).stat().st_mtime_ns for d in done}
     r = invoke("run", spec, "--out", out, "--workers", "1", "--quiet")  # the same command, in this process (no
     assert r.exit_code == 0, r.output  # three more JAX processes to start): it trains only the runs not done
     assert len(runs_table(out)) == 8
-    assert {d: (out / store.RUNS / d / store.DONE).stat().st_mtime_ns for d in done} == kept
+    assert {d: (out / store.RUNS / d / store.DONE).stat().st_mtime_ns for d in kept} == kept
 
 
 # ------------------------------------------------------------------ scripts

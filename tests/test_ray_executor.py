@@ -248,7 +248,7 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path, vglab_cache, sig
     # `exec` keeps the driver's pid.
     proc = subprocess.Popen(["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
                              sys.executable, "-m", "vglab.cli", "run", str(spec), "--out", str(tmp_path / "out"),
-                             "--executor", "ray", "--workers", "2", "--quiet"], stdout=subprocess.PIPE,
+                             "--executor", "ray", "--workers", "1", "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "VGLAB_TEST_TAG": tag, "RAY_TMPDIR": ray_tmpdir})
     # Wait until a task runs and the agents are up (ray.init has returned: a SIGTERM while

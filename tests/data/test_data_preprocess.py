@@ -86,6 +86,20 @@ def test_train_size_is_a_fixed_stratified_subset():
     assert not np.array_equal(prepare("digits", "cnn", train_size=500, seed=1).y_train, small.y_train)
 
 
+def test_a_subset_is_drawn_once_then_read_from_the_cache(tmp_path):
+    """scikit-learn draws it (importing it costs ~2 s in each process); later calls read the file."""
+    labels = load("digits").y_train
+    drawn = pp.stratified_subset(labels, 300, seed=3, cache_dir=tmp_path)
+    (path,) = (tmp_path / "subset").iterdir()
+    with np.load(path) as f:
+        np.savez(path, keep=f["keep"][::-1].copy())  # a marker: a cached answer is returned as stored
+    np.testing.assert_array_equal(pp.stratified_subset(labels, 300, seed=3, cache_dir=tmp_path), drawn[::-1])
+    path.write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match="unreadable training subset cache"):
+        np.testing.assert_array_equal(pp.stratified_subset(labels, 300, seed=3, cache_dir=tmp_path), drawn)
+    assert not np.array_equal(pp.stratified_subset(labels, 300, seed=4, cache_dir=tmp_path), drawn)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="mlp, cnn"):
         prepare("digits", "rnn")

@@ -3,8 +3,9 @@
 Pixels are scaled to [-1, 1]. For MLPs (`kind="mlp"`) images are flattened and projected
 on the principal components that keep `variance` of the training variance: the PCA is
 fitted on the training split only (the test split must not leak into it) and cached on
-disk under `<cache>/pca/`, so only the first run pays for it. For CNNs (`kind="cnn"`)
-images keep their shape as float32 (N, H, W, C), gray images getting C = 1.
+disk under `<cache>/pca/`, so only the first run pays for it (so is a `train_size` subset,
+under `<cache>/subset/`). For CNNs (`kind="cnn"`) images keep their shape as float32
+(N, H, W, C), gray images getting C = 1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import os
 import warnings
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -117,33 +119,53 @@ def train_pca(ds: Dataset, variance: float = 0.95, cache_dir: str | os.PathLike 
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = root / "pca" / f"{ds.name}-var{variance:g}-{_fingerprint(ds)}.npz"
     d = int(np.prod(ds.x_train.shape[1:]))
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            pca = PCA(f["mean"], f["components"], f["explained_variance_ratio"])
-        if pca.mean.shape == (d,) and pca.components.shape[1:] == (d,):
-            return pca
-    except FileNotFoundError:
-        pass
-    except Exception as e:  # a damaged cache file is only a cache miss
-        warnings.warn(f"ignoring unreadable PCA cache {path} ({e}); refitting", stacklevel=2)
+    pca = _read_cache(path, "PCA", lambda f: PCA(f["mean"], f["components"], f["explained_variance_ratio"]))
+    if pca is not None and pca.mean.shape == (d,) and pca.components.shape[1:] == (d,):
+        return pca
     pca = fit_pca(scale(ds.x_train, ds.pixel_max).reshape(len(ds.x_train), d), variance)
     save_npz(path, "PCA", mean=pca.mean, components=pca.components,
                     explained_variance_ratio=pca.explained_variance_ratio)
     return pca
 
 
-def stratified_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+def _read_cache(path: Path, what: str, read):
+    """`read(npz)` of the cache file `path`, or None when it is missing or damaged (only a cache miss)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return read(f)
+    except FileNotFoundError:
+        return None
+    except Exception as e:
+        warnings.warn(f"ignoring unreadable {what} cache {path} ({e}); computing it again", stacklevel=3)
+        return None
+
+
+def stratified_subset(labels: np.ndarray, size: int, seed: int = 0,
+                      cache_dir: str | os.PathLike | None = None) -> np.ndarray:
     """Sorted indices of a fixed, seeded subset of `size` rows with the class
-    proportions of `labels` (sorted, so the subset keeps the canonical order)."""
+    proportions of `labels` (sorted, so the subset keeps the canonical order).
+
+    Drawn by scikit-learn once, then read from `<cache_dir>/subset/` (keyed by the labels,
+    `size`, `seed` and scikit-learn's version): importing scikit-learn cost ~2 s of CPU in
+    every process that drew a subset, the driver and each worker of a sweep alike."""
     n, n_classes = len(labels), len(np.unique(labels))
     if size == n:
         return np.arange(n)
     if not n_classes <= size < n:
         raise ValueError(f"train_size must be between {n_classes} (one per class) and {n}, got {size}")
+    h = hashlib.sha256(f"{size}|{seed}|{metadata.version('scikit-learn')}|{labels.dtype}|".encode())
+    h.update(np.ascontiguousarray(labels).data)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    path = root / "subset" / f"{h.hexdigest()[:16]}.npz"
+    keep = _read_cache(path, "training subset", lambda f: f["keep"])
+    if keep is not None and keep.shape == (size,):
+        return keep
     from sklearn.model_selection import train_test_split  # here: importing scikit-learn takes ~2 s
 
     keep, _ = train_test_split(np.arange(n), train_size=size, stratify=labels, random_state=seed)
-    return np.sort(keep)
+    keep = np.sort(keep)
+    save_npz(path, "training subset", keep=keep)
+    return keep
 
 
 def prepare(
@@ -170,7 +192,7 @@ def prepare(
     ds = load(name, data_dir, download=download)
     if variance == "auto":
         variance = 0.95 if ds.pixel_max is not None else None
-    keep = slice(None) if train_size is None else stratified_subset(ds.y_train, train_size, seed)
+    keep = slice(None) if train_size is None else stratified_subset(ds.y_train, train_size, seed, cache_dir)
     x_train, x_test = scale(ds.x_train[keep], ds.pixel_max), scale(ds.x_test, ds.pixel_max)
     n_components = None
     if kind == "mlp":

@@ -170,10 +170,12 @@ def run_tasks(tasks, on_event, address: str | None = None, num_cpus: int | None 
         if local:
             stack.enter_context(local)
             stack.callback(ray.shutdown)  # before the reaper's pipe closes (local's exit)
-            local.init(num_cpus=num_cpus, **kwargs)
+            local.init(env, num_cpus=num_cpus, **kwargs)
         elif started_here:
             stack.enter_context(connected(address))
-        remote = ray.remote(num_cpus=1)(_run).options(runtime_env={"env_vars": dict(env or {})})
+        remote = ray.remote(num_cpus=1)(_run)
+        if not local:  # a cluster's workers get `env` as a runtime environment (a local instance has it already)
+            remote = remote.options(runtime_env={"env_vars": dict(env or {})})
         waiting = list(reversed(tasks))
         pending = {}
         while pending or waiting:
@@ -221,18 +223,25 @@ class _LocalRay:
             signal.signal(signal.SIGTERM, self.handler)
         return self
 
-    def init(self, **kwargs) -> None:
-        """ray.init with the tag in the environment it passes on, and our SIGTERM handler
-        kept (ray.init installs its own, sys.exit(15))."""
-        os.environ[TAG] = self.tag
-        try:
-            self.ray.init(**kwargs)
+    def init(self, env: dict[str, str] | None = None, **kwargs) -> None:
+        """ray.init with the tag and `env` (the workers' environment) in the environment it
+        passes on, and our SIGTERM handler kept (ray.init installs its own, sys.exit(15)).
+
+        The workers inherit `env` from the instance, so the tasks need no runtime
+        environment: Ray runs them in the workers it starts with the instance (one per CPU)
+        instead of starting one more per CPU for the runtime environment and leaving those
+        idle. Measured (4 tasks of 2 s on 2 CPUs, every process of the instance counted,
+        2-core machine under load): 19.7 -> 13.5 CPU seconds, 59 -> 34 s."""
+        from vglab.train.parallel import environ
+
+        try:  # (restored after: later children of this process, report writers, are not Ray's)
+            with environ({TAG: self.tag, **(env or {})}):
+                self.ray.init(**kwargs)
         except SystemExit as e:  # ray.init's handler fired while it started
             if self.main and e.code == signal.SIGTERM and callable(self.handler):
                 self.handler(signal.SIGTERM, None)
             raise
         finally:
-            os.environ.pop(TAG, None)  # later children of this process (report writers) are not Ray's
             if self.main:
                 signal.signal(signal.SIGTERM, self.handler)
 
