@@ -44,10 +44,10 @@ from pathlib import Path
 # FP32 (non-tensor-core) peak in TFLOP/s, from the vendors' data sheets.
 FP32_PEAK = {"H200": 67.0, "H100": 67.0, "A100": 19.5, "L40S": 91.6, "A10": 31.2, "V100": 15.7, "T4": 8.1}
 # --small, the CPU smoke run (tests/test_benchmarks.py): every stage's code once, at the least that shows it.
-# One CNN compile on a CPU is ~15 s: one point, on 320 examples (10 steps of 32): its epoch took 1.3 s
-# against 2.7 s on all 1437 of digits (2-core machine under load; the per-epoch probes are the rest).
+# One CNN compile on a CPU is ~15 s: one point, on 96 examples (3 steps of 32; 320 examples' epoch took
+# 1.3 s against 2.7 s on all 1437 of digits, 2-core machine under load; the per-epoch probes are the rest).
 SMALL = {"dataset": "digits", "presets": ["large-params", "cnn-large-params"], "epochs": 1, "seeds": 1, "max_k": 2,
-         "cnn_ks": (2,), "cnn_train": 320}
+         "cnn_ks": (2,), "cnn_train": 96}
 CNN_KS = (4, 12, 24)
 
 
@@ -193,7 +193,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--data-dir", default=os.environ.get("VGLAB_DATA"))
     ap.add_argument("--small", action="store_true", help="digits, two presets, one epoch and seed, K <= 2, "
-                    "at most 320 CNN examples")
+                    f"at most {SMALL['cnn_train']} CNN examples")
     ap.add_argument("--out", default=None, help="results folder (default: a temporary one)")
     ap.add_argument("--presets", default=None, help="comma-separated presets for the study (default: all)")
     ap.add_argument("--workers", type=int, default=1, help="processes sharing the GPU in the study")

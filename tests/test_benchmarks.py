@@ -28,11 +28,15 @@ def test_gpu_reproduce_runs_every_stage_small_on_the_cpu(tmp_path, vglab_cache):
     assert [int(line.split()[0]) for line in mlp if line.strip()[:1].isdigit()] == [1, 2]
     rows = [line.split() for line in cnn if line.strip()[:1].isdigit()]
     assert [int(r[0]) for r in rows] == [2]
-    assert "(cnn-large-params), all probes, 320 examples, on cpu" in out  # --small: 320 of digits' 1437
+    sys.path.insert(0, str(BENCH))
+    from gpu_reproduce import SMALL
+
+    n = SMALL["cnn_train"]
+    assert 32 <= n < 1437 and f"(cnn-large-params), all probes, {n} examples, on cpu" in out  # --small: n of digits' 1437
     for k, s_epoch, ms_step, model_ep_s, *_ in rows:  # the figures follow from each other (to their printed digits)
         rel = 0.0005 / float(s_epoch) + 0.01
         assert float(model_ep_s) == pytest.approx(int(k) / float(s_epoch), rel=rel)
-        assert float(ms_step) == pytest.approx(1e3 * float(s_epoch) / (320 // 32), rel=rel)
+        assert float(ms_step) == pytest.approx(1e3 * float(s_epoch) / (n // 32), rel=rel)
     assert (tmp_path / "out" / "large-params" / "report.html").exists()
 
 
@@ -57,7 +61,7 @@ def test_train_speed_quick_prints_consistent_rows_and_the_plain_loop(tmp_path, v
         assert ("builtin 1x8", 50, "full", os.cpu_count()) in kinds
     n_in = 154 if rows[0]["source"].startswith("MNIST") else 153
     weights = sum(t.size for t in nn.mlp(1, 8, n_in).layout().weights)
-    examples = 2048 // 32 * 32
+    examples = train_speed.QUICK["n_train"] // 32 * 32
     for r in rows:
         assert r["s_per_epoch"] > 0 and r["compile_s"] > -r["s_per_epoch"], r
         assert r["model_epochs_per_s"] == pytest.approx(r["members"] / r["s_per_epoch"], rel=1e-9)

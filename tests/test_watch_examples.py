@@ -147,11 +147,13 @@ def test_char_lm_example_runs_on_python_source(tmp_path, examples):
 
 def test_kill_9_during_an_example_leaves_a_readable_folder(tmp_path):
     """watch_flax.py as a child, recording every 5 steps of a long run: killed with SIGKILL
-    after its second record, its folder loads with every record it reported."""
+    after its second record, its folder loads with every record it reported. The net is the
+    one test_flax_example_own_loss_and_data trains (depth 4, width 8): the child loads its
+    compiled step and layer factors from the run's compilation cache instead of compiling them."""
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     child = subprocess.Popen([sys.executable, str(EXAMPLES / "watch_flax.py"), "--steps", "100000", "--records",
-                              "20000", "--depth", "3", "--width", "8", "--out", str(out)],
+                              "20000", "--depth", "4", "--width", "8", "--out", str(out)],
                              env=env, stdout=subprocess.PIPE, text=True)
     try:
         reported = []
