@@ -26,8 +26,8 @@ run: install
 # 2-core CI machine two processes took 802 s where one took 1,131 s (575 tests). `--dist worksteal`: each
 # process takes one half of the tests in file order (a file's module fixture is built once, not in both,
 # as `load`'s interleaved chunks did) and an idle one takes half of what the other has left. Both share
-# one JAX compilation cache for the run, and compile without LLVM's optimization passes (conftest.py:
-# half the compile time; what the tests check is unchanged).
+# one JAX compilation cache for the run, and compile without LLVM's optimization passes and without
+# XLA's MLIR fusion emitters (conftest.py: a third of the compile time; what the tests check is unchanged).
 test: $(VENV)/.test-extras
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
