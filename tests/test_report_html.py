@@ -278,7 +278,9 @@ def test_svg_on_request_and_a_kill_while_writing_leaves_only_complete_files(repo
     script.write_text(KILLER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     inside = []  # the kills that came while a write was under way (its start marked, its end not)
-    for delay in (0.3, 1.2, 2.4, 3.6, 5.0):
+    # (a writer does not start JAX, so from its first moment it draws and saves figures; the kills
+    # spread over its first ~3 s, ~8 figure files of the PNG+SVG page, before it ends: ~1 CPU-s a file)
+    for delay in (0.2, 0.8, 1.5, 2.3, 3.2):
         marks = tmp_path / f"marks-{delay}"
         proc = subprocess.Popen([sys.executable, str(script), str(out), str(marks)], env=env)
         t0 = time.monotonic()
