@@ -116,7 +116,11 @@ def test_reading_results_does_not_import_jax():
                 todo += g[m]
         assert [m for m in sorted(seen) if imports_jax(mods[m])] == [], start
     assert imports_jax(mods["vglab.train.probes"]) and "vglab.schema" in g["vglab.train.probes"]  # the check sees JAX
+    # the report's tables name stored laws and architectures without JAX too (a report process
+    # does not start it: ~2.4 CPU-s); nn.init imports it where it draws
     code = ("import sys, vglab.results.store as s, vglab.results; s.hist_edges(); "
+            "from vglab.report import tables; tables._norm_spec('normal(std=1.0)'); "
+            "import pandas as pd; tables.arch_name(pd.DataFrame([{'network': 'mlp', 'depth': 2, 'width': 8}])); "
             "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if m.startswith('jax'))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -347,7 +347,8 @@ def test_report_and_index_open_with_the_diagnosis_and_the_forest(report_dirs, tm
     assert "tanh · mlp 4x8 · N(0, std=0.05) · no penalty (2 runs) vanishing: layer 1 of 4" in text
     assert "remedy (untested on this model; measured on the closest case): init" in text
     assert "Rules: vanishing / exploding" in page
-    index = write_index(dirs, tmp_path / "index.html").read_text()
+    # (refresh_pages=False: the index alone; large-params' page, ~10 CPU-s, is not what this checks)
+    index = write_index(dirs, tmp_path / "index.html", refresh_pages=False).read_text()
     assert index.index('src="figures/forest.png"') < index.index('id="claims"')
     assert (tmp_path / "figures" / "forest.png").stat().st_size > 1000
 

@@ -19,9 +19,12 @@ def _external_refs(page: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def written(report_dirs, tmp_path_factory):
-    """Editable copies of two fixture directories; the many-layers report written once."""
+    """Editable copies of two fixture directories; the many-layers report written once, with an
+    index.html beside the folders (as `vglab reproduce` leaves it), which the page links back to.
+    Each page costs ~10 CPU-s (its figures): the tests below read this one where they can."""
     root = tmp_path_factory.mktemp("html")
     dirs = {p: copy_of(p, root / "results") for p in ("large-params", "many-layers")}
+    (root / "results" / "index.html").write_text("<!DOCTYPE html><html><body>an index</body></html>\n")
     return root, dirs, write_report(dirs["many-layers"])
 
 
@@ -60,7 +63,8 @@ def test_index_lists_every_experiment_and_claim(written):
     assert index == root / "site" / "index.html"
     page = index.read_text()
     assert not _external_refs(page)
-    assert (dirs["large-params"] / "report.html").exists()  # written because it was missing
+    written_page = (dirs["large-params"] / "report.html").read_text()  # written because it was missing,
+    assert '<a href="../../site/index.html">' in written_page  # linking back to this index (not to the one beside)
     assert many_page.stat().st_mtime_ns == before  # up to date: not rewritten
     for d in dirs.values():
         assert f'href="../results/{d.name}/report.html"' in page
@@ -156,26 +160,11 @@ def test_summary_csv_is_written_and_linked(written):
             assert pd.isna(row["val_acc_std"]), label
 
 
-def test_svg_on_request_and_stale_figures_removed(report_dirs, tmp_path):
-    out = copy_of("large-params", tmp_path)
-    write_report(out, figure_formats=("png", "svg"))
-    svgs = sorted(p.stem for p in (out / "figures").glob("*.svg"))
-    assert svgs and svgs == sorted(p.stem for p in (out / "figures").glob("*.png"))
-    page = (out / "report.html").read_text()
-    assert 'href="figures/learning_curves.svg"' in page
-    write_report(out)  # PNG only again: the SVGs of the earlier page go
-    assert not list((out / "figures").glob("*.svg"))
-
-
 def test_pages_link_back_to_the_index(written):
-    root, dirs, _ = written
-    index = write_index(list(dirs.values()), root / "results" / "index.html", refresh_pages=False)
-    for d in dirs.values():
-        page = write_report(d).read_text()  # an index.html beside the folders: linked
-        assert '<a href="../index.html">' in page
-    assert index.exists()
-    other = write_report(dirs["large-params"], index=root / "site" / "index.html").read_text()
-    assert '<a href="../../site/index.html">' in other
+    """An index.html beside the folders: linked (a given index= instead:
+    test_index_lists_every_experiment_and_claim; none: no link, test_one_seed_shows_no_spread)."""
+    _, _, page_path = written
+    assert '<a href="../index.html">' in page_path.read_text()
 
 
 def test_one_seed_shows_no_spread(report_dirs, tmp_path):
@@ -193,6 +182,7 @@ def test_one_seed_shows_no_spread(report_dirs, tmp_path):
     rows = body.split("<tr>")[1:]
     assert rows and "±" not in body and all('<td class="num">–</td>' in r for r in rows)  # no spread, no min – max
     assert "± 0.000" not in page and "± nan" not in page
+    assert not (tmp_path / "index.html").exists() and '<nav class="up">' not in page  # no index: no link back
 
 
 def test_a_custom_experiment_lists_no_reference_claims(report_dirs, tmp_path):
@@ -265,11 +255,14 @@ def _complete(path: Path) -> bool:
     return data.rstrip().endswith(b"</html>")
 
 
-def test_a_kill_while_writing_leaves_only_complete_files(report_dirs, tmp_path):
-    """kill -9 at many moments of report writing: every figure and page on disk is complete
+def test_svg_on_request_and_a_kill_while_writing_leaves_only_complete_files(report_dirs, tmp_path):
+    """SVG copies on request (and the next PNG-only page removes them: stale figures go), and
+    kill -9 at many moments of report writing: every figure and page on disk is complete
     and every link of the page resolves (temporary files are hidden, and the next write
     removes those of dead writers). The writer marks each write's start and end: at least
-    3 of the 5 kills must land inside a write, or the test would check finished files only."""
+    3 of the 5 kills must land inside a write, or the test would check finished files only.
+    (One test: the page before the kills is the SVG one, the page after them the PNG-only one;
+    each page costs ~10 CPU-s.)"""
     import os
     import signal
     import subprocess
@@ -277,12 +270,17 @@ def test_a_kill_while_writing_leaves_only_complete_files(report_dirs, tmp_path):
     import time
 
     out = copy_of("many-layers", tmp_path)
-    write_report(out)
+    write_report(out, figure_formats=("png", "svg"))
+    svgs = sorted(p.stem for p in (out / "figures").glob("*.svg"))
+    assert svgs and svgs == sorted(p.stem for p in (out / "figures").glob("*.png"))
+    assert 'href="figures/learning_curves.svg"' in (out / "report.html").read_text()
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     inside = []  # the kills that came while a write was under way (its start marked, its end not)
-    for delay in (0.3, 1.2, 2.4, 3.6, 5.0):
+    # (a writer does not start JAX, so from its first moment it draws and saves figures; the kills
+    # spread over its first ~3 s, ~8 figure files of the PNG+SVG page, before it ends: ~1 CPU-s a file)
+    for delay in (0.2, 0.8, 1.5, 2.3, 3.2):
         marks = tmp_path / f"marks-{delay}"
         proc = subprocess.Popen([sys.executable, str(script), str(out), str(marks)], env=env)
         t0 = time.monotonic()
@@ -299,8 +297,9 @@ def test_a_kill_while_writing_leaves_only_complete_files(report_dirs, tmp_path):
         for ref in _local_refs(page.read_text()):
             assert (out / ref).exists(), (delay, ref)
     assert len(inside) >= 3, inside  # else the checks above saw finished writes only
-    write_report(out)
-    assert not [p for p in (out / "figures").iterdir() if p.name.startswith(".")]  # a dead writer's temporaries
+    write_report(out)  # PNG only again: the SVGs of the earlier pages go, and a dead writer's temporaries
+    assert not list((out / "figures").glob("*.svg")) and (out / "figures" / "learning_curves.png").exists()
+    assert not [p for p in (out / "figures").iterdir() if p.name.startswith(".")]
 
 
 FIXTURE_IMPORTS = """

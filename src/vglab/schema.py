@@ -28,3 +28,17 @@ def hist_edges() -> np.ndarray:
     histogram counts exact zeros, bins 1..HIST_BINS these ranges (values outside clipped).
     The bins are exact for the float32 edges `10.0 ** hist_edges()` (`train.probes.hist_bins`)."""
     return np.linspace(*HIST_LOG10_RANGE, HIST_BINS + 1)
+
+
+def arch_name(network: str, depth=None, width=None, variant=None, model=None, model_args=()) -> str:
+    """A network's short name in labels and run ids: `mlp 20x8`, `cnn 4conv+1x8`,
+    `paper_cnn(layers)`, your model's `file:factory(k=v)` (`model_args`: sorted items)."""
+    if network == "mlp":
+        return f"mlp {depth}x{width}"
+    if network == "cnn":
+        return f"cnn 4conv+{depth}x{width}"
+    if network == "paper_cnn":
+        return f"paper_cnn({variant})"
+    ref = str(model).rsplit("/", 1)[-1].replace(".py:", ":").removeprefix("__main__:")
+    args = ", ".join(f"{k}={v}" for k, v in model_args)
+    return f"{ref}({args})" if args else ref

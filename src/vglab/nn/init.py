@@ -44,8 +44,6 @@ import math
 import re
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 FAMILIES = ("normal", "uniform", "orthogonal", "zeros", "model")
@@ -230,7 +228,12 @@ def parse(spec: str | Init) -> Init:
 
 def base_draw(key: jax.Array, family: str, shape: tuple[int, ...]) -> jax.Array:
     """The scale-free draw of a family: N(0,1) (also for `orthogonal`, orthogonalized per
-    weight by `assemble`), U[-1,1] or zeros."""
+    weight by `assemble`), U[-1,1] or zeros. (JAX is imported here and in the other functions
+    that compute with it, not with the module: reading and labelling a law, `parse`, then needs
+    NumPy only, and a report process does not start JAX, ~2.4 CPU-s.)"""
+    import jax
+    import jax.numpy as jnp
+
     if family in ("normal", "orthogonal"):
         return jax.random.normal(key, shape)
     if family == "uniform":
@@ -247,6 +250,8 @@ def _layer_scale(law: Init, fan_in: int, fan_out: int, value):
         fan = fan_in if law.kind == "scaled_normal" else 1
         if isinstance(value, (int, float, np.number, np.ndarray)):  # in float32, as the draw
             return np.float32(np.sqrt(np.float32(value) / np.float32(fan)))
+        import jax.numpy as jnp
+
         return jnp.sqrt(value / fan)  # traced
     return value
 
@@ -257,14 +262,17 @@ def semi_orthogonal(a):
     QᵀQ = I (rows >= columns) or QQᵀ = I. NumPy arrays are decomposed in float64 on the host
     (the engine's starting state), JAX arrays with `jnp.linalg.qr` (traceable)."""
     shape = a.shape
-    xp = np if isinstance(a, np.ndarray) else jnp
+    if isinstance(a, np.ndarray):
+        xp = np
+    else:
+        import jax.numpy as xp
     m = a.reshape(-1, shape[-1]) if len(shape) != 1 else a.reshape(1, -1)
     tall = m.shape[0] >= m.shape[1]
     m = m if tall else m.T
     if xp is np:
         q, r = np.linalg.qr(m.astype(np.float64))
     else:
-        q, r = jnp.linalg.qr(m)
+        q, r = xp.linalg.qr(m)
     q = q * xp.where(xp.diagonal(r) < 0, -1.0, 1.0).astype(q.dtype)
     q = q if tall else q.T
     return q.reshape(shape).astype(a.dtype)

@@ -36,6 +36,7 @@ from vglab.nn import activations
 from vglab.nn import init as init_laws
 from vglab.nn.init import Init, base_draw
 from vglab.nn.model import Model
+from vglab.schema import arch_name  # noqa: F401  (its home: labels and run ids are stored facts)
 
 KERNEL = 3  # every conv is 3x3 'same'
 CNN_VARIANTS = ("parameters", "layers")
@@ -486,20 +487,6 @@ def paper_cnn(variant: str, in_shape, n_out: int = 10, activation: str = DEFAULT
         convs, flat = _conv_stack(in_shape, [3] * 6, {3, 6})
         dense = _dense_stack(flat, 4, 8, n_out)
     return Network(f"paper_cnn({variant})", "cnn", in_shape, tuple(convs + dense), activation, {"variant": variant})
-
-
-def arch_name(network: str, depth=None, width=None, variant=None, model=None, model_args=()) -> str:
-    """A network's short name in labels and run ids: `mlp 20x8`, `cnn 4conv+1x8`,
-    `paper_cnn(layers)`, your model's `file:factory(k=v)` (`model_args`: sorted items)."""
-    if network == "mlp":
-        return f"mlp {depth}x{width}"
-    if network == "cnn":
-        return f"cnn 4conv+{depth}x{width}"
-    if network == "paper_cnn":
-        return f"paper_cnn({variant})"
-    ref = str(model).rsplit("/", 1)[-1].replace(".py:", ":").removeprefix("__main__:")
-    args = ", ".join(f"{k}={v}" for k, v in model_args)
-    return f"{ref}({args})" if args else ref
 
 
 def build(network: str, in_shape, *, depth: int = DEFAULT_DEPTH, width: int = DEFAULT_WIDTH, variant: str | None = None,

@@ -56,8 +56,8 @@ def runs(res) -> pd.DataFrame:
 
 def arch_name(runs_: pd.DataFrame) -> str:
     """The architecture of runs (of one architecture) as their labels and run ids name it
-    (`nn.networks.arch_name`, the rule's one home), from their stored columns: `mlp 20x8`."""
-    from vglab.nn.networks import arch_name as name
+    (`vglab.schema.arch_name`, the rule's one home), from their stored columns: `mlp 20x8`."""
+    from vglab.schema import arch_name as name
 
     r = runs_.iloc[0]
     size = lambda k: int(r[k]) if pd.notna(r.get(k)) else None  # noqa: E731 - a paper_cnn has none
