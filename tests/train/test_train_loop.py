@@ -125,16 +125,20 @@ def replay():
         logits = NET.apply(p, x, member.alpha)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + nn.penalty(p, 0.0, member.l2)
 
+    @jax.jit  # one program for the replay's steps (eagerly, each operation compiles on its own)
+    def step(params, state, x, y):
+        g = jax.grad(objective)(params, x, y)
+        updates, state = opt.update(g, state, params)
+        return g, optax.apply_updates(params, updates), state
+
     steps = {}
     for epoch in (1, 2):
         order = loop.batch_order(member.seed, epoch, 100, 32)
         assert order.shape == (3, 32)
         steps[epoch] = []
         for idx in order:
-            g = jax.grad(objective)(params, data.x_train[idx], data.y_train[idx])
+            g, params, state = step(params, state, data.x_train[idx], data.y_train[idx])
             steps[epoch].append(jax.tree_util.tree_map(np.asarray, g))
-            updates, state = opt.update(g, state, params)
-            params = optax.apply_updates(params, updates)
     return res, steps, params, objective, cfg, data, member
 
 
@@ -163,7 +167,7 @@ def test_probe_statistics_match_numpy_over_every_step(replay):
                 assert_hist_matches(hist[i, j], _tensors(steps[epoch], layer, p))
     # the layer factors at the end, on the engine's fixed probe batch
     xp, _ = loop._probe_subset(data.x_train, data.y_train, cfg.probe_batch_size)
-    _, z = NET.apply(params, xp, member.alpha, capture=True)
+    _, z = jax.jit(lambda p, x: NET.apply(p, x, member.alpha, capture=True))(params, xp)
     last = res.activations.query("epoch == 2").set_index("layer")
     for layer in NET.hidden_layers:
         zl = np.asarray(z[layer.name], np.float64)
@@ -177,7 +181,7 @@ def test_probe_statistics_match_numpy_over_every_step(replay):
         np.testing.assert_allclose(last.loc[layer.name, "log_weight_norm"], np.log(np.linalg.norm(w, 2)), rtol=1e-3)
     # the first and last layer's full gradients, at the end, on the probe batch
     yp = loop._probe_subset(data.x_train, data.y_train, cfg.probe_batch_size)[1]
-    g_end = jax.grad(objective)(params, xp, yp)
+    g_end = jax.jit(jax.grad(objective))(params, xp, yp)
     assert set(res.final_grads) == {"dense1", "out"}
     for layer in ("dense1", "out"):
         np.testing.assert_allclose(res.final_grads[layer], g_end[layer]["w"], rtol=1e-4, atol=1e-7)
