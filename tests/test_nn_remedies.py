@@ -203,7 +203,7 @@ def test_residual_and_layer_norm_forward_and_gradients_float64(residual, norm):
         def loss(p, xb):
             return loop.mean_cross_entropy(net.apply(p, xb, alpha=1.5), jnp.asarray(y))
 
-        check_grads(loss, (jax.tree_util.tree_map(jnp.asarray, params), jnp.asarray(x)), order=1, modes=["rev"], eps=1e-5,
+        check_grads(jax.jit(loss), (jax.tree_util.tree_map(jnp.asarray, params), jnp.asarray(x)), order=1, modes=["rev"], eps=1e-5,
                     atol=1e-6, rtol=1e-6)
 
 
