@@ -133,11 +133,17 @@ def test_histogram_counts_every_entry_of_every_member_once(entry_max, monkeypatc
                                    *np.nextafter(edges[[1, 7, 30, 59]], np.float32(0)), -edges[59], edges[59],
                                    3e-6, -2e-7, 0.5]).reshape(5, 4)
     tensors = [jnp.asarray(t) for t in tensors]
-    step = probes.StepGrads.from_tensors(tensors, n_lead=2)
-    q = probes.GradHistogram()
-    acc = q.update(q.update(q.zeros((2, 3), step.segments), step), step)  # two steps
-    hist = np.asarray(q.finalize(acc, None, step.segments)["grad_hist"])
-    slot = step.segments.tensor_order()
+    q, segments = probes.GradHistogram(), []
+
+    @jax.jit  # one program (op by op, each operation would compile on its own)
+    def two_steps(tensors):
+        step = probes.StepGrads.from_tensors(tensors, n_lead=2)
+        segments.append(step.segments)
+        acc = q.update(q.update(q.zeros((2, 3), step.segments), step), step)  # two steps
+        return q.finalize(acc, None, step.segments)["grad_hist"]
+
+    hist = np.asarray(two_steps(tensors))
+    slot = segments[0].tensor_order()
     np.testing.assert_array_equal(hist.sum(-1)[..., slot], np.broadcast_to([40, 8, 40], (2, 3, 3)))
     for t, g in enumerate(tensors):
         for s in range(2):
