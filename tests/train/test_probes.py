@@ -76,12 +76,16 @@ def test_moments_and_signs_accumulated_over_steps_equal_the_per_step_means(entry
     n_steps = jnp.full((2, 3, 1), 3.0)
     for q in (probes.GradMoments(), probes.GradSigns()):
         segments = probes.StepGrads.from_tensors([jnp.asarray(t) for t in steps[0]]).segments
-        acc = q.zeros((2, 3), segments)
-        assert acc.shape[-1] == (segments.size if entry_max else len(q.sums))  # the mode asked for
-        for tensors in steps:
-            step = probes.StepGrads.from_tensors([jnp.asarray(t) for t in tensors], columns=q.step_sums(segments))
-            acc = q.update(acc, step)
-        got = q.finalize(acc, n_steps, segments)
+
+        @jax.jit  # the record's steps in one program (op by op, each operation would compile on its own)
+        def record(steps):
+            acc = q.zeros((2, 3), segments)
+            assert acc.shape[-1] == (segments.size if entry_max else len(q.sums))  # the mode asked for
+            for tensors in steps:
+                acc = q.update(acc, probes.StepGrads.from_tensors(tensors, columns=q.step_sums(segments)))
+            return q.finalize(acc, n_steps, segments)
+
+        got = record([[jnp.asarray(t) for t in tensors] for tensors in steps])
         slot = segments.tensor_order()
         for t in range(len(shapes)):
             per_step = [g[t].reshape(2, 3, -1) for g in steps]
