@@ -25,28 +25,48 @@ def test_digits_split_shapes_range_and_stratification():
     assert load("digits") is ds  # cached in the process
 
 
-def test_digits_split_is_cached_so_workers_skip_scikit_learn(tmp_path):
-    """The first process splits digits with scikit-learn and caches the split; the next
-    loads the same arrays without importing scikit-learn; a damaged cache is a miss."""
+def test_digits_split_is_cached_so_workers_skip_scikit_learn(tmp_path, monkeypatch):
+    """The first load splits digits with scikit-learn and caches the split; a new process
+    loads the same arrays without importing scikit-learn; a damaged cache is a miss (split
+    again, with a warning, and stored again). The first and the damaged loads run in this
+    process (`_load_digits` past its in-memory cache, counting the splits): only the load
+    that must not import scikit-learn needs a fresh process."""
     import os
     import subprocess
     import sys
 
+    from vglab.data import sources
+
+    def digest(arrays):
+        h = hashlib.sha256()
+        for a in arrays:
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    monkeypatch.setenv("VGLAB_CACHE", str(tmp_path))
+    splits = []
+    split = sources._split_digits
+    monkeypatch.setattr(sources, "_split_digits", lambda: splits.append(1) or split())
+
+    def here():
+        d = sources._load_digits.__wrapped__()
+        return digest((d.x_train, d.y_train, d.x_test, d.y_test))
+
+    first = here()
+    assert splits == [1]
+    [cached] = (tmp_path / "digits").glob("split-*.npz")
     code = ("import sys, hashlib; from vglab.data import load; d = load('digits'); "
             "h = hashlib.sha256(); [h.update(a.tobytes()) for a in (d.x_train, d.y_train, d.x_test, d.y_test)]; "
             "print('sklearn' in sys.modules, h.hexdigest())")
-    env = {**os.environ, "VGLAB_CACHE": str(tmp_path)}
-
-    def run():
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        return out.stdout.split()
-
-    first, second = run(), run()
-    assert first[0] == "True" and second[0] == "False" and first[1] == second[1]
-    [cached] = (tmp_path / "digits").glob("split-*.npz")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "VGLAB_CACHE": str(tmp_path)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", first]
     cached.write_bytes(b"not an npz")
-    third = run()
-    assert third[0] == "True" and third[1] == first[1]
+    with pytest.warns(UserWarning, match="ignoring unreadable digits cache"):
+        third = here()
+    assert splits == [1, 1] and third == first
+    with np.load(cached) as f:  # stored again
+        assert digest(f[k] for k in sources.DIGITS_SPLIT) == first
 
 
 def test_loaded_arrays_are_read_only():

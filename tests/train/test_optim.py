@@ -47,13 +47,18 @@ def test_sgd_with_momentum_and_a_learning_rate_sweep_match_a_replay():
         params = loop.initial_params(NET, member)
         sgd = optax.sgd(member.learning_rate, momentum=0.9)
         state, losses = sgd.init(params), []
-        for idx in loop.batch_order(member.seed, 1, len(DATA.x_train), 32):
+
+        @jax.jit  # one program for the replay's steps (eagerly, each operation compiles on its own)
+        def step(params, state, x, y):
             def loss(p):
-                return optax.softmax_cross_entropy_with_integer_labels(NET.apply(p, DATA.x_train[idx]), DATA.y_train[idx]).mean()
+                return optax.softmax_cross_entropy_with_integer_labels(NET.apply(p, x), y).mean()
             value, g = jax.value_and_grad(loss)(params)
-            losses.append(float(value))
             updates, state = sgd.update(g, state, params)
-            params = optax.apply_updates(params, updates)
+            return value, optax.apply_updates(params, updates), state
+
+        for idx in loop.batch_order(member.seed, 1, len(DATA.x_train), 32):
+            value, params, state = step(params, state, DATA.x_train[idx], DATA.y_train[idx])
+            losses.append(float(value))
         np.testing.assert_allclose(res.epochs.train_loss.iloc[1], np.mean(losses), rtol=1e-5)
         val = optax.softmax_cross_entropy_with_integer_labels(NET.apply(params, DATA.x_test), DATA.y_test).mean()
         np.testing.assert_allclose(res.epochs.val_loss.iloc[1], float(val), rtol=1e-4)
@@ -127,9 +132,14 @@ def test_a_per_tensor_optimizer_sees_each_tensor():
     params = loop.initial_params(NET, member)
     lamb = optax.lamb(0.01)
     state = lamb.init(params)
-    for idx in loop.batch_order(0, 1, len(DATA.x_train), 32):
-        g = jax.grad(lambda p: loop.cross_entropy(NET.apply(p, DATA.x_train[idx]), DATA.y_train[idx]).mean())(params)
+
+    @jax.jit  # one program for the replay's steps (eagerly, each operation compiles on its own)
+    def step(params, state, x, y):
+        g = jax.grad(lambda p: loop.cross_entropy(NET.apply(p, x), y).mean())(params)
         updates, state = lamb.update(g, state, params)
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), state
+
+    for idx in loop.batch_order(0, 1, len(DATA.x_train), 32):
+        params, state = step(params, state, DATA.x_train[idx], DATA.y_train[idx])
     val = loop.cross_entropy(NET.apply(params, DATA.x_test), DATA.y_test).mean()
     np.testing.assert_allclose(res.epochs.val_loss.iloc[1], float(val), rtol=1e-4)

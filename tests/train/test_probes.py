@@ -76,12 +76,16 @@ def test_moments_and_signs_accumulated_over_steps_equal_the_per_step_means(entry
     n_steps = jnp.full((2, 3, 1), 3.0)
     for q in (probes.GradMoments(), probes.GradSigns()):
         segments = probes.StepGrads.from_tensors([jnp.asarray(t) for t in steps[0]]).segments
-        acc = q.zeros((2, 3), segments)
-        assert acc.shape[-1] == (segments.size if entry_max else len(q.sums))  # the mode asked for
-        for tensors in steps:
-            step = probes.StepGrads.from_tensors([jnp.asarray(t) for t in tensors], columns=q.step_sums(segments))
-            acc = q.update(acc, step)
-        got = q.finalize(acc, n_steps, segments)
+
+        @jax.jit  # the record's steps in one program (op by op, each operation would compile on its own)
+        def record(steps):
+            acc = q.zeros((2, 3), segments)
+            assert acc.shape[-1] == (segments.size if entry_max else len(q.sums))  # the mode asked for
+            for tensors in steps:
+                acc = q.update(acc, probes.StepGrads.from_tensors(tensors, columns=q.step_sums(segments)))
+            return q.finalize(acc, n_steps, segments)
+
+        got = record([[jnp.asarray(t) for t in tensors] for tensors in steps])
         slot = segments.tensor_order()
         for t in range(len(shapes)):
             per_step = [g[t].reshape(2, 3, -1) for g in steps]
@@ -133,11 +137,17 @@ def test_histogram_counts_every_entry_of_every_member_once(entry_max, monkeypatc
                                    *np.nextafter(edges[[1, 7, 30, 59]], np.float32(0)), -edges[59], edges[59],
                                    3e-6, -2e-7, 0.5]).reshape(5, 4)
     tensors = [jnp.asarray(t) for t in tensors]
-    step = probes.StepGrads.from_tensors(tensors, n_lead=2)
-    q = probes.GradHistogram()
-    acc = q.update(q.update(q.zeros((2, 3), step.segments), step), step)  # two steps
-    hist = np.asarray(q.finalize(acc, None, step.segments)["grad_hist"])
-    slot = step.segments.tensor_order()
+    q, segments = probes.GradHistogram(), []
+
+    @jax.jit  # one program (op by op, each operation would compile on its own)
+    def two_steps(tensors):
+        step = probes.StepGrads.from_tensors(tensors, n_lead=2)
+        segments.append(step.segments)
+        acc = q.update(q.update(q.zeros((2, 3), step.segments), step), step)  # two steps
+        return q.finalize(acc, None, step.segments)["grad_hist"]
+
+    hist = np.asarray(two_steps(tensors))
+    slot = segments[0].tensor_order()
     np.testing.assert_array_equal(hist.sum(-1)[..., slot], np.broadcast_to([40, 8, 40], (2, 3, 3)))
     for t, g in enumerate(tensors):
         for s in range(2):

@@ -60,11 +60,15 @@ def test_update_size_and_distance_from_init_match_a_replay():
     def objective(p, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(NET.apply(p, x), y).mean() + nn.penalty(p, 0.0, MEMBER.l2)
 
+    @jax.jit  # one program for the replay's steps (eagerly, each operation compiles on its own)
+    def step(params, state, x, y):
+        g = jax.grad(objective)(params, x, y)
+        updates, state = opt.update(g, state, params)
+        return optax.apply_updates(params, updates), state
+
     steps = []
     for idx in loop.batch_order(MEMBER.seed, 1, 100, 32):
-        g = jax.grad(objective)(params, DATA.x_train[idx], DATA.y_train[idx])
-        updates, state = opt.update(g, state, params)
-        new = optax.apply_updates(params, updates)
+        new, state = step(params, state, DATA.x_train[idx], DATA.y_train[idx])
         steps.append((params, new))
         params = new
     g = res.grads.set_index(["layer", "param"])

@@ -25,22 +25,34 @@ def _same(a: pd.DataFrame, b: pd.DataFrame, rtol=2e-4, atol=1e-6):
     np.testing.assert_allclose(a[num].to_numpy(float), b[num].to_numpy(float), rtol=rtol, atol=atol, equal_nan=True)
 
 
-def test_group_members_match_training_alone():
-    members = [
-        Member(seed=0, weight_init=init.normal(std=1.0)),
-        Member(seed=0, weight_init=init.normal(std=3.0), l2=0.01),
-        Member(seed=1, weight_init=init.normal(std=1.0), alpha=2.0, l1=0.001),
-        Member(seed=2, weight_init=init.normal(std=0.5)),  # a seed with fewer members: padded grid
-    ]
-    together = train_group(NET, DATA, members, CONFIG)
-    for member, res in zip(members, together):
+GROUP = [
+    Member(seed=0, weight_init=init.normal(std=1.0)),
+    Member(seed=0, weight_init=init.normal(std=3.0), l2=0.01),
+    Member(seed=1, weight_init=init.normal(std=1.0), alpha=2.0, l1=0.001),
+    Member(seed=2, weight_init=init.normal(std=0.5)),  # a seed with fewer members: padded grid
+]
+
+
+@pytest.fixture(scope="module")
+def group():
+    """GROUP trained together on a grid padded to 3 slots per seed (`min_slots`: every
+    seed's row gets copies), the run the equivalence, padding and repeat tests share."""
+    return train_group(NET, DATA, GROUP, CONFIG, min_slots=3)
+
+
+def test_group_members_match_training_alone_and_padding_copies_leave_their_results(group):
+    """Each member of the padded group equals the member trained alone (an unpadded 1x1
+    grid, with only the penalty terms it uses): neither its group mates nor the copies
+    padding every seed's row to `min_slots` change its numbers."""
+    assert len(group) == len(GROUP)
+    for member, res in zip(GROUP, group):
         alone = train_group(NET, DATA, [member], CONFIG)[0]
         _same(res.epochs.drop(columns="seconds"), alone.epochs.drop(columns="seconds"))
         _same(res.grads, alone.grads)
         _same(res.activations, alone.activations)
         np.testing.assert_array_equal(res.histograms.sum(-1), alone.histograms.sum(-1))
     # the members really differ: the comparison above is not vacuous
-    assert not np.allclose(together[0].epochs.val_loss, together[1].epochs.val_loss)
+    assert not np.allclose(group[0].epochs.val_loss, group[1].epochs.val_loss)
 
 
 def test_batch_cross_entropy_is_the_mean_of_the_per_example_one():
@@ -53,20 +65,11 @@ def test_batch_cross_entropy_is_the_mean_of_the_per_example_one():
     np.testing.assert_allclose(g_batch, g_each, rtol=1e-5, atol=1e-8)
 
 
-def test_padding_the_grid_with_copies_leaves_the_members_results():
-    members = [Member(seed=0, weight_init=init.normal(std=1.0)), Member(seed=0, weight_init=init.normal(std=2.0), l2=0.01)]
-    plain = train_group(NET, DATA, members, CONFIG)
-    padded = train_group(NET, DATA, members, CONFIG, min_slots=8)
-    assert len(padded) == 2
-    for a, b in zip(plain, padded):
-        _same(a.epochs.drop(columns="seconds"), b.epochs.drop(columns="seconds"))
-        _same(a.grads, b.grads)
-
-
 def test_same_seed_shares_initial_draw_and_batch_order():
     a, b = train_group(NET, DATA, [Member(seed=3, weight_init=init.normal(std=1.0)),
-                                   Member(seed=3, weight_init=init.normal(std=2.0))], TrainConfig(epochs=1))
+                                   Member(seed=3, weight_init=init.normal(std=2.0), l2=0.01)], TrainConfig(epochs=1))
     # weights twice as large: at initialization every layer's spectral norm differs by log 2
+    # (b's penalty, which acts from the first step on, makes this the diverging test's program)
     w_a = a.activations.query("epoch == 0").log_weight_norm.to_numpy()
     w_b = b.activations.query("epoch == 0").log_weight_norm.to_numpy()
     np.testing.assert_allclose(w_b - w_a, np.log(2.0), rtol=1e-4)
@@ -87,13 +90,12 @@ def test_diverging_member_is_frozen_and_others_continue():
     _same(res_good.epochs.drop(columns="seconds"), alone.epochs.drop(columns="seconds"))
 
 
-def test_bit_identical_on_repeat():
-    members = [Member(seed=5, weight_init=init.normal(std=2.0), l2=0.01), Member(seed=6)]
-    r1 = train_group(NET, DATA, members, CONFIG)
-    r2 = train_group(NET, DATA, members, CONFIG)
-    for a, b in zip(r1, r2):
+def test_bit_identical_on_repeat(group):
+    again = train_group(NET, DATA, GROUP, CONFIG, min_slots=3)
+    for a, b in zip(group, again):
         pd.testing.assert_frame_equal(a.epochs.drop(columns="seconds"), b.epochs.drop(columns="seconds"))
         pd.testing.assert_frame_equal(a.grads, b.grads)
+        pd.testing.assert_frame_equal(a.activations, b.activations)
         np.testing.assert_array_equal(a.histograms, b.histograms)
 
 
@@ -123,16 +125,20 @@ def replay():
         logits = NET.apply(p, x, member.alpha)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + nn.penalty(p, 0.0, member.l2)
 
+    @jax.jit  # one program for the replay's steps (eagerly, each operation compiles on its own)
+    def step(params, state, x, y):
+        g = jax.grad(objective)(params, x, y)
+        updates, state = opt.update(g, state, params)
+        return g, optax.apply_updates(params, updates), state
+
     steps = {}
     for epoch in (1, 2):
         order = loop.batch_order(member.seed, epoch, 100, 32)
         assert order.shape == (3, 32)
         steps[epoch] = []
         for idx in order:
-            g = jax.grad(objective)(params, data.x_train[idx], data.y_train[idx])
+            g, params, state = step(params, state, data.x_train[idx], data.y_train[idx])
             steps[epoch].append(jax.tree_util.tree_map(np.asarray, g))
-            updates, state = opt.update(g, state, params)
-            params = optax.apply_updates(params, updates)
     return res, steps, params, objective, cfg, data, member
 
 
@@ -161,7 +167,7 @@ def test_probe_statistics_match_numpy_over_every_step(replay):
                 assert_hist_matches(hist[i, j], _tensors(steps[epoch], layer, p))
     # the layer factors at the end, on the engine's fixed probe batch
     xp, _ = loop._probe_subset(data.x_train, data.y_train, cfg.probe_batch_size)
-    _, z = NET.apply(params, xp, member.alpha, capture=True)
+    _, z = jax.jit(lambda p, x: NET.apply(p, x, member.alpha, capture=True))(params, xp)
     last = res.activations.query("epoch == 2").set_index("layer")
     for layer in NET.hidden_layers:
         zl = np.asarray(z[layer.name], np.float64)
@@ -175,7 +181,7 @@ def test_probe_statistics_match_numpy_over_every_step(replay):
         np.testing.assert_allclose(last.loc[layer.name, "log_weight_norm"], np.log(np.linalg.norm(w, 2)), rtol=1e-3)
     # the first and last layer's full gradients, at the end, on the probe batch
     yp = loop._probe_subset(data.x_train, data.y_train, cfg.probe_batch_size)[1]
-    g_end = jax.grad(objective)(params, xp, yp)
+    g_end = jax.jit(jax.grad(objective))(params, xp, yp)
     assert set(res.final_grads) == {"dense1", "out"}
     for layer in ("dense1", "out"):
         np.testing.assert_allclose(res.final_grads[layer], g_end[layer]["w"], rtol=1e-4, atol=1e-7)
