@@ -16,6 +16,7 @@ from vglab import nn  # noqa: E402
 from vglab.nn import init  # noqa: E402
 from vglab.nn.model import ModelError, derive_layout  # noqa: E402
 from vglab.train import Member, TrainConfig, loop, train_group  # noqa: E402
+from vglab.train.flat import Flat  # noqa: E402
 
 DATA = blobs()
 CONFIG = TrainConfig(epochs=2)
@@ -88,8 +89,13 @@ def test_builtin_network_layout_matches_its_layers():
 # ------------------------------------------------------------------ one engine for every model
 def test_builtin_network_as_a_plain_function_pair_trains_bit_identically():
     """The built-in MLP is one implementation of the interface: wrapped as a plain
-    (init_fn, apply_fn) pair whose layout vglab derives itself, it gives the same numbers."""
-    net = nn.mlp(2, 6, DATA.x_train.shape[1])
+    (init_fn, apply_fn) pair whose layout vglab derives itself, it gives the same numbers.
+    Depth 3: its two square hidden layers are a run the engine scans (the pair's pytree
+    path applies them one by one), so the scanned program is checked bit for bit too."""
+    net = nn.mlp(3, 6, DATA.x_train.shape[1])
+    steps = CONFIG.epochs * (len(DATA.x_train) // CONFIG.batch_size)
+    flat = Flat.of(net.layout(), swap_matrices=True).with_runs(net.layer_runs)
+    assert loop.scan_pays(flat, steps, members=2)  # the engine scans the built-in's run
     pair = nn.FunctionModel(lambda k: net.init(k), net.apply, activation="tanh")  # apply takes alpha
     members = [Member(seed=1, weight_init=init.normal(std=0.5), l2=0.01), Member(seed=1, weight_init=init.normal(std=2.0), alpha=2.0)]
     assert pair.layout(DATA.x_train[:4]).names == net.layer_names
